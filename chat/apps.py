@@ -1,0 +1,21 @@
+from django.apps import AppConfig
+
+
+class ChatConfig(AppConfig):
+    name = "chat"
+    verbose_name = "Chat"
+
+    def ready(self) -> None:
+        from profiles.definitions import definitions
+
+        from .runtime.engine_settings import STARTER_SUGGESTIONS, STEP_SETTINGS
+
+        definitions.register_many(STEP_SETTINGS)
+        definitions.register_extension(STARTER_SUGGESTIONS)
+        try:
+            from .runtime.middlewares import MIDDLEWARE_DEFINITIONS
+            from .runtime.tools import TOOL_DEFINITIONS
+        except ImportError:  # pragma: no cover - while the runtime modules are being written
+            return
+        definitions.register_many(MIDDLEWARE_DEFINITIONS)
+        definitions.register_many(TOOL_DEFINITIONS)

@@ -1,0 +1,1 @@
+"""Project invariants as Django system checks."""

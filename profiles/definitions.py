@@ -1,0 +1,125 @@
+"""Extension points: what apps register so profiles can be validated and runtimes composed.
+
+`profiles` never imports `chat` or `inventory`; those apps register their middlewares, tools,
+extension codecs and engine-setting fields here from `AppConfig.ready()`. This module is plain
+Python (no ORM), so validation and composition unit-test without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MiddlewareDefinition:
+    name: str
+    version: int
+    display_name: str
+    description: str
+    schema: dict[str, Any]
+    # Builds the runtime object: factory(id=..., config=...). Set by the app that implements it.
+    factory: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
+class ToolDefinition:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    writes: bool
+    mounts: frozenset[str]
+    # Django permission a writing tool needs from the connected user, e.g. "inventory.change_item".
+    permission: str | None = None
+    # The runtime tool object (see chat.runtime.base.Tool).
+    implementation: Any = None
+
+
+@dataclass(frozen=True)
+class ExtensionCodec:
+    key: str
+    schema: dict[str, Any]
+    # Optional normaliser applied after schema validation (e.g. trim strings).
+    normalise: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepSettingField:
+    section: str
+    field: str
+    type: str  # JSON schema type: string | number | integer | boolean
+    default: Any = None
+    description: str = ""
+    enum: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    # A secret (API key) is never accepted in a profile or request: it comes from the environment.
+    secret: bool = False
+
+    def json_schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": self.type}
+        if self.enum is not None:
+            schema["enum"] = list(self.enum)
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        return schema
+
+
+class DefinitionError(RuntimeError):
+    """Raised at start-up when two apps register the same name."""
+
+
+@dataclass
+class Definitions:
+    middlewares: dict[str, MiddlewareDefinition] = field(default_factory=dict)
+    tools: dict[str, ToolDefinition] = field(default_factory=dict)
+    extensions: dict[str, ExtensionCodec] = field(default_factory=dict)
+    step_settings: dict[tuple[str, str], StepSettingField] = field(default_factory=dict)
+
+    def register_middleware(self, definition: MiddlewareDefinition) -> MiddlewareDefinition:
+        self._add(self.middlewares, definition.name, definition, "middleware")
+        return definition
+
+    def register_tool(self, definition: ToolDefinition) -> ToolDefinition:
+        self._add(self.tools, definition.name, definition, "tool")
+        return definition
+
+    def register_extension(self, codec: ExtensionCodec) -> ExtensionCodec:
+        self._add(self.extensions, codec.key, codec, "extension codec")
+        return codec
+
+    def register_step_setting(self, setting: StepSettingField) -> StepSettingField:
+        self._add(self.step_settings, (setting.section, setting.field), setting, "step setting")
+        return setting
+
+    def tools_for_mount(self, mount: str) -> list[ToolDefinition]:
+        return [self.tools[name] for name in sorted(self.tools) if mount in self.tools[name].mounts]
+
+    def step_setting_sections(self) -> dict[str, list[StepSettingField]]:
+        sections: dict[str, list[StepSettingField]] = {}
+        for (section, _), setting in sorted(self.step_settings.items()):
+            sections.setdefault(section, []).append(setting)
+        return sections
+
+    @staticmethod
+    def _add(table: dict, key: Any, value: Any, kind: str) -> None:
+        existing = table.get(key)
+        if existing is not None and existing != value:
+            raise DefinitionError(f"{kind} {key!r} is registered twice")
+        table[key] = value
+
+    def register_many(self, items: Iterable[Any]) -> None:
+        for item in items:
+            {
+                MiddlewareDefinition: self.register_middleware,
+                ToolDefinition: self.register_tool,
+                ExtensionCodec: self.register_extension,
+                StepSettingField: self.register_step_setting,
+            }[type(item)](item)
+
+
+# The process-wide registry. Apps fill it in AppConfig.ready().
+definitions = Definitions()
