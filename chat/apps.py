@@ -8,10 +8,11 @@ class ChatConfig(AppConfig):
     def ready(self) -> None:
         from profiles.definitions import definitions
 
-        from .runtime.engine_settings import STARTER_SUGGESTIONS, STEP_SETTINGS
+        from .runtime.engine_settings import DEFAULT_MODELS, STARTER_SUGGESTIONS, STEP_SETTINGS
 
         definitions.register_many(STEP_SETTINGS)
         definitions.register_extension(STARTER_SUGGESTIONS)
+        definitions.default_models.update(DEFAULT_MODELS)
         try:
             from .runtime.middlewares import MIDDLEWARE_DEFINITIONS
             from .runtime.tools import TOOL_DEFINITIONS

@@ -78,6 +78,8 @@ class Definitions:
     tools: dict[str, ToolDefinition] = field(default_factory=dict)
     extensions: dict[str, ExtensionCodec] = field(default_factory=dict)
     step_settings: dict[tuple[str, str], StepSettingField] = field(default_factory=dict)
+    # provider -> model used when `ai-chat.ai-engine` is empty (registered by the engine's app).
+    default_models: dict[str, str] = field(default_factory=dict)
 
     def register_middleware(self, definition: MiddlewareDefinition) -> MiddlewareDefinition:
         self._add(self.middlewares, definition.name, definition, "middleware")

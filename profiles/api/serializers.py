@@ -1,0 +1,97 @@
+"""Read serializers shape responses; write serializers parse request bodies (types only: the
+service layer owns every rule, so the admin and the importer get the same ones)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from profiles.models import ProfileRevision
+from profiles.services import profile_document
+
+
+# --------------------------------------------------------------------------- read
+
+
+class RegistrySummarySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    display_name = serializers.CharField()
+    description = serializers.CharField()
+    default_profile_slug = serializers.SerializerMethodField()
+    profile_count = serializers.IntegerField()
+    version = serializers.IntegerField()
+
+    def get_default_profile_slug(self, registry: Any) -> str | None:
+        return registry.default_profile.slug if registry.default_profile_id else None
+
+
+class ProfileListItemSerializer(serializers.Serializer):
+    registry = serializers.CharField(source="registry.slug")
+    slug = serializers.CharField()
+    display_name = serializers.CharField()
+    description = serializers.CharField()
+    default_prompt = serializers.SerializerMethodField()
+    extensions = serializers.JSONField()
+    is_default = serializers.SerializerMethodField()
+    version = serializers.IntegerField()
+
+    def get_default_prompt(self, profile: Any) -> str:
+        return (profile.runtime or {}).get("system_prompt", "")
+
+    def get_is_default(self, profile: Any) -> bool:
+        return profile.registry.default_profile_id == profile.pk
+
+
+class ProfileDocumentSerializer(serializers.BaseSerializer):
+    """`{registry, slug, display_name, description, runtime, policy, extensions, metadata, is_default}`."""
+
+    def to_representation(self, profile: Any) -> dict[str, Any]:
+        return profile_document(profile)
+
+
+class RevisionSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ProfileRevision
+        fields = ["version", "updated_at_ms", "updated_by", "source", "change"]
+
+
+# --------------------------------------------------------------------------- write
+
+
+class ProfileCreateSerializer(serializers.Serializer):
+    registry = serializers.CharField(required=False)
+    slug = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    runtime = serializers.JSONField(required=False, allow_null=True)
+    policy = serializers.JSONField(required=False, allow_null=True)
+    extensions = serializers.JSONField(required=False, allow_null=True)
+    set_default = serializers.BooleanField(required=False, default=False)
+
+
+class ProfilePatchSerializer(serializers.Serializer):
+    display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    runtime = serializers.JSONField(required=False, allow_null=True)
+    policy = serializers.JSONField(required=False, allow_null=True)
+    extensions = serializers.JSONField(required=False, allow_null=True)
+    expected_version = serializers.IntegerField(required=False, min_value=1)
+    set_default = serializers.BooleanField(required=False, default=False)
+
+    def changes(self) -> dict[str, Any]:
+        fields = ("display_name", "description", "runtime", "policy", "extensions")
+        return {k: self.validated_data[k] for k in fields if k in self.validated_data}
+
+
+class ExpectedVersionSerializer(serializers.Serializer):
+    expected_version = serializers.IntegerField(required=False, min_value=1)
+
+
+class ResolveSerializer(serializers.Serializer):
+    request_overrides = serializers.JSONField(required=False, allow_null=True)
+
+
+class SelectProfileSerializer(serializers.Serializer):
+    slug = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    registry = serializers.CharField(required=False)

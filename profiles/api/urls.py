@@ -1,0 +1,49 @@
+"""`profile_api_urls(mount)`: the same routes for every mount; only the options differ."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, path
+
+from profiles.mounts import Mount
+
+from .views import CurrentProfileViewSet, ProfileViewSet, RegistryViewSet, SchemaViewSet
+
+
+def profile_api_urls(mount: Mount) -> list[URLPattern]:
+    def view(viewset, actions):
+        return viewset.as_view(actions, mount=mount)
+
+    profiles = ProfileViewSet
+    return [
+        path("api/chat/registries", view(RegistryViewSet, {"get": "list"}), name="registry-list"),
+        path("api/chat/profiles", view(profiles, {"get": "list", "post": "create"}), name="profile-list"),
+        path(
+            "api/chat/profiles/<str:slug>",
+            view(profiles, {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
+            name="profile-detail",
+        ),
+        path("api/chat/profiles/<str:slug>/default", view(profiles, {"post": "make_default"}), name="profile-default"),
+        path("api/chat/profiles/<str:slug>/versions", view(profiles, {"get": "versions"}), name="profile-versions"),
+        path(
+            "api/chat/profiles/<str:slug>/versions/<int:version>",
+            view(profiles, {"get": "version_detail"}),
+            name="profile-version-detail",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/versions/<int:version>/restore",
+            view(profiles, {"post": "restore"}),
+            name="profile-restore",
+        ),
+        path("api/chat/profiles/<str:slug>/resolve", view(profiles, {"post": "resolve"}), name="profile-resolve"),
+        path(
+            "api/chat/profile",
+            view(CurrentProfileViewSet, {"get": "retrieve", "post": "select"}),
+            name="current-profile",
+        ),
+        path("api/chat/schemas/middlewares", view(SchemaViewSet, {"get": "middlewares"}), name="schema-middlewares"),
+        path("api/chat/schemas/tools", view(SchemaViewSet, {"get": "tools"}), name="schema-tools"),
+        path("api/chat/schemas/extensions", view(SchemaViewSet, {"get": "extensions"}), name="schema-extensions"),
+        path(
+            "api/chat/schemas/step-settings", view(SchemaViewSet, {"get": "step_settings"}), name="schema-step-settings"
+        ),
+    ]

@@ -1,0 +1,273 @@
+"""The shared profile API. Written once; each app mounts it with its own `Mount` (options only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from profiles import selectors, services
+from profiles.definitions import definitions
+from profiles.mounts import Mount
+from profiles.validation import canonical_slug
+
+from . import serializers as s
+
+REGISTRY_PARAM = OpenApiParameter("registry", str, description="Registry slug; absent = the mount's default registry")
+SESSION_KEY = "chat_profile:{mount}"
+COOKIE_NAME = "chat_profile"
+
+
+class ProfileWritePermission(permissions.BasePermission):
+    """Reads are open to any authenticated user; writes need the Django model permission."""
+
+    required = {
+        "create": "profiles.add_profile",
+        "partial_update": "profiles.change_profile",
+        "make_default": "profiles.change_profile",
+        "restore": "profiles.change_profile",
+        "destroy": "profiles.delete_profile",
+    }
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        perm = self.required.get(getattr(view, "action", None) or "")
+        return perm is None or request.user.has_perm(perm)
+
+
+class MountedViewSet(viewsets.ViewSet):
+    mount: Mount | None = None  # set per mount by `profile_api_urls`
+    permission_classes = [permissions.IsAuthenticated, ProfileWritePermission]
+
+    def registry_slug(self, request: Request, body: dict[str, Any] | None = None) -> str:
+        raw = (body or {}).get("registry") or request.query_params.get("registry") or self.mount.default_registry
+        return canonical_slug(raw, field="registry")
+
+    def profile_url(self, request: Request, registry: str, slug: str) -> str:
+        url = reverse(f"{self.mount.name}:profile-detail", kwargs={"slug": slug})
+        return request.build_absolute_uri(
+            url + ("" if registry == self.mount.default_registry else f"?registry={registry}")
+        )
+
+
+def document_response(profile: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        s.ProfileDocumentSerializer(profile).data,
+        status=status,
+        headers={"ETag": f'"{profile.version}"', **(headers or {})},
+    )
+
+
+class RegistryViewSet(MountedViewSet):
+    @extend_schema(responses=s.RegistrySummarySerializer(many=True))
+    def list(self, request: Request) -> Response:
+        return Response(s.RegistrySummarySerializer(selectors.registry_list(), many=True).data)
+
+
+@extend_schema(parameters=[REGISTRY_PARAM])
+class ProfileViewSet(MountedViewSet):
+    lookup_field = "slug"
+
+    def _profile(self, request: Request, slug: str) -> Any:
+        registry = selectors.registry_get(self.registry_slug(request))
+        return selectors.profile_get(registry=registry, slug=slug)
+
+    @extend_schema(responses=s.ProfileListItemSerializer(many=True))
+    def list(self, request: Request) -> Response:
+        registry = selectors.registry_get(self.registry_slug(request))
+        return Response(s.ProfileListItemSerializer(selectors.profile_list(registry=registry), many=True).data)
+
+    @extend_schema(request=s.ProfileCreateSerializer, responses={201: dict})
+    def create(self, request: Request) -> Response:
+        body = s.ProfileCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        registry = self.registry_slug(request, data)
+        data.pop("registry", None)
+        profile = services.profile_create(registry_slug=registry, actor=request.user, source="api", **data)
+        profile.refresh_from_db()
+        return document_response(
+            profile, status=201, headers={"Location": self.profile_url(request, registry, profile.slug)}
+        )
+
+    @extend_schema(responses=dict)
+    def retrieve(self, request: Request, slug: str) -> Response:
+        return document_response(self._profile(request, slug))
+
+    @extend_schema(request=s.ProfilePatchSerializer, responses=dict)
+    def partial_update(self, request: Request, slug: str) -> Response:
+        body = s.ProfilePatchSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        profile = services.profile_update(
+            registry_slug=self.registry_slug(request),
+            slug=slug,
+            changes=body.changes(),
+            expected_version=body.validated_data.get("expected_version"),
+            if_match=request.headers.get("If-Match"),
+            set_default=body.validated_data["set_default"],
+            actor=request.user,
+            source="api",
+        )
+        profile.refresh_from_db()
+        return document_response(profile)
+
+    @extend_schema(parameters=[OpenApiParameter("expected_version", int)], responses={204: None})
+    def destroy(self, request: Request, slug: str) -> Response:
+        services.profile_delete(
+            registry_slug=self.registry_slug(request),
+            slug=slug,
+            expected_version=request.query_params.get("expected_version"),
+            if_match=request.headers.get("If-Match"),
+            actor=request.user,
+        )
+        return Response(status=204)
+
+    @extend_schema(request=s.ExpectedVersionSerializer, responses=dict)
+    @action(detail=True, methods=["post"], url_path="default")
+    def make_default(self, request: Request, slug: str) -> Response:
+        body = s.ExpectedVersionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        profile = services.registry_set_default(
+            registry_slug=self.registry_slug(request),
+            slug=slug,
+            expected_version=body.validated_data.get("expected_version"),
+            if_match=request.headers.get("If-Match"),
+        )
+        profile.refresh_from_db()
+        return document_response(profile)
+
+    @extend_schema(responses=s.RevisionSummarySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request: Request, slug: str) -> Response:
+        profile = self._profile(request, slug)
+        return Response(s.RevisionSummarySerializer(selectors.profile_revisions(profile=profile), many=True).data)
+
+    @extend_schema(responses=dict)
+    def version_detail(self, request: Request, slug: str, version: int) -> Response:
+        profile = self._profile(request, slug)
+        revision = selectors.profile_revision_get(profile=profile, version=version)
+        document = {**revision.document, "is_default": profile.registry.default_profile_id == profile.pk}
+        return Response(document, headers={"ETag": f'"{revision.version}"'})
+
+    @extend_schema(request=s.ExpectedVersionSerializer, responses=dict)
+    def restore(self, request: Request, slug: str, version: int) -> Response:
+        body = s.ExpectedVersionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        profile = services.profile_restore(
+            registry_slug=self.registry_slug(request),
+            slug=slug,
+            version=version,
+            expected_version=body.validated_data.get("expected_version"),
+            if_match=request.headers.get("If-Match"),
+            actor=request.user,
+        )
+        profile.refresh_from_db()
+        return document_response(profile)
+
+    @extend_schema(request=s.ResolveSerializer, responses=dict)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, slug: str) -> Response:
+        body = s.ResolveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        resolution = selectors.profile_resolve(
+            registry_slug=self.registry_slug(request),
+            profile_slug=slug,
+            request_overrides=body.validated_data.get("request_overrides"),
+        )
+        return Response(resolution.as_dict())
+
+
+class CurrentProfileViewSet(MountedViewSet):
+    """The caller's current profile for this mount, stored per user and mirrored in session and cookie."""
+
+    def _current(self, request: Request) -> Response:
+        current = selectors.current_profile(
+            user=request.user, mount=self.mount.name, default_registry=self.mount.default_registry
+        )
+        body = {
+            "registry": current.registry.slug,
+            "slug": current.profile.slug,
+            "source": current.source,
+            "profile": s.ProfileDocumentSerializer(current.profile).data,
+        }
+        value = f"{current.registry.slug}/{current.profile.slug}"
+        request.session[SESSION_KEY.format(mount=self.mount.name)] = value
+        response = Response(body)
+        response.set_cookie(COOKIE_NAME, value, path=self.mount.path, samesite="Lax", max_age=365 * 24 * 3600)
+        return response
+
+    @extend_schema(responses=dict)
+    def retrieve(self, request: Request) -> Response:
+        return self._current(request)
+
+    @extend_schema(request=s.SelectProfileSerializer, responses=dict)
+    def select(self, request: Request) -> Response:
+        body = s.SelectProfileSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.profile_select(
+            user=request.user,
+            mount=self.mount.name,
+            registry_slug=self.registry_slug(request, body.validated_data),
+            slug=body.validated_data["slug"],
+        )
+        return self._current(request)
+
+
+class SchemaViewSet(MountedViewSet):
+    """What profiles may contain: published from the definitions the apps registered."""
+
+    @extend_schema(responses=dict)
+    def middlewares(self, request: Request) -> Response:
+        return Response(
+            [
+                {
+                    "name": d.name,
+                    "version": d.version,
+                    "display_name": d.display_name,
+                    "description": d.description,
+                    "schema": d.schema,
+                }
+                for _, d in sorted(definitions.middlewares.items())
+            ]
+        )
+
+    @extend_schema(responses=dict)
+    def tools(self, request: Request) -> Response:
+        return Response(
+            [
+                {"name": t.name, "description": t.description, "parameters": t.parameters, "writes": t.writes}
+                for t in self.mount.tools()
+            ]
+        )
+
+    @extend_schema(responses=dict)
+    def extensions(self, request: Request) -> Response:
+        return Response([{"key": key, "schema": c.schema} for key, c in sorted(definitions.extensions.items())])
+
+    @extend_schema(responses=dict)
+    def step_settings(self, request: Request) -> Response:
+        return Response(
+            {
+                "sections": [
+                    {
+                        "name": section,
+                        "fields": [
+                            {
+                                "name": f.field,
+                                "type": f.type,
+                                "default": f.default,
+                                "description": f.description,
+                                "schema": f.json_schema(),
+                                "secret": f.secret,
+                            }
+                            for f in fields
+                        ],
+                    }
+                    for section, fields in definitions.step_setting_sections().items()
+                ]
+            }
+        )

@@ -1,0 +1,104 @@
+"""Registries, profiles, their revision history and users' current selections.
+
+Writes go through `profiles.services` only: it holds the versioning, the default-profile
+invariant and validation in one transaction. Models declare what the database can enforce.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Registry(models.Model):
+    slug = models.CharField(max_length=128, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    # RESTRICT: a profile cannot be deleted while it is the default, but deleting the registry
+    # (which cascades to its profiles) is allowed.
+    default_profile = models.ForeignKey("Profile", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
+    version = models.PositiveIntegerField(default=1)
+    tags = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name_plural = "registries"
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Profile(models.Model):
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="profiles")
+    slug = models.CharField(max_length=128)
+    display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    runtime = models.JSONField(default=dict, blank=True)
+    policy = models.JSONField(default=dict, blank=True)
+    extensions = models.JSONField(default=dict, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    tags = models.JSONField(default=list, blank=True)
+    created_at_ms = models.BigIntegerField()
+    updated_at_ms = models.BigIntegerField()
+    created_by = models.CharField(max_length=150, blank=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=32, default="api")
+
+    class Meta:
+        ordering = ["registry__slug", "slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["registry", "slug"], name="profile_unique_slug_per_registry"),
+            models.CheckConstraint(condition=models.Q(version__gte=1), name="profile_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registry.slug}/{self.slug}" if self.registry_id else self.slug
+
+    @property
+    def is_read_only(self) -> bool:
+        return bool((self.policy or {}).get("read_only"))
+
+
+class ProfileRevision(models.Model):
+    """One row per profile version, written by the same service call that writes the version.
+
+    Kept after the profile is deleted (no FK cascade) so history answers "what was it then?".
+    """
+
+    registry_slug = models.CharField(max_length=128)
+    profile_slug = models.CharField(max_length=128)
+    profile_id_at_write = models.BigIntegerField()
+    version = models.PositiveIntegerField()
+    document = models.JSONField()
+    change = models.CharField(max_length=500)
+    source = models.CharField(max_length=32)
+    updated_by = models.CharField(max_length=150, blank=True)
+    updated_at_ms = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["registry_slug", "profile_slug", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile_id_at_write", "version"], name="profile_revision_unique_version")
+        ]
+        indexes = [models.Index(fields=["registry_slug", "profile_slug", "version"])]
+
+    def __str__(self) -> str:
+        return f"{self.registry_slug}/{self.profile_slug}@{self.version}"
+
+
+class ProfileSelection(models.Model):
+    """A user's current profile for one mount: stored so it survives logout and follows the user."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_selections")
+    mount = models.CharField(max_length=32)
+    registry_slug = models.CharField(max_length=128)
+    profile_slug = models.CharField(max_length=128)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "mount"], name="profile_selection_one_per_mount")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}@{self.mount}: {self.registry_slug}/{self.profile_slug}"

@@ -1,0 +1,218 @@
+"""Resolution of a profile plus request overrides into an effective runtime, and its fingerprint.
+
+Plain Python: the selector in `profiles.selectors` loads the rows and calls `resolve_runtime`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .definitions import Definitions
+from .definitions import definitions as default_definitions
+from .errors import InvalidInput, PolicyViolation
+from .validation import canonical_override_key, validate_runtime
+
+OVERRIDE_KEYS = ("middlewares", "step_settings_patch", "system_prompt", "tools")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    registry: str
+    profile: str
+    profile_version: int
+    effective_runtime: dict[str, Any]
+    engine: dict[str, Any]
+    overrides_applied: dict[str, Any]
+    fingerprint: str
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def runtime_key(self) -> str:
+        return self.profile
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "registry": self.registry,
+            "profile": self.profile,
+            "profile_version": self.profile_version,
+            "runtime_key": self.runtime_key,
+            "effective_runtime": self.effective_runtime,
+            "engine": self.engine,
+            "overrides_applied": self.overrides_applied,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(
+    *, registry: str, profile: str, profile_version: int, effective_runtime: Mapping, engine_settings: Mapping
+) -> str:
+    payload = {
+        "registry": registry,
+        "profile": profile,
+        "profile_version": profile_version,
+        "runtime": effective_runtime,
+        "engine": engine_settings,
+    }
+    return "sha256:" + hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def canonical_overrides(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("request_overrides must be an object", field="request_overrides")
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for raw_key, value in raw.items():
+        key = canonical_override_key(str(raw_key))
+        if key in origin:
+            raise InvalidInput(
+                f"override keys {origin[key]!r} and {raw_key!r} both mean {key!r}", field=f"request_overrides.{raw_key}"
+            )
+        origin[key] = str(raw_key)
+        out[key] = value
+    return out
+
+
+def check_policy(policy: Mapping[str, Any], keys: list[str]) -> None:
+    """Keys are checked in sorted order so the first violation reported is deterministic."""
+    allowed = set(policy.get("allowed_override_keys") or [])
+    denied = set(policy.get("denied_override_keys") or [])
+    for key in sorted(keys):
+        path = f"request_overrides.{key}"
+        if not policy.get("allow_overrides"):
+            raise PolicyViolation("this profile does not allow request overrides", field=path)
+        if key in denied:
+            raise PolicyViolation(f"override of {key!r} is denied by the profile policy", field=path)
+        if allowed and key not in allowed:
+            raise PolicyViolation(f"override of {key!r} is not in the profile's allow-list", field=path)
+
+
+def _merge_middlewares(base: list[dict[str, Any]], overrides: Any) -> list[dict[str, Any]]:
+    if not isinstance(overrides, list):
+        raise InvalidInput("must be a list", field="request_overrides.middlewares")
+    merged = copy.deepcopy(base)
+    for i, entry in enumerate(overrides):
+        at = f"request_overrides.middlewares[{i}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise InvalidInput("must be an object with a name", field=at)
+        name, mid = entry["name"].strip(), entry.get("id")
+        if mid is not None:
+            matches = [m for m in merged if m["name"] == name and m.get("id") == mid]
+        else:
+            matches = [m for m in merged if m["name"] == name and "id" not in m]
+            if len(matches) > 1:
+                raise InvalidInput(f"override of {name!r} without id matches several entries: add an id", field=at)
+        if not matches:
+            merged.append(dict(entry))
+            continue
+        target = matches[0]
+        if "enabled" in entry:
+            target["enabled"] = entry["enabled"]
+        if entry.get("config") is not None:
+            if not isinstance(entry["config"], Mapping):
+                raise InvalidInput("must be an object", field=f"{at}.config")
+            target["config"] = {**target.get("config", {}), **entry["config"]}
+    return merged
+
+
+def apply_overrides(
+    runtime: Mapping[str, Any], policy: Mapping[str, Any], raw_overrides: Any, *, defs: Definitions | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (effective runtime, overrides applied). No overrides: the policy is not consulted."""
+    overrides = canonical_overrides(raw_overrides)
+    effective = copy.deepcopy(dict(runtime))
+    if not overrides:
+        return effective, {}
+    check_policy(policy, list(overrides))
+    for key in sorted(overrides):
+        value = overrides[key]
+        if key not in OVERRIDE_KEYS:
+            raise InvalidInput(
+                f"unknown override key; allowed: {', '.join(OVERRIDE_KEYS)}", field=f"request_overrides.{key}"
+            )
+        if key in ("system_prompt", "tools"):
+            effective[key] = value
+        elif key == "middlewares":
+            effective["middlewares"] = _merge_middlewares(effective.get("middlewares", []), value)
+        else:
+            if not isinstance(value, Mapping):
+                raise InvalidInput("must be an object: section -> field -> value", field=f"request_overrides.{key}")
+            patch = copy.deepcopy(effective.get("step_settings_patch", {}))
+            for section, fields in value.items():
+                if not isinstance(fields, Mapping):
+                    raise InvalidInput("must be an object", field=f"request_overrides.{key}.{section}")
+                patch.setdefault(section, {}).update(fields)
+            effective["step_settings_patch"] = patch
+    validated, errors = validate_runtime(effective, prefix="request_overrides", defs=defs)
+    if errors:
+        raise InvalidInput.from_errors(errors)
+    return validated, overrides
+
+
+def engine_settings(
+    server_defaults: Mapping[str, Mapping[str, Any]],
+    profile_patch: Mapping[str, Mapping[str, Any]] | None,
+    *,
+    defs: Definitions | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Field defaults < server defaults < the effective patch (profile + request). Secrets never enter."""
+    defs = defs or default_definitions
+    merged: dict[str, dict[str, Any]] = {}
+    for (section, name), setting in sorted(defs.step_settings.items()):
+        if setting.secret:
+            continue
+        value = (server_defaults.get(section) or {}).get(name, setting.default)
+        value = ((profile_patch or {}).get(section) or {}).get(name, value)
+        if value is not None and value != "":
+            merged.setdefault(section, {})[name] = value
+    return merged
+
+
+def engine_summary(settings: Mapping[str, Mapping[str, Any]], *, defs: Definitions | None = None) -> dict[str, Any]:
+    defs = defs or default_definitions
+    chat = settings.get("ai-chat", {})
+    provider = chat.get("ai-api-type", "offline")
+    model = chat.get("ai-engine") or defs.default_models.get(provider, "")
+    return {"provider": provider, "model": model, "settings": settings}
+
+
+def resolve_runtime(
+    *,
+    registry: str,
+    profile: str,
+    profile_version: int,
+    runtime: Mapping[str, Any],
+    policy: Mapping[str, Any],
+    extensions: Mapping[str, Any] | None = None,
+    request_overrides: Any = None,
+    server_defaults: Mapping[str, Mapping[str, Any]] | None = None,
+    defs: Definitions | None = None,
+) -> Resolution:
+    effective, applied = apply_overrides(runtime, policy, request_overrides, defs=defs)
+    settings = engine_settings(server_defaults or {}, effective.get("step_settings_patch"), defs=defs)
+    return Resolution(
+        registry=registry,
+        profile=profile,
+        profile_version=profile_version,
+        effective_runtime=effective,
+        engine=engine_summary(settings, defs=defs),
+        overrides_applied=applied,
+        fingerprint=fingerprint(
+            registry=registry,
+            profile=profile,
+            profile_version=profile_version,
+            effective_runtime=effective,
+            engine_settings=settings,
+        ),
+        extensions=dict(extensions or {}),
+    )
