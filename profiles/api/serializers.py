@@ -10,7 +10,6 @@ from rest_framework import serializers
 from profiles.models import ProfileRevision
 from profiles.services import profile_document
 
-
 # --------------------------------------------------------------------------- read
 
 

@@ -1,0 +1,66 @@
+"""Engine factory: effective engine settings (+ server-side secrets) -> an Engine.
+
+The API key and the default base URL come from the server's environment through the arguments;
+the profile's settings never carry a key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat.runtime.base import Engine
+from chat.runtime.engine_settings import API_TYPES, DEFAULT_MODELS
+from chat.runtime.engines.offline import OfflineEngine
+from chat.runtime.engines.openai import OpenAIEngine
+
+__all__ = ["OfflineEngine", "OpenAIEngine", "build_engine"]
+
+
+def _setting(settings: dict[str, dict[str, Any]], section: str, key: str) -> Any:
+    """A setting value, with None/"" meaning "not set"."""
+    value = (settings.get(section) or {}).get(key)
+    if isinstance(value, str):
+        value = value.strip()
+    return None if value in (None, "") else value
+
+
+def _number(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"engine setting {name} must be a number, got {value!r}") from None
+
+
+def build_engine(
+    settings: dict[str, dict[str, Any]],
+    *,
+    api_key: str = "",
+    base_url: str = "",
+    timeout: float = 60.0,
+    offline_delay: float = 0.0,
+) -> Engine:
+    """Build the engine chosen by `ai-chat.ai-api-type` (default offline); unknown types raise ValueError.
+
+    `api_key`/`base_url` come from the server env (OPENAI_API_KEY/OPENAI_BASE_URL); a base URL in
+    `openai-chat.openai-base-url` wins over `base_url`. `ai-chat.ai-timeout-seconds` overrides `timeout`.
+    """
+    api_type = str(_setting(settings, "ai-chat", "ai-api-type") or "offline").lower()
+    if api_type not in API_TYPES:
+        raise ValueError(f"unknown ai-api-type {api_type!r} (expected one of: {', '.join(API_TYPES)})")
+    model = str(_setting(settings, "ai-chat", "ai-engine") or DEFAULT_MODELS[api_type])
+    if api_type == "offline":
+        return OfflineEngine(model=model, delay=offline_delay)
+
+    timeout_setting = _number(_setting(settings, "ai-chat", "ai-timeout-seconds"), "ai-timeout-seconds")
+    max_tokens = _number(_setting(settings, "ai-chat", "ai-max-response-tokens"), "ai-max-response-tokens")
+    return OpenAIEngine(
+        model,
+        api_key=api_key or "",
+        base_url=str(_setting(settings, "openai-chat", "openai-base-url") or base_url or "") or None,
+        timeout=timeout_setting if timeout_setting is not None else timeout,
+        temperature=_number(_setting(settings, "ai-chat", "ai-temperature"), "ai-temperature"),
+        top_p=_number(_setting(settings, "ai-chat", "ai-top-p"), "ai-top-p"),
+        max_tokens=int(max_tokens) if max_tokens is not None else None,
+    )
