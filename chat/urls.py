@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
 from profiles.api.urls import profile_api_urls
 from profiles.mounts import Mount
 
+from .views import ConversationViewSet
+
 
 def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
-    return [*profile_api_urls(mount)]
+    def view(actions):
+        return ConversationViewSet.as_view(actions, mount=mount)
+
+    return [
+        *profile_api_urls(mount),
+        path("api/chat/conversations", view({"get": "list", "post": "create"}), name="conversation-list"),
+        path(
+            "api/chat/conversations/<uuid:conv_id>",
+            view({"get": "retrieve", "patch": "partial_update"}),
+            name="conversation-detail",
+        ),
+        path(
+            "api/chat/conversations/<uuid:conv_id>/messages", view({"post": "messages"}), name="conversation-messages"
+        ),
+        path("api/chat/conversations/<uuid:conv_id>/events", view({"get": "events"}), name="conversation-events"),
+    ]

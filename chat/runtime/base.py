@@ -173,6 +173,4 @@ class Middleware:
         """Edit or check the reply; emit follow-ups."""
 
     async def event(self, ctx: TurnContext, event: str, detail: dict[str, Any]) -> None:
-        await ctx.emit(
-            "middleware.event", {"middleware": self.name, "id": self.id, "event": event, "detail": detail}
-        )
+        await ctx.emit("middleware.event", {"middleware": self.name, "id": self.id, "event": event, "detail": detail})

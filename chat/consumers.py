@@ -1,0 +1,214 @@
+"""The chat websocket: parse a client frame, call one service, send the result.
+
+Turns do not run here: they run in `chat.worker` so a dropped socket never stops one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from profiles.errors import NotFound, ProfileError
+from profiles.mounts import Mount
+
+from . import services, worker
+from .models import Conversation
+
+db = database_sync_to_async
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_INVALID = 4400
+CLOSE_NOT_FOUND = 4404
+
+
+class RateLimiter:
+    """A token bucket per socket: bursts are fine, a sustained flood gets `error` frames."""
+
+    def __init__(self, per_minute: int, burst: int | None = None) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst or max(5, per_minute // 4))
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args: Any, mount: Mount, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mount = mount  # per mount in the routing: `as_asgi(mount=...)`
+
+    async def connect(self) -> None:
+        await self.accept()
+        worker.dispatcher.bind(asyncio.get_running_loop())
+        self.conversation: Conversation | None = None
+        self.conv_id = None
+        self.limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE)
+        self.frame_limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE * 10)
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        query = {k: v[-1] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
+        try:
+            self.conv_id = uuid.UUID(query["conv_id"]) if query.get("conv_id") else uuid.uuid4()
+        except ValueError:
+            await self._refuse(CLOSE_INVALID, "invalid", "conv_id must be a UUID", conv_id=query.get("conv_id"))
+            return
+        try:
+            self.conversation = await db(self._open)(query)
+            resolution = await db(services.conversation_resolve)(conversation=self.conversation, user=user)
+        except services.ConversationForbidden:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        except ProfileError as exc:
+            await self._refuse(CLOSE_NOT_FOUND if isinstance(exc, NotFound) else CLOSE_INVALID, exc.code, exc.message)
+            return
+        runtime = worker.runtime_for(self.mount.name, resolution)
+        await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
+        self.joined = True
+        await self._send_hello(runtime)
+        await worker.dispatcher.recover()
+
+    def _open(self, query: dict[str, str]) -> Conversation:
+        """Load the conversation, or create it: the creating socket's profile/registry become its selection."""
+        try:
+            return services.conversation_get(conv_id=self.conv_id, user=self.user, mount=self.mount)
+        except NotFound:
+            if Conversation.objects.filter(pk=self.conv_id).exists():
+                raise
+        return services.conversation_create(
+            owner=self.user,
+            mount=self.mount,
+            conv_id=self.conv_id,
+            registry=query.get("registry"),
+            profile=query.get("profile"),
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            await self.channel_layer.group_discard(worker.group_name(self.conv_id), self.channel_name)
+
+    # ------------------------------------------------------------------ sending
+
+    async def _send_local(self, type: str, data: dict[str, Any]) -> None:
+        """A frame for this socket only (hello, pong, error): numbered, not stored."""
+        seq = await db(services.seq_allocate)(conv_id=self.conv_id) if self.conversation else 0
+        frame = services.make_frame(type=type, conv_id=self.conv_id, seq=seq, data=data)
+        await self.send(text_data=json.dumps(frame))
+
+    async def _error(self, code: str, message: str, **extra: Any) -> None:
+        await self._send_local("error", {"code": code, "message": message, **extra})
+
+    async def _refuse(self, close_code: int, code: str, message: str, conv_id: Any = None) -> None:
+        frame = services.make_frame(
+            type="error", conv_id=conv_id or self.conv_id, seq=0, data={"code": code, "message": message}
+        )
+        await self.send(text_data=json.dumps(frame))
+        await self.close(code=close_code)
+
+    async def _send_hello(self, runtime: Any) -> None:
+        last_seq = await db(lambda: Conversation.objects.values_list("last_seq", flat=True).get(pk=self.conv_id))()
+        await self._send_local(
+            "ws.hello",
+            {
+                "conv_id": str(self.conv_id),
+                **worker.runtime_summary(runtime),
+                "server_time_ms": services.now_ms(),
+                "last_seq": last_seq,
+            },
+        )
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        """A conversation frame from the group (any worker)."""
+        await self.send(text_data=json.dumps(event["frame"]))
+
+    # ------------------------------------------------------------------ receiving
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.conversation is None:
+            return
+        raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
+        if len(raw.encode("utf-8")) > settings.CHAT_MAX_FRAME_BYTES:
+            await self._error("frame_too_large", f"frames are limited to {settings.CHAT_MAX_FRAME_BYTES} bytes")
+            return
+        if not self.frame_limiter.allow():
+            await self._error("rate_limited", "too many frames: slow down")
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            await self._error("bad_frame", "frames must be JSON objects")
+            return
+        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+            await self._error("bad_frame", "frames must be JSON objects with a string `type`")
+            return
+        handler = self.HANDLERS.get(frame["type"])
+        if handler is None:
+            await self._error(
+                "unknown_type", f"unknown frame type {frame['type']!r}; known: {', '.join(self.HANDLERS)}"
+            )
+            return
+        try:
+            await handler(self, frame)
+        except ProfileError as exc:
+            await self._error(exc.code, exc.message, **({"field": exc.field} if exc.field else {}))
+
+    async def on_send(self, frame: dict[str, Any]) -> None:
+        if not self.limiter.allow():
+            await self._error("rate_limited", f"at most {settings.CHAT_RATE_LIMIT_PER_MINUTE} messages a minute")
+            return
+        submitted = await db(services.turn_submit)(
+            conversation=self.conversation,
+            user=self.user,
+            prompt=frame.get("prompt"),
+            request_overrides=frame.get("request_overrides"),
+            idempotency_key=frame.get("idempotency_key"),
+        )
+        turn_id = str(submitted.turn.pk)
+        if not submitted.created:
+            await self._error(
+                "duplicate",
+                "a turn with this idempotency_key exists already",
+                turn_id=turn_id,
+                status=submitted.turn.status,
+            )
+            return
+        await worker.publish(self.conv_id, "chat.message", {"turn_id": turn_id, "text": submitted.turn.prompt}, turn_id)
+        if submitted.position:
+            await worker.publish(
+                self.conv_id, "chat.queued", {"turn_id": turn_id, "position": submitted.position}, turn_id
+            )
+        await worker.dispatcher.kick(self.conv_id)
+
+    async def on_select(self, frame: dict[str, Any]) -> None:
+        resolution = await db(services.conversation_select_profile)(
+            conversation=self.conversation, slug=frame.get("slug"), registry=frame.get("registry")
+        )
+        await self._send_hello(worker.runtime_for(self.mount.name, resolution))
+
+    async def on_cancel(self, frame: dict[str, Any]) -> None:
+        if not await worker.request_cancel(self.conv_id):
+            await self._error("nothing_to_cancel", "no turn is running in this conversation")
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self._send_local("ws.pong", {"server_time_ms": services.now_ms()})
+
+    HANDLERS = {"chat.send": on_send, "profile.select": on_select, "chat.cancel": on_cancel, "ws.ping": on_ping}

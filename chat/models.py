@@ -1,0 +1,108 @@
+"""Conversations, turns (each with the exact runtime that produced it) and their numbered events."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    mount = models.CharField(max_length=32)
+    title = models.CharField(max_length=200, blank=True)
+    # The conversation's own profile selection; blank = follow the user's current profile.
+    selected_registry = models.CharField(max_length=128, blank=True)
+    selected_profile = models.CharField(max_length=128, blank=True)
+    # What is selected now. Only turn rows answer "which runtime produced this answer?".
+    current_runtime_key = models.CharField(max_length=128, blank=True)
+    current_fingerprint = models.CharField(max_length=80, blank=True)
+    current_profile_version = models.PositiveIntegerField(null=True, blank=True)
+    last_seq = models.BigIntegerField(default=0)
+    # The turn running now: claimed with a conditional UPDATE so only one runs, on any worker.
+    active_turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "mount", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.title or self.pk} ({self.mount})"
+
+
+class Turn(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"
+
+    FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    seq = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=128, blank=True)
+    prompt = models.TextField()
+    request_overrides = models.JSONField(default=dict, blank=True)
+    text = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # The runtime the turn ran on (written before its first delta).
+    registry = models.CharField(max_length=128, blank=True)
+    profile_slug = models.CharField(max_length=128, blank=True)
+    profile_version = models.PositiveIntegerField(null=True, blank=True)
+    runtime_key = models.CharField(max_length=128, blank=True)
+    fingerprint = models.CharField(max_length=80, blank=True)
+    engine = models.JSONField(default=dict, blank=True)
+    overrides_applied = models.JSONField(default=dict, blank=True)
+    middlewares = models.JSONField(default=list, blank=True)
+    tools = models.JSONField(default=list, blank=True)
+    # What happened.
+    tool_calls = models.JSONField(default=list, blank=True)
+    artifacts = models.JSONField(default=list, blank=True)
+    suggestions = models.JSONField(default=list, blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at_ms = models.BigIntegerField()
+    started_at_ms = models.BigIntegerField(null=True, blank=True)
+    finished_at_ms = models.BigIntegerField(null=True, blank=True)
+    worker = models.CharField(max_length=128, blank=True)
+    heartbeat_at_ms = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="turn_unique_seq"),
+            models.UniqueConstraint(
+                fields=["conversation", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="turn_unique_idempotency_key",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at_ms"])]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}#{self.seq} {self.status}"
+
+
+class ConversationEvent(models.Model):
+    """Every frame a conversation's sockets were sent, by seq, for replay after a reconnect."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    type = models.CharField(max_length=40)
+    turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
+    frame = models.JSONField()
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "seq"], name="event_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}@{self.seq} {self.type}"

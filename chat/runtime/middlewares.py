@@ -1,0 +1,414 @@
+"""The registered middlewares: context_window, redact, guardrail, agent_mode, suggestions.
+
+Each class reads its config with the same defaults its JSON schema declares, so it also works when
+it is built directly (tests) with a partial config. A middleware emits `middleware.event` frames only
+when it acts: a profile whose middlewares have nothing to do produces no events.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from typing import Any, ClassVar
+
+from profiles.definitions import MiddlewareDefinition
+
+from .base import Message, Middleware, Refusal, Reply, TurnContext
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class ConfiguredMiddleware(Middleware):
+    """A middleware whose config follows `schema`; `setting()` falls back to the schema's defaults."""
+
+    schema: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {key: copy.deepcopy(sub["default"]) for key, sub in cls.schema["properties"].items() if "default" in sub}
+
+    def setting(self, key: str) -> Any:
+        if key in self.config:
+            return self.config[key]
+        return copy.deepcopy(self.schema["properties"][key]["default"])
+
+
+def current_user_index(messages: list[Message]) -> int | None:
+    """Index of the current user message (the last message with role user), if any."""
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index].role == "user":
+            return index
+    return None
+
+
+def current_user_text(ctx: TurnContext) -> str:
+    index = current_user_index(ctx.messages)
+    return ctx.prompt if index is None else ctx.messages[index].content
+
+
+# --------------------------------------------------------------------------- context_window
+
+
+class ContextWindow(ConfiguredMiddleware):
+    """Keeps the last `max_turns` user turns so long conversations stay within the model's context."""
+
+    name = "context_window"
+    schema: ClassVar[dict[str, Any]] = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "max_turns": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 200,
+                "default": 20,
+                "description": "User turns kept, the current one included.",
+            }
+        },
+        "additionalProperties": False,
+    }
+
+    async def before(self, ctx: TurnContext) -> None:
+        max_turns = int(self.setting("max_turns"))
+        starts = [i for i, message in enumerate(ctx.messages) if message.role == "user"]
+        if len(starts) <= max_turns:
+            return
+        first = starts[-max_turns]
+        # System messages are instructions, not turns: never drop them.
+        kept = [m for m in ctx.messages[:first] if m.role == "system"] + ctx.messages[first:]
+        dropped = len(ctx.messages) - len(kept)
+        ctx.messages = kept
+        await self.event(ctx, "trimmed", {"dropped_messages": dropped, "kept_messages": len(kept)})
+
+
+# --------------------------------------------------------------------------- redact
+
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+)
+# 13-19 digits, optionally grouped by single spaces or dashes; the Luhn check decides.
+_CARD = re.compile(r"(?<![\w.,+-])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![\w]|[ .,-]?\d)")
+_PHONE = re.compile(
+    r"""
+    (?<![\w.,+-])(?<!\d[ ])
+    (?:
+        \+\d{7,15}                                          # +14155550134
+      | (?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?            # +1 (415) / +44
+          | \(\d{2,4}\)[ ]?                                 # (415)
+        )?
+        \d{2,4}(?:[ .-]\d{2,4}){1,4}                        # 555-0134 / 20 7946 0958
+    )
+    (?![\w]|[.,-]?\d)
+    """,
+    re.VERBOSE,
+)
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _is_card(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn(digits)
+
+
+def _is_phone(text: str) -> bool:
+    """Tell phone numbers from other digit groups (dates, IP addresses, ranges, SKUs)."""
+    digits = re.sub(r"\D", "", text)
+    if not 7 <= len(digits) <= 15:
+        return False
+    if text.startswith(("+", "(")) or "(" in text:
+        return True
+    separators = set(re.findall(r"[ .-]", text))
+    groups = re.split(r"[ .-]", text)
+    if len(separators) != 1:
+        return False
+    if len(groups) == 2:  # a local number: 555-0134
+        return separators == {"-"} and [len(g) for g in groups] == [3, 4]
+    if all(len(g) == 2 for g in groups):  # 01 23 45 67 89
+        return len(groups) == 5
+    # 415-555-0134, 020 7946 0958, 030 1234 5678: subscriber part of 4 digits (not 192.168.100.200).
+    return len(groups[-1]) == 4 and len(groups[0]) >= 2
+
+
+_DETECTORS: dict[str, tuple[re.Pattern[str], Any]] = {
+    # Order matters: e-mail addresses may contain digits, cards are longer runs than phones.
+    "email": (_EMAIL, None),
+    "card": (_CARD, _is_card),
+    "phone": (_PHONE, _is_phone),
+}
+REDACT_KINDS = ("email", "phone", "card")  # as profiles list them; detection follows _DETECTORS
+
+
+def redact_text(text: str, kinds: list[str] | tuple[str, ...], mask: str) -> tuple[str, dict[str, int]]:
+    """Mask the personal data of `kinds` in `text`; return the new text and how many of each kind."""
+    counts: dict[str, int] = {}
+    for kind, (pattern, accept) in _DETECTORS.items():
+        if kind not in kinds:
+            continue
+        replacement = mask.replace("{kind}", kind)
+        found = 0
+
+        def substitute(match: re.Match[str], accept: Any = accept, replacement: str = replacement) -> str:
+            nonlocal found
+            if accept is not None and not accept(match.group()):
+                return match.group()
+            found += 1
+            return replacement
+
+        text = pattern.sub(substitute, text)
+        if found:
+            counts[kind] = found
+    return text, counts
+
+
+class Redact(ConfiguredMiddleware):
+    """Masks e-mail addresses, phone and card numbers in the user's input before the engine sees it.
+
+    Only the current user message is rewritten (`ctx.prompt`, the stored record, keeps the original);
+    the event reports counts per kind and never the values.
+    """
+
+    name = "redact"
+    schema: ClassVar[dict[str, Any]] = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "kinds": {
+                "type": "array",
+                "items": {"enum": list(REDACT_KINDS)},
+                "uniqueItems": True,
+                "default": list(REDACT_KINDS),
+                "description": "What to mask.",
+            },
+            "mask": {
+                "type": "string",
+                "maxLength": 100,
+                "default": "[redacted:{kind}]",
+                "description": "Replacement text; {kind} becomes email, phone or card.",
+            },
+        },
+        "additionalProperties": False,
+    }
+
+    async def before(self, ctx: TurnContext) -> None:
+        index = current_user_index(ctx.messages)
+        if index is None:
+            return
+        message = ctx.messages[index]
+        text, counts = redact_text(message.content, self.setting("kinds"), self.setting("mask"))
+        if not counts:
+            return
+        # A new message object in a new list: the caller's history objects stay untouched.
+        messages = list(ctx.messages)
+        messages[index] = dataclasses.replace(message, content=text)
+        ctx.messages = messages
+        await self.event(ctx, "redacted", {"counts": counts})
+
+
+# --------------------------------------------------------------------------- guardrail
+
+
+def _term_pattern(term: str) -> re.Pattern[str]:
+    words = [re.escape(word) for word in term.split()]
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+
+
+class Guardrail(ConfiguredMiddleware):
+    """Refuses prompts that contain a configured word or phrase (case-insensitive, whole words only)."""
+
+    name = "guardrail"
+    schema: ClassVar[dict[str, Any]] = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "blocked_terms": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
+                "maxItems": 500,
+                "default": [],
+                "description": "Words or phrases that make the turn refused.",
+            },
+            "message": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1000,
+                "default": "I can't help with that request.",
+                "description": "The reply sent instead.",
+            },
+        },
+        "additionalProperties": False,
+    }
+
+    def __init__(self, *, id: str | None = None, config: dict[str, Any] | None = None) -> None:
+        super().__init__(id=id, config=config)
+        terms = [term for term in self.setting("blocked_terms") if term.strip()]
+        self.patterns = [(term, _term_pattern(term)) for term in terms]
+
+    async def before(self, ctx: TurnContext) -> None:
+        text = current_user_text(ctx)
+        for term, pattern in self.patterns:
+            if pattern.search(text):
+                await self.event(ctx, "blocked", {"term": term})
+                raise Refusal(self.setting("message"))
+
+
+# --------------------------------------------------------------------------- agent_mode
+
+MODE_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
+DEFAULT_MODES = {
+    "plan": "Think step by step and outline a plan before answering.",
+    "act": "Act directly: use the available tools and report results.",
+    "review": "Review the previous answer critically and list issues.",
+}
+
+
+class AgentMode(ConfiguredMiddleware):
+    """Adds the instructions of the active mode to the system prompt.
+
+    The active mode is `ctx.state["mode"]` when it names a configured mode, else `default_mode`.
+    """
+
+    name = "agent_mode"
+    schema: ClassVar[dict[str, Any]] = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "modes": {
+                "type": "object",
+                "propertyNames": {"pattern": MODE_NAME},
+                "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 4000},
+                "minProperties": 1,
+                "maxProperties": 20,
+                "default": DEFAULT_MODES,
+                "description": "Mode name -> instructions added to the system prompt.",
+            },
+            "default_mode": {
+                "type": "string",
+                "pattern": MODE_NAME,
+                "default": "plan",
+                "description": "The mode used when the client does not choose one; must be one of modes.",
+            },
+        },
+        "additionalProperties": False,
+    }
+
+    def __init__(self, *, id: str | None = None, config: dict[str, Any] | None = None) -> None:
+        super().__init__(id=id, config=config)
+        problems = self.validate_config(self.config)
+        if problems:
+            raise ValueError(f"agent_mode config: {problems[0][0]}: {problems[0][1]}")
+        self.modes: dict[str, str] = dict(self.setting("modes"))
+        self.default_mode: str = self.setting("default_mode")
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> list[tuple[str, str]]:
+        """The check a schema cannot express: default_mode must name one of the modes."""
+        modes = config.get("modes", DEFAULT_MODES)
+        default_mode = config.get("default_mode", "plan")
+        if isinstance(modes, dict) and default_mode not in modes:
+            return [("default_mode", f"unknown mode {default_mode!r}")]
+        return []
+
+    def active_mode(self, ctx: TurnContext) -> str:
+        requested = ctx.state.get("mode")
+        return requested if isinstance(requested, str) and requested in self.modes else self.default_mode
+
+    async def before(self, ctx: TurnContext) -> None:
+        mode = self.active_mode(ctx)
+        ctx.system_prompt += f"\n\nMode: {mode}. {self.modes[mode]}"
+        await self.event(ctx, "mode", {"mode": mode})
+
+
+# --------------------------------------------------------------------------- suggestions
+
+# Follow-ups for the tools we know; any other tool gets a generic one built from its name.
+TOOL_FOLLOWUPS = {
+    "calculator": "Show the calculation step by step",
+    "current_time": "What time is it in another time zone?",
+    "inventory_search_items": "Show the details of one of these items",
+    "inventory_get_item": "How has this item's stock changed recently?",
+    "inventory_low_stock": "Which of these items should be reordered first?",
+    "inventory_report": "Summarize the report in three bullet points",
+    "inventory_update_qty": "Show the item's current stock",
+    "inventory_record_sale": "Which items are low on stock now?",
+}
+GENERIC_FOLLOWUPS = ("Explain that in more detail", "Give me a concrete example", "What should I look at next?")
+
+
+def derive_suggestions(ctx: TurnContext, reply: Reply, limit: int) -> list[str]:
+    """Deterministic follow-ups from the turn: its tool calls, its reply and the question's shape.
+
+    Reads the (possibly redacted) current user message, never `ctx.prompt`, so a suggestion cannot
+    echo data another middleware masked.
+    """
+    items: list[str] = []
+    for result in ctx.tool_results:
+        name = result.call.name
+        if result.error is not None:
+            items.append("Try that again with different input")
+        else:
+            items.append(TOOL_FOLLOWUPS.get(name, f"Run {name.replace('_', ' ')} again with other inputs"))
+    text = reply.text.strip()
+    if len(text) > 600:
+        items.append("Summarize that in three bullet points")
+    if re.search(r"\d", text) and not ctx.tool_results:
+        items.append("How did you get those numbers?")
+    if current_user_text(ctx).rstrip().endswith("?"):
+        items.append("Why is that?")
+    items.extend(GENERIC_FOLLOWUPS)
+    unique = list(dict.fromkeys(items))
+    return unique[:limit]
+
+
+class Suggestions(ConfiguredMiddleware):
+    """Emits follow-up suggestions after each reply so the user has an obvious next step."""
+
+    name = "suggestions"
+    schema: ClassVar[dict[str, Any]] = {
+        "$schema": SCHEMA_DIALECT,
+        "type": "object",
+        "properties": {
+            "max_items": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 10,
+                "default": 3,
+                "description": "How many suggestions at most.",
+            }
+        },
+        "additionalProperties": False,
+    }
+
+    async def after(self, ctx: TurnContext, reply: Reply) -> None:
+        items = derive_suggestions(ctx, reply, max(1, int(self.setting("max_items"))))
+        await ctx.emit("suggestions", {"items": items})
+        await self.event(ctx, "suggested", {"count": len(items)})
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _definition(cls: type[ConfiguredMiddleware], display_name: str, description: str) -> MiddlewareDefinition:
+    return MiddlewareDefinition(
+        name=cls.name, version=1, display_name=display_name, description=description, schema=cls.schema, factory=cls
+    )
+
+
+MIDDLEWARE_DEFINITIONS: list[MiddlewareDefinition] = [
+    _definition(ContextWindow, "Context window", "Keep only the last N turns of the conversation."),
+    _definition(
+        Redact, "Redact personal data", "Mask e-mail addresses, phone and card numbers before the engine sees them."
+    ),
+    _definition(Guardrail, "Guardrail", "Refuse prompts that contain configured words or phrases."),
+    _definition(AgentMode, "Agent mode", "Named modes, each adding its own instructions to the system prompt."),
+    _definition(Suggestions, "Follow-up suggestions", "Suggest follow-up questions after each reply."),
+]

@@ -1,0 +1,218 @@
+"""Runs one turn on a composed runtime: middlewares, engine rounds, the tool loop. Plain Python.
+
+It emits frames through `ctx.emit`; the Django side numbers, stores and fans them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .base import (
+    EngineDone,
+    EngineError,
+    Message,
+    Refusal,
+    Reply,
+    TextDelta,
+    ToolCall,
+    ToolCallsRequested,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    TurnContext,
+)
+from .composer import Runtime
+
+MAX_ROUNDS = 5
+
+
+@dataclass
+class TurnOutcome:
+    """Filled in as the turn runs, so a cancelled or failed turn still keeps its partial text."""
+
+    text: str = ""
+    stop_reason: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    error: dict[str, str] | None = None
+
+    def add_usage(self, usage: dict[str, int]) -> None:
+        for key, value in usage.items():
+            if isinstance(value, int):
+                self.usage[key] = self.usage.get(key, 0) + value
+
+
+class DeltaCoalescer:
+    """Sends at most one `llm.delta` per message every `interval` seconds (the first one at once)."""
+
+    def __init__(self, ctx: TurnContext, message_id: str, interval: float) -> None:
+        self.ctx, self.message_id, self.interval = ctx, message_id, interval
+        self.cumulative = ""
+        self.pending = ""
+        self.last_flush = 0.0
+
+    def add(self, text: str) -> None:
+        self.pending += text
+
+    def due_in(self) -> float | None:
+        if not self.pending:
+            return None
+        return max(0.0, self.last_flush + self.interval - time.monotonic())
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        self.cumulative += self.pending
+        delta, self.pending = self.pending, ""
+        self.last_flush = time.monotonic()
+        await self.ctx.emit("llm.delta", {"message_id": self.message_id, "delta": delta, "cumulative": self.cumulative})
+
+
+async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Message], coalescer: DeltaCoalescer):
+    """Consume one engine round, flushing deltas on time even while the engine is quiet."""
+    stream = runtime.engine.stream(messages, runtime.tool_specs()).__aiter__()
+    result: ToolCallsRequested | EngineDone | None = None
+    pending = asyncio.ensure_future(stream.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=coalescer.due_in())
+            if not done:
+                await coalescer.flush()
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                break
+            pending = asyncio.ensure_future(stream.__anext__())
+            if isinstance(event, TextDelta):
+                coalescer.add(event.text)
+                if coalescer.due_in() == 0:
+                    await coalescer.flush()
+            else:
+                result = event
+    finally:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await coalescer.flush()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(RuntimeError, EngineError):
+                await aclose()
+    return result
+
+
+def _validate_args(schema: dict[str, Any], args: Any) -> str | None:
+    errors = sorted(Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    first = errors[0]
+    where = ".".join(str(p) for p in first.absolute_path)
+    return f"invalid arguments{f' at {where}' if where else ''}: {first.message}"
+
+
+async def run_tool(
+    runtime: Runtime, call: ToolCall, tool_ctx: ToolContext, *, run_sync: Any, timeout: float
+) -> ToolResult:
+    """Refuse what the runtime does not allow; validate; check permissions; run with a timeout."""
+    allowed = {t.name: t for t in runtime.tools}
+    definition = allowed.get(call.name)
+    if definition is None:
+        return ToolResult(call, error=f"tool {call.name!r} is not allowed by this runtime")
+    problem = _validate_args(definition.parameters, call.arguments)
+    if problem:
+        return ToolResult(call, error=problem)
+    if definition.writes and definition.permission and not await run_sync(tool_ctx.has_perm, definition.permission):
+        return ToolResult(call, error=f"permission denied: {definition.permission} required")
+    try:
+        result = await asyncio.wait_for(run_sync(definition.implementation.run, call.arguments, tool_ctx), timeout)
+    except TimeoutError:
+        return ToolResult(call, error=f"tool {call.name!r} timed out after {timeout:g}s")
+    except ToolError as exc:
+        return ToolResult(call, error=str(exc))
+    return ToolResult(call, result=result)
+
+
+async def run_turn(
+    runtime: Runtime,
+    ctx: TurnContext,
+    outcome: TurnOutcome,
+    *,
+    tool_ctx: ToolContext,
+    run_sync: Any,
+    tool_timeout: float = 30.0,
+    coalesce_seconds: float = 0.03,
+    max_rounds: int = MAX_ROUNDS,
+) -> TurnOutcome:
+    """Raises EngineError on provider failure (outcome keeps the partial text) and CancelledError on cancel."""
+    try:
+        for middleware in runtime.middlewares:
+            await middleware.before(ctx)
+    except Refusal as refusal:
+        message_id = f"{ctx.turn_id}:1"
+        await ctx.emit("llm.start", {"message_id": message_id})
+        outcome.text, outcome.stop_reason = refusal.message, "refused"
+        await ctx.emit(
+            "llm.final", {"message_id": message_id, "text": refusal.message, "usage": {}, "stop_reason": "refused"}
+        )
+        return outcome
+
+    messages = [Message("system", ctx.system_prompt), *ctx.messages]
+    texts: list[str] = []
+    for round_no in range(1, max_rounds + 1):
+        message_id = f"{ctx.turn_id}:{round_no}"
+        await ctx.emit("llm.start", {"message_id": message_id})
+        coalescer = DeltaCoalescer(ctx, message_id, coalesce_seconds)
+        try:
+            result = await _stream_round(runtime, ctx, messages, coalescer)
+        finally:
+            outcome.text = "".join([*texts, coalescer.cumulative])
+        if result is None:
+            raise EngineError("malformed_stream", "the engine ended its reply without a finish reason")
+        texts.append(coalescer.cumulative)
+        if isinstance(result, EngineDone):
+            outcome.add_usage(result.usage)
+            outcome.stop_reason = result.stop_reason
+            await ctx.emit(
+                "llm.final",
+                {
+                    "message_id": message_id,
+                    "text": coalescer.cumulative,
+                    "usage": result.usage,
+                    "stop_reason": result.stop_reason,
+                },
+            )
+            break
+        await ctx.emit(
+            "llm.final",
+            {"message_id": message_id, "text": coalescer.cumulative, "usage": {}, "stop_reason": "tool_calls"},
+        )
+        messages.append(Message("assistant", coalescer.cumulative, tool_calls=list(result.calls)))
+        for call in result.calls:
+            await ctx.emit("tool.start", {"call_id": call.call_id, "name": call.name, "input": call.arguments})
+            tool_result = await run_tool(runtime, call, tool_ctx, run_sync=run_sync, timeout=tool_timeout)
+            payload = {"error": tool_result.error} if tool_result.error else {"result": tool_result.result}
+            await ctx.emit("tool.result", {"call_id": call.call_id, "name": call.name, **payload})
+            await ctx.emit("tool.done", {"call_id": call.call_id, "name": call.name})
+            outcome.tool_calls.append({"call_id": call.call_id, "name": call.name, "input": call.arguments, **payload})
+            ctx.tool_results.append(tool_result)
+            for middleware in runtime.middlewares:
+                await middleware.on_tool_result(ctx, tool_result)
+            content = json.dumps(payload.get("result") if not tool_result.error else payload, default=str)
+            messages.append(Message("tool", content, tool_call_id=call.call_id, name=call.name))
+    else:
+        outcome.stop_reason = "max_rounds"
+        texts.append(f"\n\n(Stopped after {max_rounds} tool rounds.)")
+
+    reply = Reply("".join(texts).strip(), outcome.stop_reason)
+    for middleware in reversed(runtime.middlewares):
+        await middleware.after(ctx, reply)
+    outcome.text, outcome.stop_reason = reply.text, reply.stop_reason
+    return outcome

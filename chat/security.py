@@ -1,0 +1,62 @@
+"""Websocket authentication (session or token) and the origin check."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+
+
+@database_sync_to_async
+def _user_for_token(key: str) -> Any:
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token is not None and token.user.is_active else None
+
+
+def _token_from_scope(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            if scheme.lower() in ("token", "bearer") and key.strip():
+                return key.strip()
+    query = parse_qs(scope.get("query_string", b"").decode())
+    return (query.get("token") or [None])[-1]
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """`?token=` or `Authorization: Token <key>` for API clients; otherwise the session decides."""
+
+    async def __call__(self, scope, receive, send):
+        key = _token_from_scope(scope)
+        if key:
+            user = await _user_for_token(key)
+            if user is not None:
+                scope = {**scope, "user": user}
+        return await super().__call__(scope, receive, send)
+
+
+class SessionOrTokenAuth:
+    def __init__(self, inner) -> None:
+        self.session_stack = AuthMiddlewareStack(TokenAuthMiddleware(inner))
+
+    async def __call__(self, scope, receive, send):
+        return await self.session_stack(scope, receive, send)
+
+
+class AllowedHostsOrigin(OriginValidator):
+    """Browsers always send Origin on websockets: it must match ALLOWED_HOSTS (cross-site socket
+    hijacking). Non-browser clients send none; they authenticate with a token or their own cookie."""
+
+    def __init__(self, application) -> None:
+        super().__init__(application, settings.ALLOWED_HOSTS)
+
+    def valid_origin(self, parsed_origin) -> bool:
+        if parsed_origin is None:
+            return True
+        return super().valid_origin(parsed_origin)

@@ -1,0 +1,99 @@
+"""Conversations over HTTP: a REST client can chat without a websocket."""
+
+from __future__ import annotations
+
+import time
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers as drf_serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from profiles.api.views import MountedViewSet
+
+from . import selectors, services, worker
+from . import serializers as s
+from .models import Turn
+
+
+class ConversationPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ConversationViewSet(MountedViewSet):
+    def _conversation(self, request: Request, conv_id: str):
+        return services.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
+
+    @extend_schema(responses=s.ConversationSummarySerializer(many=True))
+    def list(self, request: Request) -> Response:
+        paginator = ConversationPagination()
+        page = paginator.paginate_queryset(selectors.conversation_list(user=request.user, mount=self.mount), request)
+        return paginator.get_paginated_response(s.ConversationSummarySerializer(page, many=True).data)
+
+    @extend_schema(request=s.ConversationCreateSerializer, responses={201: s.ConversationDetailSerializer})
+    def create(self, request: Request) -> Response:
+        body = s.ConversationCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        conversation = services.conversation_create(owner=request.user, mount=self.mount, **body.validated_data)
+        return Response(s.ConversationDetailSerializer(conversation).data, status=201)
+
+    @extend_schema(responses=s.ConversationDetailSerializer)
+    def retrieve(self, request: Request, conv_id: str) -> Response:
+        return Response(s.ConversationDetailSerializer(self._conversation(request, conv_id)).data)
+
+    @extend_schema(request=s.ConversationUpdateSerializer, responses=s.ConversationSummarySerializer)
+    def partial_update(self, request: Request, conv_id: str) -> Response:
+        body = s.ConversationUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        conversation = services.conversation_rename(
+            conversation=self._conversation(request, conv_id), title=body.validated_data["title"]
+        )
+        return Response(s.ConversationSummarySerializer(conversation).data)
+
+    @extend_schema(
+        request=s.MessageCreateSerializer,
+        parameters=[OpenApiParameter("wait", int, description="1: answer when the turn has finished")],
+        responses={202: dict, 200: s.TurnSerializer},
+    )
+    def messages(self, request: Request, conv_id: str) -> Response:
+        conversation = self._conversation(request, conv_id)
+        body = s.MessageCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        submitted = services.turn_submit(conversation=conversation, user=request.user, **body.validated_data)
+        if submitted.created:
+            async_to_sync(worker.publish)(
+                conversation.pk,
+                "chat.message",
+                {"turn_id": str(submitted.turn.pk), "text": submitted.turn.prompt},
+                submitted.turn.pk,
+            )
+            async_to_sync(worker.dispatcher.kick)(conversation.pk)
+        if request.query_params.get("wait") in ("1", "true"):
+            turn = _wait_for(submitted.turn.pk, timeout=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2)
+            return Response(s.TurnSerializer(turn).data, status=200)
+        turn = selectors.turn_get(turn_id=submitted.turn.pk)
+        return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("since_seq", int)],
+        responses=drf_serializers.ListSerializer(child=drf_serializers.DictField()),
+    )
+    def events(self, request: Request, conv_id: str) -> Response:
+        conversation = self._conversation(request, conv_id)
+        since = drf_serializers.IntegerField(min_value=0).run_validation(request.query_params.get("since_seq", 0))
+        return Response(services.events_since(conversation=conversation, since_seq=since))
+
+
+def _wait_for(turn_id, *, timeout: float) -> Turn:
+    """The turn may run on another worker: poll its row until it finishes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        turn = selectors.turn_get(turn_id=turn_id)
+        if turn.status in Turn.FINISHED or time.monotonic() > deadline:
+            return turn
+        time.sleep(0.05)
