@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/auth/token", obtain_auth_token, name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("inventory/api/", include("inventory.urls")),
     path("inventory/", include((mount_urls(INVENTORY_MOUNT), "inventory"), namespace=INVENTORY_MOUNT.name)),
     path("", include((mount_urls(CHAT_MOUNT), "chat"), namespace=CHAT_MOUNT.name)),
 ]

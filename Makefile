@@ -1,0 +1,66 @@
+# Two commands: `make run` and `make test`. Both set everything up from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SCALEOUT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+SCALEOUT_REDIS_URL ?= redis://127.0.0.1:6379/0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: run test install migrate seed browser lint bench clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python manage.py migrate --noinput -v 0
+
+seed: migrate
+	$(BIN)/python manage.py seed_demo
+
+run: seed
+	$(BIN)/python manage.py chat_recover
+	@echo ""
+	@echo "  Chat:       http://$(HOST):$(PORT)/"
+	@echo "  Inventory:  http://$(HOST):$(PORT)/inventory/"
+	@echo "  Admin:      http://$(HOST):$(PORT)/admin/"
+	@echo "  API docs:   http://$(HOST):$(PORT)/api/docs/"
+	@echo "  Logins:     admin / $${DEMO_ADMIN_PASSWORD:-admin} (superuser), demo / $${DEMO_USER_PASSWORD:-demo} (plain user)"
+	@echo "              (passwords apply when the users are first created)"
+	@echo ""
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application
+
+# Debian's Chromium for the browser tests; installed when missing and we may (root or sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else \
+	    echo "chromium is missing and cannot be installed here: apt-get install chromium"; exit 1; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: migrate browser
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not scaleout"
+	@if $(BIN)/python -c "import psycopg,redis,sys; psycopg.connect('$(SCALEOUT_DATABASE_URL)').close(); redis.Redis.from_url('$(SCALEOUT_REDIS_URL)').ping()" 2>/dev/null; then \
+	  echo "== scale-out suite: PostgreSQL + Redis + several daphne workers =="; \
+	  DATABASE_URL=$(SCALEOUT_DATABASE_URL) REDIS_URL=$(SCALEOUT_REDIS_URL) $(BIN)/pytest -m scaleout; \
+	else \
+	  echo "!! scale-out suite NOT run: PostgreSQL ($(SCALEOUT_DATABASE_URL)) or Redis ($(SCALEOUT_REDIS_URL)) unreachable"; \
+	  [ -z "$$CI" ] || exit 1; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: migrate
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3* .test_db.*sqlite3* staticfiles

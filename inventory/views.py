@@ -1,0 +1,151 @@
+"""Inventory REST API: thin views that validate input, call one service or selector, and serialise.
+
+Permissions are Django model permissions: any authenticated user reads; writing items needs
+`inventory.add_item` / `change_item` / `delete_item`; recording a sale (POST /sales) needs
+`inventory.add_sale` (it is the sale that is created; the stock decrement follows from it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import APIView
+
+from .filters import ItemFilter, SaleFilter
+from .models import Item, Sale
+from .selectors import inventory_report, item_get, sale_list
+from .serializers import (
+    ItemInputSerializer,
+    ItemOutputSerializer,
+    ReportOutputSerializer,
+    ReportQuerySerializer,
+    SaleInputSerializer,
+    SaleOutputSerializer,
+    SaleRecordedSerializer,
+)
+from .services import InventoryError, ItemInUse, ItemNotFound, item_create, item_delete, item_update, sale_record
+
+
+class InventoryPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+def domain_error(exc: InventoryError) -> ValidationError:
+    """A domain error as a 400 naming the offending field, e.g. {"qty": ["insufficient stock ..."]}."""
+    return ValidationError({exc.field or api_settings.NON_FIELD_ERRORS_KEY: [exc.message]})
+
+
+@extend_schema_view(
+    create=extend_schema(request=ItemInputSerializer, responses={201: ItemOutputSerializer}),
+    update=extend_schema(request=ItemInputSerializer, responses=ItemOutputSerializer),
+    partial_update=extend_schema(request=ItemInputSerializer, responses=ItemOutputSerializer),
+    destroy=extend_schema(responses={204: None, 409: OpenApiResponse(description="The item has sales.")}),
+)
+class ItemViewSet(viewsets.ModelViewSet):
+    """Items, addressed by SKU (case-insensitive)."""
+
+    queryset = Item.objects.order_by("sku")
+    serializer_class = ItemOutputSerializer
+    filterset_class = ItemFilter
+    pagination_class = InventoryPagination
+    permission_classes = [DjangoModelPermissions]
+    lookup_field = "sku"
+    lookup_value_regex = "[^/]+"
+
+    def get_object(self) -> Item:
+        try:
+            item = item_get(sku=self.kwargs["sku"])
+        except ItemNotFound as exc:
+            raise NotFound(exc.message) from exc
+        self.check_object_permissions(self.request, item)
+        return item
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = self._valid_input(request)
+        try:
+            item = item_create(**data, user=request.user)
+        except InventoryError as exc:
+            raise domain_error(exc) from exc
+        return Response(ItemOutputSerializer(item).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        item = self.get_object()
+        data = self._valid_input(request, partial=kwargs.get("partial", False))
+        try:
+            item = item_update(item=item, user=request.user, **data)
+        except InventoryError as exc:
+            raise domain_error(exc) from exc
+        return Response(ItemOutputSerializer(item).data)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        item = self.get_object()
+        try:
+            item_delete(item=item, user=request.user)
+        except ItemInUse as exc:
+            raise Conflict(exc.message) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @staticmethod
+    def _valid_input(request: Request, partial: bool = False) -> dict[str, Any]:
+        serializer = ItemInputSerializer(data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=SaleInputSerializer,
+        responses={201: SaleRecordedSerializer, 400: OpenApiResponse(description="Bad input or insufficient stock.")},
+    ),
+)
+class SaleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Sales, newest first. Recording one decrements stock atomically and never oversells."""
+
+    queryset = Sale.objects.all()  # for DjangoModelPermissions; rows come from the selector
+    serializer_class = SaleOutputSerializer
+    filterset_class = SaleFilter
+    pagination_class = InventoryPagination
+    permission_classes = [DjangoModelPermissions]
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+
+    def get_queryset(self):
+        return sale_list()
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = SaleInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            sale = sale_record(**serializer.validated_data, user=request.user, source="api")
+        except InventoryError as exc:
+            raise domain_error(exc) from exc
+        return Response(SaleRecordedSerializer(sale).data, status=status.HTTP_201_CREATED)
+
+
+class ReportView(APIView):
+    """Stock value, low/out-of-stock items and sales totals (on or after `since`)."""
+
+    @extend_schema(parameters=[ReportQuerySerializer], responses=ReportOutputSerializer)
+    def get(self, request: Request) -> Response:
+        query = ReportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            report = inventory_report(**query.validated_data)
+        except InventoryError as exc:
+            raise domain_error(exc) from exc
+        return Response(ReportOutputSerializer(report).data)

@@ -1,0 +1,47 @@
+import pytest
+from django.contrib.auth import get_user_model
+
+from inventory.models import Item, Sale
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.inventory.urls")]
+
+
+@pytest.fixture
+def admin_client(client, seeded):
+    user = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_changelists_render(admin_client):
+    assert admin_client.get("/admin/inventory/item/", {"q": "brass"}).status_code == 200
+    assert admin_client.get("/admin/inventory/sale/").status_code == 200
+    item = Item.objects.get(sku="A-1002")
+    assert admin_client.get(f"/admin/inventory/item/{item.pk}/history/").status_code == 200
+
+
+def test_add_sale_goes_through_the_service(admin_client):
+    item = Item.objects.get(sku="C-3011")
+    response = admin_client.post("/admin/inventory/sale/add/", {"item": item.pk, "qty": 3, "date": "2026-02-11"})
+    assert response.status_code == 302, response.content
+    sale = Sale.objects.filter(item=item, date="2026-02-11").get()
+    assert str(sale.total) == "44.97"
+    assert sale.created_by.username == "boss"
+    assert Item.objects.get(sku="C-3011").qty == 5
+
+
+def test_admin_oversell_is_a_form_error(admin_client):
+    item = Item.objects.get(sku="A-1002")
+    response = admin_client.post("/admin/inventory/sale/add/", {"item": item.pk, "qty": 5, "date": "2026-02-11"})
+    assert response.status_code == 200
+    assert b"insufficient stock" in response.content
+    assert Item.objects.get(sku="A-1002").qty == 2
+    assert Sale.objects.count() == 7
+
+
+def test_admin_item_respects_case_insensitive_sku(admin_client):
+    data = {"sku": "a-1002", "name": "Dup", "category": "", "tags": "[]", "qty": 1, "price": "1.00", "cost": "1.00"}
+    response = admin_client.post("/admin/inventory/item/add/", data)
+    assert response.status_code == 200
+    assert b"already exists" in response.content
+    assert Item.objects.count() == 10
