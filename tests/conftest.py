@@ -1,0 +1,18 @@
+"""Project-wide test fixtures."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runtime_cache():
+    """Runtime cache counters are asserted on; each test starts from an empty cache."""
+    from chat.worker import runtime_cache
+
+    runtime_cache.clear()
+    yield
+    runtime_cache.clear()
