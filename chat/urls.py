@@ -7,6 +7,7 @@ from django.urls import URLPattern, URLResolver, path
 from profiles.api.urls import profile_api_urls
 from profiles.mounts import Mount
 
+from .pages import page_view
 from .views import ConversationViewSet
 
 
@@ -15,6 +16,7 @@ def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
         return ConversationViewSet.as_view(actions, mount=mount)
 
     return [
+        path("", page_view, {"mount": mount}, name="page"),
         *profile_api_urls(mount),
         path("api/chat/conversations", view({"get": "list", "post": "create"}), name="conversation-list"),
         path(

@@ -1,1 +1,66 @@
-"""Project invariants as Django system checks."""
+"""Project invariants as Django system checks (`manage.py check`, and `--database default` for data)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .definitions import definitions
+
+
+@register()
+def check_definitions(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Every registered schema must itself be valid, and every definition must be runnable."""
+    errors: list[Error] = []
+    schemas = [(f"middleware {d.name}", d.schema) for d in definitions.middlewares.values()]
+    schemas += [(f"tool {t.name}", t.parameters) for t in definitions.tools.values()]
+    schemas += [(f"extension {c.key}", c.schema) for c in definitions.extensions.values()]
+    for label, schema in schemas:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            errors.append(Error(f"{label} has an invalid JSON schema: {exc.message}", id="profiles.E001"))
+    for definition in definitions.middlewares.values():
+        if definition.factory is None:
+            errors.append(Error(f"middleware {definition.name} has no implementation", id="profiles.E002"))
+    for tool in definitions.tools.values():
+        if tool.implementation is None or not tool.mounts:
+            errors.append(Error(f"tool {tool.name} has no implementation or no mount", id="profiles.E003"))
+        if tool.writes and not tool.permission:
+            errors.append(Error(f"writing tool {tool.name} declares no permission", id="profiles.E004"))
+    return errors
+
+
+@register()
+def check_engine_defaults(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    api_type = definitions.step_settings.get(("ai-chat", "ai-api-type"))
+    if api_type is not None and api_type.enum and settings.CHAT_DEFAULT_API_TYPE not in api_type.enum:
+        return [
+            Error(
+                f"CHAT_DEFAULT_API_TYPE={settings.CHAT_DEFAULT_API_TYPE!r} is not one of {list(api_type.enum)}",
+                id="profiles.E010",
+            )
+        ]
+    return []
+
+
+@register(Tags.database)
+def check_default_profiles(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Error]:
+    """A registry with profiles has a default that is one of its own profiles."""
+    if not databases:
+        return []
+    from .models import Registry
+
+    errors = []
+    for registry in Registry.objects.prefetch_related("profiles").select_related("default_profile"):
+        has_profiles = bool(registry.profiles.all())
+        default = registry.default_profile
+        if has_profiles and (default is None or default.registry_id != registry.pk):
+            errors.append(
+                Error(f"registry {registry.slug} has profiles but no default of its own", id="profiles.E020")
+            )
+    return errors
