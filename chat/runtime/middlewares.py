@@ -173,8 +173,7 @@ def redact_text(text: str, kinds: list[str] | tuple[str, ...], mask: str) -> tup
 class Redact(ConfiguredMiddleware):
     """Masks e-mail addresses, phone and card numbers in the user's input before the engine sees it.
 
-    Only the current user message is rewritten (`ctx.prompt`, the stored record, keeps the original);
-    the event reports counts per kind and never the values.
+    `ctx.prompt` (the stored record) keeps the original; the event reports counts per kind, never values.
     """
 
     name = "redact"
@@ -200,18 +199,24 @@ class Redact(ConfiguredMiddleware):
     }
 
     async def before(self, ctx: TurnContext) -> None:
+        """History is rebuilt from stored prompts each turn, so every user message is masked, not only
+        the current one; the event counts what was masked in the current message."""
         index = current_user_index(ctx.messages)
         if index is None:
             return
-        message = ctx.messages[index]
-        text, counts = redact_text(message.content, self.setting("kinds"), self.setting("mask"))
-        if not counts:
-            return
-        # A new message object in a new list: the caller's history objects stay untouched.
-        messages = list(ctx.messages)
-        messages[index] = dataclasses.replace(message, content=text)
+        messages, counts = list(ctx.messages), {}
+        for i, message in enumerate(messages):
+            if message.role != "user":
+                continue
+            text, found = redact_text(message.content, self.setting("kinds"), self.setting("mask"))
+            if found:
+                # A new message object: the caller's history objects stay untouched.
+                messages[i] = dataclasses.replace(message, content=text)
+                if i == index:
+                    counts = found
         ctx.messages = messages
-        await self.event(ctx, "redacted", {"counts": counts})
+        if counts:
+            await self.event(ctx, "redacted", {"counts": counts})
 
 
 # --------------------------------------------------------------------------- guardrail

@@ -225,11 +225,20 @@ async def test_redact_counts_each_kind_and_only_masks_the_configured_kinds(turn_
     assert recording_emit.events[0]["detail"] == {"counts": {"email": 2, "card": 1}}
 
 
-async def test_redact_only_rewrites_the_current_user_message(turn_context):
+async def test_redact_masks_user_messages_in_the_history_too(turn_context, recording_emit):
     history = [Message(role="user", content="old@example.com"), Message(role="assistant", content="ok")]
-    ctx = turn_context("new@example.com", history=history)
+    ctx = turn_context("new@example.com and call +1 (415) 555-0134", history=history)
     await Redact().before(ctx)
-    assert [m.content for m in ctx.messages] == ["old@example.com", "ok", "[redacted:email]"]
+    assert [m.content for m in ctx.messages] == ["[redacted:email]", "ok", "[redacted:email] and call [redacted:phone]"]
+    assert history[0].content == "old@example.com"  # the caller's objects are untouched
+    assert ctx.prompt.startswith("new@example.com")  # the stored record keeps what the user sent
+
+
+async def test_redact_counts_only_what_it_masked_in_the_current_message(turn_context, recording_emit):
+    ctx = turn_context("nothing here", history=[Message(role="user", content="old@example.com")])
+    await Redact().before(ctx)
+    assert ctx.messages[0].content == "[redacted:email]"
+    assert recording_emit.of_type("middleware.event") == []
 
 
 # --------------------------------------------------------------------------- guardrail
