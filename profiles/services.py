@@ -226,12 +226,13 @@ def profile_update(
     registry = _locked_registry(registry_slug)
     profile = _locked_profile(registry, slug)
     check_version(profile.version, expected_version=expected_version, if_match=if_match)
-    if profile.is_read_only and source not in FILE_SOURCES:
-        raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
     _check_text_fields(**{k: v for k, v in changes.items() if k in ("display_name", "description")})
     validated = _validate_parts(changes)
     fields = {**{k: v for k, v in changes.items() if k in ("display_name", "description")}, **validated}
     changed = sorted(k for k, v in fields.items() if getattr(profile, k) != v)
+    # A read-only profile refuses changes, but may still become the default (no content change).
+    if changed and profile.is_read_only and source not in FILE_SOURCES:
+        raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
     if changed:
         stamp = now_ms()
         rows = Profile.objects.filter(pk=profile.pk, version=profile.version).update(

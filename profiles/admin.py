@@ -1,0 +1,375 @@
+"""Admin for registries and profiles, plus read-only views of history and user selections.
+
+Every write goes through `profiles.services`, exactly like the API: the forms call the service while
+validating (see `profiles.forms`), deletes, "make default" and restores call it directly. The admin
+never saves or deletes a registry's profiles itself, so it cannot bypass a rule, a version or the
+default-profile invariant.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as confirm_delete_selected
+from django.contrib.admin.utils import NestedObjects, quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db import router, transaction
+from django.db.models import Count, QuerySet
+from django.forms import ModelForm
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from .errors import NotFound, ProfileError
+from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm
+from .models import Profile, ProfileRevision, ProfileSelection, Registry
+from .selectors import profile_revision_get, profile_revisions
+from .services import profile_delete, profile_restore, registry_set_default
+
+Fieldsets = tuple[tuple[str | None, dict[str, Any]], ...]
+
+
+def _from_ms(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+def _when(ms: int | None) -> str | None:
+    """Milliseconds as a local date and time; a string, because read-only fields print datetimes raw."""
+    moment = _from_ms(ms)
+    return formats.localize(timezone.localtime(moment)) if moment else None
+
+
+def _pretty_json(value: Any) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class ServiceAdmin(admin.ModelAdmin):
+    """Shared by the registry and profile admins: the form writes through the service, the admin saves nothing."""
+
+    add_fieldsets: Fieldsets = ()
+    identity_fields: tuple[str, ...] = ()  # editable on create only
+    form_only_fields: tuple[str, ...] = ("expected_version",)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> type[ModelForm]:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.actor = request.user  # a fresh class per call, so this is per request
+        return form
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Fieldsets:
+        if obj is None:
+            return self.add_fieldsets
+        if self.has_change_permission(request, obj):
+            return self.fieldsets
+        # A view-only page renders model values: inputs that exist only on the form have none.
+        return tuple(
+            (name, {**options, "fields": tuple(f for f in options["fields"] if f not in self.form_only_fields)})
+            for name, options in self.fieldsets
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return tuple(self.readonly_fields) if obj is None else (*self.identity_fields, *self.readonly_fields)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Nothing to do: the service already wrote `obj` while the form was validated."""
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@admin.register(Profile)
+class ProfileAdmin(ServiceAdmin):
+    form = ProfileAdminForm
+    change_form_template = "admin/profiles/profile/change_form.html"
+    list_display = ("registry", "slug", "display_name", "version", "is_default", "updated_by", "source", "updated")
+    list_display_links = ("slug",)
+    list_filter = ("registry",)
+    list_select_related = ("registry",)
+    search_fields = ("slug", "display_name")
+    actions = ("make_default", "delete_selected")
+    identity_fields = ("registry", "slug")
+    form_only_fields = ("expected_version", "set_default")
+    readonly_fields = ("version", "is_default", "created_by", "created", "updated_by", "updated", "source", "tags")
+    add_fieldsets = (
+        (None, {"fields": ("registry", "slug", "display_name", "description", "set_default")}),
+        ("Content", {"fields": ("runtime", "policy", "extensions")}),
+    )
+    fieldsets = (
+        (None, {"fields": ("registry", "slug", "display_name", "description", "set_default", "expected_version")}),
+        ("Content", {"fields": ("runtime", "policy", "extensions")}),
+        (
+            "Metadata",
+            {
+                "fields": (
+                    ("version", "is_default"),
+                    ("created_by", "created"),
+                    ("updated_by", "updated"),
+                    ("source", "tags"),
+                )
+            },
+        ),
+    )
+
+    @admin.display(boolean=True, description="default")
+    def is_default(self, obj: Profile) -> bool:
+        return obj.registry.default_profile_id == obj.pk
+
+    @admin.display(description="created", ordering="created_at_ms")
+    def created(self, obj: Profile) -> str | None:
+        return _when(obj.created_at_ms)
+
+    @admin.display(description="updated", ordering="updated_at_ms")
+    def updated(self, obj: Profile) -> str | None:
+        return _when(obj.updated_at_ms)
+
+    # ---- deleting: always `profile_delete`, which refuses read-only profiles and a default with siblings
+
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """A registry pointing at its default does not block the confirmation page: the service decides.
+
+        (It refuses the default while other profiles exist, and allows it when it is the last one.)
+        """
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if protected:
+            collector = NestedObjects(using=router.db_for_write(Profile))
+            collector.collect(objs)
+            if all(isinstance(obj, Registry) for obj in collector.protected):
+                protected = []
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request: HttpRequest, obj: Profile) -> None:
+        profile_delete(registry_slug=obj.registry.slug, slug=obj.slug, actor=request.user)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """A refusal from the service rolls the delete view's transaction back and becomes a message."""
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ProfileError as exc:
+            self.message_user(request, f"Not deleted: {exc.message}", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:profiles_profile_change", args=[quote(unquote(object_id))]))
+
+    @admin.action(permissions=["delete"], description="Delete selected profiles")
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Profile]) -> HttpResponse | None:
+        """Replaces Django's bulk delete (same name, so its confirmation page posts back here).
+
+        One service call per profile, each in its own transaction: a refused profile stays, the rest go.
+        Defaults go last, so selecting a registry's every profile can delete them all.
+        """
+        if not request.POST.get("post"):
+            return confirm_delete_selected(self, request, queryset)
+        profiles = sorted(
+            queryset.select_related("registry"),
+            key=lambda p: (p.registry.default_profile_id == p.pk, p.registry.slug, p.slug),
+        )
+        deleted = 0
+        for profile in profiles:
+            try:
+                with transaction.atomic():
+                    self.log_deletions(request, [profile])
+                    profile_delete(registry_slug=profile.registry.slug, slug=profile.slug, actor=request.user)
+            except ProfileError as exc:
+                self.message_user(request, f"{profile} was not deleted: {exc.message}", messages.ERROR)
+            else:
+                deleted += 1
+        if deleted:
+            self.message_user(request, f"Deleted {deleted} profile{'s' if deleted != 1 else ''}.", messages.SUCCESS)
+        return None
+
+    @admin.action(permissions=["change"], description="Make default")
+    def make_default(self, request: HttpRequest, queryset: QuerySet[Profile]) -> None:
+        """Make the one selected profile its registry's default (read-only profiles may be defaults)."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one profile to make it the default.", messages.ERROR)
+            return
+        profile = queryset.select_related("registry").get()
+        try:
+            registry_set_default(registry_slug=profile.registry.slug, slug=profile.slug)
+        except ProfileError as exc:
+            self.message_user(request, f"{profile} was not made the default: {exc.message}", messages.ERROR)
+            return
+        self.log_change(request, profile, "Made the registry default.")
+        self.message_user(request, f"{profile.slug} is now the default profile of {profile.registry.slug}.")
+
+    # ---- history: every version, each viewable and restorable (as a new version)
+
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        wrap = self.admin_site.admin_view  # login, staff and CSRF protection
+        return [
+            path("<path:object_id>/versions/", wrap(self.versions_view), name="{}_{}_versions".format(*info)),
+            path(
+                "<path:object_id>/versions/<int:version>/",
+                wrap(self.version_view),
+                name="{}_{}_version".format(*info),
+            ),
+            path(
+                "<path:object_id>/versions/<int:version>/restore/",
+                wrap(require_POST(self.restore_view)),
+                name="{}_{}_restore".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _viewable(self, request: HttpRequest, object_id: str) -> Profile:
+        profile = self.get_object(request, unquote(object_id))
+        if profile is None:
+            raise Http404(f"profile {object_id!r} not found")
+        if not self.has_view_or_change_permission(request, profile):
+            raise PermissionDenied
+        return profile
+
+    def _context(self, request: HttpRequest, profile: Profile, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": profile,
+            "title": title,
+            "subtitle": None,
+            "can_restore": self.has_change_permission(request, profile) and not profile.is_read_only,
+            **extra,
+        }
+
+    def versions_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        profile = self._viewable(request, object_id)
+        revisions = [
+            {
+                "version": rev.version,
+                "when": _from_ms(rev.updated_at_ms),
+                "by": rev.updated_by,
+                "source": rev.source,
+                "change": rev.change,
+            }
+            for rev in profile_revisions(profile=profile)
+        ]
+        context = self._context(request, profile, f"Versions of {profile}", revisions=revisions)
+        return TemplateResponse(request, "admin/profiles/profile/versions.html", context)
+
+    def version_view(self, request: HttpRequest, object_id: str, version: int) -> HttpResponse:
+        profile = self._viewable(request, object_id)
+        try:
+            revision = profile_revision_get(profile=profile, version=version)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+        context = self._context(
+            request,
+            profile,
+            f"{profile} at version {version}",
+            revision=revision,
+            when=_from_ms(revision.updated_at_ms),
+            document=json.dumps(revision.document, indent=2, ensure_ascii=False),
+        )
+        return TemplateResponse(request, "admin/profiles/profile/version.html", context)
+
+    def restore_view(self, request: HttpRequest, object_id: str, version: int) -> HttpResponse:
+        """Writes version n's content as a new version; needs `profiles.change_profile`."""
+        profile = self._viewable(request, object_id)
+        if not self.has_change_permission(request, profile):
+            raise PermissionDenied
+        try:
+            restored = profile_restore(
+                registry_slug=profile.registry.slug,
+                slug=profile.slug,
+                version=version,
+                expected_version=request.POST.get("expected_version") or None,
+                actor=request.user,
+                source=ADMIN_SOURCE,
+            )
+        except ProfileError as exc:
+            self.message_user(request, f"Version {version} was not restored: {exc.message}", messages.ERROR)
+        else:
+            if restored.version == profile.version:
+                self.message_user(request, f"Version {version} has the current content: nothing changed.")
+            else:
+                self.log_change(request, restored, f"Restored version {version} as version {restored.version}.")
+                self.message_user(
+                    request, f"Restored version {version} as version {restored.version}.", messages.SUCCESS
+                )
+        return HttpResponseRedirect(reverse("admin:profiles_profile_versions", args=[quote(profile.pk)]))
+
+
+# --------------------------------------------------------------------------- registries
+
+
+@admin.register(Registry)
+class RegistryAdmin(ServiceAdmin):
+    form = RegistryAdminForm
+    list_display = ("slug", "display_name", "default", "version", "profile_count")
+    list_select_related = ("default_profile",)
+    search_fields = ("slug", "display_name")
+    identity_fields = ("slug",)
+    readonly_fields = ("version", "tags", "created_at", "updated_at")
+    add_fieldsets = ((None, {"fields": ("slug", "display_name", "description")}),)
+    fieldsets = (
+        (None, {"fields": ("slug", "display_name", "description", "default_profile", "expected_version")}),
+        ("Metadata", {"fields": ("version", "tags", ("created_at", "updated_at"))}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Registry]:
+        return super().get_queryset(request).annotate(profile_count=Count("profiles"))
+
+    @admin.display(description="default profile", ordering="default_profile__slug")
+    def default(self, obj: Registry) -> str | None:
+        return obj.default_profile.slug if obj.default_profile_id else None
+
+    @admin.display(description="profiles", ordering="profile_count")
+    def profile_count(self, obj: Registry) -> int:
+        return obj.profile_count
+
+    def has_delete_permission(self, request: HttpRequest, obj: Registry | None = None) -> bool:
+        """Deleting a registry cascades to all its profiles: superusers only."""
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+# --------------------------------------------------------------------------- inspection only
+
+
+class InspectOnlyAdmin(admin.ModelAdmin):
+    """Written only by the services (history, users' selections): the admin may look, never touch."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ProfileRevision)
+class ProfileRevisionAdmin(InspectOnlyAdmin):
+    list_display = ("registry_slug", "profile_slug", "version", "updated", "updated_by", "source", "change")
+    list_filter = ("source", "registry_slug")
+    search_fields = ("registry_slug", "profile_slug", "change")
+    fields = (
+        ("registry_slug", "profile_slug", "profile_id_at_write"),
+        ("version", "updated", "updated_by", "source"),
+        "change",
+        "document_json",
+    )
+    readonly_fields = ("updated", "document_json")
+
+    @admin.display(description="updated", ordering="updated_at_ms")
+    def updated(self, obj: ProfileRevision) -> str | None:
+        return _when(obj.updated_at_ms)
+
+    @admin.display(description="document")
+    def document_json(self, obj: ProfileRevision) -> str:
+        return _pretty_json(obj.document)
+
+
+@admin.register(ProfileSelection)
+class ProfileSelectionAdmin(InspectOnlyAdmin):
+    list_display = ("user", "mount", "registry_slug", "profile_slug", "updated_at")
+    list_filter = ("mount", "registry_slug")
+    list_select_related = ("user",)
+    search_fields = ("user__username", "registry_slug", "profile_slug")

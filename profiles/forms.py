@@ -1,0 +1,267 @@
+"""Admin forms for registries and profiles. They write through `profiles.services` during validation.
+
+Why during validation (`_post_clean`): it is the last point where a service error can still become a
+form error on the right field. The admin runs the whole request in one transaction and each service
+call is atomic, so an error leaves nothing behind; `save()` only hands back the service's instance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from .errors import ProfileError, ReadOnly, VersionConflict
+from .models import Profile, Registry
+from .selectors import registry_get
+from .services import (
+    EDITABLE_FIELDS,
+    check_version,
+    profile_create,
+    profile_update,
+    registry_create,
+    registry_set_default,
+    registry_update,
+)
+
+ADMIN_SOURCE = "admin"
+_PATH_HEAD = re.compile(r"[.\[]")
+
+
+# --------------------------------------------------------------------------- JSON editing
+
+
+class JSONEditorWidget(forms.Textarea):
+    """A textarea showing JSON indented by 2; `json_editor.js` validates it as you type and formats it."""
+
+    class Media:
+        css = {"all": ("profiles/json_editor.css",)}
+        js = ("profiles/json_editor.js",)
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        defaults = {"rows": 14, "class": "vLargeTextField json-editor", "spellcheck": "false", "data-json-editor": ""}
+        super().__init__({**defaults, **(attrs or {})})
+
+    def format_value(self, value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return value  # what the user typed, so they can fix it
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+class JSONObjectField(forms.JSONField):
+    """JSON text -> Python value. Empty means `{}`; invalid JSON says where it broke.
+
+    The shape (object, keys, schemas) is the service's business, so it is not checked here.
+    """
+
+    widget = JSONEditorWidget
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if value in self.empty_values:
+            return {}
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(
+                    "Invalid JSON: %(reason)s (line %(line)s, column %(column)s)",
+                    code="invalid",
+                    params={"reason": exc.msg, "line": exc.lineno, "column": exc.colno},
+                ) from None
+        return super().to_python(value)
+
+
+# --------------------------------------------------------------------------- service errors on forms
+
+
+def add_service_error(
+    form: forms.BaseForm, exc: ProfileError, *, what: str, aliases: dict[str, str] | None = None
+) -> None:
+    """Attach each error to the field its path starts with, keeping the full path in the message.
+
+    `runtime.middlewares[0].config.max_turns` lands on `runtime`, `extensions[x.y@v0]` on `extensions`;
+    paths without a matching form field, read-only refusals and version conflicts are non-field errors.
+    """
+    if isinstance(exc, VersionConflict):
+        actual = exc.extra.get("actual")
+        form.add_error(None, f"someone else changed this {what} (now version {actual}); reload")
+        return
+    pairs: list[tuple[str | None, str]] = list(getattr(exc, "errors", None) or [(exc.field, exc.message)])
+    for path, message in pairs:
+        head = _PATH_HEAD.split(path, maxsplit=1)[0] if path else ""
+        head = (aliases or {}).get(head, head)
+        target = head if head in form.fields and not isinstance(exc, ReadOnly) else None
+        form.add_error(target, f"{path}: {message}" if path else message)
+
+
+class ServiceModelForm(forms.ModelForm):
+    """A ModelForm whose `_write()` performs the service call; the admin never saves the instance itself."""
+
+    expected_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    actor: Any = None  # the acting user, set per request by the ModelAdmin's get_form()
+    what = "object"
+    error_aliases: dict[str, str] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            # The version the form was loaded with: a write against a newer one is a conflict.
+            self.initial.setdefault("expected_version", self.instance.version)
+            self.fields["expected_version"].required = True
+        else:
+            self.fields.pop("expected_version")
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if self.errors:
+            return
+        try:
+            self.instance = self._write()
+        except ProfileError as exc:
+            add_service_error(self, exc, what=self.what, aliases=self.error_aliases)
+
+    def _write(self) -> Any:
+        raise NotImplementedError
+
+    def save(self, commit: bool = True) -> Any:
+        """The service wrote everything during validation: return its instance, never `instance.save()`."""
+        if self.errors:
+            raise ValueError(f"The {self.what} could not be saved because the data didn't validate.")
+        return self.instance
+
+    def save_m2m(self) -> None:
+        """No many-to-many fields; defined because the admin calls it after `save(commit=False)`."""
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+class ProfileAdminForm(ServiceModelForm):
+    """Create through `profile_create`, edit through `profile_update` with only the changed fields."""
+
+    runtime = JSONObjectField(help_text="system_prompt, middlewares, tools, step_settings_patch")
+    policy = JSONObjectField(help_text="allow_overrides, allowed_override_keys, denied_override_keys, read_only")
+    extensions = JSONObjectField(help_text="extension key (namespace.feature@vN) -> value")
+    set_default = forms.BooleanField(required=False, label="Make this the registry default")
+
+    what = "profile"
+
+    class Meta:
+        model = Profile
+        fields = ("registry", "slug", "display_name", "description", "runtime", "policy", "extensions")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            # A profile is identified by registry + slug: neither can change once it exists.
+            for name in ("registry", "slug"):
+                self.fields.pop(name, None)
+            if self.instance.registry.default_profile_id == self.instance.pk:
+                self.fields["set_default"].help_text = "This profile is already the registry default."
+
+    def _write(self) -> Profile:
+        data = self.cleaned_data
+        content = {name: data[name] for name in EDITABLE_FIELDS}
+        if self.instance.pk is None:
+            return profile_create(
+                registry_slug=data["registry"].slug,
+                slug=data["slug"],
+                **content,
+                set_default=data["set_default"],
+                actor=self.actor,
+                source=ADMIN_SOURCE,
+            )
+        profile = self.instance
+        changes = {name: value for name, value in content.items() if name in self.changed_data}
+        if changes:
+            return profile_update(
+                registry_slug=profile.registry.slug,
+                slug=profile.slug,
+                changes=changes,
+                expected_version=data["expected_version"],
+                set_default=data["set_default"],
+                actor=self.actor,
+                source=ADMIN_SOURCE,
+            )
+        # Nothing to write on the profile itself. A read-only profile may still become the default,
+        # which `profile_update` would refuse, so the default goes through its own service.
+        check_version(profile.version, expected_version=data["expected_version"])
+        if data["set_default"]:
+            registry_set_default(registry_slug=profile.registry.slug, slug=profile.slug)
+            profile.refresh_from_db()
+        return profile
+
+
+# --------------------------------------------------------------------------- registries
+
+
+class ProfileSlugChoiceField(forms.ModelChoiceField):
+    """Labels a registry's own profiles by slug (no query per option for the registry)."""
+
+    def label_from_instance(self, obj: Profile) -> str:
+        return f"{obj.slug} ({obj.display_name})" if obj.display_name and obj.display_name != obj.slug else obj.slug
+
+
+class RegistryAdminForm(ServiceModelForm):
+    """Create through `registry_create`; edit text through `registry_update`, the default through
+    `registry_set_default` (guarded by the registry version the form was loaded with)."""
+
+    default_profile = ProfileSlugChoiceField(queryset=Profile.objects.none(), required=False)
+
+    what = "registry"
+    error_aliases = {"registry": "slug"}
+
+    class Meta:
+        model = Registry
+        fields = ("slug", "display_name", "description", "default_profile")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            self.fields.pop("default_profile", None)  # a new registry has no profiles yet
+            return
+        self.fields.pop("slug", None)
+        if "default_profile" in self.fields:
+            own = Profile.objects.filter(registry=self.instance).order_by("slug")
+            field = self.fields["default_profile"]
+            field.queryset = own
+            # Invariant: a registry with profiles has a default, so it cannot be cleared.
+            field.required = own.exists()
+            if field.required:
+                field.empty_label = None
+            field.help_text = "One of this registry's own profiles."
+
+    def _write(self) -> Registry:
+        data = self.cleaned_data
+        if self.instance.pk is None:
+            return registry_create(
+                slug=data["slug"], display_name=data["display_name"], description=data["description"]
+            )
+        slug = self.instance.slug
+        text = {name: data[name] for name in ("display_name", "description") if name in self.changed_data}
+        new_default = data.get("default_profile")
+        default_changed = "default_profile" in self.changed_data and new_default is not None
+        if not text and not default_changed:
+            return self.instance
+        if default_changed:
+            registry_set_default(registry_slug=slug, slug=new_default.slug, expected_version=data["expected_version"])
+        else:
+            # `registry_update` takes no expected version: check it under the row lock of this transaction.
+            locked = Registry.objects.select_for_update().get(pk=self.instance.pk)
+            check_version(locked.version, expected_version=data["expected_version"], what="registry")
+        if text:
+            registry_update(slug=slug, **text)
+        return registry_get(slug)
