@@ -5,25 +5,32 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from profiles.mounts import Mount
 
 
-def chat_page(request: HttpRequest, *, mount: Mount) -> HttpResponse:
-    context = {
-        "mount": mount,
-        "page_config": {
-            "mount": mount.name,
-            "title": mount.title,
-            "api_base": f"{mount.path}api/chat/",
-            "ws_path": f"{mount.path}ws/chat/",
-            "default_registry": mount.default_registry,
-            "inventory_api": "/inventory/api/" if mount.name == "inventory" else None,
-            "username": request.user.get_username(),
-            "is_staff": request.user.is_staff,
-        },
+def page_config(request: HttpRequest, mount: Mount) -> dict:
+    """Everything the browser app needs to know about this mount (embedded with `json_script`)."""
+    tools = mount.tools()
+    return {
+        "mount": mount.name,
+        "title": mount.title,
+        "api_base": f"{mount.path}api/chat/",
+        "ws_path": f"{mount.path}ws/chat/",
+        "default_registry": mount.default_registry,
+        "inventory_api": "/inventory/api/" if mount.name == "inventory" else None,
+        "username": request.user.get_username(),
+        "is_staff": request.user.is_staff,
+        # Tools of this mount that change data: their results make the inventory panel refresh.
+        "writing_tools": sorted(t.name for t in tools if t.writes),
+        "login_url": reverse("login"),
     }
+
+
+def chat_page(request: HttpRequest, *, mount: Mount) -> HttpResponse:
+    context = {"mount": mount, "page_config": page_config(request, mount)}
     return render(request, "chat/page.html", context)
 
 

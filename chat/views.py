@@ -7,6 +7,7 @@ import time
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import permissions
 from rest_framework import serializers as drf_serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -26,6 +27,9 @@ class ConversationPagination(PageNumberPagination):
 
 
 class ConversationViewSet(MountedViewSet):
+    # Any signed-in user chats; profile-write permissions do not apply here.
+    permission_classes = [permissions.IsAuthenticated]
+
     def _conversation(self, request: Request, conv_id: str):
         return services.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
 

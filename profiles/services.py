@@ -131,7 +131,11 @@ def registry_create(
 @transaction.atomic
 def registry_update(*, slug: str, display_name: str | None = None, description: str | None = None) -> Registry:
     registry = _locked_registry(slug)
-    changes = {k: v for k, v in {"display_name": display_name, "description": description}.items() if v is not None}
+    changes = {
+        k: v
+        for k, v in {"display_name": display_name, "description": description}.items()
+        if v is not None and getattr(registry, k) != v
+    }
     if changes:
         _bump_registry(registry, **changes)
         registry.refresh_from_db()

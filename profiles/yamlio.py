@@ -7,7 +7,6 @@ names the file, the line and the field path. Export writes atomically and round-
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,28 +43,56 @@ class ImportReport:
 
 
 class _Lines:
-    """Maps a field path (`registries.x.profiles.y.runtime.tools[0]`) to its line in the YAML file."""
+    """Maps a field path (`registries.x.profiles.y.runtime.tools[0]`, `extensions[a.b@v1].items[1]`)
+    to its line in the YAML file. Keys may contain dots (slugs like `v1.2`, extension keys), so the
+    walk matches the longest key of each mapping rather than splitting on dots."""
 
     def __init__(self, node: yaml.Node | None) -> None:
         self.root = node
 
     def line(self, path: str) -> int:
-        node, line = self.root, 1
-        if node is not None:
-            line = node.start_mark.line + 1
-        for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
-            if node is None:
-                break
-            if part.startswith("[") and isinstance(node, yaml.SequenceNode):
-                index = int(part[1:-1])
-                node = node.value[index] if index < len(node.value) else None
-            elif isinstance(node, yaml.MappingNode):
-                node = next((v for k, v in node.value if str(k.value).strip().lower() == part.lower()), None)
+        node = self.root
+        line = node.start_mark.line + 1 if node is not None else 1
+        rest = path
+        while rest and node is not None:
+            if rest.startswith("["):
+                token, rest = rest[1 : rest.index("]")], rest[rest.index("]") + 1 :]
+                node = self._child(node, token)
             else:
-                node = None
+                rest = rest.removeprefix(".")
+                node, rest = self._longest_key(node, rest)
             if node is not None:
                 line = node.start_mark.line + 1
         return line
+
+    @staticmethod
+    def _child(node: yaml.Node, token: str) -> yaml.Node | None:
+        if isinstance(node, yaml.SequenceNode) and token.isdigit():
+            index = int(token)
+            return node.value[index] if index < len(node.value) else None
+        if isinstance(node, yaml.MappingNode):
+            return next((v for k, v in node.value if str(k.value).strip().lower() == token.lower()), None)
+        return None
+
+    @staticmethod
+    def _longest_key(node: yaml.Node, rest: str) -> tuple[yaml.Node | None, str]:
+        if not isinstance(node, yaml.MappingNode):
+            return None, rest
+        best = None
+        for key, value in node.value:
+            name = str(key.value).strip().lower()
+            matches = rest.lower() == name or rest.lower().startswith((name + ".", name + "["))
+            if matches and (best is None or len(name) > len(best[0])):
+                best = (name, value)
+        if best is None:
+            return None, rest
+        return best[1], rest[len(best[0]) :]
+
+
+def _reason(exc: ProfileError) -> str:
+    """The message without its field path (the import error names the full path itself)."""
+    errors = getattr(exc, "errors", None)
+    return errors[0][1] if errors else exc.message
 
 
 def _load(text: str, label: str) -> tuple[Any, _Lines]:
@@ -125,15 +152,15 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
     try:
         slug = canonical_slug(reg.get("slug", raw_slug), field="slug")
     except ProfileError as exc:
-        raise ProfileError(exc.message, field=at("slug")) from None
+        raise ProfileError(_reason(exc), field=at("slug")) from None
     registry = Registry.objects.filter(slug=slug).first()
     created_registry = registry is None
+    # The same defaults on create and on replace, so re-importing an unchanged file changes nothing.
+    names = {"display_name": reg.get("display_name") or slug, "description": reg.get("description") or ""}
     if registry is None:
-        registry = services.registry_create(
-            slug=slug, display_name=reg.get("display_name") or "", description=reg.get("description") or ""
-        )
+        registry = services.registry_create(slug=slug, **names)
     elif replace:
-        services.registry_update(slug=slug, display_name=reg.get("display_name"), description=reg.get("description"))
+        services.registry_update(slug=slug, **names)
     profiles = reg.get("profiles") or {}
     if not isinstance(profiles, dict):
         raise ProfileError("must be a mapping of profile slug -> profile", field=at("profiles"))
@@ -145,7 +172,8 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             pslug = canonical_slug(body.get("slug", raw_profile_slug), field="slug")
             seen.add(pslug)
             content = {k: body.get(k) for k in ("runtime", "policy", "extensions")}
-            text = {k: body.get(k) or "" for k in ("display_name", "description")}
+            # The same defaults as on create, so re-importing an unchanged file changes nothing.
+            text = {"display_name": body.get("display_name") or pslug, "description": body.get("description") or ""}
             existing = Profile.objects.filter(registry=registry, slug=pslug).first()
             label = f"{slug}/{pslug}"
             if existing is None:
@@ -160,13 +188,13 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             else:
                 report.unchanged.append(label)
         except ProfileError as exc:
-            raise ProfileError(exc.message, field=f"{ppath}.{exc.field}" if exc.field else ppath) from None
+            raise ProfileError(_reason(exc), field=f"{ppath}.{exc.field}" if exc.field else ppath) from None
     default_slug = reg.get("default_profile_slug")
     if default_slug and (replace or created_registry):
         try:
             services.registry_set_default(registry_slug=slug, slug=default_slug)
         except ProfileError as exc:
-            raise ProfileError(exc.message, field=at("default_profile_slug")) from None
+            raise ProfileError(_reason(exc), field=at("default_profile_slug")) from None
     if replace:
         registry.refresh_from_db()
         for stale in Profile.objects.filter(registry=registry).exclude(slug__in=seen).order_by("slug"):

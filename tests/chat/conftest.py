@@ -55,3 +55,157 @@ def turn_context(recording_emit: RecordingEmit) -> Callable[..., TurnContext]:
         )
 
     return make
+
+
+# --------------------------------------------------------------------------- conversations: seed, users, sockets
+
+SEED_FILE = "config/seed/registries.yaml"
+TERMINAL_FRAMES = ("turn.completed", "turn.failed", "turn.cancelled")
+
+
+@pytest.fixture
+def seeded_registries(db, settings) -> None:
+    """The seed registries: `default` (default, analyst, agent) and `inventory` (inventory, analyst, default)."""
+    from pathlib import Path
+
+    from profiles.yamlio import import_file
+
+    import_file(Path(settings.BASE_DIR) / SEED_FILE, source="seed")
+
+
+@pytest.fixture
+def seeded_inventory(seeded_registries) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    call_command("inventory_seed", stdout=io.StringIO())
+
+
+@pytest.fixture
+def fast_turns(settings) -> None:
+    """Short pauses between offline chunks, and a coalescing window shorter than them (several deltas)."""
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.005
+    settings.CHAT_DELTA_COALESCE_SECONDS = 0.001
+
+
+@pytest.fixture
+def chat_user(db):
+    from .factories import UserFactory
+
+    return UserFactory(username="alice")
+
+
+@pytest.fixture
+def other_user(db):
+    from .factories import UserFactory
+
+    return UserFactory(username="mallory")
+
+
+@pytest.fixture
+def chat_token(chat_user) -> str:
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.create(user=chat_user).key
+
+
+@pytest.fixture
+def chat_api(chat_user):
+    """DRF APIClient authenticated as `chat_user` (turns run inline, no server loop)."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(chat_user)
+    return client
+
+
+@pytest.fixture
+async def open_ws(chat_token):
+    """`await open_ws(path="/ws/chat/", token=..., headers=[...], conv_id=..., profile=...)` -> a connected
+    WebsocketCommunicator on `config.asgi.application` (token = `chat_token` unless given; `token=None`
+    connects anonymously). Every socket opened is disconnected at teardown; a fresh in-memory channel
+    layer per test keeps queues on this test's event loop."""
+    from contextlib import suppress
+    from urllib.parse import urlencode
+
+    from channels.layers import channel_layers
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    channel_layers.backends.clear()
+    opened: list[WebsocketCommunicator] = []
+    default_token = object()
+
+    async def connect(path: str = "/ws/chat/", *, token: object = default_token, headers=(), **query):
+        params = {k: str(v) for k, v in query.items() if v is not None}
+        key = chat_token if token is default_token else token
+        if key:
+            params["token"] = key
+        url = path + (f"?{urlencode(params)}" if params else "")
+        communicator = WebsocketCommunicator(application, url, headers=list(headers))
+        communicator.accepted, communicator.close_code = await communicator.connect(timeout=5)
+        opened.append(communicator)
+        return communicator
+
+    yield connect
+    for communicator in opened:
+        with suppress(Exception):
+            await communicator.disconnect(timeout=2)
+    channel_layers.backends.clear()
+
+
+async def _frames_until(communicator, *types: str, timeout: float = 5) -> list[dict]:
+    """Read JSON frames until one of `types` (default: a turn's terminal frame) arrives; returns all read."""
+    stop = types or TERMINAL_FRAMES
+    frames: list[dict] = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] in stop:
+            return frames
+
+
+async def _close_code(communicator, timeout: float = 5) -> tuple[list[dict], int | None]:
+    """Read until the server closes the socket: (JSON frames read before, close code)."""
+    import json
+
+    frames: list[dict] = []
+    while True:
+        output = await communicator.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return frames, output.get("code")
+        frames.append(json.loads(output["text"]))
+
+
+async def _wait_turn(turn_id, *, statuses=("completed", "failed", "cancelled", "interrupted"), timeout: float = 5):
+    """Poll the Turn row (async) until it reaches one of `statuses`; keeps the event loop running."""
+    import asyncio
+    import time
+
+    from channels.db import database_sync_to_async
+
+    from chat.models import Turn
+
+    deadline = time.monotonic() + timeout
+    while True:
+        turn = await database_sync_to_async(Turn.objects.get)(pk=turn_id)
+        if turn.status in statuses or time.monotonic() > deadline:
+            return turn
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def frames_until():
+    return _frames_until
+
+
+@pytest.fixture
+def close_code():
+    return _close_code
+
+
+@pytest.fixture
+def wait_turn():
+    return _wait_turn
