@@ -53,7 +53,12 @@ def check_default_profiles(app_configs: Any = None, databases: Any = None, **kwa
     """A registry with profiles has a default that is one of its own profiles."""
     if not databases:
         return []
+    from django.db import connection
+
     from .models import Registry
+
+    if Registry._meta.db_table not in connection.introspection.table_names():
+        return []  # `migrate` runs the checks before it creates the tables
 
     errors = []
     for registry in Registry.objects.prefetch_related("profiles").select_related("default_profile"):

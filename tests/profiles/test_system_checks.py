@@ -56,3 +56,14 @@ def test_the_database_check_finds_a_registry_without_default():
     assert _ids(databases=["default"], include_deployment_checks=False) == []
     Registry.objects.filter(slug="default").update(default_profile=None)
     assert _ids(databases=["default"]) == ["profiles.E020"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_check_passes_before_migrations(django_db_blocker):
+    from django.core.management import call_command
+
+    call_command("migrate", "profiles", "zero", verbosity=0)
+    try:
+        assert _ids(databases=["default"]) == []
+    finally:
+        call_command("migrate", verbosity=0)
