@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.urls import reverse
+from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from profiles.mounts import Mount
@@ -25,7 +25,7 @@ def page_config(request: HttpRequest, mount: Mount) -> dict:
         "is_staff": request.user.is_staff,
         # Tools of this mount that change data: their results make the inventory panel refresh.
         "writing_tools": sorted(t.name for t in tools if t.writes),
-        "login_url": reverse("login"),
+        "login_url": resolve_url(settings.LOGIN_URL),
     }
 
 

@@ -96,6 +96,8 @@ class CurrentProfile:
     registry: Registry
     profile: Profile
     source: str  # "selection" | "default"
+    # The stored selection that no longer resolves, so the UI can say what happened.
+    stale_selection: dict[str, str] | None = None
 
 
 def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentProfile:
@@ -115,4 +117,7 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
     if selection is not None and Registry.objects.filter(slug=selection.registry_slug).exists():
         registry_slug = selection.registry_slug
     registry = registry_get(registry_slug)
-    return CurrentProfile(registry=registry, profile=_pick_profile(registry, None), source="default")
+    stale = {"registry": selection.registry_slug, "slug": selection.profile_slug} if selection else None
+    return CurrentProfile(
+        registry=registry, profile=_pick_profile(registry, None), source="default", stale_selection=stale
+    )

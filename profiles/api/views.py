@@ -194,6 +194,8 @@ class CurrentProfileViewSet(MountedViewSet):
             "source": current.source,
             "profile": s.ProfileDocumentSerializer(current.profile).data,
         }
+        if current.stale_selection:
+            body["stale_selection"] = current.stale_selection
         value = f"{current.registry.slug}/{current.profile.slug}"
         request.session[SESSION_KEY.format(mount=self.mount.name)] = value
         response = Response(body)

@@ -1,6 +1,7 @@
 """End-to-end fixtures: a real daphne process against the test database.
 
-Tests using `live_server` need committed data: they use `transactional_db` (the fixture does).
+Tests using `daphne_server` need committed data: they use `transactional_db` (the fixture does).
+(Not called `live_server`: pytest-django's autouse helper claims a fixture of that name.)
 """
 
 from __future__ import annotations
@@ -18,5 +19,5 @@ def _live_server_process(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def live_server(_live_server_process, transactional_db) -> LiveServer:
+def daphne_server(_live_server_process, transactional_db) -> LiveServer:
     return _live_server_process

@@ -911,6 +911,7 @@ def test_the_current_profile_defaults_to_the_registry_default(mount, seeded, api
     body = response.json()
     assert (body["registry"], body["slug"], body["source"]) == (mount.registry, mount.default_profile, "default")
     assert body["profile"] == get_profile(api_reader, mount, mount.default_profile)
+    assert "stale_selection" not in body  # nothing was selected, so nothing went stale
     assert response.cookies["chat_profile"].value == f"{mount.registry}/{mount.default_profile}"
 
 
@@ -980,6 +981,7 @@ def test_a_selection_whose_profile_was_deleted_falls_back_to_the_default(mount, 
     assert response.status_code == 200
     body = response.json()
     assert (body["registry"], body["slug"], body["source"]) == (mount.registry, mount.default_profile, "default")
+    assert body["stale_selection"] == {"registry": mount.registry, "slug": "short-lived"}
     assert response.cookies["chat_profile"].value == f"{mount.registry}/{mount.default_profile}"
 
 

@@ -1,0 +1,237 @@
+// The profile controls. The page never decides which profile is current: it shows what the server
+// answered (GET/POST {api_base}profile, and ws.hello for a conversation's own selection).
+
+import { ApiError } from "./api.js";
+import { el } from "./render.js";
+
+export const STARTERS_KEY = "webchat.starter_suggestions@v1";
+
+export function profileLabel(profile) {
+  return `${profile.display_name || profile.slug}${profile.is_default ? " (default)" : ""}`;
+}
+
+export function starterSuggestions(profile) {
+  const ext = profile && profile.extensions && profile.extensions[STARTERS_KEY];
+  return ext && Array.isArray(ext.items) ? ext.items.filter((s) => typeof s === "string") : [];
+}
+
+function fillOptions(select, profiles, { leading = [] } = {}) {
+  select.replaceChildren(
+    ...leading,
+    ...profiles.map((p) =>
+      el("option", { value: p.slug, title: p.description || "", dataset: { registry: p.registry }, text: profileLabel(p) }),
+    ),
+  );
+}
+
+/** The user's current profile for this mount (stored server-side per user and mount). */
+export class ProfilePicker {
+  constructor({ api, select, description, noticeEl, storageKey, onChange = () => {} }) {
+    this.api = api;
+    this.select = select;
+    this.description = description;
+    this.noticeEl = noticeEl;
+    this.storageKey = storageKey;
+    this.onChange = onChange;
+    this.profiles = [];
+    this.current = null;
+    select.addEventListener("change", () => this.choose(select.value));
+  }
+
+  bySlug(slug, registry) {
+    return this.profiles.find((p) => p.slug === slug && (!registry || p.registry === registry)) || null;
+  }
+
+  async load() {
+    this.select.disabled = true;
+    try {
+      const [profiles, current] = await Promise.all([this.api.profiles(), this.api.currentProfile()]);
+      this.profiles = profiles;
+      this.show(current);
+    } catch (err) {
+      this.showNotice(`Profiles could not be loaded: ${err.message}`, "error");
+      throw err;
+    } finally {
+      this.select.disabled = this.profiles.length === 0;
+    }
+  }
+
+  /** Show the server's answer, and say so when a remembered selection was dropped by the server. */
+  show(current) {
+    this.current = current;
+    if (!this.bySlug(current.slug, current.registry)) {
+      // The list is stale (a profile was created since): show the server's choice anyway.
+      this.profiles = [...this.profiles, { ...current.profile, registry: current.registry }];
+    }
+    fillOptions(this.select, this.profiles);
+    this.select.value = current.slug;
+    this.select.dataset.source = current.source;
+    this.select.dataset.current = current.slug;
+    this.description.textContent = (current.profile && current.profile.description) || "";
+    if (current.source === "selection") {
+      this.remember(current);
+    } else if (current.stale_selection) {
+      // The server says which stored selection no longer resolves; the display name is remembered locally.
+      const stale = current.stale_selection;
+      const remembered = this.remembered();
+      const name = remembered && remembered.slug === stale.slug && remembered.registry === stale.registry
+        ? remembered.name : stale.slug;
+      this.showNotice(
+        `Profile '${name}' is no longer available; using the default '${current.profile.display_name || current.slug}'.`,
+        "warn",
+      );
+    }
+  }
+
+  async choose(slug) {
+    const previous = this.current;
+    const wanted = this.bySlug(slug);
+    this.select.disabled = true;
+    this.select.setAttribute("aria-busy", "true");
+    try {
+      const confirmed = await this.api.selectProfile(slug, wanted ? wanted.registry : undefined);
+      this.hideNotice();
+      this.show(confirmed);
+      if (confirmed.slug !== slug) {
+        this.showNotice(`The server selected '${confirmed.profile.display_name || confirmed.slug}' instead of '${slug}'.`, "warn");
+      }
+      this.onChange(confirmed, previous);
+    } catch (err) {
+      await this.rejected(slug, wanted, previous, err);
+    } finally {
+      this.select.disabled = false;
+      this.select.removeAttribute("aria-busy");
+    }
+  }
+
+  async rejected(slug, wanted, previous, err) {
+    const name = (wanted && wanted.display_name) || slug;
+    if (err instanceof ApiError && (err.status === 404 || err.status === 400)) {
+      try {
+        const [profiles, current] = await Promise.all([this.api.profiles(), this.api.currentProfile()]);
+        this.profiles = profiles;
+        this.show(current);
+        const what = err.status === 404 ? "is no longer available" : `cannot be selected (${err.message})`;
+        this.showNotice(`Profile '${name}' ${what}; using '${current.profile.display_name || current.slug}'.`, "warn");
+        this.onChange(current, previous);
+        return;
+      } catch {
+        /* fall through: show the original error */
+      }
+    }
+    if (previous) this.select.value = previous.slug;
+    this.showNotice(`The profile could not be changed: ${err.message}`, "error");
+  }
+
+  remembered() {
+    try {
+      return JSON.parse(window.localStorage.getItem(this.storageKey) || "null");
+    } catch {
+      return null;
+    }
+  }
+
+  remember(current) {
+    try {
+      window.localStorage.setItem(
+        this.storageKey,
+        JSON.stringify({ registry: current.registry, slug: current.slug, name: current.profile.display_name || current.slug }),
+      );
+    } catch {
+      /* storage disabled: the stale-selection message is then best effort */
+    }
+  }
+
+  showNotice(text, kind = "info") {
+    const close = el("button", {
+      type: "button",
+      class: "icon-btn notice-close",
+      "aria-label": "Dismiss",
+      text: "×",
+      onclick: () => this.hideNotice(),
+    });
+    this.noticeEl.replaceChildren(el("span", { class: "notice-text", text }), close);
+    this.noticeEl.dataset.kind = kind;
+    this.noticeEl.hidden = false;
+  }
+
+  hideNotice() {
+    this.noticeEl.hidden = true;
+    this.noticeEl.replaceChildren();
+  }
+}
+
+/** "This conversation: [follow my profile | <profiles>]": the conversation's own selection (ws profile.select). */
+export class ConversationProfile {
+  constructor({ select, picker, send, onNotice }) {
+    this.select = select;
+    this.picker = picker;
+    this.send = send;
+    this.onNotice = onNotice;
+    this.selection = null; // {registry, slug} or null = follow the user's profile
+    this.pending = null;
+    select.addEventListener("change", () => this.choose(select.value));
+  }
+
+  /** A conversation was loaded: its stored selection (profile_selection) or null. */
+  reset(selection) {
+    this.selection = selection && selection.slug ? selection : null;
+    this.pending = null;
+    this.render();
+  }
+
+  render() {
+    const follow = el("option", { value: "", text: "Follow my profile" });
+    if (this.selection) {
+      follow.disabled = true;
+      follow.title = "This conversation has its own profile; start a new conversation to follow yours again.";
+    }
+    const profiles = [...this.picker.profiles];
+    if (this.selection && !profiles.some((p) => p.slug === this.selection.slug)) {
+      profiles.push({ slug: this.selection.slug, display_name: this.selection.slug, registry: this.selection.registry });
+    }
+    fillOptions(this.select, profiles, { leading: [follow] });
+    this.select.value = this.selection ? this.selection.slug : "";
+    this.select.dataset.selection = this.selection ? this.selection.slug : "";
+    this.select.title = this.selection
+      ? "This conversation keeps its own profile, whatever your profile is."
+      : "This conversation follows your profile.";
+    this.select.disabled = this.pending !== null;
+  }
+
+  choose(slug) {
+    if (!slug) {
+      this.render();
+      return;
+    }
+    this.pending = { slug, previous: this.selection, queued: false };
+    this.render();
+    this.select.value = slug;
+    // While the socket reconnects the frame waits in a queue: the reconnect's own hello comes first.
+    this.pending.queued = !this.send({ type: "profile.select", slug });
+  }
+
+  /** ws.hello confirms a profile.select (it describes the conversation's runtime from now on). */
+  onHello(hello) {
+    if (!this.pending) return;
+    if (this.pending.queued) {
+      this.pending.queued = false;
+      return;
+    }
+    const profile = (hello.data && hello.data.profile) || {};
+    this.selection = { registry: profile.registry, slug: profile.slug || hello.data.runtime_key };
+    this.pending = null;
+    this.render();
+  }
+
+  /** An error frame while a selection is pending: it was refused. Returns true when handled. */
+  onError(data) {
+    if (!this.pending) return false;
+    const { slug, previous } = this.pending;
+    this.pending = null;
+    this.selection = previous;
+    this.render();
+    this.onNotice(`This conversation could not switch to '${slug}': ${data.message || data.code}`);
+    return true;
+  }
+}

@@ -1,0 +1,349 @@
+// DOM builders. Everything that comes from the server is set with textContent (or through the
+// escaping markdown renderer): no server string is ever parsed as HTML.
+
+import { renderMarkdown } from "./markdown.js";
+
+export const LOW_STOCK = 3;
+
+/** el("div", {class: "x", dataset: {a: 1}, onclick: fn}, child, "text", ...) */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+    else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+export function setMarkdown(node, text) {
+  node.innerHTML = renderMarkdown(text); // escaped first, see markdown.js
+}
+
+export function shortFingerprint(fingerprint) {
+  const value = String(fingerprint || "");
+  return (value.startsWith("sha256:") ? value.slice(7) : value).slice(0, 12);
+}
+
+export function prettyJson(value) {
+  if (value === undefined) return "";
+  try {
+    return JSON.stringify(value, null, 2);
+  } catch {
+    return String(value);
+  }
+}
+
+export function formatDuration(ms) {
+  if (typeof ms !== "number") return "";
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+export function formatTime(ms) {
+  if (!ms) return "";
+  const date = new Date(ms);
+  const today = new Date();
+  const sameDay = date.toDateString() === today.toDateString();
+  return sameDay
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleDateString([], { month: "short", day: "numeric" });
+}
+
+// ---------------------------------------------------------------------------------------- runtime
+
+export function engineLabel(engine) {
+  if (!engine) return "";
+  return [engine.provider, engine.model].filter(Boolean).join(" · ");
+}
+
+/** The runtime badge from a ws.hello: runtime key, profile version, short fingerprint, engine. */
+export function renderBadge(container, hello) {
+  const data = hello.data || {};
+  const profile = data.profile || {};
+  const engine = data.engine || {};
+  const offline = engine.provider === "offline";
+  container.replaceChildren(
+    el("span", { class: "badge-key", text: data.runtime_key || "?" }),
+    el("span", { class: "badge-version", text: `v${profile.version ?? "?"}` }),
+    el("code", { class: "badge-fp", text: shortFingerprint(data.fingerprint), title: data.fingerprint || "" }),
+    el(
+      "span",
+      {
+        class: `badge-engine${offline ? " is-offline" : ""}`,
+        "data-testid": "engine-label",
+        title: offline
+          ? "Offline engine: deterministic, no network, not a language model"
+          : `Engine: ${engineLabel(engine)}`,
+      },
+      offline ? el("span", { class: "badge-engine-dot", "aria-hidden": "true" }) : null,
+      engineLabel(engine),
+    ),
+  );
+  container.dataset.runtimeKey = data.runtime_key || "";
+  container.dataset.profileVersion = profile.version ?? "";
+  container.dataset.fingerprint = data.fingerprint || "";
+  container.dataset.engine = engineLabel(engine);
+  const tools = (data.tools || []).join(", ") || "none";
+  const middlewares = (data.middlewares || []).map((m) => m.id || m.name || m).join(", ") || "none";
+  container.title =
+    `Runtime ${data.runtime_key} (registry ${profile.registry}, profile ${profile.slug} v${profile.version})\n` +
+    `Fingerprint ${data.fingerprint}\nEngine ${engineLabel(engine)}\nTools: ${tools}\nMiddlewares: ${middlewares}`;
+}
+
+/** "analyst v1" */
+export function runtimeName(marker) {
+  if (!marker) return "?";
+  const version = marker.profile_version ?? marker.version;
+  return `${marker.runtime_key || "?"}${version ? ` v${version}` : ""}`;
+}
+
+export function switchNotice(from, to, reason) {
+  const text = `Runtime switched: ${runtimeName(from)} → ${runtimeName(to)}`;
+  return el(
+    "div",
+    {
+      class: "notice notice-switch",
+      "data-testid": "switch-notice",
+      role: "status",
+      title: `${reason ? `Reason: ${reason.replace(/_/g, " ")}\n` : ""}${from?.fingerprint || ""} → ${to?.fingerprint || ""}`,
+    },
+    el("span", { class: "notice-icon", "aria-hidden": "true", text: "⇄" }),
+    text,
+  );
+}
+
+export function notice(text, { kind = "info", testid = "notice" } = {}) {
+  return el(
+    "div",
+    { class: `notice notice-${kind}`, "data-testid": testid, role: kind === "error" ? "alert" : "status" },
+    text,
+  );
+}
+
+// ---------------------------------------------------------------------------------------- tools
+
+export function toolCall({ call_id, name, input }) {
+  const status = el("span", { class: "tool-status", text: "running…" });
+  const body = el(
+    "div",
+    { class: "tool-body" },
+    el("div", { class: "tool-label", text: "Input" }),
+    el("pre", { class: "json", "data-testid": "tool-input", text: prettyJson(input ?? {}) }),
+  );
+  const node = el(
+    "details",
+    { class: "tool-call is-running", "data-testid": "tool-call", dataset: { callId: call_id || "", toolName: name || "" } },
+    el(
+      "summary",
+      {},
+      el("span", { class: "tool-icon", "aria-hidden": "true", text: "⚙" }),
+      el("span", { class: "tool-name", text: name || "tool" }),
+      status,
+    ),
+    body,
+  );
+  return { node, status, body };
+}
+
+export function toolResult(view, { result, error }) {
+  view.node.classList.remove("is-running");
+  const hasError = error !== undefined && error !== null;
+  view.node.classList.add(hasError ? "is-error" : "is-done");
+  view.status.textContent = hasError ? "error" : "done";
+  view.body.querySelectorAll(".tool-output").forEach((node) => node.remove());
+  view.body.append(
+    el("div", { class: "tool-label tool-output", text: hasError ? "Error" : "Result" }),
+    el("pre", {
+      class: `json tool-output${hasError ? " is-error" : ""}`,
+      "data-testid": hasError ? "tool-error" : "tool-result",
+      text: hasError ? String(error) : prettyJson(result),
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------- artifacts
+
+export function stockClass(qty) {
+  const value = Number(qty);
+  if (!Number.isFinite(value)) return "";
+  if (value <= 0) return "stock-out";
+  if (value <= LOW_STOCK) return "stock-low";
+  return "";
+}
+
+export function stockLabel(qty) {
+  const value = Number(qty);
+  if (value <= 0) return "Out of stock";
+  if (value <= LOW_STOCK) return "Low stock";
+  return "";
+}
+
+export function qtyCell(qty, attrs = {}) {
+  const cls = stockClass(qty);
+  const label = stockLabel(qty);
+  return el(
+    "td",
+    { class: `num qty ${cls}`.trim(), ...attrs, dataset: { qty: qty ?? "" } },
+    el("span", { class: "qty-value", text: qty ?? "" }),
+    label ? el("span", { class: "stock-pill", text: label === "Out of stock" ? "out" : "low", title: label }) : null,
+  );
+}
+
+function artifactTable(data) {
+  const columns = Array.isArray(data.columns) ? data.columns : [];
+  const rows = Array.isArray(data.rows) ? data.rows : [];
+  const qtyIndex = columns.indexOf("qty");
+  const skuIndex = columns.indexOf("sku");
+  const numeric = new Set(["qty", "price", "cost", "total"]);
+  const table = el(
+    "table",
+    { class: "data-table", "data-testid": "artifact-table" },
+    el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", class: colClass(c, numeric), text: c })))),
+    el(
+      "tbody",
+      {},
+      rows.map((row) =>
+        el(
+          "tr",
+          { dataset: skuIndex >= 0 ? { sku: row[skuIndex] } : {}, class: qtyIndex >= 0 ? stockClass(row[qtyIndex]) : "" },
+          row.map((cell, i) =>
+            i === qtyIndex
+              ? qtyCell(cell, { class: `num qty col-qty ${stockClass(cell)}`.trim() })
+              : el("td", { class: colClass(columns[i], numeric), text: cellText(cell) }),
+          ),
+        ),
+      ),
+    ),
+  );
+  const foot = data.truncated ? el("p", { class: "muted small", text: `Showing ${rows.length} of ${data.total}.` }) : null;
+  return [el("div", { class: "table-wrap" }, table), foot, rows.length ? null : el("p", { class: "muted", text: "No rows." })];
+}
+
+function colClass(column, numeric) {
+  const safe = String(column ?? "").toLowerCase().replace(/[^a-z0-9_-]/g, "");
+  return `col-${safe}${numeric.has(column) ? " num" : ""}`;
+}
+
+function cellText(value) {
+  if (value === null || value === undefined) return "";
+  if (Array.isArray(value)) return value.join(", ");
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+// [key, label, short label]
+const REPORT_FIGURES = [
+  ["sku_count", "SKUs", "SKUs"],
+  ["total_units", "Units", "Units"],
+  ["retail_value", "Retail value", "Retail"],
+  ["cost_basis", "Cost basis", "Cost"],
+  ["potential_profit", "Potential profit", "Profit"],
+  ["low_stock_count", "Low stock", "Low"],
+  ["out_of_stock_count", "Out of stock", "Out"],
+  ["sales_total", "Sales total", "Sales"],
+];
+
+/** The report's figures as a definition grid (used by report artifacts and the inventory panel). */
+export function reportFigures(data, { compact = false } = {}) {
+  const figures = REPORT_FIGURES.filter(([key]) => data[key] !== undefined).map(([key, long, short]) => {
+    const label = compact ? short : long;
+    let cls = "figure";
+    if (key === "low_stock_count" && Number(data[key]) > 0) cls += " is-warn";
+    if (key === "out_of_stock_count" && Number(data[key]) > 0) cls += " is-danger";
+    const term = key === "low_stock_count" ? `${label} (≤ ${data.threshold ?? LOW_STOCK})` : label;
+    return el("div", { class: cls, dataset: { figure: key } }, el("dt", { text: term, title: long }), el("dd", { text: data[key] }));
+  });
+  return el("dl", { class: `figures${compact ? " is-compact" : ""}` }, figures);
+}
+
+function artifactReport(data) {
+  const skus = (items) => (items || []).map((i) => i.sku).filter(Boolean);
+  const low = skus(data.low_stock);
+  const out = skus(data.out_of_stock);
+  return [
+    el("div", { "data-testid": "artifact-report" }, reportFigures(data)),
+    low.length ? el("p", { class: "small" }, el("strong", { text: "Low stock: " }), low.join(", ")) : null,
+    out.length ? el("p", { class: "small" }, el("strong", { text: "Out of stock: " }), out.join(", ")) : null,
+    data.since ? el("p", { class: "muted small", text: `Sales since ${data.since}` }) : null,
+  ];
+}
+
+function artifactItem(data) {
+  const rows = [
+    ["SKU", data.sku],
+    ["Category", data.category],
+    ["Price", data.price],
+    ["Cost", data.cost],
+    ["Tags", Array.isArray(data.tags) ? data.tags.join(", ") : data.tags],
+  ];
+  if (data.sale) rows.push(["Sale", `${data.sale.qty} × ${data.sale.sku || data.sku} = ${data.sale.total} (${data.sale.date})`]);
+  if (data.adjustment) {
+    const adj = data.adjustment;
+    const applied = typeof adj.applied_delta === "number" && adj.applied_delta > 0 ? `+${adj.applied_delta}` : adj.applied_delta;
+    rows.push(["Change", `${applied}${adj.clamped ? ` (requested ${adj.requested_delta}, clamped at 0)` : ""}`]);
+  }
+  const label = stockLabel(data.qty);
+  return [
+    el(
+      "div",
+      { class: "item-card", "data-testid": "artifact-item", dataset: { sku: data.sku || "" } },
+      el(
+        "div",
+        { class: `item-qty ${stockClass(data.qty)}`.trim() },
+        el("span", { class: "item-qty-value", "data-testid": "artifact-item-qty", text: data.qty ?? "?" }),
+        el("span", { class: "item-qty-label", text: label || "in stock" }),
+      ),
+      el(
+        "dl",
+        { class: "item-facts" },
+        rows
+          .filter(([, value]) => value !== undefined && value !== null && value !== "")
+          .map(([key, value]) => el("div", {}, el("dt", { text: key }), el("dd", { text: value }))),
+      ),
+    ),
+  ];
+}
+
+export function artifact(frameData) {
+  const { kind, title } = frameData || {};
+  const data = (frameData && frameData.data) || {};
+  let body;
+  if (kind === "table") body = artifactTable(data);
+  else if (kind === "report") body = artifactReport(data);
+  else if (kind === "item") body = artifactItem(data);
+  else body = [el("pre", { class: "json", text: prettyJson(data) })];
+  return el(
+    "figure",
+    { class: `artifact artifact-${kind || "unknown"}`, "data-testid": "artifact", dataset: { kind: kind || "" } },
+    el("figcaption", {}, el("span", { class: "artifact-kind", text: kind || "artifact" }), title || ""),
+    body,
+  );
+}
+
+// ---------------------------------------------------------------------------------------- chips
+
+export function chips(items, onPick, { testid = "suggestion-chip" } = {}) {
+  return (items || [])
+    .filter((text) => typeof text === "string" && text.trim())
+    .map((text) =>
+      el("button", {
+        type: "button",
+        class: "chip",
+        "data-testid": testid,
+        text,
+        onclick: () => onPick(text),
+      }),
+    );
+}

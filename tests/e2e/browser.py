@@ -1,0 +1,172 @@
+"""Helpers for the browser tests: Chromium launch options, login, the chat page's controls, REST calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Dialog, Page, expect
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "e2e" / "artifacts"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1100, "height": 700}
+TIMEOUT_MS = 10_000
+
+
+def update_screenshots() -> bool:
+    return os.environ.get("UPDATE_SCREENSHOTS") == "1"
+
+
+def launch(playwright: Any) -> Browser:
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+@dataclass
+class Watch:
+    """Console errors, page errors and dialogs of one page; none is expected."""
+
+    problems: list[str] = field(default_factory=list)
+    allowed: list[re.Pattern[str]] = field(default_factory=list)
+
+    def allow(self, pattern: str) -> None:
+        """Accept console errors matching `pattern` (Chromium logs every 4xx answer as one, even a handled one)."""
+        self.allowed.append(re.compile(pattern))
+
+    def attach(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("dialog", self._dialog)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text} ({message.location.get('url', '')})")
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.problems.append(f"dialog fired: {dialog.type} {dialog.message!r}")
+        dialog.dismiss()
+
+    def assert_clean(self) -> None:
+        problems = [p for p in self.problems if not any(a.search(p) for a in self.allowed)]
+        assert problems == [], "\n".join(problems)
+
+
+def new_page(browser: Browser, base_url: str) -> tuple[BrowserContext, Page, Watch]:
+    context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    watch = Watch()
+    watch.attach(page)
+    return context, page, watch
+
+
+def session_login(context: BrowserContext, base_url: str, user: Any) -> None:
+    """A session for `user` created in the (shared) test database, handed to the browser as a cookie."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    host = base_url.split("://", 1)[1].split(":", 1)[0]
+    context.add_cookies(
+        [
+            {
+                "name": settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                "domain": host,
+                "path": "/",
+            }
+        ]
+    )
+
+
+def form_login(page: Page, username: str, password: str) -> None:
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_test_id("login-submit").click()
+
+
+def open_app(page: Page, path: str = "/") -> None:
+    """Load a chat page and wait until it is connected to its conversation."""
+    page.goto(path)
+    wait_ready(page)
+
+
+def wait_ready(page: Page) -> None:
+    page.wait_for_selector("body[data-ready=true]")
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
+
+
+def select_profile(page: Page, slug: str) -> None:
+    """Choose the user's profile and wait for the server-confirmed selection and the new hello."""
+    page.get_by_test_id("profile-select").select_option(slug)
+    expect(page.get_by_test_id("profile-select")).to_have_attribute("data-current", slug)
+    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", slug)
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
+
+
+def send(page: Page, text: str) -> None:
+    box = page.get_by_test_id("composer-input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_turns(page: Page, count: int, status: str = "completed") -> None:
+    page.wait_for_function(
+        "([n, s]) => document.querySelectorAll(`[data-testid=turn][data-status=${s}]`).length >= n",
+        arg=[count, status],
+    )
+
+
+def ask(page: Page, text: str) -> None:
+    """Send and wait for that turn to finish."""
+    before = page.locator("[data-testid=turn][data-status=completed]").count()
+    send(page, text)
+    wait_turns(page, before + 1)
+
+
+def current_conv_id(page: Page) -> str:
+    return page.evaluate("window.__chat.app.conv.conv_id")
+
+
+def shot(page: Page, name: str, *, docs: bool = False) -> None:
+    """A screenshot for the test artifacts; with UPDATE_SCREENSHOTS=1 also the README's copy."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), type="png")
+    if docs and update_screenshots():
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"), type="png")
+
+
+def api(base_url: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    """A REST call with a DRF token: (status, JSON body or None)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None

@@ -1,0 +1,347 @@
+"""The browser UI against a real daphne: choosing a profile really changes the conversation.
+
+Chromium (Debian's, headless) through Playwright's sync API. Every test fails on a console error,
+an uncaught page error or a JavaScript dialog. Screenshots go to tests/e2e/artifacts/; with
+UPDATE_SCREENSHOTS=1 the README's docs/screenshots/{chat,inventory}.png are rewritten too.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.core.management import call_command
+from playwright.sync_api import Page, expect, sync_playwright
+from rest_framework.authtoken.models import Token
+
+from profiles.yamlio import import_file
+
+from .browser import (
+    CHROMIUM,
+    ROOT,
+    api,
+    ask,
+    current_conv_id,
+    form_login,
+    launch,
+    new_page,
+    open_app,
+    select_profile,
+    send,
+    session_login,
+    shot,
+    wait_ready,
+    wait_turns,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+SEED = ROOT / "config" / "seed" / "registries.yaml"
+PASSWORD = "a browser test password"
+LOW_STOCK = ["A-1021", "C-3010", "A-1055", "A-1002", "B-2015"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (make browser installs it)")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls of these tests (fixtures,
+    # database flush) are still plain synchronous code, so Django's async-safety guard is lifted here only.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def user(daphne_server, django_user_model):
+    """Seed registries and inventory; a superuser (it has inventory.change_item and the profile perms)."""
+    import_file(SEED, source="seed")
+    call_command("inventory_seed", stdout=io.StringIO())
+    return django_user_model.objects.create_superuser("alice", "alice@example.com", PASSWORD)
+
+
+@pytest.fixture
+def token(user) -> str:
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def ui(browser, daphne_server, user):
+    """A fresh browser context (cookies, localStorage) per test, signed in as `user`."""
+    context, page, watch = new_page(browser, daphne_server.url)
+    session_login(context, daphne_server.url, user)
+    yield SimpleNamespace(context=context, page=page, watch=watch, url=daphne_server.url)
+    context.close()
+
+
+def get_json(page: Page, path: str):
+    """GET with the page's own session cookies."""
+    response = page.request.get(path)
+    assert response.ok, f"{path}: {response.status} {response.text()}"
+    return response.json()
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------------------------- tests
+
+
+def test_login_then_selector_lists_profiles_and_shows_the_servers_choice(browser, daphne_server, user):
+    # The server process checks passwords with the default hashers (this process has only the fast MD5 one).
+    hasher = PBKDF2PasswordHasher()
+    user.password = hasher.encode(PASSWORD, hasher.salt())
+    user.save(update_fields=["password"])
+    context, page, watch = new_page(browser, daphne_server.url)
+    try:
+        page.goto("/")
+        expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
+        form_login(page, "alice", "not the password")
+        expect(page.get_by_test_id("login-error")).to_be_visible()
+        shot(page, "login-error")
+
+        form_login(page, "alice", PASSWORD)
+        wait_ready(page)
+        expect(page).to_have_url(re.compile(r"/#conv=[0-9a-f-]{36}$"))
+        expect(page.get_by_test_id("username")).to_have_text("alice")
+        expect(page.get_by_test_id("nav-admin")).to_be_visible()
+
+        options = page.locator("[data-testid=profile-select] option")
+        expect(options).to_have_text(["Agent", "Analyst", "Default (default)"])
+        current = get_json(page, "/api/chat/profile")
+        assert (current["slug"], current["source"]) == ("default", "default")
+        expect(page.get_by_test_id("profile-select")).to_have_value(current["slug"])
+        expect(page.get_by_test_id("profile-description")).to_have_text(current["profile"]["description"])
+        badge = page.get_by_test_id("runtime-badge")
+        expect(badge).to_have_attribute("data-runtime-key", "default")
+        expect(page.get_by_test_id("engine-label")).to_have_text("offline · offline-v1")
+        shot(page, "chat-empty")
+
+        # A narrow window: the sidebar goes above the chat instead of beside it.
+        page.set_viewport_size({"width": 640, "height": 900})
+        sidebar = page.get_by_test_id("sidebar").bounding_box()
+        composer = page.get_by_test_id("composer").bounding_box()
+        assert sidebar["y"] + sidebar["height"] <= composer["y"]
+        assert composer["width"] > 560
+        shot(page, "chat-narrow")
+
+        page.get_by_test_id("logout").click()
+        expect(page).to_have_url(re.compile(r"/accounts/login/$"))
+        watch.assert_clean()
+    finally:
+        context.close()
+
+
+def test_selected_profile_answers_and_switching_it_switches_the_runtime(ui, token):
+    page = ui.page
+    open_app(page)
+    select_profile(page, "analyst")
+    assert get_json(page, "/api/chat/profile")["source"] == "selection"
+    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-profile-version", "1")
+    expect(page.get_by_test_id("starter-chip")).to_have_text(
+        ["Compare two options and recommend one", "What is 17.5% of 2,340?"]
+    )
+
+    page.get_by_test_id("starter-chip").nth(1).click()  # the profile's starter suggestion is sent
+    wait_turns(page, 1)
+    first = page.get_by_test_id("turn").nth(0)
+    expect(first.get_by_test_id("user-text")).to_have_text("What is 17.5% of 2,340?")
+    expect(first.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "analyst")
+    expect(first.get_by_test_id("answer-marker")).to_contain_text("analyst")
+    expect(first.get_by_test_id("answer-text")).to_contain_text("409.5")
+    expect(first.get_by_test_id("tool-call")).to_have_attribute("data-tool-name", "calculator")
+    expect(first.get_by_test_id("suggestion-chip").first).to_be_visible()
+
+    conv_id = current_conv_id(page)
+    status, stored = api(ui.url, "GET", f"/api/chat/conversations/{conv_id}", token)
+    assert status == 200
+    assert [(t["runtime_key"], t["profile_version"]) for t in stored["turns"]] == [("analyst", 1)]
+
+    select_profile(page, "default")
+    ask(page, "Hello again")
+    second = page.get_by_test_id("turn").nth(1)
+    expect(second.get_by_test_id("switch-notice")).to_contain_text("Runtime switched: analyst v1 → default v1")
+    expect(second.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "default")
+    expect(second.get_by_test_id("answer-text")).to_contain_text("(offline · concise assistant)")
+    expect(page.get_by_test_id("switch-notice")).to_have_count(1)
+
+    status, stored = api(ui.url, "GET", f"/api/chat/conversations/{conv_id}", token)
+    assert [t["runtime_key"] for t in stored["turns"]] == ["analyst", "default"]
+    assert stored["turns"][1]["text"].startswith("(offline · concise assistant)")
+    shot(page, "chat", docs=True)
+
+    # Reloaded, the markers come from the stored turns.
+    page.reload()
+    wait_ready(page)
+    markers = page.get_by_test_id("answer-marker")
+    expect(markers.nth(0)).to_have_attribute("data-runtime-key", "analyst")
+    expect(markers.nth(1)).to_have_attribute("data-runtime-key", "default")
+    expect(page.get_by_test_id("switch-notice")).to_have_count(1)
+    ui.watch.assert_clean()
+
+
+def test_stale_selection_falls_back_to_the_default_and_says_so(ui, token):
+    page = ui.page
+    open_app(page)
+    select_profile(page, "agent")
+    status, _ = api(ui.url, "DELETE", "/api/chat/profiles/agent", token)
+    assert status == 204
+
+    page.reload()
+    wait_ready(page)
+    expect(page.get_by_test_id("profile-select")).to_have_value("default")
+    expect(page.get_by_test_id("profile-select")).to_have_attribute("data-source", "default")
+    notice = page.get_by_test_id("profile-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("Profile 'Agent' is no longer available; using the default 'Default'")
+    expect(page.locator("[data-testid=profile-select] option")).to_have_text(["Analyst", "Default (default)"])
+    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "default")
+    shot(page, "stale-selection")
+
+    # Selecting a profile that was deleted while the page was open: 404, the server's choice is shown.
+    status, _ = api(ui.url, "DELETE", "/api/chat/profiles/analyst", token)
+    assert status == 204
+    ui.watch.allow(r"^console error: Failed to load resource: .* 404 \(Not Found\) \(http://[^)]+/api/chat/profile\)$")
+    page.get_by_test_id("profile-select").select_option("analyst")
+    expect(notice).to_contain_text("Profile 'Analyst' is no longer available; using 'Default'")
+    expect(page.get_by_test_id("profile-select")).to_have_value("default")
+    expect(page.locator("[data-testid=profile-select] option")).to_have_text(["Default (default)"])
+    ui.watch.assert_clean()
+
+
+def test_conversation_profile_sidebar_rename_and_switch(ui, token):
+    page = ui.page
+    open_app(page)
+    conv_select = page.get_by_test_id("conversation-profile-select")
+    expect(conv_select).to_have_value("")
+    conv_select.select_option("agent")  # profile.select over the socket; a new ws.hello confirms it
+    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "agent")
+    expect(conv_select).to_have_attribute("data-selection", "agent")
+    expect(page.get_by_test_id("profile-select")).to_have_value("default")  # the user's profile is unchanged
+
+    ask(page, "what is 6*7?")
+    expect(page.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "agent")
+    first_id = current_conv_id(page)
+    status, stored = api(ui.url, "GET", f"/api/chat/conversations/{first_id}", token)
+    assert status == 200
+    assert stored["profile_selection"] == {"registry": "default", "slug": "agent"}
+    assert stored["turns"][0]["runtime_key"] == "agent"
+
+    item = page.locator(f"[data-testid=conversation-item][data-conv-id='{first_id}']")
+    expect(item.get_by_test_id("conversation-title")).to_have_text("what is 6*7?")  # titled from the prompt
+    item.get_by_test_id("rename-conversation").click()
+    page.get_by_test_id("conversation-title-input").fill("Agent arithmetic")
+    page.get_by_test_id("conversation-title-input").press("Enter")
+    expect(item.get_by_test_id("conversation-title")).to_have_text("Agent arithmetic")
+    assert api(ui.url, "GET", f"/api/chat/conversations/{first_id}", token)[1]["title"] == "Agent arithmetic"
+
+    page.get_by_test_id("new-conversation").click()
+    page.wait_for_function("id => window.__chat.app.conv.conv_id !== id", arg=first_id)
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
+    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "default")
+    expect(conv_select).to_have_value("")
+    expect(page.get_by_test_id("conversation-item")).to_have_count(2)
+
+    item.locator(".conv-open").click()
+    expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
+    expect(conv_select).to_have_value("agent")
+    expect(page.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "agent")
+    ui.watch.assert_clean()
+
+
+def test_inventory_page_low_stock_artifact_and_live_refresh_after_a_sale(ui):
+    page = ui.page
+    open_app(page, "/inventory/")
+    navigations = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
+    page.evaluate("window.__noReload = 'still here'")
+
+    row = page.locator("[data-testid=item-row][data-sku='A-1002']")
+    expect(row.get_by_test_id("item-qty")).to_have_attribute("data-qty", "2")
+    expect(row).to_have_class(re.compile(r"\bstock-low\b"))
+    expect(page.locator("[data-testid=item-row][data-sku='A-1021']")).to_have_class(re.compile(r"\bstock-out\b"))
+    expect(page.get_by_test_id("item-row")).to_have_count(10)
+    expect(page.locator("[data-testid=report] [data-figure=total_units] dd")).to_have_text("59")
+
+    ask(page, "which items are low on stock?")
+    table = page.get_by_test_id("artifact-table")
+    expect(table.locator("tbody tr")).to_have_count(5)
+    assert table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.sku)") == LOW_STOCK
+    page.get_by_test_id("tool-call").first.evaluate("node => node.scrollIntoView({block: 'start'})")
+    shot(page, "inventory", docs=True)
+
+    ask(page, "record a sale of 2 A-1002")
+    expect(page.get_by_test_id("artifact-item").last).to_have_attribute("data-sku", "A-1002")
+    expect(row.get_by_test_id("item-qty")).to_have_attribute("data-qty", "0")
+    expect(row).to_have_class(re.compile(r"\bstock-out\b"))
+    expect(page.locator("[data-testid=report] [data-figure=total_units] dd")).to_have_text("57")
+    assert page.evaluate("window.__noReload") == "still here"
+    assert navigations == []
+
+    # The search box and the category filter ask the same API.
+    page.get_by_test_id("items-search").fill("mug")
+    expect(page.get_by_test_id("item-row")).to_have_count(2)
+    page.get_by_test_id("items-search").fill("")
+    page.get_by_test_id("items-category").select_option("Home")
+    expect(page.get_by_test_id("item-row")).to_have_count(2)
+    shot(page, "inventory-after-sale")
+    ui.watch.assert_clean()
+
+
+def test_html_in_a_message_is_shown_as_text(ui):
+    page = ui.page
+    open_app(page)
+    message = "**b** <img src=x onerror=alert(1)> [x](javascript:alert(1)) [d](https://e.com)"
+    ask(page, message)
+    turn = page.get_by_test_id("turn").first
+    expect(turn.get_by_test_id("user-text")).to_have_text(message)
+    answer = turn.get_by_test_id("answer-text")
+    expect(answer).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(answer.locator("strong")).to_have_text("b")
+    messages = page.get_by_test_id("messages")
+    expect(messages.locator("img")).to_have_count(0)
+    expect(messages.locator("a[href^='javascript']")).to_have_count(0)
+    expect(answer.locator("a")).to_have_attribute("href", "https://e.com")
+    page.wait_for_timeout(200)  # an onerror handler would have fired by now
+    shot(page, "html-as-text")
+    ui.watch.assert_clean()
+
+
+def test_reconnect_replays_missed_frames_without_duplicates(ui, token):
+    page = ui.page
+    open_app(page)
+    ask(page, "first message")
+    connects = page.evaluate("window.__chat.socket.connects")
+
+    page.evaluate("window.__chat.socket.ws.close()")
+    page.wait_for_function("n => window.__chat.socket.connects > n", arg=connects)
+    ask(page, "second message")
+
+    # Drop the socket right after sending: the whole turn happens while it is away and is replayed.
+    connects = page.evaluate("window.__chat.socket.connects")
+    page.evaluate("() => { window.__chat.app.send('third message'); window.__chat.socket.ws.close(); }")
+    page.wait_for_function("n => window.__chat.socket.connects > n", arg=connects)
+    wait_turns(page, 3)
+
+    expect(page.get_by_test_id("user-text")).to_have_text(["first message", "second message", "third message"])
+    expect(page.get_by_test_id("turn")).to_have_count(3)
+    expect(page.get_by_test_id("answer-text")).to_have_count(3)
+    expect(page.get_by_test_id("error-notice")).to_have_count(0)
+
+    status, stored = api(ui.url, "GET", f"/api/chat/conversations/{current_conv_id(page)}", token)
+    assert status == 200
+    assert [t["prompt"] for t in stored["turns"]] == ["first message", "second message", "third message"]
+    shown = page.get_by_test_id("answer-text").all_inner_texts()
+    assert [normalise(t) for t in shown] == [normalise(t["text"]) for t in stored["turns"]]
+    send(page, "fourth message")
+    wait_turns(page, 4)
+    expect(page.get_by_test_id("turn")).to_have_count(4)
+    shot(page, "reconnect")
+    ui.watch.assert_clean()
