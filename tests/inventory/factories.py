@@ -1,27 +1,11 @@
 from decimal import Decimal
 
 import factory
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 
 from inventory.models import Item, Sale
+from tests.factories import UserFactory
 
-
-class UserFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = get_user_model()
-        django_get_or_create = ("username",)
-        skip_postgeneration_save = True
-
-    username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.django.Password("pw")
-
-    @factory.post_generation
-    def perms(self, create: bool, extracted: list[str] | None, **kwargs) -> None:
-        """UserFactory(perms=["inventory.change_item"]) grants those permissions."""
-        for perm in extracted or []:
-            app_label, codename = perm.split(".")
-            self.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+__all__ = ["ItemFactory", "SaleFactory", "UserFactory"]
 
 
 class ItemFactory(factory.django.DjangoModelFactory):

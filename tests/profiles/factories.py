@@ -8,30 +8,14 @@ revision history) as the ones the API and the importer write.
 from __future__ import annotations
 
 import factory
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 
 from profiles import services
 from profiles.models import Profile, Registry
+from tests.factories import PASSWORD, UserFactory, grant
+
+__all__ = ["PASSWORD", "EditorFactory", "ProfileFactory", "RegistryFactory", "UserFactory", "grant"]
 
 PROFILE_EDITOR_PERMS = ["profiles.add_profile", "profiles.change_profile", "profiles.delete_profile"]
-PASSWORD = "pw-for-tests"
-
-
-class UserFactory(factory.django.DjangoModelFactory):
-    """`UserFactory(perms=["profiles.change_profile"])` grants those model permissions."""
-
-    class Meta:
-        model = get_user_model()
-        django_get_or_create = ("username",)
-        skip_postgeneration_save = True
-
-    username = factory.Sequence(lambda n: f"profiles-user{n}")
-    password = factory.django.Password(PASSWORD)
-
-    @factory.post_generation
-    def perms(self, create: bool, extracted: list[str] | None, **kwargs) -> None:
-        grant(self, extracted or [])
 
 
 class EditorFactory(UserFactory):
@@ -42,12 +26,6 @@ class EditorFactory(UserFactory):
     @factory.post_generation
     def perms(self, create: bool, extracted: list[str] | None, **kwargs) -> None:
         grant(self, PROFILE_EDITOR_PERMS if extracted is None else extracted)
-
-
-def grant(user, perms: list[str]) -> None:
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
 
 
 class RegistryFactory(factory.django.DjangoModelFactory):
