@@ -118,6 +118,7 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
     A selection that no longer resolves (its profile was deleted) falls back to its registry's
     default: never an error for the user. The next turn then says so with `runtime.switched`.
     """
+    default_registry = _default_registry(conversation)
     if conversation.selected_profile:
         try:
             return profile_resolve(
@@ -126,18 +127,12 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
                 request_overrides=request_overrides,
             )
         except NotFound as exc:
-            if exc.field != "slug":  # the registry itself is gone: follow the user's profile
-                return _resolve_current(conversation, user, request_overrides, conversation.mount)
-            return profile_resolve(registry_slug=conversation.selected_registry, request_overrides=request_overrides)
-    return _resolve_current(conversation, user, request_overrides, conversation.mount)
-
-
-def _resolve_current(conversation: Conversation, user: Any, request_overrides: Any, mount: str) -> Resolution:
-    registry = conversation.selected_registry if conversation.selected_registry else _default_registry(conversation)
-    if not conversation.selected_profile and conversation.selected_registry:
-        current = current_profile(user=user, mount=mount, default_registry=registry)
-    else:
-        current = current_profile(user=user, mount=mount, default_registry=_default_registry(conversation))
+            if exc.field == "slug":
+                return profile_resolve(registry_slug=conversation.selected_registry, request_overrides=request_overrides)
+            # The registry itself is gone: follow the user's current profile.
+    elif conversation.selected_registry:
+        default_registry = conversation.selected_registry
+    current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
     return profile_resolve(
         registry_slug=current.registry.slug, profile_slug=current.profile.slug, request_overrides=request_overrides
     )
