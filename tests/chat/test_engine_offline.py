@@ -20,6 +20,7 @@ from chat.runtime.base import (
     ToolSpec,
 )
 from chat.runtime.engines.offline import OfflineEngine, recognise
+from inventory.seed import ITEMS
 
 CONCISE = "You are a concise assistant."
 ANALYST = "You are an analyst assistant. Answer with findings first, then evidence."
@@ -38,19 +39,8 @@ INVENTORY_TOOLS = [
 ]
 ALL_TOOLS = [*INVENTORY_TOOLS, "calculator", "current_time"]
 
-# The seed of inventory.md: sku, name, category, qty, price, cost, tags.
-SEED = [
-    ("A-1002", "Keychain - Brass", "Accessories", 2, "9.99", "3.25", ["gift", "sale"]),
-    ("A-1021", "Keychain - Silver", "Accessories", 0, "8.99", "2.80", ["gift"]),
-    ("A-1033", "Keychain - Steel", "Accessories", 5, "7.99", "2.10", ["new"]),
-    ("A-1055", "Ring - Copper Band", "Accessories", 1, "12.99", "4.50", ["artisan"]),
-    ("B-2001", "Mug - Ceramic Blue", "Kitchen", 14, "24.99", "8.00", ["popular"]),
-    ("B-2015", "Mug - Hand-thrown", "Kitchen", 3, "19.99", "7.50", ["artisan"]),
-    ("C-3010", "Candle - Beeswax Lg", "Home", 0, "34.99", "12.00", ["seasonal"]),
-    ("C-3011", "Candle - Soy Sm", "Home", 8, "14.99", "5.00", ["popular", "gift"]),
-    ("D-4001", "Sticker Pack - Logo", "Merch", 20, "4.99", "1.20", ["cheap", "popular"]),
-    ("D-4002", "Tote Bag - Canvas", "Merch", 6, "18.99", "6.00", ["new", "eco"]),
-]
+# The seed of inventory.md (sku, name, category, qty, price, cost, tags), the same rows the demo seeds.
+SEED = ITEMS
 
 
 def item(sku: str, **changes: Any) -> dict[str, Any]:
