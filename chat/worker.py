@@ -94,6 +94,11 @@ class Dispatcher:
         self._drains: dict[str, asyncio.Task] = {}
         self._again: set[str] = set()
         self._recovered = False
+        # One control channel per process, listened to for as long as the process lives: a
+        # channel-layer receive must never be cancelled (channels-redis can drop a message then).
+        self._control: tuple[Any, Any, str, asyncio.Task] | None = None
+        self._running: dict[str, asyncio.Task] = {}
+        self.cancelled: set[str] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.loop is not loop:
@@ -131,6 +136,46 @@ class Dispatcher:
             if self._drains.get(key) is asyncio.current_task():
                 del self._drains[key]
 
+    async def control_channel(self) -> str:
+        loop, layer = asyncio.get_running_loop(), get_channel_layer()
+        if self._control and self._control[0] is loop and self._control[1] is layer and not self._control[3].done():
+            return self._control[2]
+        channel = await layer.new_channel()
+        task = loop.create_task(self._listen(layer, channel), context=contextvars.Context())
+        self._control = (loop, layer, channel, task)
+        return channel
+
+    async def _listen(self, layer: Any, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken connection must not end cancellation for this process
+                log.warning("control channel receive failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            turn_id = message.get("turn_id")
+            task = self._running.get(turn_id)
+            if message.get("type") == "turn.cancel" and task is not None and not task.done():
+                self.cancelled.add(turn_id)
+                task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def running(self, conv_id: Any, turn_id: str, task: asyncio.Task):
+        """While the turn runs, this process answers cancels sent to the conversation's control group."""
+        layer = get_channel_layer()
+        group = control_group_name(conv_id)
+        await layer.group_add(group, await self.control_channel())
+        self._running[turn_id] = task
+        try:
+            yield
+        finally:
+            self._running.pop(turn_id, None)
+            self.cancelled.discard(turn_id)
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, await self.control_channel())
+
     async def recover(self) -> None:
         """At start-up: restart conversations that have queued turns and nothing running."""
         if self._recovered:
@@ -155,22 +200,6 @@ class _Recorder:
             self.artifacts.append(data)
         elif type == "suggestions":
             self.suggestions = list(data.get("items", []))
-
-
-async def _listen_for_cancel(conv_id: Any, turn_id: str, task: asyncio.Task, cancelled: asyncio.Event) -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(control_group_name(conv_id), channel)
-    try:
-        while True:
-            message = await layer.receive(channel)
-            if message.get("type") == "turn.cancel" and message.get("turn_id") in (None, turn_id):
-                cancelled.set()
-                task.cancel()
-                return
-    finally:
-        with contextlib.suppress(Exception):
-            await layer.group_discard(control_group_name(conv_id), channel)
 
 
 async def execute_turn(turn: Turn) -> None:
@@ -228,7 +257,6 @@ async def execute_turn(turn: Turn) -> None:
     tool_ctx = ToolContext(
         user_id=user.pk, username=user.get_username(), mount=conversation.mount, has_perm=user.has_perm, emit=emit
     )
-    cancelled = asyncio.Event()
     task = asyncio.ensure_future(
         run_turn(
             runtime,
@@ -240,42 +268,24 @@ async def execute_turn(turn: Turn) -> None:
             coalesce_seconds=settings.CHAT_DELTA_COALESCE_SECONDS,
         )
     )
-    listener = asyncio.ensure_future(_listen_for_cancel(conv_id, turn_id, task, cancelled))
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not cancelled.is_set():  # the server is stopping: record it, then let the stop proceed
-            await _finish(
-                conv_id,
-                turn_id,
-                started,
-                outcome,
-                recorder,
-                "interrupted",
-                {"code": "interrupted", "message": "the server stopped during this turn"},
-            )
-            raise
-        await _finish(conv_id, turn_id, started, outcome, recorder, "cancelled", None)
-    except EngineError as exc:
-        await _finish(
-            conv_id, turn_id, started, outcome, recorder, "failed", {"code": exc.code, "message": exc.message}
-        )
-    except Exception:
-        log.exception("turn %s failed", turn_id)
-        await _finish(
-            conv_id,
-            turn_id,
-            started,
-            outcome,
-            recorder,
-            "failed",
-            {"code": "internal_error", "message": "the turn failed on the server; see the server log"},
-        )
-    else:
-        await _finish(conv_id, turn_id, started, outcome, recorder, "completed", None)
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
+    status, error = "completed", None
+    async with dispatcher.running(conv_id, turn_id, task):
+        try:
+            await task
+        except asyncio.CancelledError:
+            # A user's cancel went through the control channel; anything else is the server stopping.
+            status = "cancelled" if turn_id in dispatcher.cancelled else "interrupted"
+        except EngineError as exc:
+            status, error = "failed", {"code": exc.code, "message": exc.message}
+        except Exception:
+            log.exception("turn %s failed", turn_id)
+            status = "failed"
+            error = {"code": "internal_error", "message": "the turn failed on the server; see the server log"}
+    if status == "interrupted":
+        error = {"code": "interrupted", "message": "the server stopped during this turn"}
+        await _finish(conv_id, turn_id, started, outcome, recorder, status, error)
+        raise asyncio.CancelledError
+    await _finish(conv_id, turn_id, started, outcome, recorder, status, error)
 
 
 def _switch_reason(conversation: Any, runtime: Runtime) -> str:

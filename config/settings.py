@@ -105,7 +105,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            # No client read timeout: channels-redis blocks 5 s per read, and redis-py's own 5 s
+            # socket timeout would otherwise close idle sockets with 1011.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "capacity": 1000, "expiry": 30},
         }
     }
 else:
