@@ -85,7 +85,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
         self.joined = True
         await self._send_hello(runtime)
-        await worker.dispatcher.recover()
 
     def _open(self, query: dict[str, str]) -> Conversation:
         """Load the conversation, or create it: the creating socket's profile/registry become its selection."""

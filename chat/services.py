@@ -249,12 +249,18 @@ def turn_claim_next(*, conv_id: Any, worker: str = WORKER_ID) -> Turn | None:
 
 def _release_stale(conv_id: Any) -> None:
     """A turn whose worker stopped beating is interrupted, so the conversation is usable again."""
-    stale_before = now_ms() - settings.CHAT_TURN_STALE_SECONDS * 1000
-    turn_ids = Conversation.objects.filter(
-        pk=conv_id, active_turn__status=Turn.Status.RUNNING, active_turn__heartbeat_at_ms__lt=stale_before
-    ).values_list("active_turn_id", flat=True)
-    for turn_id in list(turn_ids):
-        turns_mark_interrupted(turn_ids=[turn_id])
+    turns_mark_stale(conv_id=conv_id)
+
+
+def turns_mark_stale(*, conv_id: Any = None) -> int:
+    """Interrupt running turns whose worker has not updated them for CHAT_TURN_STALE_SECONDS."""
+    stale = Turn.objects.filter(
+        status=Turn.Status.RUNNING, heartbeat_at_ms__lt=now_ms() - settings.CHAT_TURN_STALE_SECONDS * 1000
+    )
+    if conv_id is not None:
+        stale = stale.filter(conversation_id=conv_id)
+    turn_ids = list(stale.values_list("pk", flat=True))
+    return turns_mark_interrupted(turn_ids=turn_ids) if turn_ids else 0
 
 
 def turn_record_runtime(*, turn: Turn, record: dict[str, Any]) -> None:

@@ -101,9 +101,12 @@ class Dispatcher:
         self.cancelled: set[str] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the server loop; the first time, sweep stale turns and restart queued ones."""
         if self.loop is not loop:
             self.loop = loop
             self._drains.clear()
+            self._recovered = False
+            loop.create_task(self.recover(), context=contextvars.Context())
 
     async def kick(self, conv_id: Any) -> asyncio.Task | None:
         """Make sure queued turns of this conversation run. Without a server loop (management
@@ -177,10 +180,11 @@ class Dispatcher:
                 await layer.group_discard(group, await self.control_channel())
 
     async def recover(self) -> None:
-        """At start-up: restart conversations that have queued turns and nothing running."""
+        """At start-up: interrupt turns of workers that died, restart queued turns that wait for nothing."""
         if self._recovered:
             return
         self._recovered = True
+        await db(services.turns_mark_stale)()
         for conv_id in await db(services.conversations_with_queued_turns)():
             await self.kick(conv_id)
 

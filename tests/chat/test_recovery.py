@@ -1,0 +1,49 @@
+"""A process that starts serving interrupts turns whose worker died and restarts the turns queued behind them."""
+
+import pytest
+from channels.db import database_sync_to_async
+
+from chat import worker
+from chat.models import Conversation, Turn
+from chat.services import now_ms
+
+from .factories import ConversationFactory, TurnFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def _orphaned_conversation(owner):
+    """A turn left `running` by a dead worker (old heartbeat), and a turn queued behind it."""
+    conversation = ConversationFactory(owner=owner, mount="chat")
+    dead = TurnFactory(conversation=conversation, seq=1, status="running", worker="gone:1:x", heartbeat_at_ms=0)
+    Conversation.objects.filter(pk=conversation.pk).update(active_turn=dead)
+    waiting = TurnFactory(conversation=conversation, seq=2, prompt="are you there?")
+    return dead.pk, waiting.pk
+
+
+async def test_the_first_connection_interrupts_dead_turns_and_runs_the_queued_ones(
+    seeded_registries, chat_user, fast_turns, settings, open_ws, wait_turn
+):
+    settings.CHAT_TURN_STALE_SECONDS = 1
+    dead, waiting = await _orphaned_conversation(chat_user)
+    worker.dispatcher.loop = None  # a process that has not served anything yet
+
+    await open_ws()  # any request binds the server loop, which starts the recovery
+
+    assert (await wait_turn(dead)).status == Turn.Status.INTERRUPTED
+    finished = await wait_turn(waiting)
+    assert finished.status == Turn.Status.COMPLETED
+    assert "are you there?" in finished.text
+
+
+async def test_a_running_turn_with_a_fresh_heartbeat_is_left_alone(seeded_registries, chat_user, settings, open_ws):
+    settings.CHAT_TURN_STALE_SECONDS = 120
+    dead, _ = await _orphaned_conversation(chat_user)
+    await database_sync_to_async(Turn.objects.filter(pk=dead).update)(heartbeat_at_ms=now_ms())
+    worker.dispatcher.loop = None
+
+    await open_ws()
+    await worker.dispatcher.recover()
+
+    assert (await database_sync_to_async(Turn.objects.get)(pk=dead)).status == Turn.Status.RUNNING
