@@ -198,8 +198,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await worker.dispatcher.kick(self.conv_id)
 
     async def on_select(self, frame: dict[str, Any]) -> None:
+        if "slug" not in frame:
+            await self._error("bad_frame", "profile.select needs `slug` (null: follow my profile again)")
+            return
         resolution = await db(services.conversation_select_profile)(
-            conversation=self.conversation, slug=frame.get("slug"), registry=frame.get("registry")
+            conversation=self.conversation, user=self.user, slug=frame["slug"], registry=frame.get("registry")
         )
         await self._send_hello(worker.runtime_for(self.mount.name, resolution))
 

@@ -95,8 +95,13 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
     return conversation
 
 
-def conversation_select_profile(*, conversation: Conversation, slug: Any, registry: Any = None) -> Resolution:
-    """`profile.select`: this conversation only. Takes effect on its next turn."""
+def conversation_select_profile(*, conversation: Conversation, user: Any, slug: Any, registry: Any = None) -> Resolution:
+    """`profile.select`: this conversation only, from its next turn. `slug=None` clears the
+    conversation's own selection, so it follows the user's current profile again."""
+    if slug is None:
+        Conversation.objects.filter(pk=conversation.pk).update(selected_registry="", selected_profile="")
+        conversation.selected_registry = conversation.selected_profile = ""
+        return conversation_resolve(conversation=conversation, user=user)
     mount_registry = conversation.selected_registry or _default_registry(conversation)
     resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=canonical_slug(slug))
     Conversation.objects.filter(pk=conversation.pk).update(

@@ -182,10 +182,6 @@ export class ConversationProfile {
 
   render() {
     const follow = el("option", { value: "", text: "Follow my profile" });
-    if (this.selection) {
-      follow.disabled = true;
-      follow.title = "This conversation has its own profile; start a new conversation to follow yours again.";
-    }
     const profiles = [...this.picker.profiles];
     if (this.selection && !profiles.some((p) => p.slug === this.selection.slug)) {
       profiles.push({ slug: this.selection.slug, display_name: this.selection.slug, registry: this.selection.registry });
@@ -199,14 +195,15 @@ export class ConversationProfile {
     this.select.disabled = this.pending !== null;
   }
 
-  choose(slug) {
-    if (!slug) {
+  choose(value) {
+    const slug = value || null; // null: follow my profile again
+    if (slug === (this.selection ? this.selection.slug : null)) {
       this.render();
       return;
     }
     this.pending = { slug, previous: this.selection, queued: false };
     this.render();
-    this.select.value = slug;
+    this.select.value = value;
     // While the socket reconnects the frame waits in a queue: the reconnect's own hello comes first.
     this.pending.queued = !this.send({ type: "profile.select", slug });
   }
@@ -219,7 +216,7 @@ export class ConversationProfile {
       return;
     }
     const profile = (hello.data && hello.data.profile) || {};
-    this.selection = { registry: profile.registry, slug: profile.slug || hello.data.runtime_key };
+    this.selection = this.pending.slug === null ? null : { registry: profile.registry, slug: profile.slug || hello.data.runtime_key };
     this.pending = null;
     this.render();
   }

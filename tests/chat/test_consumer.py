@@ -569,3 +569,29 @@ async def test_profile_select_of_an_unknown_profile_is_an_error(open_ws):
     assert error["data"]["code"] == "not_found"
     conversation = await db(Conversation.objects.get)(pk=hello["conv_id"])
     assert conversation.selected_profile == ""
+
+
+async def test_profile_select_null_makes_the_conversation_follow_the_users_profile_again(open_ws, frames_until):
+    communicator, hello = await connect(open_ws, profile="agent")
+    assert hello["data"]["runtime_key"] == "agent"
+
+    await communicator.send_json_to({"type": "profile.select", "slug": None})
+    new_hello = await communicator.receive_json_from(timeout=5)
+    await send(communicator, "hello")
+    frames = await frames_until(communicator)
+
+    assert new_hello["data"]["runtime_key"] == "default"  # the user's current profile (the registry default)
+    assert of_type(frames, "turn.started")[0]["runtime_key"] == "default"
+    conversation = await db(Conversation.objects.get)(pk=hello["conv_id"])
+    assert (conversation.selected_registry, conversation.selected_profile) == ("", "")
+
+
+async def test_profile_select_without_slug_is_a_bad_frame(open_ws):
+    communicator, hello = await connect(open_ws, profile="agent")
+
+    await communicator.send_json_to({"type": "profile.select"})
+    error = await communicator.receive_json_from(timeout=5)
+
+    assert (error["type"], error["data"]["code"]) == ("error", "bad_frame")
+    conversation = await db(Conversation.objects.get)(pk=hello["conv_id"])
+    assert conversation.selected_profile == "agent"

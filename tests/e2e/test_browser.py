@@ -253,6 +253,11 @@ def test_conversation_profile_sidebar_rename_and_switch(ui, token):
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
     expect(conv_select).to_have_value("agent")
     expect(page.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "agent")
+
+    conv_select.select_option("")  # "Follow my profile" again: profile.select with slug null
+    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "default")
+    expect(conv_select).to_have_attribute("data-selection", "")
+    assert api(ui.url, "GET", f"/api/chat/conversations/{first_id}", token)[1]["profile_selection"] is None
     ui.watch.assert_clean()
 
 
