@@ -8,15 +8,25 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from chat.mounts import CHAT_MOUNT  # noqa: E402
 from chat.routing import websocket_urls  # noqa: E402
 from chat.security import AllowedHostsOrigin, SessionOrTokenAuth  # noqa: E402
 from chat.worker import bind_server_loop  # noqa: E402
 from inventory.mounts import INVENTORY_MOUNT  # noqa: E402
+from inventory.realtime import InventoryChangesConsumer  # noqa: E402
 
 websocket_app = AllowedHostsOrigin(
-    SessionOrTokenAuth(URLRouter([*websocket_urls(INVENTORY_MOUNT), *websocket_urls(CHAT_MOUNT)]))
+    SessionOrTokenAuth(
+        URLRouter(
+            [
+                path("inventory/ws/items/", InventoryChangesConsumer.as_asgi()),
+                *websocket_urls(INVENTORY_MOUNT),
+                *websocket_urls(CHAT_MOUNT),
+            ]
+        )
+    )
 )
 
 application = bind_server_loop(ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app}))

@@ -14,3 +14,8 @@ class InventoryConfig(AppConfig):
 
         definitions.register_many(MIDDLEWARE_DEFINITIONS)
         definitions.register_many(TOOL_DEFINITIONS)
+
+        from .realtime import broadcast_change
+        from .services import inventory_changed
+
+        inventory_changed.connect(broadcast_change, dispatch_uid="inventory.realtime.broadcast_change")

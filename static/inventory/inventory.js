@@ -1,5 +1,6 @@
 // The inventory panel: items table (search, category filter, low-stock highlighting) and the report
-// figures. It refreshes in place when the assistant's tools change the data (see app.js).
+// figures. It refreshes in place when the assistant's tools change the data (see app.js) and when
+// any other write commits (the /inventory/ws/items/ socket).
 
 import { request } from "../chat/api.js";
 import { el, qtyCell, reportFigures, stockClass } from "../chat/render.js";
@@ -28,7 +29,29 @@ export class InventoryPanel {
     });
     this.category.addEventListener("change", () => this.refresh());
     await this.refresh();
+    this.listen();
     return this;
+  }
+
+  /** Changes committed anywhere (REST, admin, other users, any conversation) arrive here. */
+  listen(backoff = 500) {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${window.location.host}/inventory/ws/items/`);
+    this.changes = ws;
+    ws.onopen = () => {
+      backoff = 500;
+      this.root.dataset.live = "on";
+    };
+    ws.onmessage = (event) => {
+      const frame = JSON.parse(event.data);
+      if (frame.type === "inventory.changed") this.scheduleRefresh();
+    };
+    ws.onerror = () => {}; // a close event follows
+    ws.onclose = (event) => {
+      this.root.dataset.live = "off";
+      if (event.code === 4401) return;
+      setTimeout(() => this.listen(Math.min(backoff * 2, 5000)), backoff);
+    };
   }
 
   /** Coalesce bursts (a tool result and its artifact arrive together). */

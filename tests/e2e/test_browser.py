@@ -261,7 +261,7 @@ def test_conversation_profile_sidebar_rename_and_switch(ui, token):
     ui.watch.assert_clean()
 
 
-def test_inventory_page_low_stock_artifact_and_live_refresh_after_a_sale(ui):
+def test_inventory_page_low_stock_artifact_and_live_refresh_after_a_sale(ui, token):
     page = ui.page
     open_app(page, "/inventory/")
     navigations = []
@@ -289,6 +289,14 @@ def test_inventory_page_low_stock_artifact_and_live_refresh_after_a_sale(ui):
     expect(page.locator("[data-testid=report] [data-figure=total_units] dd")).to_have_text("57")
     assert page.evaluate("window.__noReload") == "still here"
     assert navigations == []
+
+    # A write from elsewhere (another client's REST call) reaches the open page too.
+    expect(page.get_by_test_id("inventory-panel")).to_have_attribute("data-live", "on")
+    assert api(ui.url, "POST", "/inventory/api/sales", token, {"sku": "B-2001", "qty": 4})[0] == 201
+    b2001 = page.locator("[data-testid=item-row][data-sku='B-2001']")
+    expect(b2001.get_by_test_id("item-qty")).to_have_attribute("data-qty", "10")
+    expect(page.locator("[data-testid=report] [data-figure=total_units] dd")).to_have_text("53")
+    assert page.evaluate("window.__noReload") == "still here"
 
     # The search box and the category filter ask the same API.
     page.get_by_test_id("items-search").fill("mug")
