@@ -56,6 +56,8 @@ class StepSettingField:
     maximum: float | None = None
     # A secret (API key) is never accepted in a profile or request: it comes from the environment.
     secret: bool = False
+    # False: profiles may set it, request overrides may not (e.g. where requests are sent).
+    request_overridable: bool = True
 
     def json_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {"type": self.type}

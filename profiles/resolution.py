@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .definitions import Definitions
 from .definitions import definitions as default_definitions
@@ -18,6 +19,18 @@ from .errors import InvalidInput, PolicyViolation
 from .validation import canonical_override_key, validate_runtime
 
 OVERRIDE_KEYS = ("middlewares", "step_settings_patch", "system_prompt", "tools")
+
+
+def public_url(url: str) -> str:
+    """A URL without user-info, query or fragment: safe to show, store and fingerprint."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,13 @@ def apply_overrides(
             for section, fields in value.items():
                 if not isinstance(fields, Mapping):
                     raise InvalidInput("must be an object", field=f"request_overrides.{key}.{section}")
+                for name in fields:
+                    setting = (defs or default_definitions).step_settings.get((section, name))
+                    if setting is not None and not setting.request_overridable:
+                        raise PolicyViolation(
+                            f"{section}.{name} is set by the profile or the server, never per request",
+                            field=f"request_overrides.{key}.{section}.{name}",
+                        )
                 patch.setdefault(section, {}).update(fields)
             effective["step_settings_patch"] = patch
     validated, errors = validate_runtime(effective, prefix="request_overrides", defs=defs)

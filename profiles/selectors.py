@@ -10,7 +10,7 @@ from django.db.models import Count, QuerySet
 
 from .errors import InvalidInput, NotFound
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
-from .resolution import Resolution, resolve_runtime
+from .resolution import Resolution, public_url, resolve_runtime
 from .validation import canonical_slug
 
 
@@ -55,7 +55,7 @@ def server_engine_defaults() -> dict[str, dict[str, Any]]:
     """The lowest layer of engine settings; part of every fingerprint, so nothing changes unseen."""
     return {
         "ai-chat": {"ai-api-type": settings.CHAT_DEFAULT_API_TYPE, "ai-engine": settings.CHAT_DEFAULT_MODEL},
-        "openai-chat": {"openai-base-url": settings.OPENAI_BASE_URL},
+        "openai-chat": {"openai-base-url": public_url(settings.OPENAI_BASE_URL)},
     }
 
 

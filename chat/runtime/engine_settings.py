@@ -23,7 +23,9 @@ STEP_SETTINGS: list[StepSettingField] = [
         "openai-base-url",
         "string",
         "",
-        "OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio). Empty: OPENAI_BASE_URL.",
+        "OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio). Empty: OPENAI_BASE_URL. "
+        "The server's OPENAI_API_KEY is only sent to OPENAI_BASE_URL; requests cannot override this.",
+        request_overridable=False,
     ),
     StepSettingField(
         "openai-chat",

@@ -378,6 +378,15 @@ async def test_factory_never_takes_the_key_from_settings(server: FakeOpenAIServe
     }
     _, error = await collect(build_engine(settings), conversation())
     assert error is None
-    _, error = await collect(build_engine(settings, api_key=KEY), conversation())
+    _, error = await collect(build_engine(settings, api_key=KEY, base_url=server.base_url), conversation())
     assert error is None
     assert [r.headers["authorization"] for r in server.requests] == ["Bearer not-needed", f"Bearer {KEY}"]
+
+
+async def test_the_server_key_is_never_sent_to_a_base_url_other_than_the_servers(server: FakeOpenAIServer) -> None:
+    """A profile may point at another server (Ollama, vLLM); the server's key must not follow it."""
+    server.stream_text(["a"])
+    settings = {"ai-chat": {"ai-api-type": "openai"}, "openai-chat": {"openai-base-url": server.base_url}}
+    _, error = await collect(build_engine(settings, api_key=KEY, base_url="http://127.0.0.1:1/v1"), conversation())
+    assert error is None
+    assert [r.headers["authorization"] for r in server.requests] == ["Bearer not-needed"]

@@ -278,12 +278,16 @@ def test_step_settings_overrides_merge_per_field():
     effective, _ = apply_overrides(
         runtime,
         OPEN,
-        {"step_settings_patch": {"ai-chat": {"ai-temperature": 0.7}, "openai-chat": {"openai-base-url": "http://x"}}},
+        {"step_settings_patch": {"ai-chat": {"ai-temperature": 0.7, "ai-top-p": 0.9}}},
     )
-    assert effective["step_settings_patch"] == {
-        "ai-chat": {"ai-engine": "m1", "ai-temperature": 0.7},
-        "openai-chat": {"openai-base-url": "http://x"},
-    }
+    assert effective["step_settings_patch"] == {"ai-chat": {"ai-engine": "m1", "ai-temperature": 0.7, "ai-top-p": 0.9}}
+
+
+def test_a_request_cannot_redirect_the_engine_to_another_server():
+    """Where requests go (and so where the server's key could go) is the profile's or server's choice."""
+    with pytest.raises(PolicyViolation) as caught:
+        apply_overrides({}, OPEN, {"step_settings_patch": {"openai-chat": {"openai-base-url": "http://evil/v1"}}})
+    assert caught.value.field == "request_overrides.step_settings_patch.openai-chat.openai-base-url"
 
 
 def test_a_step_settings_override_cannot_carry_a_secret():
@@ -404,7 +408,7 @@ def test_the_fingerprint_changes_after_a_profile_write_and_not_after_a_no_op():
 @pytest.mark.django_db
 def test_a_resolution_never_contains_a_secret(settings, seeded, monkeypatch):
     settings.OPENAI_API_KEY = "sk-test-secret"
-    settings.OPENAI_BASE_URL = "http://llm.internal/v1"
+    settings.OPENAI_BASE_URL = "http://svc:hunter2@llm.internal/v1/?token=t0k"
     settings.CHAT_DEFAULT_API_TYPE = "openai"
     captured: list[dict] = []
 
@@ -422,18 +426,20 @@ def test_a_resolution_never_contains_a_secret(settings, seeded, monkeypatch):
         selectors.profile_resolve(
             registry_slug="default",
             profile_slug="analyst",
-            request_overrides={"step_settings_patch": {"openai-chat": {"openai-base-url": "http://other/v1"}}},
+            request_overrides={"step_settings_patch": {"ai-chat": {"ai-temperature": 0.3}}},
         )
     )
     assert len(captured) == len(results) == 7
     inputs = json.dumps(captured, sort_keys=True)
     # the spy sees the real inputs: the non-secret server settings are there, the key is not
-    assert "http://llm.internal/v1" in inputs
+    assert "http://llm.internal/v1" in inputs  # the server's base URL, without its credentials
     assert "sk-test-secret" not in inputs
     assert "openai-api-key" not in inputs
+    assert "hunter2" not in inputs and "t0k" not in inputs
     for result in results:
         text = json.dumps(result.as_dict(), sort_keys=True)
         assert "sk-test-secret" not in text
+        assert "hunter2" not in text
         assert "openai-api-key" not in text
         assert FINGERPRINT_RE.match(result.fingerprint)
 

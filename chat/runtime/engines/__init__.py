@@ -12,6 +12,7 @@ from chat.runtime.base import Engine
 from chat.runtime.engine_settings import API_TYPES, DEFAULT_MODELS
 from chat.runtime.engines.offline import OfflineEngine
 from chat.runtime.engines.openai import OpenAIEngine
+from profiles.resolution import public_url
 
 __all__ = ["OfflineEngine", "OpenAIEngine", "build_engine"]
 
@@ -55,10 +56,14 @@ def build_engine(
 
     timeout_setting = _number(_setting(settings, "ai-chat", "ai-timeout-seconds"), "ai-timeout-seconds")
     max_tokens = _number(_setting(settings, "ai-chat", "ai-max-response-tokens"), "ai-max-response-tokens")
+    chosen = str(_setting(settings, "openai-chat", "openai-base-url") or "")
+    # The server's key goes only to the server's own provider (OPENAI_BASE_URL, or OpenAI when unset):
+    # a profile pointing elsewhere (Ollama, vLLM) gets no key, so it can never be sent to another host.
+    own_target = not chosen or public_url(chosen) == public_url(base_url)
     return OpenAIEngine(
         model,
-        api_key=api_key or "",
-        base_url=str(_setting(settings, "openai-chat", "openai-base-url") or base_url or "") or None,
+        api_key=(api_key or "") if own_target else "",
+        base_url=(base_url if own_target else chosen) or None,
         timeout=timeout_setting if timeout_setting is not None else timeout,
         temperature=_number(_setting(settings, "ai-chat", "ai-temperature"), "ai-temperature"),
         top_p=_number(_setting(settings, "ai-chat", "ai-top-p"), "ai-top-p"),
