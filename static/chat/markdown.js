@@ -13,9 +13,10 @@ export function escapeHtml(text) {
 const FENCE = /^\s{0,3}```\s*([\w+-]*)\s*$/;
 const BULLET = /^\s{0,3}[-*+]\s+(.*)$/;
 const ORDERED = /^\s{0,3}\d{1,9}[.)]\s+(.*)$/;
-// Runs on escaped text: "&quot;" / "&#39;" can appear, "<" and ">" cannot.
-const LINK = /\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/g;
-const BARE_URL = /(^|[\s(])(https?:\/\/[^\s<]+)/g;
+// Runs on escaped text: "&quot;" / "&#39;" can appear, "<" and ">" cannot. A URL never contains a
+// placeholder (\u0000): otherwise a bare URL could swallow an earlier link and nest it in an href.
+const LINK = /\[([^\]\n]+)\]\((https?:\/\/[^\s()\u0000]+)\)/g;
+const BARE_URL = /(^|[\s(])(https?:\/\/[^\s<\u0000]+)/g;
 const PLACEHOLDER = /\u0000(\d+)\u0000/g;
 const HAS_PLACEHOLDER = /\u0000\d+\u0000/;
 

@@ -308,6 +308,43 @@ def test_inventory_page_low_stock_artifact_and_live_refresh_after_a_sale(ui, tok
     ui.watch.assert_clean()
 
 
+MARKDOWN_ATTACKS = [
+    "https://x.com/[a](https://y.com/onmouseover=location='javascript:alert%281%29'//)",
+    '[a](https://y.com/"onmouseover="alert(1)) https://z.com/[b](https://q.com/x"y)',
+    "`https://a.com/` [c`d`](https://b.com/`x`) https://c.com/**bold**",
+    "[x](javascript:alert(1)) [y](data:text/html,<script>alert(1)</script>) <svg onload=alert(1)>",
+]
+
+
+def test_markdown_never_creates_handlers_or_script_links(ui):
+    """The renderer, run in the real browser on crafted input (an LLM reply can echo anything)."""
+    page = ui.page
+    open_app(page)
+    for attack in MARKDOWN_ATTACKS:
+        found = page.evaluate(
+            """async (source) => {
+                const { renderMarkdown } = await import("/static/chat/markdown.js");
+                const box = document.createElement("div");
+                box.innerHTML = renderMarkdown(source);
+                const bad = [];
+                for (const node of box.querySelectorAll("*")) {
+                    for (const attr of node.attributes) {
+                        if (attr.name.startsWith("on")) bad.push(`${node.tagName} ${attr.name}`);
+                    }
+                    if (!["P", "BR", "STRONG", "EM", "CODE", "PRE", "UL", "OL", "LI", "A"].includes(node.tagName)) {
+                        bad.push(node.tagName);
+                    }
+                    if (node.tagName === "A" && !/^https?:\/\//.test(node.getAttribute("href"))) bad.push("href");
+                    if (node.tagName === "A" && node.querySelector("a")) bad.push("nested link");
+                }
+                return bad;
+            }""",
+            attack,
+        )
+        assert found == [], (attack, found)
+    ui.watch.assert_clean()
+
+
 def test_html_in_a_message_is_shown_as_text(ui):
     page = ui.page
     open_app(page)
