@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 
 from profiles.errors import InvalidInput, NotFound, ProfileError
@@ -210,6 +210,9 @@ def turn_submit(
         raise InvalidInput("request_overrides must be an object", field="request_overrides")
     conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
     with transaction.atomic():
+        # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
+        # the turn's seq, the queue bound and the idempotency check are read-then-write.
+        Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk", flat=True).first()
         if key:
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
@@ -217,21 +220,17 @@ def turn_submit(
         waiting = Turn.objects.filter(
             conversation=conversation, status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]
         ).count()
-        if waiting > settings.CHAT_MAX_QUEUED_TURNS:
+        if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
         last = Turn.objects.filter(conversation=conversation).order_by("-seq").values_list("seq", flat=True).first()
-        try:
-            with transaction.atomic():
-                turn = Turn.objects.create(
-                    conversation=conversation,
-                    seq=(last or 0) + 1,
-                    prompt=prompt,
-                    request_overrides=request_overrides or {},
-                    idempotency_key=key,
-                    created_at_ms=now_ms(),
-                )
-        except IntegrityError:  # the same key raced in from another socket
-            return Submitted(Turn.objects.get(conversation=conversation, idempotency_key=key), False, 0)
+        turn = Turn.objects.create(
+            conversation=conversation,
+            seq=(last or 0) + 1,
+            prompt=prompt,
+            request_overrides=request_overrides or {},
+            idempotency_key=key,
+            created_at_ms=now_ms(),
+        )
     return Submitted(turn, created=True, position=waiting)
 
 

@@ -322,7 +322,7 @@ def test_markdown_never_creates_handlers_or_script_links(ui):
     open_app(page)
     for attack in MARKDOWN_ATTACKS:
         found = page.evaluate(
-            """async (source) => {
+            r"""async (source) => {
                 const { renderMarkdown } = await import("/static/chat/markdown.js");
                 const box = document.createElement("div");
                 box.innerHTML = renderMarkdown(source);

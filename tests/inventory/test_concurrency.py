@@ -13,6 +13,8 @@ from django.db import connection
 from inventory.models import Item, Sale
 from inventory.services import InsufficientStock, item_update_qty, sale_record
 
+pytestmark = pytest.mark.concurrency
+
 
 def hammer(workers: int, action) -> tuple[list, list]:
     start = threading.Barrier(workers)

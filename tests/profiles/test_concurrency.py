@@ -18,7 +18,7 @@ from profiles.models import Profile, ProfileRevision, Registry
 
 from .factories import EditorFactory, ProfileFactory, RegistryFactory
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
 
 URL = "/api/chat/profiles/shared?registry=race"
 JOIN_TIMEOUT = 90
