@@ -12,6 +12,7 @@ from rest_framework import serializers as drf_serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 
 from profiles.api.views import MountedViewSet
 
@@ -29,6 +30,13 @@ class ConversationPagination(PageNumberPagination):
 class ConversationViewSet(MountedViewSet):
     # Any signed-in user chats; profile-write permissions do not apply here.
     permission_classes = [permissions.IsAuthenticated]
+
+    def get_throttles(self) -> list:
+        """Sending a message starts a turn: throttled per user (websocket sends have their own limit)."""
+        if self.action == "messages":
+            self.throttle_scope = "turns"
+            return [ScopedRateThrottle()]
+        return super().get_throttles()
 
     def _conversation(self, request: Request, conv_id: str):
         return services.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)

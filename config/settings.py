@@ -142,7 +142,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["profiles.api.parsers.SafeJSONParser"],
+    # Scoped per user: turns cost provider money; token requests are password guesses.
+    "DEFAULT_THROTTLE_RATES": {
+        "turns": env.str("CHAT_REST_TURN_RATE", default="60/min"),
+        "auth": env.str("AUTH_TOKEN_RATE", default="20/min"),
+    },
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "profiles.api.errors.exception_handler",

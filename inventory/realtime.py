@@ -52,7 +52,7 @@ class InventoryChangesConsumer(AsyncJsonWebsocketConsumer):
         """Clients only ping; anything unreadable is ignored rather than closing the socket."""
         try:
             return json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 # Largest value of the qty column on every supported database (PostgreSQL `integer`).
 MAX_QTY = 2_147_483_647
 CENT = Decimal("0.01")
+# Sale.total is DECIMAL(12, 2): a larger product would fail on PostgreSQL and break reads on SQLite.
+MAX_TOTAL = Decimal("9999999999.99")
 # Retries of the qty compare-and-set; only reached if the database takes no lock at all.
 CAS_ATTEMPTS = 20
 
@@ -177,6 +179,9 @@ def sale_record(*, sku: str, qty: int, date: dt.date | None = None, user: UserRe
     actor = _user_ref(user)
     with transaction.atomic():
         item = _item_for_update(sku)
+        total = (item.price * qty).quantize(CENT)
+        if total > MAX_TOTAL:
+            raise InventoryError(f"a sale totalling {total} exceeds the largest storable total {MAX_TOTAL}", field="qty")
         taken = Item.objects.filter(pk=item.pk, qty__gte=qty).update(qty=F("qty") - qty, updated_at=timezone.now())
         if not taken:
             available = Item.objects.filter(pk=item.pk).values_list("qty", flat=True).first() or 0
@@ -186,7 +191,7 @@ def sale_record(*, sku: str, qty: int, date: dt.date | None = None, user: UserRe
             item=item,
             qty=qty,
             date=date or timezone.localdate(),
-            total=(item.price * qty).quantize(CENT),
+            total=total,
             created_by=actor,
         )
         inventory_notify(skus=[item.sku], source=source)

@@ -16,3 +16,11 @@ def _fresh_runtime_cache():
     runtime_cache.clear()
     yield
     runtime_cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counts():
+    """DRF throttles count in the cache; user ids repeat across tests, so counts must not."""
+    from django.core.cache import cache
+
+    cache.clear()

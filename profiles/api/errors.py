@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -48,6 +49,8 @@ def error_response(status_code: int, body: dict[str, Any], headers: dict[str, st
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ProfileError):
         return error_response(exc.status, exc.as_dict())
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(413, {"code": "too_large", "message": "the request body is too large"})
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

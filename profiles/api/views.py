@@ -7,9 +7,11 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 
 from profiles import selectors, services
 from profiles.definitions import definitions
@@ -17,6 +19,7 @@ from profiles.mounts import Mount
 from profiles.validation import canonical_slug
 
 from . import serializers as s
+from .parsers import SafeJSONParser
 
 REGISTRY_PARAM = OpenApiParameter("registry", str, description="Registry slug; absent = the mount's default registry")
 SESSION_KEY = "chat_profile:{mount}"
@@ -60,6 +63,14 @@ def document_response(profile: Any, *, status: int = 200, headers: dict[str, str
         status=status,
         headers={"ETag": f'"{profile.version}"', **(headers or {})},
     )
+
+
+class TokenView(ObtainAuthToken):
+    """`POST /api/auth/token {username, password}` -> `{token}`; throttled per client address."""
+
+    parser_classes = [SafeJSONParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
 
 
 class RegistryViewSet(MountedViewSet):

@@ -595,3 +595,14 @@ async def test_profile_select_without_slug_is_a_bad_frame(open_ws):
     assert (error["type"], error["data"]["code"]) == ("error", "bad_frame")
     conversation = await db(Conversation.objects.get)(pk=hello["conv_id"])
     assert conversation.selected_profile == "agent"
+
+
+async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays_open(open_ws):
+    communicator, _ = await connect(open_ws)
+
+    await communicator.send_to(text_data="[" * 5000 + "]" * 5000)
+    error = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to({"type": "ws.ping"})
+
+    assert (error["type"], error["data"]["code"]) == ("error", "bad_frame")
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "ws.pong"

@@ -397,3 +397,16 @@ def test_a_turn_whose_worker_stopped_beating_is_released(chat_api, chat_user, se
     assert response.json()["status"] == "completed"
     turn.refresh_from_db()
     assert turn.status == "interrupted"
+
+
+def test_rest_messages_are_throttled_per_user(chat_api, seeded_registries, fast_turns, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"turns": "2/min"})
+    conv_ids = [chat_api.post("/api/chat/conversations", {}, format="json").json()["conv_id"] for _ in range(3)]
+    statuses = [
+        chat_api.post(f"/api/chat/conversations/{conv_id}/messages", {"prompt": "hi"}, format="json").status_code
+        for conv_id in conv_ids  # a new conversation per message: the limit is the user's, not the queue's
+    ]
+    assert statuses == [202, 202, 429]
+    assert Turn.objects.count() == 2

@@ -221,6 +221,14 @@ class TestRecordSale:
         with pytest.raises(InsufficientStock):
             services.sale_record(sku="A-1021", qty=1)
 
+    def test_a_total_too_large_to_store_is_refused_and_changes_nothing(self, seeded):
+        Item.objects.filter(sku="B-2001").update(price=Decimal("9999999999.99"))
+        with pytest.raises(InventoryError, match="exceeds the largest storable total") as exc:
+            services.sale_record(sku="B-2001", qty=2)
+        assert exc.value.field == "qty"
+        assert (Item.objects.get(sku="B-2001").qty, Sale.objects.count()) == (14, 7)
+        assert selectors.inventory_report().sales_total == Decimal("189.82")  # reads still work
+
     @pytest.mark.parametrize("qty", [0, -1, 2.0, "1"])
     def test_bad_qty(self, seeded, qty):
         with pytest.raises(InventoryError) as exc:
