@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 from django.db import transaction
 
-from . import services
+from . import selectors, services
 from .errors import ProfileError
 from .models import Profile, Registry
-from .validation import canonical_slug
+from .validation import canonical_slug, validate_profile_content
 
 PROFILE_KEYS = {"slug", "display_name", "description", "runtime", "policy", "extensions"}
 REGISTRY_KEYS = {"slug", "display_name", "description", "default_profile_slug", "profiles"}
@@ -186,15 +186,19 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
                 )
                 (report.updated if updated.version != before else report.unchanged).append(label)
             else:
+                # Kept as stored, but a file that holds an invalid profile is refused all the same.
+                validate_profile_content(**content)
                 report.unchanged.append(label)
         except ProfileError as exc:
             raise ProfileError(_reason(exc), field=f"{ppath}.{exc.field}" if exc.field else ppath) from None
     default_slug = reg.get("default_profile_slug")
-    if default_slug and (replace or created_registry):
-        try:
+    try:
+        if default_slug and (replace or created_registry):
             services.registry_set_default(registry_slug=slug, slug=default_slug)
-        except ProfileError as exc:
-            raise ProfileError(_reason(exc), field=at("default_profile_slug")) from None
+        elif default_slug:  # kept as stored, but it must name a profile
+            selectors.profile_get(registry=registry, slug=default_slug)
+    except ProfileError as exc:
+        raise ProfileError(_reason(exc), field=at("default_profile_slug")) from None
     if replace:
         registry.refresh_from_db()
         for stale in Profile.objects.filter(registry=registry).exclude(slug__in=seen).order_by("slug"):

@@ -475,3 +475,38 @@ def test_export_writes_through_a_temporary_file_then_renames(seeded, tmp_path, m
     temp_name, temp_text = seen[0]
     assert temp_name != "out.yaml"
     assert temp_text == target.read_text() == export_text()
+
+
+def test_an_invalid_version_of_an_existing_profile_is_refused_without_replace(seeded, tmp_path):
+    """Existing profiles are kept as they are without --replace, but a file that holds an invalid
+    profile is still an error, not a silent success."""
+    path = write(
+        tmp_path,
+        """
+        registries:
+          default:
+            default_profile_slug: default
+            profiles:
+              default:
+                runtime:
+                  middlewares:
+                    - name: sugestions
+        """,
+    )
+    before = state()
+    message = assert_import_fails(path)
+    assert message.startswith(
+        f"{path}:{line_of(path, '- name: sugestions')}: registries.default.profiles.default.runtime.middlewares[0].name: "
+    ), message
+    assert "unknown middleware 'sugestions'" in message
+    assert state() == before
+
+
+def test_an_unknown_default_of_an_existing_registry_is_refused_without_replace(seeded, tmp_path):
+    path = write(tmp_path, "registries:\n  default:\n    default_profile_slug: nobody\n    profiles: {}\n")
+    before = state()
+    message = assert_import_fails(path)
+    assert message.startswith(
+        f"{path}:{line_of(path, 'default_profile_slug: nobody')}: registries.default.default_profile_slug: "
+    ), message
+    assert state() == before
