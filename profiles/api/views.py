@@ -7,6 +7,7 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, viewsets
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -196,9 +197,9 @@ class CurrentProfileViewSet(MountedViewSet):
     """The caller's current profile for this mount, stored per user and mirrored in session and cookie."""
 
     def _current(self, request: Request) -> Response:
-        current = selectors.current_profile(
-            user=request.user, mount=self.mount.name, default_registry=self.mount.default_registry
-        )
+        # `?registry=` picks the registry to fall back to; it must exist like on every profile route.
+        registry = selectors.registry_get(self.registry_slug(request)).slug
+        current = selectors.current_profile(user=request.user, mount=self.mount.name, default_registry=registry)
         body = {
             "registry": current.registry.slug,
             "slug": current.profile.slug,
@@ -208,9 +209,12 @@ class CurrentProfileViewSet(MountedViewSet):
         if current.stale_selection:
             body["stale_selection"] = current.stale_selection
         value = f"{current.registry.slug}/{current.profile.slug}"
-        request.session[SESSION_KEY.format(mount=self.mount.name)] = value
+        if isinstance(request.successful_authenticator, SessionAuthentication):
+            request.session[SESSION_KEY.format(mount=self.mount.name)] = value  # token clients get no session
         response = Response(body)
         response.set_cookie(COOKIE_NAME, value, path=self.mount.path, samesite="Lax", max_age=365 * 24 * 3600)
+        # "/" is a valid cookie octet (RFC 6265) but Python quotes it; clients read `<registry>/<slug>`.
+        response.cookies[COOKIE_NAME].set(COOKIE_NAME, value, value)
         return response
 
     @extend_schema(responses=dict)

@@ -1124,3 +1124,27 @@ def test_the_openapi_schema_describes_both_mounts(api_anon):
         assert f"{prefix}/profiles" in paths
         assert f"{prefix}/profiles/{{slug}}" in paths
         assert f"{prefix}/profile" in paths
+
+
+def test_the_current_profile_honours_the_registry_parameter(mount, seeded, api_reader):
+    assert api_reader.get(mount.url("/profile?registry=nope")).json()["error"] == {
+        "code": "not_found",
+        "message": "registry 'nope' not found",
+        "field": "registry",
+    }
+    assert api_reader.get(mount.url("/profile?registry=Bad Reg")).json()["error"]["field"] == "registry"
+    other = api_reader.get(mount.url(f"/profile?registry={mount.other_registry}")).json()
+    assert (other["registry"], other["source"]) == (mount.other_registry, "default")
+
+
+def test_the_profile_cookie_is_sent_unquoted(mount, seeded, api_reader):
+    response = api_reader.post(mount.url("/profile"), {"slug": "analyst"}, format="json")
+    header = response.cookies["chat_profile"].OutputString()
+    assert header.startswith(f"chat_profile={mount.registry}/analyst;"), header
+    assert f"Path={mount.prefix.removesuffix('api/chat')}" in header  # each mount keeps its own cookie
+
+
+def test_token_clients_get_no_session_from_the_current_profile(seeded, token_client):
+    response = token_client.get("/api/chat/profile")
+    assert response.status_code == 200
+    assert "sessionid" not in response.cookies
