@@ -58,7 +58,30 @@ class RevisionSummarySerializer(serializers.ModelSerializer):
 # --------------------------------------------------------------------------- write
 
 
-class ProfileCreateSerializer(serializers.Serializer):
+class StrictKeysMixin:
+    """An unknown key is a 400 (a typo must not look like success); server-owned keys a client may
+    echo back from a document it read (`metadata`, `is_default`) are ignored; keys naming the target
+    (`registry`, `slug` on a PATCH) must match it, since a slug is never renamed."""
+
+    ignored = frozenset({"metadata", "is_default"})
+    fixed: tuple[str, ...] = ()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        known = set(self.fields) | self.ignored | set(self.fixed)
+        unknown = sorted(str(k) for k in self.initial_data if k not in known)
+        if unknown:
+            raise serializers.ValidationError({unknown[0]: ["unknown field"]})
+        for key in self.fixed:
+            if key in self.initial_data and canonical_or_none(self.initial_data[key]) != self.context.get(key):
+                raise serializers.ValidationError({key: [f"{key} cannot be changed"]})
+        return attrs
+
+
+def canonical_or_none(value: Any) -> str | None:
+    return value.strip().lower() if isinstance(value, str) else None
+
+
+class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
     registry = serializers.CharField(required=False)
     slug = serializers.CharField(trim_whitespace=False, allow_blank=True)
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
@@ -69,7 +92,9 @@ class ProfileCreateSerializer(serializers.Serializer):
     set_default = serializers.BooleanField(required=False, default=False)
 
 
-class ProfilePatchSerializer(serializers.Serializer):
+class ProfilePatchSerializer(StrictKeysMixin, serializers.Serializer):
+    fixed = ("registry", "slug")
+
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
     runtime = serializers.JSONField(required=False, allow_null=True)

@@ -7,7 +7,7 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, viewsets
-from rest_framework.authentication import SessionAuthentication
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -112,10 +112,11 @@ class ProfileViewSet(MountedViewSet):
 
     @extend_schema(request=s.ProfilePatchSerializer, responses=dict)
     def partial_update(self, request: Request, slug: str) -> Response:
-        body = s.ProfilePatchSerializer(data=request.data)
+        registry = self.registry_slug(request)
+        body = s.ProfilePatchSerializer(data=request.data, context={"registry": registry, "slug": slug.strip().lower()})
         body.is_valid(raise_exception=True)
         profile = services.profile_update(
-            registry_slug=self.registry_slug(request),
+            registry_slug=registry,
             slug=slug,
             changes=body.changes(),
             expected_version=body.validated_data.get("expected_version"),
@@ -209,7 +210,7 @@ class CurrentProfileViewSet(MountedViewSet):
         if current.stale_selection:
             body["stale_selection"] = current.stale_selection
         value = f"{current.registry.slug}/{current.profile.slug}"
-        if isinstance(request.successful_authenticator, SessionAuthentication):
+        if not isinstance(request.successful_authenticator, TokenAuthentication):
             request.session[SESSION_KEY.format(mount=self.mount.name)] = value  # token clients get no session
         response = Response(body)
         response.set_cookie(COOKIE_NAME, value, path=self.mount.path, samesite="Lax", max_age=365 * 24 * 3600)

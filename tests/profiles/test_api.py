@@ -556,16 +556,30 @@ def test_patch_ignores_client_supplied_metadata(mount, fresh, api_editor):
     assert db_profile(mount.registry, "fresh").version == 1
 
 
-def test_patch_cannot_rename_or_move_a_profile(mount, fresh, api_editor):
-    response = patch(api_editor, mount, "fresh", {"slug": "renamed", "registry": mount.other_registry})
-    assert (response.status_code, response.json()["slug"], response.json()["registry"]) == (
-        200,
-        "fresh",
-        mount.registry,
-    )
-    assert response.json()["metadata"]["version"] == 1
+@pytest.mark.parametrize("key", ["slug", "registry"])
+def test_patch_cannot_rename_or_move_a_profile(mount, fresh, api_editor, key):
+    target = {"slug": "renamed", "registry": mount.other_registry}[key]
+    response = patch(api_editor, mount, "fresh", {key: target, "description": "moved?"})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == key
+    assert api_editor.get(mount.url("/profiles/fresh")).json()["metadata"]["version"] == 1
     assert api_editor.get(mount.url("/profiles/renamed")).status_code == 404
     assert not Profile.objects.filter(registry__slug=mount.other_registry, slug="fresh").exists()
+
+
+def test_a_document_read_back_can_be_patched_as_is(mount, fresh, api_editor):
+    """Echoing the document (registry, slug, metadata, is_default) is fine; those keys change nothing."""
+    document = api_editor.get(mount.url("/profiles/fresh")).json()
+    response = patch(api_editor, mount, "fresh", {**document, "description": "edited"})
+    assert response.status_code == 200, response.json()
+    assert (response.json()["description"], response.json()["metadata"]["version"]) == ("edited", 2)
+
+
+def test_an_unknown_key_is_rejected_not_ignored(mount, fresh, api_editor):
+    response = patch(api_editor, mount, "fresh", {"descripton": "typo"})
+    assert (response.status_code, response.json()["error"]["field"]) == (400, "descripton")
+    created = api_editor.post(mount.url("/profiles"), {"slug": "x1", "sytem_prompt": "?"}, format="json")
+    assert (created.status_code, created.json()["error"]["field"]) == (400, "sytem_prompt")
 
 
 def test_a_patch_that_changes_nothing_keeps_the_version(mount, fresh, api_editor):
