@@ -222,8 +222,11 @@ def profile_update(
     actor: Any = None,
     source: str = "api",
     change: str | None = None,
+    always_write: bool = False,
 ) -> Profile:
-    """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part."""
+    """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part.
+
+    A write that changes nothing keeps the version, unless `always_write` (a restore is a new version)."""
     unknown = sorted(set(changes) - set(EDITABLE_FIELDS))
     if unknown:
         raise InvalidInput(f"field cannot be changed: {unknown[0]}", field=unknown[0])
@@ -234,10 +237,11 @@ def profile_update(
     validated = _validate_parts(changes)
     fields = {**{k: v for k, v in changes.items() if k in ("display_name", "description")}, **validated}
     changed = sorted(k for k, v in fields.items() if getattr(profile, k) != v)
+    writes = bool(changed) or always_write
     # A read-only profile refuses changes, but may still become the default (no content change).
-    if changed and profile.is_read_only and source not in FILE_SOURCES:
+    if writes and profile.is_read_only and source not in FILE_SOURCES:
         raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
-    if changed:
+    if writes:
         stamp = now_ms()
         rows = Profile.objects.filter(pk=profile.pk, version=profile.version).update(
             **fields, version=profile.version + 1, updated_at_ms=stamp, updated_by=_actor_name(actor), source=source
@@ -247,10 +251,10 @@ def profile_update(
         profile.refresh_from_db()
         _record_revision(profile, registry=registry, change=change or f"updated {', '.join(changed)}")
     becomes_default = set_default and registry.default_profile_id != profile.pk
-    if changed or becomes_default:
+    if writes or becomes_default:
         _bump_registry(
             registry,
-            by=int(bool(changed)) + int(becomes_default),
+            by=int(writes) + int(becomes_default),
             **({"default_profile": profile} if becomes_default else {}),
         )
     return profile
@@ -319,6 +323,7 @@ def profile_restore(
         actor=actor,
         source=source,
         change=f"restored from version {version}",
+        always_write=True,
     )
 
 

@@ -370,9 +370,14 @@ def test_restore_writes_a_new_version_with_the_old_content(reg):
     assert revision_count(restored) == 3
 
 
-def test_restoring_the_current_content_writes_nothing(reg):
+def test_restoring_the_current_content_still_writes_a_new_version(reg):
+    """The spec: a restore writes a new version, so history shows that it happened."""
     ProfileFactory(registry=reg, slug="p", description="one")
-    assert services.profile_restore(registry_slug="team", slug="p", version=1).version == 1
+    registry_version = Registry.objects.get(slug="team").version
+    restored = services.profile_restore(registry_slug="team", slug="p", version=1)
+    assert restored.version == 2
+    assert selectors.profile_revisions(profile=restored).first().change == "restored from version 1"
+    assert Registry.objects.get(slug="team").version == registry_version + 1
 
 
 def test_restore_of_an_unknown_version_is_not_found(reg):
