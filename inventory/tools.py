@@ -6,6 +6,7 @@ service or selector, and returns the same shapes as the REST API. Domain errors 
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 from typing import Any, ClassVar
 
@@ -45,7 +46,7 @@ def _date(value: str | None, field: str) -> dt.date | None:
         raise ToolError(f"{field} must be a valid date as YYYY-MM-DD, got {value!r}") from exc
 
 
-class InventoryTool(Tool):
+class InventoryTool(Tool, abc.ABC):
     """Validates arguments, checks the permission of writing tools, maps domain errors to ToolError."""
 
     _validator: ClassVar[Draft202012Validator | None] = None
@@ -67,8 +68,9 @@ class InventoryTool(Tool):
         except InventoryError as exc:
             raise ToolError(exc.message) from exc
 
+    @abc.abstractmethod
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> Any:
-        raise NotImplementedError
+        """The operation itself, on validated arguments."""
 
     def definition(self) -> ToolDefinition:
         return ToolDefinition(

@@ -107,7 +107,8 @@ def add_service_error(
 
 
 class ServiceModelForm(forms.ModelForm):
-    """A ModelForm whose `_write()` performs the service call; the admin never saves the instance itself."""
+    """A ModelForm whose `_write()` (defined by each subclass) performs the service call; the admin never
+    saves the instance itself."""
 
     expected_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -132,9 +133,6 @@ class ServiceModelForm(forms.ModelForm):
             self.instance = self._write()
         except ProfileError as exc:
             add_service_error(self, exc, what=self.what, aliases=self.error_aliases)
-
-    def _write(self) -> Any:
-        raise NotImplementedError
 
     def save(self, commit: bool = True) -> Any:
         """The service wrote everything during validation: return its instance, never `instance.save()`."""

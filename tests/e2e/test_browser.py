@@ -48,7 +48,7 @@ LOW_STOCK = ["A-1021", "C-3010", "A-1055", "A-1002", "B-2015"]
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM} (make browser installs it)")
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `make browser` installs it (browser tests never skip)")
     # Playwright's sync API keeps an event loop in this thread; the ORM calls of these tests (fixtures,
     # database flush) are still plain synchronous code, so Django's async-safety guard is lifted here only.
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
