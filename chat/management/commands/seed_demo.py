@@ -21,7 +21,7 @@ class Command(BaseCommand):
             report = import_file(SEED_FILE, source="seed")
         except ImportFailed as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"registries: {report.summary()}")
+        self.stdout.write(f"profiles: {report.summary()}")
         call_command("inventory_seed", stdout=self.stdout)
         users = get_user_model().objects
         for username, env_name, default, superuser in (
