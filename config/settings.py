@@ -161,6 +161,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Shared profile API (mounted by the chat and inventory apps), conversations and inventory.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
