@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,10 +111,12 @@ def check_policy(policy: Mapping[str, Any], keys: list[str]) -> None:
             raise PolicyViolation(f"override of {key!r} is not in the profile's allow-list", field=path)
 
 
-def _merge_middlewares(base: list[dict[str, Any]], overrides: Any) -> list[dict[str, Any]]:
+def _merge_middlewares(base: list[dict[str, Any]], overrides: Any) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """The merged chain, and for each merged position the request entry that last changed it."""
     if not isinstance(overrides, list):
         raise InvalidInput("must be a list", field="request_overrides.middlewares")
     merged = copy.deepcopy(base)
+    origin: dict[int, int] = {}
     for i, entry in enumerate(overrides):
         at = f"request_overrides.middlewares[{i}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
@@ -126,16 +129,26 @@ def _merge_middlewares(base: list[dict[str, Any]], overrides: Any) -> list[dict[
             if len(matches) > 1:
                 raise InvalidInput(f"override of {name!r} without id matches several entries: add an id", field=at)
         if not matches:
+            origin[len(merged)] = i
             merged.append(dict(entry))
             continue
         target = matches[0]
+        origin[next(k for k, m in enumerate(merged) if m is target)] = i
         if "enabled" in entry:
             target["enabled"] = entry["enabled"]
         if entry.get("config") is not None:
             if not isinstance(entry["config"], Mapping):
                 raise InvalidInput("must be an object", field=f"{at}.config")
             target["config"] = {**target.get("config", {}), **entry["config"]}
-    return merged
+    return merged, origin
+
+
+def _request_path(field: str, origin: dict[int, int]) -> str:
+    """`request_overrides.middlewares[<merged>]…` -> the index the request used."""
+    match = re.match(r"request_overrides\.middlewares\[(\d+)\](.*)", field)
+    if match and int(match.group(1)) in origin:
+        return f"request_overrides.middlewares[{origin[int(match.group(1))]}]{match.group(2)}"
+    return field
 
 
 def apply_overrides(
@@ -147,6 +160,7 @@ def apply_overrides(
     if not overrides:
         return effective, {}
     check_policy(policy, list(overrides))
+    origin: dict[int, int] = {}
     for key in sorted(overrides):
         value = overrides[key]
         if key not in OVERRIDE_KEYS:
@@ -156,7 +170,7 @@ def apply_overrides(
         if key in ("system_prompt", "tools"):
             effective[key] = value
         elif key == "middlewares":
-            effective["middlewares"] = _merge_middlewares(effective.get("middlewares", []), value)
+            effective["middlewares"], origin = _merge_middlewares(effective.get("middlewares", []), value)
         else:
             if not isinstance(value, Mapping):
                 raise InvalidInput("must be an object: section -> field -> value", field=f"request_overrides.{key}")
@@ -175,7 +189,7 @@ def apply_overrides(
             effective["step_settings_patch"] = patch
     validated, errors = validate_runtime(effective, prefix="request_overrides", defs=defs)
     if errors:
-        raise InvalidInput.from_errors(errors)
+        raise InvalidInput.from_errors([(_request_path(field, origin), message) for field, message in errors])
     return validated, overrides
 
 

@@ -257,11 +257,11 @@ def test_an_id_less_middleware_override_matching_two_id_less_entries_is_rejected
 
 
 def test_an_id_less_middleware_override_does_not_match_an_entry_with_an_id():
-    # It is appended instead, and a name used twice needs ids: 400 at the appended entry.
+    # It is appended instead, and a name used twice needs ids: 400 at the request's own entry.
     runtime = stored({"middlewares": [{"name": "suggestions", "id": "followups"}]})
     with pytest.raises(InvalidInput) as caught:
         apply_overrides(runtime, OPEN, {"middlewares": [{"name": "suggestions", "config": {"max_items": 1}}]})
-    assert caught.value.field == "request_overrides.middlewares[1].id"
+    assert caught.value.field == "request_overrides.middlewares[0].id"
 
 
 def test_middleware_overrides_are_validated_like_the_profile():
@@ -483,3 +483,15 @@ def test_resolution_falls_back_to_a_profile_named_default_when_the_registry_has_
     ProfileFactory(registry=registry, slug="default")
     Registry.objects.filter(pk=registry.pk).update(default_profile=None)  # state from before the invariant
     assert selectors.profile_resolve(registry_slug="legacy").profile == "default"
+
+
+def test_override_errors_name_the_index_the_request_used():
+    runtime = stored({"middlewares": [{"name": "redact"}, {"name": "context_window"}, {"name": "agent_mode"}]})
+    with pytest.raises(InvalidInput) as caught:
+        apply_overrides(runtime, OPEN, {"middlewares": [{"name": "context_window", "config": {"max_turns": 0}}]})
+    assert caught.value.field == "request_overrides.middlewares[0].config.max_turns"
+    with pytest.raises(InvalidInput) as caught:
+        apply_overrides(
+            runtime, OPEN, {"middlewares": [{"name": "redact"}, {"name": "suggestions", "config": {"max_items": 99}}]}
+        )
+    assert caught.value.field == "request_overrides.middlewares[1].config.max_items"
