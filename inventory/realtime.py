@@ -7,6 +7,7 @@ Writes from anywhere (the assistant's tools, the REST API, the admin, other user
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -25,8 +26,16 @@ def broadcast_change(sender: Any, *, skus: list[str], source: str, **kwargs: Any
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": "inventory.changed", "skus": skus, "source": source}
     try:
-        async_to_sync(layer.group_send)(GROUP, {"type": "inventory.changed", "skus": skus, "source": source})
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: a worker thread of a view, a tool or a command
+        loop = None
+    try:
+        if loop is None:
+            async_to_sync(layer.group_send)(GROUP, message)
+        else:  # committed from code running on an event loop's own thread: send without blocking it
+            loop.create_task(layer.group_send(GROUP, message))
     except Exception:  # a notification must never fail the write that already committed
         log.warning("could not announce an inventory change", exc_info=True)
 
