@@ -57,6 +57,7 @@ class ToolCallsRequested:
     """The engine ends this round asking for these calls; the runner runs them and calls it again."""
 
     calls: list[ToolCall]
+    usage: dict[str, int] = field(default_factory=dict)  # of this round; the turn's usage is the sum
 
 
 @dataclass(frozen=True)

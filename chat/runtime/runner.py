@@ -190,9 +190,15 @@ async def run_turn(
                 },
             )
             break
+        outcome.add_usage(result.usage)
         await ctx.emit(
             "llm.final",
-            {"message_id": message_id, "text": coalescer.cumulative, "usage": {}, "stop_reason": "tool_calls"},
+            {
+                "message_id": message_id,
+                "text": coalescer.cumulative,
+                "usage": result.usage,
+                "stop_reason": "tool_calls",
+            },
         )
         messages.append(Message("assistant", coalescer.cumulative, tool_calls=list(result.calls)))
         for call in result.calls:

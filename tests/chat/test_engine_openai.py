@@ -126,7 +126,11 @@ async def test_full_tool_call_round(server: FakeOpenAIServer) -> None:
 
     events, error = await collect(engine, messages, [CALCULATOR])
     assert error is None
-    assert events == [ToolCallsRequested([ToolCall(call_id="call_abc", name="calculator", arguments=arguments)])]
+    assert events == [
+        ToolCallsRequested(
+            [ToolCall(call_id="call_abc", name="calculator", arguments=arguments)], usage=server.default_usage
+        )
+    ]
     first = server.requests[0].body
     assert first["tools"] == [
         {
@@ -179,7 +183,8 @@ async def test_interleaved_parallel_tool_calls_are_reassembled(server: FakeOpenA
         [
             ToolCall("call_1", "inventory_get_item", {"sku": "A-1002"}),
             ToolCall("call_2", "inventory_low_stock", {"threshold": 3}),
-        ]
+        ],
+        usage=server.default_usage,  # a tool round's tokens count towards the turn too
     )
 
 
@@ -187,7 +192,7 @@ async def test_tool_call_with_empty_arguments(server: FakeOpenAIServer) -> None:
     server.stream_tool_calls([("call_t", "current_time", "")])
     events, error = await collect(engine_for(server), conversation(), [CALCULATOR])
     assert error is None
-    assert events == [ToolCallsRequested([ToolCall("call_t", "current_time", {})])]
+    assert events == [ToolCallsRequested([ToolCall("call_t", "current_time", {})], usage=server.default_usage)]
 
 
 async def test_bad_tool_arguments_are_a_malformed_stream(server: FakeOpenAIServer) -> None:

@@ -278,7 +278,7 @@ async def test_an_openai_tool_call_round_runs_the_allowed_tool_and_sends_its_res
         "2+3 is 5.",
         "stop",
     )
-    assert (first_final["usage"], last_final["usage"]) == ({}, FAKE_USAGE)
+    assert (first_final["usage"], last_final["usage"]) == (FAKE_USAGE, FAKE_USAGE)
     completed = of_type(frames, "turn.completed")[0]
     assert completed["text"] == "2+3 is 5."
 
@@ -311,6 +311,5 @@ async def test_an_openai_tool_call_round_runs_the_allowed_tool_and_sends_its_res
     ]
     assert turn.tools == ["calculator"]
     assert turn.engine == {"provider": "openai", "model": "fake-model"}
-    # (The runtime only counts the usage of the round that ended the reply: ToolCallsRequested carries none.)
-    assert turn.usage == completed["usage"]
-    assert turn.usage["total_tokens"] >= FAKE_USAGE["total_tokens"]
+    # The turn's usage is the sum of its rounds (the tool-call round and the final one).
+    assert turn.usage == completed["usage"] == {key: 2 * value for key, value in FAKE_USAGE.items()}

@@ -177,7 +177,7 @@ class _StreamState:
                 calls.append(
                     ToolCall(call_id=partial.call_id or f"call_{index}", name=partial.name, arguments=arguments)
                 )
-            return ToolCallsRequested(calls)
+            return ToolCallsRequested(calls, usage=dict(self.usage))
         if self.finish_reason is None:
             raise EngineError("malformed_stream", "the provider's stream ended before the reply was finished")
         return EngineDone(stop_reason=self.finish_reason or "stop", usage=dict(self.usage))
