@@ -60,7 +60,9 @@ def bench_runtime_cache() -> None:
     cached = timed(lambda: cache.get_or_build("chat", resolution, build), 2000)
     print("runtime cache (compose per message vs cached by fingerprint)")
     print(f"  build every time: {uncached * 1e6:8.1f} us/message")
-    print(f"  cached          : {cached * 1e6:8.1f} us/message   ratio {uncached / cached:6.1f}x faster, builds={cache.builds}")
+    print(
+        f"  cached          : {cached * 1e6:8.1f} us/message   ratio {uncached / cached:6.1f}x faster, builds={cache.builds}"
+    )
 
 
 def bench_resolution_queries() -> None:
@@ -77,8 +79,10 @@ def bench_resolution_queries() -> None:
             profile_resolve(registry_slug="bench", profile_slug="p0005")
         seconds = timed(lambda: profile_resolve(registry_slug="bench", profile_slug="p0005"), 300)
         base = base or seconds
-        print(f"  {count:5d} profiles: {len(queries.captured_queries)} queries, {seconds * 1e6:7.1f} us "
-              f"(ratio to 10 profiles {seconds / base:4.2f})")
+        print(
+            f"  {count:5d} profiles: {len(queries.captured_queries)} queries, {seconds * 1e6:7.1f} us "
+            f"(ratio to 10 profiles {seconds / base:4.2f})"
+        )
 
 
 class TokenEngine:
@@ -106,7 +110,9 @@ async def _stream(coalesce: float, tokens: int, gap: float, streams: int) -> tup
         await asyncio.sleep(0)  # a send yields to the loop, as a socket write does
 
     async def one(n: int) -> None:
-        runtime = Runtime("r", "p", 1, "sha256:x", "", TokenEngine(tokens, gap), {"provider": "b", "model": "t"}, (), ())
+        runtime = Runtime(
+            "r", "p", 1, "sha256:x", "", TokenEngine(tokens, gap), {"provider": "b", "model": "t"}, (), ()
+        )
         ctx = TurnContext(str(n), str(n), "go", [Message("user", "go")], "", emit)
         tool_ctx = ToolContext(None, "", "chat", lambda perm: False, emit)
         await run_turn(runtime, ctx, TurnOutcome(), tool_ctx=tool_ctx, run_sync=None, coalesce_seconds=coalesce)
@@ -123,7 +129,9 @@ def bench_coalescing() -> None:
     co_frames, co_s = asyncio.run(_stream(0.03, tokens, gap, streams))
     print(f"delta coalescing ({streams} concurrent streams x {tokens} tokens, 1 ms apart)")
     print(f"  one frame per token: {raw_frames:6d} frames in {raw_s:5.2f}s")
-    print(f"  coalesced (30 ms)  : {co_frames:6d} frames in {co_s:5.2f}s   ratio {raw_frames / co_frames:5.1f}x fewer frames")
+    print(
+        f"  coalesced (30 ms)  : {co_frames:6d} frames in {co_s:5.2f}s   ratio {raw_frames / co_frames:5.1f}x fewer frames"
+    )
 
 
 def main() -> None:

@@ -95,7 +95,9 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
     return conversation
 
 
-def conversation_select_profile(*, conversation: Conversation, user: Any, slug: Any, registry: Any = None) -> Resolution:
+def conversation_select_profile(
+    *, conversation: Conversation, user: Any, slug: Any, registry: Any = None
+) -> Resolution:
     """`profile.select`: this conversation only, from its next turn. `slug=None` clears the
     conversation's own selection, so it follows the user's current profile again."""
     if slug is None:
@@ -133,7 +135,9 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
             )
         except NotFound as exc:
             if exc.field == "slug":
-                return profile_resolve(registry_slug=conversation.selected_registry, request_overrides=request_overrides)
+                return profile_resolve(
+                    registry_slug=conversation.selected_registry, request_overrides=request_overrides
+                )
             # The registry itself is gone: follow the user's current profile.
     elif conversation.selected_registry:
         default_registry = conversation.selected_registry

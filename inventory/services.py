@@ -181,7 +181,9 @@ def sale_record(*, sku: str, qty: int, date: dt.date | None = None, user: UserRe
         item = _item_for_update(sku)
         total = (item.price * qty).quantize(CENT)
         if total > MAX_TOTAL:
-            raise InventoryError(f"a sale totalling {total} exceeds the largest storable total {MAX_TOTAL}", field="qty")
+            raise InventoryError(
+                f"a sale totalling {total} exceeds the largest storable total {MAX_TOTAL}", field="qty"
+            )
         taken = Item.objects.filter(pk=item.pk, qty__gte=qty).update(qty=F("qty") - qty, updated_at=timezone.now())
         if not taken:
             available = Item.objects.filter(pk=item.pk).values_list("qty", flat=True).first() or 0

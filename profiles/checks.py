@@ -65,7 +65,5 @@ def check_default_profiles(app_configs: Any = None, databases: Any = None, **kwa
         has_profiles = bool(registry.profiles.all())
         default = registry.default_profile
         if has_profiles and (default is None or default.registry_id != registry.pk):
-            errors.append(
-                Error(f"registry {registry.slug} has profiles but no default of its own", id="profiles.E020")
-            )
+            errors.append(Error(f"registry {registry.slug} has profiles but no default of its own", id="profiles.E020"))
     return errors

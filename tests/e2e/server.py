@@ -53,7 +53,10 @@ class LiveServer:
         daphne = Path(sys.executable).with_name("daphne")
         self.process = subprocess.Popen(
             [str(daphne), "-b", self.host, "-p", str(self.port), "config.asgi:application"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -40,7 +40,9 @@ def test_it_flags_an_invalid_middleware_schema_and_a_missing_implementation(extr
 def test_it_flags_a_writing_tool_without_permission(extra_definitions):
     extra_definitions(
         "tools",
-        ToolDefinition("writer", "", {"type": "object"}, writes=True, mounts=frozenset({"chat"}), implementation=object()),
+        ToolDefinition(
+            "writer", "", {"type": "object"}, writes=True, mounts=frozenset({"chat"}), implementation=object()
+        ),
     )
     assert _ids() == ["profiles.E004"]
 
