@@ -8,24 +8,7 @@ from typing import Any
 import pytest
 
 from chat.runtime.base import Message, TurnContext
-
-
-class RecordingEmit:
-    """An async `emit` that keeps every frame it is given, in order."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[str, dict[str, Any]]] = []
-
-    async def __call__(self, frame_type: str, data: dict[str, Any]) -> None:
-        self.frames.append((frame_type, data))
-
-    def of_type(self, frame_type: str) -> list[dict[str, Any]]:
-        return [data for kind, data in self.frames if kind == frame_type]
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """The data of the `middleware.event` frames."""
-        return self.of_type("middleware.event")
+from tests.helpers import RecordingEmit
 
 
 @pytest.fixture

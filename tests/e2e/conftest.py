@@ -6,8 +6,12 @@ Tests using `daphne_server` need committed data: they use `transactional_db` (th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from .browser import CHROMIUM, launch
+from .helpers import make_user, seed
 from .server import LiveServer
 
 
@@ -21,3 +25,33 @@ def _live_server_process(django_db_setup, django_db_blocker):
 @pytest.fixture
 def daphne_server(_live_server_process, transactional_db) -> LiveServer:
     return _live_server_process
+
+
+@pytest.fixture
+def server(daphne_server) -> LiveServer:
+    """The live server with the demo data (registries and inventory) committed."""
+    seed()
+    return daphne_server
+
+
+@pytest.fixture
+def alice(server):
+    """A plain user with a DRF token."""
+    return make_user("alice")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (no browser download), per module: the async-safety
+    guard lifted below must not stay lifted for the tests of other modules."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: `make browser` installs it (browser tests never skip)")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls of these tests (fixtures,
+    # database flush) are still plain synchronous code, so Django's async-safety guard is lifted here.
+    from playwright.sync_api import sync_playwright
+
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = launch(playwright)
+        yield browser
+        browser.close()

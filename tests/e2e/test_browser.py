@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import io
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.core.management import call_command
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from rest_framework.authtoken.models import Token
 
 from profiles.yamlio import import_file
 
 from .browser import (
-    CHROMIUM,
     ROOT,
     api,
     ask,
     current_conv_id,
     form_login,
-    launch,
     new_page,
     open_app,
     select_profile,
@@ -43,19 +40,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 SEED = ROOT / "config" / "seed" / "registries.yaml"
 PASSWORD = "a browser test password"
 LOW_STOCK = ["A-1021", "C-3010", "A-1055", "A-1002", "B-2015"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make browser` installs it (browser tests never skip)")
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls of these tests (fixtures,
-    # database flush) are still plain synchronous code, so Django's async-safety guard is lifted here only.
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import expect
 
 from .browser import (
-    CHROMIUM,
     TIMEOUT_MS,
     api,
     ask,
     current_conv_id,
-    launch,
     new_page,
     open_app,
     select_profile,
@@ -74,19 +71,6 @@ UNREACHABLE = {
 
 
 # ---------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: `make browser` installs it (browser tests never skip)")
-    # As in test_browser.py: Playwright's sync API keeps an event loop in this thread, the ORM calls of
-    # the fixtures are plain synchronous code, so Django's async-safety guard is lifted for this module only.
-    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        browser = launch(playwright)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

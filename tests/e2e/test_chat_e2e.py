@@ -32,7 +32,6 @@ from .helpers import (
     read_until,
     recv,
     run_turn,
-    seed,
     send,
     send_turn,
     turn_shape,
@@ -47,17 +46,6 @@ pytestmark = pytest.mark.e2e
 
 
 STREAM_SHAPE = ["chat.message", "turn.started", "llm.start", "llm.delta", "llm.final", "turn.completed"]
-
-
-@pytest.fixture
-def server(daphne_server) -> LiveServer:
-    seed()
-    return daphne_server
-
-
-@pytest.fixture
-def alice(server):
-    return make_user("alice")
 
 
 @pytest.fixture

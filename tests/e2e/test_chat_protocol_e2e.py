@@ -24,8 +24,6 @@ from .helpers import (
     types_of,
     ws_connect,
 )
-from .helpers import seed as seed_database
-from .server import LiveServer
 
 pytestmark = pytest.mark.e2e
 
@@ -41,17 +39,6 @@ AGENT_TURN = [
     "llm.final",
     "turn.completed",
 ]
-
-
-@pytest.fixture
-def server(daphne_server) -> LiveServer:
-    seed_database()
-    return daphne_server
-
-
-@pytest.fixture
-def alice(server):
-    return make_user("alice")
 
 
 @pytest.fixture

@@ -18,23 +18,15 @@ from .helpers import (
     new_conv_id,
     of_type,
     run_turn,
-    seed,
     types_of,
     ws_connect,
 )
-from .server import LiveServer
 
 pytestmark = pytest.mark.e2e
 
 PREFIX = "inventory/"
 LOW_STOCK_PROMPT = "which items are low on stock?"
 SKU_PATTERN = re.compile(r"\b[A-D]-\d{4}\b")
-
-
-@pytest.fixture
-def server(daphne_server) -> LiveServer:
-    seed()
-    return daphne_server
 
 
 @pytest.fixture

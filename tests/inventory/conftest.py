@@ -1,5 +1,4 @@
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -8,6 +7,7 @@ from rest_framework.test import APIClient
 
 from chat.runtime.base import ToolContext
 from inventory.seed import seed_inventory
+from tests.helpers import RecordingEmit as Recorder
 
 from .factories import UserFactory
 
@@ -69,19 +69,6 @@ def writer_client(writer) -> APIClient:
     client = APIClient()
     client.force_authenticate(user=writer)
     return client
-
-
-class Recorder:
-    """An async `emit` that remembers the frames."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[str, dict[str, Any]]] = []
-
-    async def __call__(self, frame_type: str, data: dict[str, Any]) -> None:
-        self.frames.append((frame_type, data))
-
-    def of_type(self, frame_type: str) -> list[dict[str, Any]]:
-        return [data for kind, data in self.frames if kind == frame_type]
 
 
 @pytest.fixture
