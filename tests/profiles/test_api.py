@@ -901,7 +901,7 @@ def test_resolve_of_a_closed_profile_refuses_overrides(mount, seeded, api_reader
     [
         ({"temperature": 1}, "request_overrides.temperature"),
         ({"systemPrompt": "a", "system_prompt": "b"}, "request_overrides.system_prompt"),
-        ({"middlewares": [{"name": "nope"}]}, "request_overrides.middlewares[1].name"),
+        ({"middlewares": [{"name": "nope"}]}, "request_overrides.middlewares[0].name"),
         ("not an object", "request_overrides"),
     ],
 )
