@@ -99,6 +99,10 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache holds DRF throttle counts: per process by default; e.g. CACHE_URL=redis://host:6379/1
+# (a database of its own: clearing the cache must not touch the channel layer's keys) for a cluster.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 # Channels: Redis when REDIS_URL is set (scale-out), otherwise the in-process layer.
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
