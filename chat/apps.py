@@ -13,10 +13,8 @@ class ChatConfig(AppConfig):
         definitions.register_many(STEP_SETTINGS)
         definitions.register_extension(STARTER_SUGGESTIONS)
         definitions.default_models.update(DEFAULT_MODELS)
-        try:
-            from .runtime.middlewares import MIDDLEWARE_DEFINITIONS
-            from .runtime.tools import TOOL_DEFINITIONS
-        except ImportError:  # pragma: no cover - while the runtime modules are being written
-            return
+        from .runtime.middlewares import MIDDLEWARE_DEFINITIONS
+        from .runtime.tools import TOOL_DEFINITIONS
+
         definitions.register_many(MIDDLEWARE_DEFINITIONS)
         definitions.register_many(TOOL_DEFINITIONS)

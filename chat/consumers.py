@@ -174,28 +174,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.limiter.allow():
             await self._error("rate_limited", f"at most {settings.CHAT_RATE_LIMIT_PER_MINUTE} messages a minute")
             return
-        submitted = await db(services.turn_submit)(
+        submitted = await worker.turn_enqueue(
             conversation=self.conversation,
             user=self.user,
             prompt=frame.get("prompt"),
             request_overrides=frame.get("request_overrides"),
             idempotency_key=frame.get("idempotency_key"),
         )
-        turn_id = str(submitted.turn.pk)
         if not submitted.created:
             await self._error(
                 "duplicate",
                 "a turn with this idempotency_key exists already",
-                turn_id=turn_id,
+                turn_id=str(submitted.turn.pk),
                 status=submitted.turn.status,
             )
-            return
-        await worker.publish(self.conv_id, "chat.message", {"turn_id": turn_id, "text": submitted.turn.prompt}, turn_id)
-        if submitted.position:
-            await worker.publish(
-                self.conv_id, "chat.queued", {"turn_id": turn_id, "position": submitted.position}, turn_id
-            )
-        await worker.dispatcher.kick(self.conv_id)
 
     async def on_select(self, frame: dict[str, Any]) -> None:
         if "slug" not in frame:

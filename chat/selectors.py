@@ -15,9 +15,5 @@ def conversation_list(*, user: Any, mount: Mount) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user, mount=mount.name).order_by("-created_at")
 
 
-def conversation_turns(*, conversation: Conversation) -> QuerySet[Turn]:
-    return conversation.turns.order_by("seq")
-
-
 def turn_get(*, turn_id: Any) -> Turn:
     return Turn.objects.get(pk=turn_id)

@@ -87,6 +87,7 @@ def conversation_get(*, conv_id: Any, user: Any, mount: Mount) -> Conversation:
     return conversation
 
 
+@transaction.atomic
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
     if not isinstance(title, str) or len(title) > 200:
         raise InvalidInput("title must be a string of at most 200 characters", field="title")
@@ -95,6 +96,7 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
     return conversation
 
 
+@transaction.atomic
 def conversation_select_profile(
     *, conversation: Conversation, user: Any, slug: Any, registry: Any = None
 ) -> Resolution:
@@ -240,7 +242,7 @@ def turn_submit(
 
 def turn_claim_next(*, conv_id: Any, worker: str = WORKER_ID) -> Turn | None:
     """Claim the oldest queued turn if none runs. The conditional UPDATE is the cross-worker lock."""
-    _release_stale(conv_id)
+    turns_mark_stale(conv_id=conv_id)  # a dead worker's turn must not block the conversation forever
     with transaction.atomic():
         turn = Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.QUEUED).order_by("seq").first()
         if turn is None:
@@ -251,13 +253,8 @@ def turn_claim_next(*, conv_id: Any, worker: str = WORKER_ID) -> Turn | None:
         Turn.objects.filter(pk=turn.pk).update(
             status=Turn.Status.RUNNING, worker=worker, started_at_ms=stamp, heartbeat_at_ms=stamp
         )
-    turn.refresh_from_db()
-    return turn
-
-
-def _release_stale(conv_id: Any) -> None:
-    """A turn whose worker stopped beating is interrupted, so the conversation is usable again."""
-    turns_mark_stale(conv_id=conv_id)
+    # With its conversation and owner: the turn's runner needs both and should not ask again.
+    return Turn.objects.select_related("conversation__owner").get(pk=turn.pk)
 
 
 def turns_mark_stale(*, conv_id: Any = None) -> int:
@@ -271,6 +268,7 @@ def turns_mark_stale(*, conv_id: Any = None) -> int:
     return turns_mark_interrupted(turn_ids=turn_ids) if turn_ids else 0
 
 
+@transaction.atomic
 def turn_record_runtime(*, turn: Turn, record: dict[str, Any]) -> None:
     """Written before the first delta: the turn row says which runtime produced it."""
     fields = {

@@ -76,15 +76,9 @@ class ConversationViewSet(MountedViewSet):
         conversation = self._conversation(request, conv_id)
         body = s.MessageCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        submitted = services.turn_submit(conversation=conversation, user=request.user, **body.validated_data)
-        if submitted.created:
-            async_to_sync(worker.publish)(
-                conversation.pk,
-                "chat.message",
-                {"turn_id": str(submitted.turn.pk), "text": submitted.turn.prompt},
-                submitted.turn.pk,
-            )
-            async_to_sync(worker.dispatcher.kick)(conversation.pk)
+        submitted = async_to_sync(worker.turn_enqueue)(
+            conversation=conversation, user=request.user, **body.validated_data
+        )
         if request.query_params.get("wait") in ("1", "true"):
             turn = _wait_for(submitted.turn.pk, timeout=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2)
             return Response(s.TurnSerializer(turn).data, status=200)

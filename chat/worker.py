@@ -86,6 +86,27 @@ async def publish(conv_id: Any, type: str, data: dict[str, Any], turn_id: Any = 
     return frame
 
 
+async def turn_enqueue(
+    *, conversation: Any, user: Any, prompt: Any, request_overrides: Any = None, idempotency_key: Any = None
+) -> services.Submitted:
+    """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
+    runs. The one path for the websocket and the REST API."""
+    submitted = await db(services.turn_submit)(
+        conversation=conversation,
+        user=user,
+        prompt=prompt,
+        request_overrides=request_overrides,
+        idempotency_key=idempotency_key,
+    )
+    if submitted.created:
+        turn_id = str(submitted.turn.pk)
+        await publish(conversation.pk, "chat.message", {"turn_id": turn_id, "text": submitted.turn.prompt}, turn_id)
+        if submitted.position:
+            await publish(conversation.pk, "chat.queued", {"turn_id": turn_id, "position": submitted.position}, turn_id)
+        await dispatcher.kick(conversation.pk)
+    return submitted
+
+
 class Dispatcher:
     """One per process. Starts at most one drain task per conversation on the server loop."""
 
@@ -207,7 +228,7 @@ class _Recorder:
 
 
 async def execute_turn(turn: Turn) -> None:
-    conversation, user = await db(lambda: (turn.conversation, turn.conversation.owner))()
+    conversation, user = turn.conversation, turn.conversation.owner  # loaded with the claim
     conv_id, turn_id = conversation.pk, str(turn.pk)
     started = time.monotonic()
 

@@ -37,7 +37,3 @@ def register_mount(mount: Mount) -> Mount:
 
 def get_mount(name: str) -> Mount:
     return _mounts[name]
-
-
-def all_mounts() -> list[Mount]:
-    return list(_mounts.values())

@@ -113,10 +113,10 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
         )
         if profile is not None:
             return CurrentProfile(registry=profile.registry, profile=profile, source="selection")
-    registry_slug = default_registry
-    if selection is not None and Registry.objects.filter(slug=selection.registry_slug).exists():
-        registry_slug = selection.registry_slug
-    registry = registry_get(registry_slug)
+    try:
+        registry = registry_get(selection.registry_slug if selection else default_registry)
+    except NotFound:  # the selected registry itself is gone
+        registry = registry_get(default_registry)
     stale = {"registry": selection.registry_slug, "slug": selection.profile_slug} if selection else None
     return CurrentProfile(
         registry=registry, profile=_pick_profile(registry, None), source="default", stale_selection=stale

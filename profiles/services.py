@@ -13,6 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
+from . import selectors
 from .errors import Conflict, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
 from .validation import canonical_slug, validate_extensions, validate_policy, validate_profile_content, validate_runtime
@@ -308,11 +309,7 @@ def profile_restore(
     """Write version n's content as a new version (history is never rewritten)."""
     registry = _locked_registry(registry_slug)
     profile = _locked_profile(registry, slug)
-    revision = ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version).first()
-    if revision is None:
-        raise NotFound(f"profile {profile.slug!r} has no version {version}", field="version")
-    if profile.is_read_only:
-        raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
+    revision = selectors.profile_revision_get(profile=profile, version=version)
     content = {k: revision.document[k] for k in EDITABLE_FIELDS}
     return profile_update(
         registry_slug=registry.slug,

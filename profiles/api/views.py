@@ -101,7 +101,6 @@ class ProfileViewSet(MountedViewSet):
         registry = self.registry_slug(request, data)
         data.pop("registry", None)
         profile = services.profile_create(registry_slug=registry, actor=request.user, source="api", **data)
-        profile.refresh_from_db()
         return document_response(
             profile, status=201, headers={"Location": self.profile_url(request, registry, profile.slug)}
         )
@@ -125,7 +124,6 @@ class ProfileViewSet(MountedViewSet):
             actor=request.user,
             source="api",
         )
-        profile.refresh_from_db()
         return document_response(profile)
 
     @extend_schema(parameters=[OpenApiParameter("expected_version", int)], responses={204: None})
@@ -150,7 +148,6 @@ class ProfileViewSet(MountedViewSet):
             expected_version=body.validated_data.get("expected_version"),
             if_match=request.headers.get("If-Match"),
         )
-        profile.refresh_from_db()
         return document_response(profile)
 
     @extend_schema(responses=s.RevisionSummarySerializer(many=True))
@@ -178,7 +175,6 @@ class ProfileViewSet(MountedViewSet):
             if_match=request.headers.get("If-Match"),
             actor=request.user,
         )
-        profile.refresh_from_db()
         return document_response(profile)
 
     @extend_schema(request=s.ResolveSerializer, responses=dict)
