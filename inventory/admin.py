@@ -11,26 +11,57 @@ from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
 from .models import Item, Sale
-from .services import InventoryError, inventory_notify, sale_record
+from .services import ITEM_FIELDS, InventoryError, item_create, item_update, sale_record
+
+
+class ItemAdminForm(forms.ModelForm):
+    """Carries the stock as it was when the form was loaded: sales made meanwhile are never undone."""
+
+    loaded_qty = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    class Meta:
+        model = Item
+        fields = ("sku", "name", "category", "tags", "qty", "price", "cost")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["loaded_qty"].initial = self.instance.qty
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        loaded, now = cleaned.get("loaded_qty"), self.instance.qty if self.instance.pk else None
+        if self.instance.pk is not None and loaded is not None and loaded != now:
+            if cleaned.get("qty") == loaded:  # not edited here: keep the stock as it is now
+                cleaned["qty"] = now
+                self.instance.qty = now
+            else:
+                self.add_error("qty", f"the stock changed to {now} while this form was open; reload and try again")
+        return cleaned
 
 
 @admin.register(Item)
 class ItemAdmin(SimpleHistoryAdmin):
+    form = ItemAdminForm
     list_display = ("sku", "name", "category", "qty", "price", "cost", "updated_at")
     list_filter = ("category",)
     search_fields = ("sku", "name", "category", "search_text")
     ordering = ("sku",)
 
     def save_model(self, request: HttpRequest, obj: Item, form: Any, change: bool) -> None:
-        """Write only the edited fields, so saving a name cannot undo a sale made meanwhile.
-
-        The form's model validation enforces the constraints; live views hear about it after commit.
-        """
+        """Through the inventory service like every other write: only the edited fields are written (so
+        saving a name cannot undo a sale made meanwhile), and live pages hear about it after commit.
+        The form has already validated the model and its constraints."""
+        edited = {
+            name: form.cleaned_data[name]
+            for name in ITEM_FIELDS
+            if name in form.cleaned_data and (not change or form.cleaned_data[name] != form.initial.get(name))
+        }
         if change:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
-        else:
-            obj.save()
-        inventory_notify(skus=[obj.sku], source="admin")
+            item_update(item=Item.objects.get(pk=obj.pk), user=request.user, source="admin", **edited)
+            return
+        created = item_create(user=request.user, source="admin", **edited)
+        obj.pk, obj._state.adding = created.pk, False  # the admin logs and redirects with `obj`
 
 
 class SaleAdminForm(forms.ModelForm):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -45,3 +47,48 @@ def test_admin_item_respects_case_insensitive_sku(admin_client):
     assert response.status_code == 200
     assert b"already exists" in response.content
     assert Item.objects.count() == 10
+
+
+def _item_form(item: Item, **changes) -> dict:
+    data = {"sku": item.sku, "name": item.name, "category": item.category, "tags": json.dumps(item.tags)}
+    data |= {"qty": item.qty, "price": str(item.price), "cost": str(item.cost), "loaded_qty": item.qty}
+    return data | changes  # as the browser posts it: what the form showed when it was loaded
+
+
+def test_an_admin_edit_writes_only_its_fields_and_is_attributed(admin_client):
+    """A sale made while the form was open must survive saving the form (qty was not edited)."""
+    item = Item.objects.get(sku="C-3011")
+    form = _item_form(item, name="Candle - Soy Small")
+    Item.objects.filter(pk=item.pk).update(qty=1)  # a sale elsewhere, after the form was loaded
+    response = admin_client.post(f"/admin/inventory/item/{item.pk}/change/", form)
+    assert response.status_code == 302, response.content
+    saved = Item.objects.get(pk=item.pk)
+    assert (saved.name, saved.qty) == ("Candle - Soy Small", 1)
+    assert saved.history.first().history_user.username == "boss"
+
+
+def test_an_item_added_in_the_admin_is_created_by_the_service(admin_client):
+    data = {
+        "sku": "E-5001",
+        "name": "Pin",
+        "category": "Merch",
+        "tags": '["new"]',
+        "qty": 4,
+        "price": "6.50",
+        "cost": "1.75",
+    }
+    response = admin_client.post("/admin/inventory/item/add/", data)
+    assert response.status_code == 302, response.content
+    created = Item.objects.get(sku="E-5001")
+    assert (created.qty, created.tags, created.search_text.startswith("e-5001")) == (4, ["new"], True)
+    assert created.history.first().history_user.username == "boss"
+
+
+def test_an_admin_stock_edit_over_a_changed_stock_is_refused(admin_client):
+    item = Item.objects.get(sku="C-3011")
+    form = _item_form(item, qty=20)
+    Item.objects.filter(pk=item.pk).update(qty=1)  # a sale elsewhere, after the form was loaded
+    response = admin_client.post(f"/admin/inventory/item/{item.pk}/change/", form)
+    assert response.status_code == 200
+    assert b"the stock changed to 1 while this form was open" in response.content
+    assert Item.objects.get(pk=item.pk).qty == 1
