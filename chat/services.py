@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import current_profile, profile_resolve, registry_get
+from profiles.services import now_ms
 from profiles.validation import canonical_slug
 
 from .models import Conversation, ConversationEvent, Turn
@@ -39,10 +39,6 @@ class ConversationForbidden(ProfileError):
 class QueueFull(ProfileError):
     status = 429
     code = "queue_full"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # --------------------------------------------------------------------------- conversations

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+
+from profiles.services import now_ms
 
 GROUP = "inventory.changes"
 log = logging.getLogger(__name__)
@@ -66,8 +67,8 @@ class InventoryChangesConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ws.ping":
-            await self.send_json({"type": "ws.pong", "ts_ms": int(time.time() * 1000), "data": {}})
+            await self.send_json({"type": "ws.pong", "ts_ms": now_ms(), "data": {}})
 
     async def inventory_changed(self, event: dict[str, Any]) -> None:
         data = {"skus": event["skus"], "source": event["source"]}
-        await self.send_json({"type": "inventory.changed", "ts_ms": int(time.time() * 1000), "data": data})
+        await self.send_json({"type": "inventory.changed", "ts_ms": now_ms(), "data": data})

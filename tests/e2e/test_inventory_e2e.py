@@ -108,17 +108,23 @@ async def test_default_profile_of_the_inventory_registry_calls_no_tool(server, v
     assert not SKU_PATTERN.search(answer), answer
 
 
+async def sell_two_a1002_in_chat(server, user) -> tuple[list[dict], dict, dict]:
+    """One chat turn on the inventory mount asking for a sale: its frames, tool.start and tool.result."""
+    async with ws_connect(server, user, conv_id=new_conv_id(), prefix=PREFIX) as ws:
+        await hello(ws)
+        frames = await run_turn(ws, "record a sale of 2 A-1002")
+    assert types_of(frames)[-1] == "turn.completed", types_of(frames)
+    (start,) = of_type(frames, "tool.start")
+    (result,) = of_type(frames, "tool.result")
+    assert start["data"]["name"] == "inventory_record_sale"
+    return frames, start, result
+
+
 async def test_sale_recorded_in_chat_is_what_the_api_and_admin_show(server, clerk, staff):
     async with http(server, clerk) as client:
         assert await item_qty(client, "A-1002") == 2
         sales_before = (await client.get("/inventory/api/sales")).json()["count"]
-        async with ws_connect(server, clerk, conv_id=new_conv_id(), prefix=PREFIX) as ws:
-            await hello(ws)
-            frames = await run_turn(ws, "record a sale of 2 A-1002")
-        assert types_of(frames)[-1] == "turn.completed", types_of(frames)
-        (start,) = of_type(frames, "tool.start")
-        (result,) = of_type(frames, "tool.result")
-        assert start["data"]["name"] == "inventory_record_sale"
+        _, start, result = await sell_two_a1002_in_chat(server, clerk)
         assert start["data"]["input"] == {"sku": "A-1002", "qty": 2}
         assert "error" not in result["data"], result["data"]
         sale = result["data"]["result"]["sale"]
@@ -164,13 +170,7 @@ async def test_sale_in_chat_without_permission_is_a_tool_error(server, viewer):
     async with http(server, viewer) as client:
         assert await item_qty(client, "A-1002") == 2
         sales_before = (await client.get("/inventory/api/sales")).json()["count"]
-        async with ws_connect(server, viewer, conv_id=new_conv_id(), prefix=PREFIX) as ws:
-            await hello(ws)
-            frames = await run_turn(ws, "record a sale of 2 A-1002")
-        assert types_of(frames)[-1] == "turn.completed", types_of(frames)
-        (start,) = of_type(frames, "tool.start")
-        (result,) = of_type(frames, "tool.result")
-        assert start["data"]["name"] == "inventory_record_sale"
+        frames, _, result = await sell_two_a1002_in_chat(server, viewer)
         assert "result" not in result["data"], result["data"]
         assert "permission" in result["data"]["error"], result["data"]
         assert "inventory.change_item" in result["data"]["error"]

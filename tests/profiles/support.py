@@ -56,3 +56,16 @@ def error_of(response) -> dict[str, Any]:
 def canonical(value: Any) -> str:
     """Canonical JSON: equal strings mean equal values with equal types (1 != 1.0 != True)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# The resolution result of profiles.md section 6 (`POST .../resolve` returns exactly these keys).
+RESOLUTION_KEYS = {
+    "registry",
+    "profile",
+    "profile_version",
+    "runtime_key",
+    "effective_runtime",
+    "engine",
+    "overrides_applied",
+    "fingerprint",
+}

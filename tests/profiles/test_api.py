@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from profiles.models import Profile, ProfileRevision, ProfileSelection, Registry
 
 from .factories import PASSWORD, UserFactory
-from .support import CHAT, INVENTORY, SEED_PROFILES, MountCase, canonical, error_of
+from .support import CHAT, INVENTORY, RESOLUTION_KEYS, SEED_PROFILES, MountCase, canonical, error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -826,16 +826,7 @@ def test_resolve_returns_the_resolution_without_storing_anything(mount, open_pro
     )
     assert response.status_code == 200
     result = response.json()
-    assert set(result) == {
-        "registry",
-        "profile",
-        "profile_version",
-        "runtime_key",
-        "effective_runtime",
-        "engine",
-        "overrides_applied",
-        "fingerprint",
-    }
+    assert set(result) == RESOLUTION_KEYS
     assert (result["registry"], result["profile"], result["runtime_key"], result["profile_version"]) == (
         mount.registry,
         "open",

@@ -24,7 +24,7 @@ from profiles.resolution import fingerprint as real_fingerprint
 from profiles.validation import canonical_override_key, validate_runtime
 
 from .factories import ProfileFactory, RegistryFactory
-from .support import SEED_PROFILES
+from .support import RESOLUTION_KEYS, SEED_PROFILES
 
 OPEN = {"allow_overrides": True, "allowed_override_keys": [], "denied_override_keys": [], "read_only": False}
 CLOSED = {**OPEN, "allow_overrides": False}
@@ -368,16 +368,7 @@ def test_different_overrides_give_different_fingerprints():
 
 def test_the_resolution_result_has_the_documented_shape():
     result = resolve({"system_prompt": "x"}, profile="analyst", registry="default", version=4).as_dict()
-    assert set(result) == {
-        "registry",
-        "profile",
-        "profile_version",
-        "runtime_key",
-        "effective_runtime",
-        "engine",
-        "overrides_applied",
-        "fingerprint",
-    }
+    assert set(result) == RESOLUTION_KEYS
     assert (result["registry"], result["profile"], result["runtime_key"], result["profile_version"]) == (
         "default",
         "analyst",
