@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -20,9 +19,9 @@ from profiles.errors import NotFound, ProfileError
 from profiles.mounts import Mount
 
 from . import services, worker
+from .aio import db
 from .models import Conversation
-
-db = database_sync_to_async
+from .sequencer import get_sequencer
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -59,6 +58,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         worker.dispatcher.bind(asyncio.get_running_loop())
         self.conversation: Conversation | None = None
         self.conv_id = None
+        self.replayed: set[int] = set()  # seqs sent by the replay: the same frames arriving live are dropped
+        self.snapshot_seq = 0  # deltas up to this seq are in the replay's `llm.snapshot`
         self.limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE)
         self.frame_limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE * 10)
         user = self.scope.get("user")
@@ -71,6 +72,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.conv_id = uuid.UUID(query["conv_id"]) if query.get("conv_id") else uuid.uuid4()
         except ValueError:
             await self._refuse(CLOSE_INVALID, "invalid", "conv_id must be a UUID", conv_id=query.get("conv_id"))
+            return
+        since = query.get("since_seq")
+        if since is not None and not (since.isascii() and since.isdigit()):
+            await self._refuse(CLOSE_INVALID, "invalid", "since_seq must be a non-negative integer")
             return
         try:
             self.conversation = await db(self._open)(query)
@@ -85,6 +90,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
         self.joined = True
         await self._send_hello(runtime)
+        if since is not None:
+            await self._replay(int(since))
+
+    async def _replay(self, since: int) -> None:
+        """`?since_seq=N`: what this socket missed, before any live frame (which wait in its channel)."""
+        while True:
+            page = await worker.replay(self.conv_id, since)
+            for frame in page.frames:
+                if frame["type"] == "llm.snapshot":
+                    self.snapshot_seq = frame["seq"]
+                else:
+                    self.replayed.add(frame["seq"])
+                await self.send(text_data=json.dumps(frame))
+            since = page.next_since_seq
+            if not page.more:
+                return
 
     def _open(self, query: dict[str, str]) -> Conversation:
         """Load the conversation, or create it: the creating socket's profile/registry become its selection."""
@@ -108,9 +129,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # ------------------------------------------------------------------ sending
 
     async def _send_local(self, type: str, data: dict[str, Any]) -> None:
-        """A frame for this socket only (hello, pong, error): numbered, not stored."""
-        seq = await db(services.seq_allocate)(conv_id=self.conv_id) if self.conversation else 0
-        frame = services.make_frame(type=type, conv_id=self.conv_id, seq=seq, data=data)
+        """A frame for this socket only (hello, pong, error): not in the conversation's sequence
+        (`seq` 0), never stored, and it writes nothing."""
+        frame = services.make_frame(type=type, conv_id=self.conv_id, seq=0, data=data)
         await self.send(text_data=json.dumps(frame))
 
     async def _error(self, code: str, message: str, **extra: Any) -> None:
@@ -124,7 +145,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=close_code)
 
     async def _send_hello(self, runtime: Any) -> None:
-        last_seq = await db(lambda: Conversation.objects.values_list("last_seq", flat=True).get(pk=self.conv_id))()
+        last_seq = await get_sequencer().current(self.conv_id)
         await self._send_local(
             "ws.hello",
             {
@@ -136,8 +157,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
-        """A conversation frame from the group (any worker)."""
-        await self.send(text_data=json.dumps(event["frame"]))
+        """A conversation frame from the group (any worker), unless the replay sent it already."""
+        frame = event["frame"]
+        if frame["seq"] in self.replayed or (frame["type"] == "llm.delta" and frame["seq"] <= self.snapshot_seq):
+            return
+        await self.send(text_data=json.dumps(frame))
 
     # ------------------------------------------------------------------ receiving
 

@@ -20,6 +20,7 @@ class Conversation(models.Model):
     current_runtime_key = models.CharField(max_length=128, blank=True)
     current_fingerprint = models.CharField(max_length=80, blank=True)
     current_profile_version = models.PositiveIntegerField(null=True, blank=True)
+    # At least the highest seq handed out (chat.sequencer reserves numbers here in blocks).
     last_seq = models.BigIntegerField(default=0)
     # The turn running now: claimed with a conditional UPDATE so only one runs, on any worker.
     active_turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
@@ -73,7 +74,8 @@ class Turn(models.Model):
     started_at_ms = models.BigIntegerField(null=True, blank=True)
     finished_at_ms = models.BigIntegerField(null=True, blank=True)
     worker = models.CharField(max_length=128, blank=True)
-    heartbeat_at_ms = models.BigIntegerField(null=True, blank=True)
+    # The running turn's lease: its worker renews it on a timer; past it, any worker interrupts the turn.
+    lease_until_ms = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["conversation", "seq"]
@@ -85,14 +87,15 @@ class Turn(models.Model):
                 name="turn_unique_idempotency_key",
             ),
         ]
-        indexes = [models.Index(fields=["status", "heartbeat_at_ms"])]
+        indexes = [models.Index(fields=["status", "lease_until_ms"], name="chat_turn_status_lease")]
 
     def __str__(self) -> str:
         return f"{self.conversation_id}#{self.seq} {self.status}"
 
 
 class ConversationEvent(models.Model):
-    """Every frame a conversation's sockets were sent, by seq, for replay after a reconnect."""
+    """The stored frames of a conversation, by seq, for replay after a reconnect. `llm.delta` frames
+    are not stored (each message's `llm.final` holds its text), so storage grows linearly."""
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
     seq = models.BigIntegerField()

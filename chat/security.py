@@ -6,14 +6,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
+from .aio import db
 
-@database_sync_to_async
+
+@db
 def _user_for_token(key: str) -> Any:
     token = Token.objects.select_related("user").filter(key=key).first()
     return token.user if token is not None and token.user.is_active else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from . import selectors
 from .models import Conversation, Turn
 
 
@@ -88,10 +90,46 @@ class ConversationSummarySerializer(serializers.ModelSerializer):
 
 
 class ConversationDetailSerializer(ConversationSummarySerializer):
-    turns = TurnSerializer(many=True, read_only=True)
+    """A conversation with one page of its turns: the newest ones, ascending by seq.
+
+    The page is `context["turns_page"]` (a `selectors.TurnsPage`), else the newest default page.
+    `turns_more` says older turns exist; `turns_before_seq` is the `before_seq` that fetches them.
+    """
+
+    turns = serializers.SerializerMethodField()
+    turns_more = serializers.SerializerMethodField()
+    turns_before_seq = serializers.SerializerMethodField()
 
     class Meta(ConversationSummarySerializer.Meta):
-        fields = [*ConversationSummarySerializer.Meta.fields, "turns"]
+        fields = [*ConversationSummarySerializer.Meta.fields, "turns", "turns_more", "turns_before_seq"]
+
+    def _page(self, conversation: Conversation) -> selectors.TurnsPage:
+        page = self.context.get("turns_page")
+        if page is None:
+            pages = self.__dict__.setdefault("_turns_pages", {})
+            if conversation.pk not in pages:
+                pages[conversation.pk] = selectors.conversation_turns_page(conversation=conversation)
+            page = pages[conversation.pk]
+        return page
+
+    @extend_schema_field(TurnSerializer(many=True))
+    def get_turns(self, conversation: Conversation) -> list[dict[str, Any]]:
+        return TurnSerializer(self._page(conversation).turns, many=True, context=self.context).data
+
+    def get_turns_more(self, conversation: Conversation) -> bool:
+        return self._page(conversation).more
+
+    def get_turns_before_seq(self, conversation: Conversation) -> int | None:
+        return self._page(conversation).before_seq
+
+
+class TurnsPageParamsSerializer(serializers.Serializer):
+    """Query parameters of a conversation's hydration: the newest `turns_limit` turns with seq < `before_seq`."""
+
+    turns_limit = serializers.IntegerField(
+        min_value=1, max_value=selectors.TURNS_PAGE_MAX, default=selectors.TURNS_PAGE_DEFAULT
+    )
+    before_seq = serializers.IntegerField(min_value=1, required=False)
 
 
 class ConversationCreateSerializer(serializers.Serializer):
@@ -108,3 +146,16 @@ class MessageCreateSerializer(serializers.Serializer):
     prompt = serializers.CharField(trim_whitespace=False)
     request_overrides = serializers.JSONField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, max_length=128)
+
+
+class EventsParamsSerializer(serializers.Serializer):
+    since_seq = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=500)
+
+
+class EventsPageSerializer(serializers.Serializer):
+    """A page of a conversation's frames (`chat.worker.Replay`)."""
+
+    frames = serializers.ListField(child=serializers.DictField())
+    next_since_seq = serializers.IntegerField(help_text="pass as since_seq for what comes next")
+    more = serializers.BooleanField(help_text="true: more stored frames remain after this page")

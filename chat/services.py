@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 
 from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
@@ -145,44 +145,48 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
     )
 
 
-def conversation_history(*, conversation: Conversation, before_seq: int) -> list[tuple[str, str]]:
-    """(prompt, reply) of the turns that finished with a reply, oldest first."""
+def conversation_history(*, conversation: Conversation, before_seq: int, limit: int) -> list[tuple[str, str]]:
+    """(prompt, reply) of the last `limit` turns that finished with a reply, oldest first. The window
+    is in the query: a long conversation never loads its whole past."""
     rows = (
         Turn.objects.filter(conversation=conversation, seq__lt=before_seq, status=Turn.Status.COMPLETED)
-        .order_by("seq")
-        .values_list("prompt", "text")
+        .order_by("-seq")
+        .values_list("prompt", "text")[:limit]
     )
-    return list(rows)
+    return list(reversed(rows))
 
 
 # --------------------------------------------------------------------------- events
-
-
-def seq_allocate(*, conv_id: Any, count: int = 1) -> int:
-    """Reserve `count` numbers; returns the last. Strictly increasing across workers."""
-    with transaction.atomic():
-        Conversation.objects.filter(pk=conv_id).update(last_seq=F("last_seq") + count)
-        return Conversation.objects.values_list("last_seq", flat=True).get(pk=conv_id)
 
 
 def make_frame(*, type: str, conv_id: Any, seq: int, data: dict[str, Any]) -> dict[str, Any]:
     return {"type": type, "id": uuid.uuid4().hex, "seq": seq, "conv_id": str(conv_id), "ts_ms": now_ms(), "data": data}
 
 
-def event_append(*, conv_id: Any, type: str, data: dict[str, Any], turn_id: Any = None) -> dict[str, Any]:
-    """Number, store and return one frame; it keeps the running turn's heartbeat fresh too."""
-    with transaction.atomic():
-        seq = seq_allocate(conv_id=conv_id)
-        frame = make_frame(type=type, conv_id=conv_id, seq=seq, data=data)
-        ConversationEvent.objects.create(conversation_id=conv_id, seq=seq, type=type, turn_id=turn_id, frame=frame)
-        if turn_id is not None:
-            Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING).update(heartbeat_at_ms=frame["ts_ms"])
-    return frame
+def _event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list[ConversationEvent]:
+    return [
+        ConversationEvent(conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=f)
+        for f in frames
+    ]
 
 
-def events_since(*, conversation: Conversation, since_seq: int, limit: int = 1000) -> list[dict[str, Any]]:
-    rows = ConversationEvent.objects.filter(conversation=conversation, seq__gt=since_seq).order_by("seq")[:limit]
-    return [row.frame for row in rows]
+@transaction.atomic
+def events_store(*, conv_id: Any, frames: list[dict[str, Any]], turn_id: Any = None) -> None:
+    """Store frames numbered by the sequencer (one INSERT for all of them)."""
+    ConversationEvent.objects.bulk_create(_event_rows(conv_id, turn_id, frames))
+
+
+def events_after(*, conv_id: Any, since_seq: int, upto_seq: int | None, limit: int) -> tuple[list[dict], bool]:
+    """Stored frames with since_seq < seq (<= upto_seq), oldest first, at most `limit`; and whether more remain."""
+    rows = ConversationEvent.objects.filter(conversation_id=conv_id, seq__gt=since_seq)
+    if upto_seq is not None:
+        rows = rows.filter(seq__lte=upto_seq)
+    frames = list(rows.order_by("seq").values_list("frame", flat=True)[: limit + 1])
+    return frames[:limit], len(frames) > limit
+
+
+def conversation_active_turn(*, conv_id: Any) -> Any:
+    return Conversation.objects.filter(pk=conv_id).values_list("active_turn_id", flat=True).first()
 
 
 # --------------------------------------------------------------------------- turns
@@ -193,12 +197,20 @@ class Submitted:
     turn: Turn
     created: bool
     position: int  # turns ahead of it (0 = it runs now)
+    frame: dict[str, Any] | None = None  # the stored `chat.message` frame, to publish
 
 
 def turn_submit(
-    *, conversation: Conversation, user: Any, prompt: Any, request_overrides: Any = None, idempotency_key: Any = None
+    *,
+    conversation: Conversation,
+    user: Any,
+    prompt: Any,
+    request_overrides: Any = None,
+    idempotency_key: Any = None,
+    message_seq: int = 0,
 ) -> Submitted:
-    """Validate and queue a turn. The override policy is checked now, so a violation stores nothing."""
+    """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
+    in the same transaction. The override policy is checked now, so a violation stores nothing."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInput("prompt must be a non-empty string", field="prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -233,62 +245,110 @@ def turn_submit(
             idempotency_key=key,
             created_at_ms=now_ms(),
         )
-    return Submitted(turn, created=True, position=waiting)
+        frame = None
+        if message_seq:
+            data = {"turn_id": str(turn.pk), "text": prompt}
+            frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
+            ConversationEvent.objects.create(
+                conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
+            )
+    return Submitted(turn, created=True, position=waiting, frame=frame)
 
 
-def turn_claim_next(*, conv_id: Any, worker: str = WORKER_ID) -> Turn | None:
-    """Claim the oldest queued turn if none runs. The conditional UPDATE is the cross-worker lock."""
-    turns_mark_stale(conv_id=conv_id)  # a dead worker's turn must not block the conversation forever
-    with transaction.atomic():
-        turn = Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.QUEUED).order_by("seq").first()
-        if turn is None:
-            return None
-        if not Conversation.objects.filter(pk=conv_id, active_turn__isnull=True).update(active_turn=turn):
-            return None
-        stamp = now_ms()
-        Turn.objects.filter(pk=turn.pk).update(
-            status=Turn.Status.RUNNING, worker=worker, started_at_ms=stamp, heartbeat_at_ms=stamp
-        )
-    # With its conversation and owner: the turn's runner needs both and should not ask again.
-    return Turn.objects.select_related("conversation__owner").get(pk=turn.pk)
-
-
-def turns_mark_stale(*, conv_id: Any = None) -> int:
-    """Interrupt running turns whose worker has not updated them for CHAT_TURN_STALE_SECONDS."""
-    stale = Turn.objects.filter(
-        status=Turn.Status.RUNNING, heartbeat_at_ms__lt=now_ms() - settings.CHAT_TURN_STALE_SECONDS * 1000
+def turn_next_queued(*, conv_id: Any) -> Turn | None:
+    """The oldest queued turn of the conversation, with its conversation and owner (the runner needs both)."""
+    return (
+        Turn.objects.select_related("conversation__owner")
+        .filter(conversation_id=conv_id, status=Turn.Status.QUEUED)
+        .order_by("seq")
+        .first()
     )
-    if conv_id is not None:
-        stale = stale.filter(conversation_id=conv_id)
-    turn_ids = list(stale.values_list("pk", flat=True))
-    return turns_mark_interrupted(turn_ids=turn_ids) if turn_ids else 0
+
+
+RECORD_FIELDS = (
+    "registry",
+    "profile_slug",
+    "profile_version",
+    "runtime_key",
+    "fingerprint",
+    "engine",
+    "overrides_applied",
+    "middlewares",
+    "tools",
+)
 
 
 @transaction.atomic
-def turn_record_runtime(*, turn: Turn, record: dict[str, Any]) -> None:
-    """Written before the first delta: the turn row says which runtime produced it."""
-    fields = {
-        k: record[k]
-        for k in (
-            "registry",
-            "profile_slug",
-            "profile_version",
-            "runtime_key",
-            "fingerprint",
-            "engine",
-            "overrides_applied",
-            "middlewares",
-            "tools",
+def turn_start(
+    *, turn: Turn, record: dict[str, Any] | None, frames: list[dict[str, Any]], worker: str = WORKER_ID
+) -> bool:
+    """Claim the turn and take its lease, write the runtime it runs on and its first frames, in one
+    transaction. The conditional UPDATE of `active_turn` is the cross-worker lock: False = another
+    turn of the conversation runs (or another worker took this one)."""
+    conv = Conversation.objects.filter(pk=turn.conversation_id, active_turn__isnull=True)
+    if record is not None:
+        claimed = conv.update(
+            active_turn=turn,
+            current_runtime_key=record["runtime_key"],
+            current_fingerprint=record["fingerprint"],
+            current_profile_version=record["profile_version"],
         )
-    }
-    Turn.objects.filter(pk=turn.pk).update(**fields)
-    Conversation.objects.filter(pk=turn.conversation_id).update(
-        current_runtime_key=record["runtime_key"],
-        current_fingerprint=record["fingerprint"],
-        current_profile_version=record["profile_version"],
+    else:
+        claimed = conv.update(active_turn=turn)
+    if not claimed:
+        return False
+    stamp = now_ms()
+    fields = {k: record[k] for k in RECORD_FIELDS} if record is not None else {}
+    started = Turn.objects.filter(pk=turn.pk, status=Turn.Status.QUEUED).update(
+        status=Turn.Status.RUNNING, worker=worker, started_at_ms=stamp, lease_until_ms=_lease_until(stamp), **fields
     )
+    if not started:
+        transaction.set_rollback(True)
+        return False
+    ConversationEvent.objects.bulk_create(_event_rows(turn.conversation_id, turn.pk, frames))
+    return True
 
 
+def _lease_until(stamp: int) -> int:
+    return stamp + int(settings.CHAT_TURN_LEASE_SECONDS * 1000)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    turn_id: str
+    conv_id: str
+    text: str | None  # None: unchanged since the last checkpoint
+    frames: list[dict[str, Any]]
+
+
+@transaction.atomic
+def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) -> set[str]:
+    """A worker's timer: renew the leases of its running turns, store their partial text and the
+    frames sent since the last checkpoint. Returns the turns it still holds (a turn whose lease
+    expired and was interrupted elsewhere is not written to)."""
+    held = {
+        str(pk)
+        for pk in Turn.objects.filter(
+            pk__in=[c.turn_id for c in checkpoints], status=Turn.Status.RUNNING, worker=worker
+        ).values_list("pk", flat=True)
+    }
+    if not held:
+        return held
+    Turn.objects.filter(pk__in=held, status=Turn.Status.RUNNING, worker=worker).update(
+        lease_until_ms=_lease_until(now_ms())
+    )
+    rows: list[ConversationEvent] = []
+    for c in checkpoints:
+        if c.turn_id not in held:
+            continue
+        if c.text is not None:
+            Turn.objects.filter(pk=c.turn_id).update(text=c.text)
+        rows += _event_rows(c.conv_id, c.turn_id, c.frames)
+    ConversationEvent.objects.bulk_create(rows)
+    return held
+
+
+@transaction.atomic
 def turn_finish(
     *,
     turn_id: Any,
@@ -299,21 +359,53 @@ def turn_finish(
     tool_calls: list | None = None,
     artifacts: list | None = None,
     suggestions: list | None = None,
-) -> Turn:
-    with transaction.atomic():
-        Turn.objects.filter(pk=turn_id).update(
-            status=status,
-            text=text,
-            usage=usage or {},
-            error=error,
-            tool_calls=tool_calls or [],
-            artifacts=artifacts or [],
-            suggestions=suggestions or [],
-            finished_at_ms=now_ms(),
+    frames: list[dict[str, Any]] = (),
+    worker: str = WORKER_ID,
+) -> bool:
+    """End a turn this worker still holds, with the frames not stored yet (its terminal frame last).
+    False: the lease was lost (the turn is `interrupted` already) and nothing is written."""
+    finished = Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, worker=worker).update(
+        status=status,
+        text=text,
+        usage=usage or {},
+        error=error,
+        tool_calls=tool_calls or [],
+        artifacts=artifacts or [],
+        suggestions=suggestions or [],
+        finished_at_ms=now_ms(),
+        lease_until_ms=None,
+    )
+    if not finished:
+        return False
+    conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
+    ConversationEvent.objects.bulk_create(_event_rows(conv_id, turn_id, list(frames)))
+    Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
+    return True
+
+
+INTERRUPTED_ERROR = {"code": "interrupted", "message": "the server stopped while this turn was running"}
+
+
+def turns_interrupt_expired() -> list[tuple[str, str, str]]:
+    """Any worker, on a timer: interrupt running turns whose lease expired (their worker died),
+    keeping their last checkpoint of text, and free their conversations. Returns (conv_id, turn_id, text)."""
+    expired = list(
+        Turn.objects.filter(status=Turn.Status.RUNNING, lease_until_ms__lt=now_ms()).values_list(
+            "pk", "conversation_id", "text"
         )
-        turn = Turn.objects.get(pk=turn_id)
-        Conversation.objects.filter(pk=turn.conversation_id, active_turn_id=turn_id).update(active_turn=None)
-    return turn
+    )
+    if not expired:
+        return []
+    with transaction.atomic():
+        done = []
+        for turn_id, conv_id, text in expired:
+            # Conditional per turn: its worker may have finished or renewed it meanwhile.
+            if Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, lease_until_ms__lt=now_ms()).update(
+                status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=INTERRUPTED_ERROR, lease_until_ms=None
+            ):
+                Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
+                done.append((str(conv_id), str(turn_id), text))
+    return done
 
 
 def turns_mark_interrupted(*, turn_ids: list[Any] | None = None, worker_prefix: str | None = None) -> int:
@@ -326,9 +418,7 @@ def turns_mark_interrupted(*, turn_ids: list[Any] | None = None, worker_prefix: 
     with transaction.atomic():
         ids = list(running.values_list("pk", flat=True))
         count = Turn.objects.filter(pk__in=ids).update(
-            status=Turn.Status.INTERRUPTED,
-            finished_at_ms=now_ms(),
-            error={"code": "interrupted", "message": "the server stopped while this turn was running"},
+            status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=INTERRUPTED_ERROR, lease_until_ms=None
         )
         Conversation.objects.filter(active_turn_id__in=ids).update(active_turn=None)
         # Queued turns whose conversation has nothing running will be claimed by the next drain.

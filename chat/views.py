@@ -8,7 +8,6 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions
-from rest_framework import serializers as drf_serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -54,9 +53,18 @@ class ConversationViewSet(MountedViewSet):
         conversation = services.conversation_create(owner=request.user, mount=self.mount, **body.validated_data)
         return Response(s.ConversationDetailSerializer(conversation).data, status=201)
 
-    @extend_schema(responses=s.ConversationDetailSerializer)
+    @extend_schema(parameters=[s.TurnsPageParamsSerializer], responses=s.ConversationDetailSerializer)
     def retrieve(self, request: Request, conv_id: str) -> Response:
-        return Response(s.ConversationDetailSerializer(self._conversation(request, conv_id)).data)
+        """The conversation with its newest `turns_limit` turns; `?before_seq=` pages to older ones."""
+        conversation = self._conversation(request, conv_id)
+        params = s.TurnsPageParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        page = selectors.conversation_turns_page(
+            conversation=conversation,
+            before_seq=params.validated_data.get("before_seq"),
+            limit=params.validated_data["turns_limit"],
+        )
+        return Response(s.ConversationDetailSerializer(conversation, context={"turns_page": page}).data)
 
     @extend_schema(request=s.ConversationUpdateSerializer, responses=s.ConversationSummarySerializer)
     def partial_update(self, request: Request, conv_id: str) -> Response:
@@ -85,14 +93,15 @@ class ConversationViewSet(MountedViewSet):
         turn = selectors.turn_get(turn_id=submitted.turn.pk)
         return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
 
-    @extend_schema(
-        parameters=[OpenApiParameter("since_seq", int)],
-        responses=drf_serializers.ListSerializer(child=drf_serializers.DictField()),
-    )
+    @extend_schema(parameters=[s.EventsParamsSerializer], responses=s.EventsPageSerializer)
     def events(self, request: Request, conv_id: str) -> Response:
+        """Frames after `since_seq`, a page at a time: stored frames, the running turn's frames not
+        stored yet and its streaming message as `llm.snapshot`; `next_since_seq` continues."""
         conversation = self._conversation(request, conv_id)
-        since = drf_serializers.IntegerField(min_value=0).run_validation(request.query_params.get("since_seq", 0))
-        return Response(services.events_since(conversation=conversation, since_seq=since))
+        params = s.EventsParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        page = async_to_sync(worker.replay)(conversation.pk, **params.validated_data)
+        return Response(s.EventsPageSerializer(page).data)
 
 
 def _wait_for(turn_id, *, timeout: float) -> Turn:

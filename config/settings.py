@@ -94,8 +94,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so end-to-end tests can share it with a real server process.
     # Per process, so test runs side by side do not share one file.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test_db.{os.getpid()}.sqlite3")}
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Persistent connections: turns and sockets use bounded thread pools (CHAT_DB_THREADS), each thread
+# keeps its connection, so a turn no longer opens ~20 connections (a backend fork each on PostgreSQL,
+# a WAL checkpoint at each close on SQLite). Size: workers x (CHAT_DB_THREADS + CHAT_TOOL_THREADS + 2)
+# must stay under the server's max_connections.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -115,7 +119,9 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    # Channels' own in-memory layer scans every channel on every operation (75% of a core at 5,000
+    # idle sockets); ours sweeps expired messages at most once a second.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "chat.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -182,8 +188,20 @@ CHAT_MAX_QUEUED_TURNS = env.int("CHAT_MAX_QUEUED_TURNS", default=5)
 CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=32_768)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=60)
 CHAT_OFFLINE_DELAY_SECONDS = env.float("CHAT_OFFLINE_DELAY_SECONDS", default=0.02)
-CHAT_TURN_STALE_SECONDS = env.int("CHAT_TURN_STALE_SECONDS", default=120)
+# A running turn holds a lease its worker renews every third of it; any worker interrupts turns
+# whose lease expired (their worker died), keeping the last checkpoint of their text.
+CHAT_TURN_LEASE_SECONDS = env.float("CHAT_TURN_LEASE_SECONDS", default=15.0)
+# Partial text (and frames not yet stored) are written at most this often while a turn runs.
+CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 CHAT_DELTA_COALESCE_SECONDS = env.float("CHAT_DELTA_COALESCE_MS", default=30.0) / 1000
+# Delta frames per second one worker aims to send in all: past it, coalescing widens (an idle
+# stream still gets its first delta at once). A bare Channels consumer sends ~10-15k frames/s here.
+CHAT_FRAME_BUDGET = env.int("CHAT_FRAME_BUDGET", default=4000)
+# Bounded pools: database work of all conversations, and tool calls (isolated from the database pool).
+CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=8)
+CHAT_TOOL_THREADS = env.int("CHAT_TOOL_THREADS", default=8)
+# Turns of history sent to the engine when the profile has no `context_window` middleware.
+CHAT_DEFAULT_CONTEXT_TURNS = env.int("CHAT_DEFAULT_CONTEXT_TURNS", default=20)
 
 LOGGING = {
     "version": 1,

@@ -24,3 +24,23 @@ def _fresh_throttle_counts():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sequence_counters():
+    """Sequence counters are per process; each test's database starts again from 0."""
+    from chat import sequencer
+
+    sequencer.reset()
+    yield
+    sequencer.reset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_pool_connections():
+    """The chat thread pools keep their database connections: close them before the test database
+    is dropped (PostgreSQL refuses while connections are open)."""
+    yield
+    from chat import aio
+
+    aio.shutdown()

@@ -164,6 +164,11 @@ class Middleware:
         self.id = id
         self.config = dict(config or {})
 
+    def history_turns(self) -> int | None:
+        """How many earlier turns this middleware keeps at most (None: no limit of its own). The
+        worker loads no more than that from the database."""
+        return None
+
     async def before(self, ctx: TurnContext) -> None:
         """Edit the context before the engine runs; raise Refusal to refuse the turn."""
 

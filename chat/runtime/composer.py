@@ -30,6 +30,8 @@ class Runtime:
     middlewares: tuple[Middleware, ...]
     tools: tuple[ToolDefinition, ...]
     overrides_applied: dict[str, Any] = field(default_factory=dict)
+    # Earlier turns sent to the engine: the profile's context window, else the server's default.
+    history_turns: int = 20
 
     @property
     def runtime_key(self) -> str:
@@ -61,7 +63,11 @@ class Runtime:
             "profile_version": self.profile_version,
             "runtime_key": self.runtime_key,
             "fingerprint": self.fingerprint,
-            "engine": {"provider": self.engine_info["provider"], "model": self.engine_info["model"]},
+            "engine": {
+                "provider": self.engine_info["provider"],
+                "model": self.engine_info["model"],
+                "history_turns": self.history_turns,
+            },
             "overrides_applied": self.overrides_applied,
             "middlewares": self.middleware_summary(),
             "tools": self.tool_names,
@@ -72,10 +78,16 @@ EngineFactory = Callable[[dict[str, dict[str, Any]]], Engine]
 
 
 def compose(
-    resolution: Resolution, *, mount_tools: frozenset[str], defs: Definitions, make_engine: EngineFactory
+    resolution: Resolution,
+    *,
+    mount_tools: frozenset[str],
+    defs: Definitions,
+    make_engine: EngineFactory,
+    default_history_turns: int = 20,
 ) -> Runtime:
     """Deterministic: the chain follows the profile's order; `enabled: false` entries are skipped;
-    tools are the profile's allow-list (in its order) intersected with the mount's tools."""
+    tools are the profile's allow-list (in its order) intersected with the mount's tools; the history
+    sent is bounded by the smallest context window of the chain, else by `default_history_turns`."""
     effective = resolution.effective_runtime
     middlewares = []
     for entry in effective.get("middlewares", []):
@@ -97,6 +109,9 @@ def compose(
         middlewares=tuple(middlewares),
         tools=tools,
         overrides_applied=resolution.overrides_applied,
+        history_turns=min(
+            (n for n in (m.history_turns() for m in middlewares) if n is not None), default=default_history_turns
+        ),
     )
 
 

@@ -69,6 +69,9 @@ class ContextWindow(ConfiguredMiddleware):
         "additionalProperties": False,
     }
 
+    def history_turns(self) -> int:
+        return int(self.setting("max_turns")) - 1  # the current turn is one of them
+
     async def before(self, ctx: TurnContext) -> None:
         max_turns = int(self.setting("max_turns"))
         starts = [i for i, message in enumerate(ctx.messages) if message.role == "user"]

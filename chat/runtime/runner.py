@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,29 +51,38 @@ class TurnOutcome:
 
 
 class DeltaCoalescer:
-    """Sends at most one `llm.delta` per message every `interval` seconds (the first one at once)."""
+    """Sends at most one `llm.delta` per message every `interval()` seconds (the first one at once).
 
-    def __init__(self, ctx: TurnContext, message_id: str, interval: float) -> None:
+    A delta frame carries only the new text; the message's text is kept as a list of parts and joined
+    once, so nothing grows with the square of the answer. `interval` is a callable so the worker can
+    widen it under load."""
+
+    def __init__(self, ctx: TurnContext, message_id: str, interval: Callable[[], float]) -> None:
         self.ctx, self.message_id, self.interval = ctx, message_id, interval
-        self.cumulative = ""
-        self.pending = ""
+        self.parts: list[str] = []
+        self.pending: list[str] = []
         self.last_flush = 0.0
 
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
     def add(self, text: str) -> None:
-        self.pending += text
+        self.pending.append(text)
 
     def due_in(self) -> float | None:
         if not self.pending:
             return None
-        return max(0.0, self.last_flush + self.interval - time.monotonic())
+        return max(0.0, self.last_flush + self.interval() - time.monotonic())
 
     async def flush(self) -> None:
         if not self.pending:
             return
-        self.cumulative += self.pending
-        delta, self.pending = self.pending, ""
+        delta = "".join(self.pending)
+        self.pending = []
+        self.parts.append(delta)
         self.last_flush = time.monotonic()
-        await self.ctx.emit("llm.delta", {"message_id": self.message_id, "delta": delta, "cumulative": self.cumulative})
+        await self.ctx.emit("llm.delta", {"message_id": self.message_id, "delta": delta})
 
 
 async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Message], coalescer: DeltaCoalescer):
@@ -148,10 +158,11 @@ async def run_turn(
     tool_ctx: ToolContext,
     run_sync: Any,
     tool_timeout: float = 30.0,
-    coalesce_seconds: float = 0.03,
+    coalesce_seconds: float | Callable[[], float] = 0.03,
     max_rounds: int = MAX_ROUNDS,
 ) -> TurnOutcome:
     """Raises EngineError on provider failure (outcome keeps the partial text) and CancelledError on cancel."""
+    interval = coalesce_seconds if callable(coalesce_seconds) else (lambda: coalesce_seconds)
     try:
         for middleware in runtime.middlewares:
             await middleware.before(ctx)
@@ -169,14 +180,14 @@ async def run_turn(
     for round_no in range(1, max_rounds + 1):
         message_id = f"{ctx.turn_id}:{round_no}"
         await ctx.emit("llm.start", {"message_id": message_id})
-        coalescer = DeltaCoalescer(ctx, message_id, coalesce_seconds)
+        coalescer = DeltaCoalescer(ctx, message_id, interval)
         try:
             result = await _stream_round(runtime, ctx, messages, coalescer)
         finally:
-            outcome.text = "".join([*texts, coalescer.cumulative])
+            outcome.text = "".join([*texts, coalescer.text])
         if result is None:
             raise EngineError("malformed_stream", "the engine ended its reply without a finish reason")
-        texts.append(coalescer.cumulative)
+        texts.append(coalescer.text)
         if isinstance(result, EngineDone):
             outcome.add_usage(result.usage)
             outcome.stop_reason = result.stop_reason
@@ -184,7 +195,7 @@ async def run_turn(
                 "llm.final",
                 {
                     "message_id": message_id,
-                    "text": coalescer.cumulative,
+                    "text": coalescer.text,
                     "usage": result.usage,
                     "stop_reason": result.stop_reason,
                 },
@@ -195,12 +206,12 @@ async def run_turn(
             "llm.final",
             {
                 "message_id": message_id,
-                "text": coalescer.cumulative,
+                "text": coalescer.text,
                 "usage": result.usage,
                 "stop_reason": "tool_calls",
             },
         )
-        messages.append(Message("assistant", coalescer.cumulative, tool_calls=list(result.calls)))
+        messages.append(Message("assistant", coalescer.text, tool_calls=list(result.calls)))
         for call in result.calls:
             await ctx.emit("tool.start", {"call_id": call.call_id, "name": call.name, "input": call.arguments})
             tool_result = await run_tool(runtime, call, tool_ctx, run_sync=run_sync, timeout=tool_timeout)

@@ -127,6 +127,15 @@ def test_same_resolution_composes_the_same_runtime():
     assert first.record() == second.record()
 
 
+def test_without_a_context_window_the_servers_default_bounds_the_history():
+    res = resolution({"system_prompt": "x"})
+
+    runtime = compose(res, mount_tools=CHAT_TOOLS, defs=definitions, make_engine=make_engine, default_history_turns=7)
+
+    assert runtime.history_turns == 7
+    assert runtime.record()["engine"]["history_turns"] == 7
+
+
 def test_runtime_record_carries_the_resolution():
     res = resolution(CHAIN_RUNTIME, profile="agent", version=7, registry="default")
 
@@ -137,7 +146,8 @@ def test_runtime_record_carries_the_resolution():
     record = runtime.record()
     assert record["registry"] == "default"
     assert record["profile_slug"] == "agent"
-    assert record["engine"] == {"provider": "offline", "model": "offline-v1"}
+    # the chain's context window (4 turns, the current one included) bounds the history loaded
+    assert record["engine"] == {"provider": "offline", "model": "offline-v1", "history_turns": 3}
     assert record["tools"] == ["calculator"]
     assert [m["name"] for m in record["middlewares"]] == ["suggestions", "redact", "agent_mode", "context_window"]
     assert isinstance(runtime.engine, OfflineEngine)

@@ -11,11 +11,13 @@ import io
 import uuid
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.utils import timezone
 
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.services import now_ms, turns_mark_interrupted
+from chat.worker import dispatcher
 
 from .factories import ConversationFactory, TurnFactory
 
@@ -149,7 +151,7 @@ def test_retrieve_hydrates_the_turns_with_their_runtime(chat_api, prefix, mount,
         assert item["registry"] == registry
         assert item["profile_version"] == 1
         assert item["fingerprint"] == body["current_fingerprint"]
-        assert item["engine"] == {"provider": "offline", "model": "offline-v1"}
+        assert item["engine"] == {"provider": "offline", "model": "offline-v1", "history_turns": 20}
         assert item["tool_calls"] == [] and item["artifacts"] == []
         assert item["usage"]["total_tokens"] > 0
         assert item["error"] is None
@@ -205,7 +207,7 @@ def test_post_message_with_wait_returns_the_finished_turn(chat_api, prefix, prof
     assert body["prompt"] == prompt
     assert body["runtime_key"] == profile
     assert body["fingerprint"].startswith("sha256:")
-    assert body["engine"] == {"provider": "offline", "model": "offline-v1"}
+    assert body["engine"] == {"provider": "offline", "model": "offline-v1", "history_turns": 20}
     assert [call["name"] for call in body["tool_calls"]] == [tool]
     assert "error" not in body["tool_calls"][0]
     assert body["text"]
@@ -281,24 +283,50 @@ def test_empty_prompt_is_400(chat_api, body):
 # --------------------------------------------------------------------------- events and rename
 
 
-def test_events_since_seq_returns_the_frames_after_n_in_order(chat_api):
+def events(chat_api, conv_id, **params) -> dict:
+    response = chat_api.get(f"/api/chat/conversations/{conv_id}/events", params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_events_since_seq_returns_the_stored_frames_after_n_in_order(chat_api):
     conv_id = create(chat_api, "/")["conv_id"]
     post_message(chat_api, "/", conv_id, prompt="hello")
 
-    everything = chat_api.get(f"/api/chat/conversations/{conv_id}/events?since_seq=0").json()
+    page = events(chat_api, conv_id, since_seq=0)
+    everything = page["frames"]
     kinds = [f["type"] for f in everything]
     seqs = [f["seq"] for f in everything]
     started = next(f["seq"] for f in everything if f["type"] == "turn.started")
-    after = chat_api.get(f"/api/chat/conversations/{conv_id}/events?since_seq={started}").json()
+    after = events(chat_api, conv_id, since_seq=started)
 
-    assert kinds[:3] == ["chat.message", "turn.started", "llm.start"]
-    assert "llm.delta" in kinds
-    assert kinds[-2:] == ["llm.final", "turn.completed"]
+    # deltas are sent, never stored: the message's text is in its llm.final
+    assert kinds == ["chat.message", "turn.started", "llm.start", "llm.final", "turn.completed"]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    assert after == [f for f in everything if f["seq"] > started]
-    assert after[0]["type"] == "llm.start"
+    assert (page["more"], page["next_since_seq"]) == (False, seqs[-1])
+    assert after["frames"] == [f for f in everything if f["seq"] > started]
     assert all(set(f) == {"type", "id", "seq", "conv_id", "ts_ms", "data"} for f in everything)
-    assert chat_api.get(f"/api/chat/conversations/{conv_id}/events?since_seq={seqs[-1]}").json() == []
+    assert events(chat_api, conv_id, since_seq=seqs[-1]) == {"frames": [], "next_since_seq": seqs[-1], "more": False}
+
+
+def test_events_page_with_a_cursor_and_say_when_more_remains(chat_api):
+    conv_id = create(chat_api, "/")["conv_id"]
+    for prompt in ("one", "two", "three"):
+        post_message(chat_api, "/", conv_id, prompt=prompt)
+    everything = events(chat_api, conv_id, since_seq=0, limit=1000)["frames"]
+
+    pages, since = [], 0
+    while True:
+        page = events(chat_api, conv_id, since_seq=since, limit=4)
+        pages.append(page)
+        since = page["next_since_seq"]
+        if not page["more"]:
+            break
+
+    assert len(everything) == 15
+    assert [len(p["frames"]) for p in pages] == [4, 4, 4, 3]
+    assert [f for p in pages for f in p["frames"]] == everything  # no duplicate, no gap
+    assert chat_api.get(f"/api/chat/conversations/{conv_id}/events?limit=1001").status_code == 400
 
 
 def test_events_since_seq_must_be_a_non_negative_integer(chat_api):
@@ -334,7 +362,7 @@ def running_turn(owner, **fields):
         prompt="interrupted one",
         status=Turn.Status.RUNNING,
         started_at_ms=stamp,
-        heartbeat_at_ms=stamp,
+        lease_until_ms=stamp + 60_000,
         **fields,
     )
     Conversation.objects.filter(pk=conversation.pk).update(active_turn=turn)
@@ -387,11 +415,11 @@ def test_turns_mark_interrupted_only_touches_the_matching_worker(chat_user, othe
     assert (mine.status, theirs.status) == ("interrupted", "running")
 
 
-def test_a_turn_whose_worker_stopped_beating_is_released(chat_api, chat_user, settings):
-    settings.CHAT_TURN_STALE_SECONDS = 60
+def test_a_turn_whose_lease_expired_is_released_by_the_sweep(chat_api, chat_user):
     conversation, turn = running_turn(chat_user)
-    Turn.objects.filter(pk=turn.pk).update(heartbeat_at_ms=now_ms() - 120_000)
+    Turn.objects.filter(pk=turn.pk).update(lease_until_ms=now_ms() - 1)
 
+    async_to_sync(dispatcher.sweep)()
     response = post_message(chat_api, "/", conversation.pk, prompt="hello?")
 
     assert response.json()["status"] == "completed"

@@ -1,4 +1,5 @@
-"""A process that starts serving interrupts turns whose worker died and restarts the turns queued behind them."""
+"""A process that starts serving interrupts turns whose lease expired (their worker died) and restarts the
+turns queued behind them."""
 
 import pytest
 from channels.db import database_sync_to_async
@@ -14,9 +15,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @database_sync_to_async
 def _orphaned_conversation(owner):
-    """A turn left `running` by a dead worker (old heartbeat), and a turn queued behind it."""
+    """A turn left `running` by a dead worker (expired lease), and a turn queued behind it."""
     conversation = ConversationFactory(owner=owner, mount="chat")
-    dead = TurnFactory(conversation=conversation, seq=1, status="running", worker="gone:1:x", heartbeat_at_ms=0)
+    dead = TurnFactory(conversation=conversation, seq=1, status="running", worker="gone:1:x", lease_until_ms=0)
     Conversation.objects.filter(pk=conversation.pk).update(active_turn=dead)
     waiting = TurnFactory(conversation=conversation, seq=2, prompt="are you there?")
     return dead.pk, waiting.pk
@@ -25,7 +26,6 @@ def _orphaned_conversation(owner):
 async def test_the_first_connection_interrupts_dead_turns_and_runs_the_queued_ones(
     seeded_registries, chat_user, fast_turns, settings, open_ws, wait_turn
 ):
-    settings.CHAT_TURN_STALE_SECONDS = 1
     dead, waiting = await _orphaned_conversation(chat_user)
     worker.dispatcher.loop = None  # a process that has not served anything yet
 
@@ -37,10 +37,9 @@ async def test_the_first_connection_interrupts_dead_turns_and_runs_the_queued_on
     assert "are you there?" in finished.text
 
 
-async def test_a_running_turn_with_a_fresh_heartbeat_is_left_alone(seeded_registries, chat_user, settings, open_ws):
-    settings.CHAT_TURN_STALE_SECONDS = 120
+async def test_a_running_turn_with_a_live_lease_is_left_alone(seeded_registries, chat_user, settings, open_ws):
     dead, _ = await _orphaned_conversation(chat_user)
-    await database_sync_to_async(Turn.objects.filter(pk=dead).update)(heartbeat_at_ms=now_ms())
+    await database_sync_to_async(Turn.objects.filter(pk=dead).update)(lease_until_ms=now_ms() + 60_000)
     worker.dispatcher.loop = None
 
     await open_ws()

@@ -360,12 +360,7 @@ async def test_instant_tiny_deltas_are_coalesced_into_few_frames(turn_context, t
     full = "".join(chunks)
     assert 1 <= len(deltas) <= 5
     assert "".join(d["delta"] for d in deltas) == full
-    cumulative = ""
-    for delta in deltas:
-        assert delta["cumulative"] == cumulative + delta["delta"]
-        assert len(delta["cumulative"]) > len(cumulative)
-        cumulative = delta["cumulative"]
-    assert cumulative == full
+    assert all(set(d) == {"message_id", "delta"} and d["delta"] for d in deltas)  # never the text so far
     assert recording_emit.of_type("llm.final")[0]["text"] == full
     assert outcome.text == full.strip()
 
@@ -382,7 +377,7 @@ async def test_pending_text_is_flushed_on_time_while_the_engine_is_quiet(turn_co
 
 async def test_coalescer_sends_the_first_delta_at_once_and_then_waits_for_its_interval(turn_context):
     ctx = turn_context()
-    coalescer = DeltaCoalescer(ctx, "m1", interval=10.0)
+    coalescer = DeltaCoalescer(ctx, "m1", interval=lambda: 10.0)
     assert coalescer.due_in() is None
     coalescer.add("x")
     assert coalescer.due_in() == 0
@@ -390,7 +385,22 @@ async def test_coalescer_sends_the_first_delta_at_once_and_then_waits_for_its_in
     coalescer.add("y")
     assert coalescer.due_in() > 9
     await coalescer.flush()
-    assert [d["cumulative"] for d in ctx.emit.of_type("llm.delta")] == ["x", "xy"]
+    assert [d["delta"] for d in ctx.emit.of_type("llm.delta")] == ["x", "y"]
+    assert coalescer.text == "xy"
+
+
+async def test_the_coalescing_interval_is_asked_at_every_delta_so_it_can_widen_under_load(turn_context):
+    ctx = turn_context()
+    widths = iter([0.0, 0.0, 10.0, 10.0])
+    coalescer = DeltaCoalescer(ctx, "m1", interval=lambda: next(widths))
+    coalescer.add("a")
+    assert coalescer.due_in() == 0
+    await coalescer.flush()
+    coalescer.add("b")
+    assert coalescer.due_in() == 0  # narrow: due at once
+    await coalescer.flush()
+    coalescer.add("c")
+    assert coalescer.due_in() > 9  # widened: waits
 
 
 # --------------------------------------------------------------------------- failures

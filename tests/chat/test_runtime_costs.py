@@ -141,7 +141,7 @@ async def test_the_turn_row_and_its_runtime_exist_before_the_first_delta(open_ws
     assert at_first_delta.runtime_key == "agent"
     assert at_first_delta.profile_version == 1
     assert at_first_delta.fingerprint == hello["data"]["fingerprint"]
-    assert at_first_delta.engine == {"provider": "offline", "model": "offline-v1"}
+    assert at_first_delta.engine == {"provider": "offline", "model": "offline-v1", "history_turns": 20}
     assert at_first_delta.middlewares == [{"name": "redact", "id": None}, {"name": "agent_mode", "id": None}]
     assert at_first_delta.tools == ["calculator", "current_time"]
     assert at_first_delta.finished_at_ms is None

@@ -1,0 +1,159 @@
+"""Conversation sequence numbers without a database transaction per frame.
+
+Every conversation frame carries a `seq` that increases strictly within the conversation, across
+workers. The counter lives where the channel layer lives: in the process for the in-memory layer
+(one process), in Redis for the Redis layer (every worker). The database keeps a reservation mark
+(`Conversation.last_seq`) at least as high as any number handed out: numbers are reserved in blocks
+of `BLOCK`, so a conversation costs one database write per `BLOCK` frames, and a counter that is
+lost (a process restart, a Redis flush) starts again above every number already sent. Numbers are
+therefore strictly increasing but not contiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+from django.conf import settings
+
+from .aio import run_db
+
+BLOCK = 10_000
+LOCAL_CAPACITY = 100_000  # conversations whose counter a process keeps (least recently used go)
+REDIS_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _floor(conv_id: Any) -> int:
+    from .models import Conversation
+
+    return Conversation.objects.filter(pk=conv_id).values_list("last_seq", flat=True).first() or 0
+
+
+def _reserve(conv_id: Any, upto: int) -> None:
+    from .models import Conversation
+
+    Conversation.objects.filter(pk=conv_id, last_seq__lt=upto).update(last_seq=upto)
+
+
+class LocalSequencer:
+    """One process (the in-memory channel layer): counters in a bounded dict."""
+
+    def __init__(self) -> None:
+        self.values: OrderedDict[str, int] = OrderedDict()
+        self.marks: dict[str, int] = {}
+        self.pending: dict[str, asyncio.Future] = {}
+
+    async def _load(self, key: str, conv_id: Any) -> None:
+        floor = await run_db(_floor, conv_id)
+        if key not in self.values:  # another caller may have loaded it meanwhile
+            self.values[key] = self.marks[key] = floor
+            while len(self.values) > LOCAL_CAPACITY:
+                old, _ = self.values.popitem(last=False)
+                self.marks.pop(old, None)
+
+    async def current(self, conv_id: Any) -> int:
+        key = str(conv_id)
+        if key not in self.values:
+            await self._load(key, conv_id)
+        return self.values[key]
+
+    async def next(self, conv_id: Any) -> int:
+        key = str(conv_id)
+        if key not in self.values:
+            await self._load(key, conv_id)
+        self.values.move_to_end(key)
+        value = self.values[key] = self.values[key] + 1
+        if value > self.marks[key]:
+            self.marks[key] = value + BLOCK
+            self.pending[key] = future = asyncio.ensure_future(run_db(_reserve, conv_id, value + BLOCK))
+            try:
+                await future
+            finally:
+                if self.pending.get(key) is future:
+                    del self.pending[key]
+        elif key in self.pending:  # the reservation covering this number is still being written
+            await asyncio.shield(self.pending[key])
+        return value
+
+
+# KEYS: counter, mark. ARGV: ttl, block. Returns {value, must_reserve} or {-1, 0} when the counter
+# is missing (the caller loads the floor from the database and calls INIT).
+_NEXT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
+local v = redis.call('INCR', KEYS[1])
+local m = tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+if v > m then
+  redis.call('SET', KEYS[2], v + tonumber(ARGV[2]), 'EX', ARGV[1])
+  return {v, 1}
+end
+return {v, 0}
+"""
+# KEYS: counter, mark. ARGV: floor, ttl. Raises both to at least the floor.
+_INIT = """
+local f = tonumber(ARGV[1])
+for _, k in ipairs(KEYS) do
+  local cur = tonumber(redis.call('GET', k) or '-1')
+  if cur < f then redis.call('SET', k, f, 'EX', ARGV[2]) end
+end
+return redis.call('GET', KEYS[1])
+"""
+
+
+class RedisSequencer:
+    """Several workers: one counter per conversation in Redis (atomic Lua scripts)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._clients: dict[int, Any] = {}
+
+    def _client(self) -> Any:
+        import redis.asyncio as redis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None or client[0] is not loop:
+            client = self._clients[id(loop)] = (loop, redis.Redis.from_url(self.url))
+        return client[1]
+
+    @staticmethod
+    def _keys(conv_id: Any) -> list[str]:
+        return [f"chat:seq:{conv_id}", f"chat:seqmark:{conv_id}"]
+
+    async def _init(self, conv_id: Any) -> int:
+        floor = await run_db(_floor, conv_id)
+        return int(await self._client().eval(_INIT, 2, *self._keys(conv_id), floor, REDIS_TTL_SECONDS))
+
+    async def current(self, conv_id: Any) -> int:
+        value = await self._client().get(self._keys(conv_id)[0])
+        return int(value) if value is not None else await self._init(conv_id)
+
+    async def next(self, conv_id: Any) -> int:
+        keys = self._keys(conv_id)
+        for _ in range(3):
+            value, reserve = await self._client().eval(_NEXT, 2, *keys, REDIS_TTL_SECONDS, BLOCK)
+            value = int(value)
+            if value >= 0:
+                if int(reserve):
+                    await run_db(_reserve, conv_id, value + BLOCK)
+                return value
+            await self._init(conv_id)
+        raise RuntimeError(f"could not initialise the sequence counter of conversation {conv_id}")
+
+
+_sequencer: LocalSequencer | RedisSequencer | None = None
+
+
+def get_sequencer() -> LocalSequencer | RedisSequencer:
+    global _sequencer
+    if _sequencer is None:
+        _sequencer = RedisSequencer(settings.REDIS_URL) if settings.REDIS_URL else LocalSequencer()
+    return _sequencer
+
+
+def reset() -> None:
+    """Forget counters (tests: each test database starts again from 0)."""
+    global _sequencer
+    _sequencer = None
