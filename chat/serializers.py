@@ -72,7 +72,6 @@ class ConversationSummarySerializer(serializers.ModelSerializer):
             "current_runtime_key",
             "current_fingerprint",
             "current_profile_version",
-            "last_seq",
             "created_at_ms",
             "updated_at_ms",
         ]
@@ -99,9 +98,13 @@ class ConversationDetailSerializer(ConversationSummarySerializer):
     turns = serializers.SerializerMethodField()
     turns_more = serializers.SerializerMethodField()
     turns_before_seq = serializers.SerializerMethodField()
+    last_seq = serializers.SerializerMethodField(help_text="frames up to this seq are reflected in `turns`")
 
     class Meta(ConversationSummarySerializer.Meta):
-        fields = [*ConversationSummarySerializer.Meta.fields, "turns", "turns_more", "turns_before_seq"]
+        fields = [*ConversationSummarySerializer.Meta.fields, "last_seq", "turns", "turns_more", "turns_before_seq"]
+
+    def get_last_seq(self, conversation: Conversation) -> int:
+        return selectors.conversation_replay_from(conversation=conversation)
 
     def _page(self, conversation: Conversation) -> selectors.TurnsPage:
         page = self.context.get("turns_page")

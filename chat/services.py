@@ -176,19 +176,6 @@ def events_store(*, conv_id: Any, frames: list[dict[str, Any]], turn_id: Any = N
     ConversationEvent.objects.bulk_create(_event_rows(conv_id, turn_id, frames))
 
 
-def events_after(*, conv_id: Any, since_seq: int, upto_seq: int | None, limit: int) -> tuple[list[dict], bool]:
-    """Stored frames with since_seq < seq (<= upto_seq), oldest first, at most `limit`; and whether more remain."""
-    rows = ConversationEvent.objects.filter(conversation_id=conv_id, seq__gt=since_seq)
-    if upto_seq is not None:
-        rows = rows.filter(seq__lte=upto_seq)
-    frames = list(rows.order_by("seq").values_list("frame", flat=True)[: limit + 1])
-    return frames[:limit], len(frames) > limit
-
-
-def conversation_active_turn(*, conv_id: Any) -> Any:
-    return Conversation.objects.filter(pk=conv_id).values_list("active_turn_id", flat=True).first()
-
-
 # --------------------------------------------------------------------------- turns
 
 

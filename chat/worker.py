@@ -30,7 +30,7 @@ from profiles.errors import ProfileError
 from profiles.mounts import get_mount
 from profiles.resolution import Resolution
 
-from . import services
+from . import selectors, services
 from .aio import run_db, run_tool
 from .models import Turn
 from .runtime.base import EngineError, Message, ToolContext, TurnContext
@@ -154,6 +154,8 @@ class LiveTurn:
     lease_deadline: float = 0.0  # monotonic: stop before the stored lease can expire
     cancelled: bool = False
     lease_lost: bool = False
+    # Held while its frames are being stored (a checkpoint or the finish): a frame is stored once.
+    store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def sent(self, frame: dict[str, Any]) -> None:
         """Called after a frame went out: keeps what a replay needs (no await: always consistent)."""
@@ -272,25 +274,34 @@ class Dispatcher:
         await self.sweep()
 
     async def checkpoint(self) -> None:
-        live = list(self.live.values())
+        # A turn that is finishing stores its own frames; the others are locked until this commit.
+        live = [t for t in self.live.values() if not t.store_lock.locked()]
         if not live:
             return
-        texts = [t.partial_text() for t in live]
-        stored = [len(t.pending) for t in live]
-        checkpoints = [
-            services.Checkpoint(t.turn_id, t.conv_id, text if len(text) != t.checkpointed_chars else None, t.pending[:n])
-            for t, text, n in zip(live, texts, stored, strict=True)
-        ]
-        started = time.monotonic()
-        held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
-        for turn, text, n in zip(live, texts, stored, strict=True):
-            if turn.turn_id in held:
-                del turn.pending[:n]
-                turn.checkpointed_chars = len(text)
-                turn.renewed(started)
-            elif turn.task is not None and not turn.task.done():
-                turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more
-                turn.task.cancel()
+        for turn in live:
+            await turn.store_lock.acquire()  # free: returns at once
+        try:
+            texts = [t.partial_text() for t in live]
+            stored = [len(t.pending) for t in live]
+            checkpoints = [
+                services.Checkpoint(
+                    t.turn_id, t.conv_id, text if len(text) != t.checkpointed_chars else None, t.pending[:n]
+                )
+                for t, text, n in zip(live, texts, stored, strict=True)
+            ]
+            started = time.monotonic()
+            held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
+            for turn, text, n in zip(live, texts, stored, strict=True):
+                if turn.turn_id in held:
+                    del turn.pending[:n]
+                    turn.checkpointed_chars = len(text)
+                    turn.renewed(started)
+                elif turn.task is not None and not turn.task.done():
+                    turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more
+                    turn.task.cancel()
+        finally:
+            for turn in live:
+                turn.store_lock.release()
 
     async def sweep(self) -> None:
         for conv_id, turn_id, text in await run_db(services.turns_interrupt_expired):
@@ -399,10 +410,10 @@ async def replay(conv_id: Any, since_seq: int, limit: int = REPLAY_PAGE) -> Repl
     not stored yet, then `llm.snapshot` (the streaming message's text so far). Live frames with a seq up
     to `next_since_seq` are covered by it; later ones come live (or from the next call)."""
     live = None
-    if await run_db(services.conversation_active_turn, conv_id=conv_id):
+    if await run_db(selectors.conversation_active_turn, conv_id=conv_id):
         live = await dispatcher.ask_replay(conv_id)
     upto = live["seq"] if live else None
-    stored, more = await run_db(services.events_after, conv_id=conv_id, since_seq=since_seq, upto_seq=upto, limit=limit)
+    stored, more = await run_db(selectors.events_after, conv_id=conv_id, since_seq=since_seq, upto_seq=upto, limit=limit)
     by_seq = {f["seq"]: f for f in stored}
     if live and not more:
         by_seq.update({f["seq"]: f for f in live["frames"] if since_seq < f["seq"] <= upto})
@@ -563,20 +574,22 @@ async def _finish(
     else:
         data.update(usage=outcome.usage, text=outcome.text, stop_reason=outcome.stop_reason)
     last = await new_frame(live.conv_id, "turn.failed" if status == "interrupted" else f"turn.{status}", data)
-    finished = await run_db(
-        services.turn_finish,
-        turn_id=live.turn_id,
-        status=status,
-        text=outcome.text,
-        usage=outcome.usage,
-        error=error,
-        tool_calls=outcome.tool_calls,
-        artifacts=recorder.artifacts,
-        suggestions=recorder.suggestions,
-        frames=[*live.pending, last],
-    )
+    async with live.store_lock:
+        finished = await run_db(
+            services.turn_finish,
+            turn_id=live.turn_id,
+            status=status,
+            text=outcome.text,
+            usage=outcome.usage,
+            error=error,
+            tool_calls=outcome.tool_calls,
+            artifacts=recorder.artifacts,
+            suggestions=recorder.suggestions,
+            frames=[*live.pending, last],
+        )
+        if finished:
+            live.pending.clear()
     if finished:
-        live.pending.clear()
         await fan_out(last)
         live.sent(last)
 

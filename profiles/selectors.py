@@ -26,8 +26,17 @@ def registry_get(slug: str) -> Registry:
         raise NotFound(f"registry {slug!r} not found", field="registry") from None
 
 
-def profile_list(*, registry: Registry) -> QuerySet[Profile]:
-    return Profile.objects.filter(registry=registry).select_related("registry").order_by("slug")
+def profile_list(*, registry: Registry) -> QuerySet[Profile, dict[str, Any]]:
+    """The registry's profiles in slug order, as plain rows of the columns the list shows.
+
+    One query whatever the number of profiles. Rows, not model instances: no `Registry` per row (the
+    caller already holds it) and no per-row object graph, so a long list leaves no garbage cycles.
+    """
+    return (
+        Profile.objects.filter(registry=registry)
+        .order_by("slug")
+        .values("id", "slug", "display_name", "description", "runtime", "extensions", "version")
+    )
 
 
 def profile_get(*, registry: Registry, slug: str) -> Profile:

@@ -25,21 +25,32 @@ class RegistrySummarySerializer(serializers.Serializer):
         return registry.default_profile.slug if registry.default_profile_id else None
 
 
+# One item of the profile list, from a `selectors.profile_list` row of `context["registry"]`.
+# `to_representation` is the shape (its only definition); the declared fields describe it for the
+# OpenAPI schema (a comment, not a docstring, which the schema would publish). One flat dict per row,
+# no per-field calls or model instances: those made 1,000 profiles cost 2.6x a plain `JsonResponse`.
 class ProfileListItemSerializer(serializers.Serializer):
-    registry = serializers.CharField(source="registry.slug")
+    registry = serializers.CharField()
     slug = serializers.CharField()
     display_name = serializers.CharField()
     description = serializers.CharField()
-    default_prompt = serializers.SerializerMethodField()
+    default_prompt = serializers.CharField(read_only=True)
     extensions = serializers.JSONField()
-    is_default = serializers.SerializerMethodField()
+    is_default = serializers.BooleanField(read_only=True)
     version = serializers.IntegerField()
 
-    def get_default_prompt(self, profile: Any) -> str:
-        return (profile.runtime or {}).get("system_prompt", "")
-
-    def get_is_default(self, profile: Any) -> bool:
-        return profile.registry.default_profile_id == profile.pk
+    def to_representation(self, row: dict[str, Any]) -> dict[str, Any]:
+        registry = self.context["registry"]
+        return {
+            "registry": registry.slug,
+            "slug": row["slug"],
+            "display_name": row["display_name"],
+            "description": row["description"],
+            "default_prompt": (row["runtime"] or {}).get("system_prompt", ""),
+            "extensions": row["extensions"],
+            "is_default": registry.default_profile_id == row["id"],
+            "version": row["version"],
+        }
 
 
 class ProfileDocumentSerializer(serializers.BaseSerializer):

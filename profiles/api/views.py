@@ -43,9 +43,27 @@ class ProfileWritePermission(permissions.BasePermission):
         return perm is None or request.user.has_perm(perm)
 
 
+def release_after_render(response: Response) -> None:
+    """Drop DRF's links that put a rendered response in reference cycles (response -> renderer
+    context -> response, and -> view -> response). Nothing reads them once the body is rendered;
+    without them the response data is freed by reference counting when the request ends instead of
+    waiting, with every row it holds, for a full garbage collection."""
+    context = response.renderer_context or {}
+    context.pop("response", None)
+    view = context.pop("view", None)
+    if getattr(view, "response", None) is response:
+        view.response = None
+
+
 class MountedViewSet(viewsets.ViewSet):
     mount: Mount | None = None  # set per mount by `profile_api_urls`
     permission_classes = [permissions.IsAuthenticated, ProfileWritePermission]
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response):
+            response.add_post_render_callback(release_after_render)
+        return response
 
     def registry_slug(self, request: Request, body: dict[str, Any] | None = None) -> str:
         raw = (body or {}).get("registry") or request.query_params.get("registry") or self.mount.default_registry
@@ -91,7 +109,10 @@ class ProfileViewSet(MountedViewSet):
     @extend_schema(responses=s.ProfileListItemSerializer(many=True))
     def list(self, request: Request) -> Response:
         registry = selectors.registry_get(self.registry_slug(request))
-        return Response(s.ProfileListItemSerializer(selectors.profile_list(registry=registry), many=True).data)
+        # One item serializer for every row, not `many=True`: a ListSerializer and its child reference
+        # each other, and that cycle would keep every row alive until a full garbage collection.
+        item = s.ProfileListItemSerializer(context={"registry": registry})
+        return Response([item.to_representation(row) for row in selectors.profile_list(registry=registry)])
 
     @extend_schema(request=s.ProfileCreateSerializer, responses={201: dict})
     def create(self, request: Request) -> Response:

@@ -109,7 +109,8 @@ export class ChatApi {
     return request(this.url(`conversations/${encodeURIComponent(convId)}`), { method: "PATCH", body: { title } });
   }
 
-  /** Every stored frame after `sinceSeq` (the endpoint answers at most 1000 per call). */
+  /** Every frame after `sinceSeq`, page by page: stored frames, then the running turn's frames not stored
+   * yet and `llm.snapshot` (the streaming message's text so far). */
   async eventsSince(convId, sinceSeq) {
     const frames = [];
     let since = sinceSeq;
@@ -117,10 +118,9 @@ export class ChatApi {
       const page = await request(this.url(`conversations/${encodeURIComponent(convId)}/events`), {
         query: { since_seq: since },
       });
-      if (!Array.isArray(page) || page.length === 0) break;
-      frames.push(...page);
-      since = page[page.length - 1].seq;
-      if (page.length < 1000) break;
+      frames.push(...(page.frames || []));
+      since = page.next_since_seq;
+      if (!page.more) break;
     }
     return frames;
   }

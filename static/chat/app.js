@@ -10,7 +10,6 @@ import { chips, el, engineLabel, notice, renderBadge } from "./render.js";
 import { ChatSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 
-const FINISHED = new Set(["completed", "failed", "cancelled", "interrupted"]);
 const $ = (id) => document.getElementById(id);
 
 function uuid4() {
@@ -143,7 +142,7 @@ class ChatApp {
     window.history.replaceState(null, "", `#conv=${convId}`);
     this.transcript.hydrate(conv.turns || []);
     this.convProfile.reset(conv.profile_selection);
-    const lastSeq = await this.replayPoint(conv);
+    const lastSeq = conv.last_seq || 0; // the stored turns cover every frame up to it
     this.socket = new ChatSocket({
       wsPath: this.config.ws_path,
       convId,
@@ -153,19 +152,6 @@ class ChatApp {
       onStatus: (state, detail, code) => this.setConnection(state, detail, code),
     }).start();
     this.refreshControls();
-  }
-
-  /** Frames after this seq are replayed: stored turns cover everything before the first unfinished one. */
-  async replayPoint(conv) {
-    const unfinished = (conv.turns || []).filter((t) => !FINISHED.has(t.status));
-    if (!unfinished.length) return conv.last_seq || 0;
-    try {
-      const frames = await this.api.eventsSince(conv.conv_id, 0);
-      const first = frames.find((f) => f.type === "chat.message" && f.data && f.data.turn_id === unfinished[0].turn_id);
-      return first ? first.seq - 1 : 0;
-    } catch {
-      return 0;
-    }
   }
 
   // ------------------------------------------------------------------------------ frames

@@ -1,10 +1,10 @@
 // A reconnecting chat socket that applies every conversation frame exactly once, in seq order.
 //
-// Frames the server stores (chat.*, llm.*, tool.*, turn.*, artifact, ...) carry a conversation-wide
-// `seq`. After every `ws.hello` the socket fetches the stored frames it has not seen yet
-// (GET .../events?since_seq=<highest applied>), merges them with the live frames that arrived in the
-// meantime, and applies them sorted by seq, skipping any seq it has applied before. Frames for this
-// socket only (ws.hello, ws.pong, error) are not stored: they are passed straight through.
+// Conversation frames (chat.*, llm.*, tool.*, turn.*, artifact, ...) carry a conversation-wide `seq`.
+// After every `ws.hello` the socket fetches what it has not seen yet (GET .../events?since_seq=<highest
+// applied>: stored frames, and for a running turn an `llm.snapshot` of the streaming message), merges it
+// with the live frames that arrived in the meantime, and applies them sorted by seq, skipping any seq it
+// has applied before. Frames for this socket only (ws.hello, ws.pong, error; seq 0) pass straight through.
 
 const LOCAL_TYPES = new Set(["ws.hello", "ws.pong", "error"]);
 // Close codes after which reconnecting cannot help (see chat/consumers.py).
@@ -152,7 +152,8 @@ export class ChatSocket {
 
   _apply(frame) {
     const seq = frame.seq;
-    if (typeof seq === "number") {
+    // A snapshot shares its seq with the last delta it covers: the transcript orders them by message.
+    if (typeof seq === "number" && frame.type !== "llm.snapshot") {
       if (seq <= this.floor || this.seen.has(seq)) return; // already on the page
       this.seen.add(seq);
       if (seq > this.lastSeq) this.lastSeq = seq;

@@ -104,20 +104,44 @@ class TurnView {
     let part = this.parts.get(messageId);
     if (!part) {
       const node = el("div", { class: "answer-text markdown", "data-testid": "answer-text", dataset: { messageId } });
-      part = { node, text: "" };
+      part = { node, text: "", seq: 0 };
       this.parts.set(messageId, part);
       this.body.append(node);
     }
     return part;
   }
 
-  setText(messageId, text) {
+  /** The whole text of a message (llm.final, llm.snapshot, hydration): frames up to `seq` are in it. */
+  setText(messageId, text, seq = 0) {
     if (!text) return;
     const part = this.textPart(messageId);
+    part.seq = Math.max(part.seq, seq);
     if (part.text === text) return;
     part.text = text;
-    setMarkdown(part.node, text);
-    this.showAssistant();
+    this.render(part);
+  }
+
+  /** A delta adds the new text only; one already covered by a snapshot (seq at or below it) is skipped. */
+  appendText(messageId, delta, seq = 0) {
+    if (!delta) return;
+    const part = this.textPart(messageId);
+    if (seq && seq <= part.seq) return;
+    part.seq = Math.max(part.seq, seq);
+    part.text += delta;
+    this.render(part);
+  }
+
+  /** Markdown is rendered at most once per animation frame, however many deltas arrive. */
+  render(part) {
+    if (part.pending) return;
+    part.pending = true;
+    const draw = () => {
+      part.pending = false;
+      setMarkdown(part.node, part.text);
+      this.showAssistant();
+    };
+    if (typeof requestAnimationFrame === "function" && !document.hidden) requestAnimationFrame(draw);
+    else draw();
   }
 
   /** The final text (middlewares may have edited it): replace the streamed parts if it differs. */
@@ -333,11 +357,16 @@ export class Transcript {
       }
       case "llm.start":
         break;
-      case "llm.delta":
+      case "llm.delta": {
+        const turn = this.turnOfMessage(data.message_id);
+        if (turn && !turn.finalized) turn.appendText(data.message_id, data.delta, frame.seq);
+        break;
+      }
+      case "llm.snapshot":
       case "llm.final": {
         const turn = this.turnOfMessage(data.message_id);
         if (!turn || turn.finalized) break;
-        turn.setText(data.message_id, frame.type === "llm.delta" ? data.cumulative : data.text);
+        turn.setText(data.message_id, data.text, frame.seq);
         break;
       }
       case "tool.start": {

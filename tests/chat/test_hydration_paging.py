@@ -190,7 +190,7 @@ def test_the_query_count_does_not_grow_with_the_turns(chat_api, conversation_wit
             response = get(chat_api, prefix, conversation)
         assert response.status_code == 200
         counts.append(len(queries))
-        sqls.append([q["sql"] for q in queries.captured_queries if '"chat_turn"' in q["sql"]])
+        sqls.append([q["sql"] for q in queries.captured_queries if 'FROM "chat_turn"' in q["sql"]])
 
     assert counts[0] == counts[1]
     assert len(response.json()["turns"]) == 50

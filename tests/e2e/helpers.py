@@ -134,7 +134,7 @@ async def explained(server: LiveServer, user: ApiUser, conv_id: Any, prefix: str
         try:
             async with http(server, user) as client:
                 turns = (await get_conversation(client, conv_id, prefix))["turns"]
-                events = (await client.get(f"{prefix}/api/chat/conversations/{conv_id}/events")).json()
+                events = (await client.get(f"{prefix}/api/chat/conversations/{conv_id}/events")).json()["frames"]
             stored = f"stored turns (seq, status): {[(t['seq'], t['status']) for t in turns]}; "
             stored += f"stored events (seq, type): {_brief(events)}"
         except Exception as lookup_error:  # the diagnosis must not hide the failure

@@ -130,7 +130,7 @@ async def test_an_override_the_policy_refuses_is_an_error_frame_and_stores_nothi
         events = await client.get(f"/api/chat/conversations/{conv_id}/events")
     assert conversation["turns"] == []
     assert events.status_code == 200, events.text
-    assert events.json() == []  # not even a chat.message was stored
+    assert events.json()["frames"] == []  # not even a chat.message was stored
 
 
 # --------------------------------------------------------------------------- middlewares
