@@ -1,146 +1,96 @@
-"""Benchmarks. Each prints figures and a ratio against a baseline measured in the same run.
+"""The benchmark suite. `make bench` (full) / `make bench-quick` (`--quick`: small sizes, 1 run).
 
-Usage: `make bench` (or `.venv/bin/python bench/run.py`). Uses a throwaway SQLite database.
+Every figure runs against real daphne processes (the project's ASGI app, and a bare Channels consumer
+as the baseline) on throwaway databases (a SQLite file; a PostgreSQL database created and dropped
+here, with Redis as the channel layer), driven by a separate load-client process with real websocket
+/ HTTP clients. Each figure: median of the runs with min and max, the baseline measured in the same
+run, the ratio and the goal. Results: a table on stdout, bench/results/latest.json and latest.md.
+
+A benchmark that crashes is reported and the others still run; the exit status is non-zero only
+then (missed goals never fail the run). PostgreSQL/Redis missing -> those rows are "not run".
+
+    .venv/bin/python bench/run.py [--quick] [--only 1,5,7] [--runs N]
+
+Environment: BENCH_POSTGRES_URL (admin connection used to create/drop databases, default
+postgres://postgres@127.0.0.1:5432/postgres), BENCH_REDIS_URL (default redis://127.0.0.1:6379/3),
+BENCH_DAPHNE_ARGS (extra daphne flags). Other settings (CONN_MAX_AGE, CHAT_*...) pass through to
+the servers; the figures force only their own conditions (engine delay, rate limit, hosts).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import statistics
+import argparse
+import signal
 import sys
-import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-_tmp = tempfile.mkdtemp(prefix="bench-")
-os.environ["DATABASE_URL"] = f"sqlite:///{_tmp}/bench.sqlite3"
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-import django  # noqa: E402
+from bench import micro, profiles_api, sockets, streaming, throughput, turn_costs  # noqa: E402
+from bench.report import Row, meta, table, write  # noqa: E402
+from bench.servers import RESULTS, Config, Databases, raise_nofile  # noqa: E402
 
-django.setup()
-
-from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
-
-from chat.runtime.base import EngineDone, Message, TextDelta, ToolContext, TurnContext  # noqa: E402
-from chat.runtime.composer import Runtime, RuntimeCache, compose  # noqa: E402
-from chat.runtime.runner import TurnOutcome, run_turn  # noqa: E402
-from chat.worker import make_engine  # noqa: E402
-from profiles import services  # noqa: E402
-from profiles.definitions import definitions  # noqa: E402
-from profiles.selectors import profile_resolve  # noqa: E402
+FIGURES = [
+    ("1", "throughput, engine delay 0: full turns vs bare consumer (1 and 20 sockets)", throughput.figure1),
+    ("5", "opening sockets", sockets.figure5),
+    ("7", "profile list API vs plain JsonResponse", profiles_api.figure7),
+    ("8", "turn costs in-process (writes, stored bytes, conversation growth)", turn_costs.figure8),
+    ("2", "concurrent streaming turns at default pacing (50)", streaming.figure2),
+    ("3", "concurrent streaming turns at default pacing (500) + frame ceiling", streaming.figure3),
+    ("4", "turns/s with 100 conversations: 1 vs 2 workers (PostgreSQL+Redis)", throughput.figure4),
+    ("6", "idle sockets: memory and turn rate", sockets.figure6),
+    ("m", "micro-benchmarks (runtime cache, resolution, coalescing)", micro.figure_micro),
+]
 
 
-def timed(fn, repeat: int) -> float:
-    """Median seconds per call over `repeat` calls (after one warm-up)."""
-    fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 run per figure (make test)")
+    parser.add_argument("--only", default="", help="comma-separated figures, e.g. 1,5,7,8,m")
+    parser.add_argument("--runs", type=int, default=0, help="runs per figure (default 3, quick 1)")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    raise_nofile()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop servers through the finally blocks
+    cfg = Config(quick=args.quick, runs=args.runs or (1 if args.quick else 3))
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    selected = [f for f in FIGURES if not only or f[0] in only]
+    order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7, "8": 8, "m": 9}
 
-
-def bench_runtime_cache() -> None:
-    """Composing per message vs reusing the runtime cached by fingerprint."""
-    resolution = profile_resolve(registry_slug="default", profile_slug="agent")
-    tools = frozenset(t.name for t in definitions.tools.values())
-
-    def build() -> Runtime:
-        return compose(resolution, mount_tools=tools, defs=definitions, make_engine=make_engine)
-
-    cache = RuntimeCache()
-    uncached = timed(build, 2000)
-    cached = timed(lambda: cache.get_or_build("chat", resolution, build), 2000)
-    print("runtime cache (compose per message vs cached by fingerprint)")
-    print(f"  build every time: {uncached * 1e6:8.1f} us/message")
-    print(
-        f"  cached          : {cached * 1e6:8.1f} us/message   ratio {uncached / cached:6.1f}x faster, builds={cache.builds}"
-    )
-
-
-def bench_resolution_queries() -> None:
-    """Queries per resolution must not grow with the number of profiles or registries."""
-    print("resolution cost vs registry size")
-    base = None
-    for count in (10, 200, 1000):
-        existing = services.Profile.objects.filter(registry__slug="bench").count()
-        if not services.Registry.objects.filter(slug="bench").exists():
-            services.registry_create(slug="bench")
-        for i in range(existing, count):
-            services.profile_create(registry_slug="bench", slug=f"p{i:04d}", runtime={"system_prompt": f"p{i}"})
-        with CaptureQueriesContext(connection) as queries:
-            profile_resolve(registry_slug="bench", profile_slug="p0005")
-        seconds = timed(lambda: profile_resolve(registry_slug="bench", profile_slug="p0005"), 300)
-        base = base or seconds
-        print(
-            f"  {count:5d} profiles: {len(queries.captured_queries)} queries, {seconds * 1e6:7.1f} us "
-            f"(ratio to 10 profiles {seconds / base:4.2f})"
-        )
-
-
-class TokenEngine:
-    """Yields one token per delta, as a fast provider does (the worst case for frame counts)."""
-
-    provider, model = "bench", "tokens"
-
-    def __init__(self, tokens: int, gap: float) -> None:
-        self.tokens, self.gap = tokens, gap
-
-    async def stream(self, messages, tools):
-        for i in range(self.tokens):
-            if self.gap:
-                await asyncio.sleep(self.gap)
-            yield TextDelta(f"t{i} ")
-        yield EngineDone("stop", {})
-
-
-async def _stream(coalesce: float, tokens: int, gap: float, streams: int) -> tuple[int, float]:
-    frames = 0
-
-    async def emit(type, data):
-        nonlocal frames
-        frames += 1
-        await asyncio.sleep(0)  # a send yields to the loop, as a socket write does
-
-    async def one(n: int) -> None:
-        runtime = Runtime(
-            "r", "p", 1, "sha256:x", "", TokenEngine(tokens, gap), {"provider": "b", "model": "t"}, (), ()
-        )
-        ctx = TurnContext(str(n), str(n), "go", [Message("user", "go")], "", emit)
-        tool_ctx = ToolContext(None, "", "chat", lambda perm: False, emit)
-        await run_turn(runtime, ctx, TurnOutcome(), tool_ctx=tool_ctx, run_sync=None, coalesce_seconds=coalesce)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(n) for n in range(streams)))
-    return frames, time.perf_counter() - start
-
-
-def bench_coalescing() -> None:
-    """Frames sent per streamed reply: one per token vs coalesced every 30 ms."""
-    tokens, gap, streams = 400, 0.001, 20
-    raw_frames, raw_s = asyncio.run(_stream(0.0, tokens, gap, streams))
-    co_frames, co_s = asyncio.run(_stream(0.03, tokens, gap, streams))
-    print(f"delta coalescing ({streams} concurrent streams x {tokens} tokens, 1 ms apart)")
-    print(f"  one frame per token: {raw_frames:6d} frames in {raw_s:5.2f}s")
-    print(
-        f"  coalesced (30 ms)  : {co_frames:6d} frames in {co_s:5.2f}s   ratio {raw_frames / co_frames:5.1f}x fewer frames"
-    )
-
-
-def main() -> None:
-    call_command("migrate", verbosity=0)
-    call_command("seed_demo", stdout=open(os.devnull, "w"))  # noqa: SIM115
-    bench_runtime_cache()
-    bench_resolution_queries()
-    bench_coalescing()
+    started = time.monotonic()
+    rows: list[Row] = []
+    crashed: list[str] = []
+    dbs = Databases()
+    print(f"benchmarks ({'quick' if cfg.quick else 'full'} mode, {cfg.runs} run(s) per figure)")
+    try:
+        for key, title, run in selected:
+            print(f"\n== figure {key}: {title}")
+            t = time.monotonic()
+            try:
+                rows += run(cfg, dbs)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                traceback.print_exc()
+                crashed.append(key)
+                rows.append(Row.crashed(key, title, f"{type(exc).__name__}: {exc}"[:300]))
+            print(f"   ({time.monotonic() - t:.0f} s)")
+    finally:
+        dbs.cleanup()
+    rows.sort(key=lambda r: order.get(str(r.figure), 99))
+    seconds = time.monotonic() - started
+    info = meta(cfg.quick, cfg.runs, seconds)
+    print("\n" + table(rows))
+    write(rows, info, RESULTS)
+    missed = [r for r in rows if r.met is False]
+    print(f"\n{len(rows)} rows in {seconds:.0f} s; goals missed: {len(missed)}; crashed: {', '.join(crashed) or 'none'}")
+    print(f"written: {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

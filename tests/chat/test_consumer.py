@@ -173,7 +173,7 @@ async def test_seq_increases_strictly_across_all_frames_and_sockets_of_a_convers
     )()
     # every frame but the deltas is stored, under the number it was sent with
     assert stored == [s for s, t in turn_frames_1 if t != "llm.delta"]
-    later, hello_3 = await connect(open_ws, conv_id=conv_id)
+    _, hello_3 = await connect(open_ws, conv_id=conv_id)
     assert hello_3["data"]["last_seq"] == seqs[-1]
 
 
