@@ -255,23 +255,17 @@ class Dispatcher:
 
     async def _tick_forever(self) -> None:
         interval = min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
-        first = True
+        steps = [self.recover]  # once, at start-up: then renew and checkpoint, and sweep, on every tick
         while True:
-            try:
-                if first:
-                    await self.recover()
-                    first = False
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a database hiccup must not end lease renewal for this process
-                log.warning("lease renewal or sweep failed; retrying", exc_info=True)
+            for step in steps:
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a database hiccup must not end lease renewal or sweeping
+                    log.warning("%s failed; retrying at the next tick", step.__name__, exc_info=True)
+            steps = [self.checkpoint, self.sweep]
             await asyncio.sleep(interval)
-
-    async def tick(self) -> None:
-        """Renew leases and checkpoint the turns running here; interrupt expired turns anywhere."""
-        await self.checkpoint()
-        await self.sweep()
 
     async def checkpoint(self) -> None:
         # A turn that is finishing stores its own frames; the others are locked until this commit.

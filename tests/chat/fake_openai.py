@@ -340,3 +340,21 @@ class FakeOpenAIServer:
             handler.end_sse()
 
         return self.add(behave)
+
+
+def remote_profile(fake: FakeOpenAIServer, slug: str = "remote", *, tools=(), **ai_chat: Any) -> None:
+    """A profile of the `default` registry whose engine is the fake OpenAI-compatible server."""
+    from profiles.services import profile_create
+
+    profile_create(
+        registry_slug="default",
+        slug=slug,
+        runtime={
+            "system_prompt": "You are a remote assistant.",
+            "tools": list(tools),
+            "step_settings_patch": {
+                "ai-chat": {"ai-api-type": "openai", "ai-engine": "fake-model", **ai_chat},
+                "openai-chat": {"openai-base-url": fake.base_url},
+            },
+        },
+    )

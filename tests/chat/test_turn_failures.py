@@ -16,9 +16,8 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Turn
-from profiles.services import profile_create
 
-from .fake_openai import FakeOpenAIServer
+from .fake_openai import FakeOpenAIServer, remote_profile
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_registries", "fast_turns")]
 
@@ -39,22 +38,6 @@ def server_key(settings) -> None:
 def fake() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer() as server:
         yield server
-
-
-def remote_profile(fake: FakeOpenAIServer, slug: str = "remote", *, tools=(), **ai_chat: Any) -> None:
-    """A profile of the `default` registry whose engine is the fake OpenAI-compatible server."""
-    profile_create(
-        registry_slug="default",
-        slug=slug,
-        runtime={
-            "system_prompt": "You are a remote assistant.",
-            "tools": list(tools),
-            "step_settings_patch": {
-                "ai-chat": {"ai-api-type": "openai", "ai-engine": "fake-model", **ai_chat},
-                "openai-chat": {"openai-base-url": fake.base_url},
-            },
-        },
-    )
 
 
 # --------------------------------------------------------------------------- helpers (as in test_consumer)

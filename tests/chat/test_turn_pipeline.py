@@ -1,0 +1,339 @@
+"""The turn pipeline at scale, through the production path (websocket -> consumer -> worker -> runner):
+bounded writes per turn whatever the number of deltas, local frames that write nothing, a bounded
+history, tools isolated from other conversations, leases renewed on a timer and swept by any worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db.backends.utils import CursorWrapper
+
+from chat import services
+from chat.aio import run_db
+from chat.models import Conversation, ConversationEvent, Turn
+from chat.runtime import tools as chat_tools
+from chat.worker import dispatcher
+
+from .factories import ConversationFactory, TurnFactory
+from .fake_openai import FakeOpenAIServer, remote_profile
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_registries")]
+WRITES = ("INSERT", "UPDATE", "DELETE")
+LONG_PROMPT = "Please tell me a long story about the sea, the wind, the boats and the people who sail them " * 2
+
+
+@pytest.fixture
+def sql_log(monkeypatch) -> list[str]:
+    """Every SQL statement run on any thread (the chat pools use their own connections)."""
+    log: list[str] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def recording(self, sql, params, many, executor):
+        log.append(sql)
+        return original(self, sql, params, many, executor)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", recording)
+    return log
+
+
+def writes(log: list[str]) -> list[str]:
+    return [sql for sql in log if sql.lstrip().upper().startswith(WRITES)]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def quiet_timer(settings) -> None:
+    """No checkpoint or lease renewal during the (short) turns of a test."""
+    settings.CHAT_CHECKPOINT_SECONDS = 60
+    settings.CHAT_TURN_LEASE_SECONDS = 600
+
+
+async def connect(open_ws, **query) -> tuple[Any, dict]:
+    communicator = await open_ws("/ws/chat/", **query)
+    assert communicator.accepted
+    hello = await communicator.receive_json_from(timeout=5)
+    assert hello["type"] == "ws.hello", hello
+    return communicator, hello
+
+
+def types(frames: list[dict]) -> list[str]:
+    return [f["type"] for f in frames]
+
+
+# --------------------------------------------------------------------------- database writes
+
+
+async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
+    open_ws, frames_until, fake, sql_log, settings, quiet_timer
+):
+    settings.CHAT_DELTA_COALESCE_SECONDS = 0  # every provider chunk is its own llm.delta frame
+    settings.CHAT_FRAME_BUDGET = 10**9
+    await run_db(remote_profile, fake)
+    counts = []
+    for pieces in (10, 1000):
+        fake.stream_text([f"w{i} " for i in range(pieces)])
+        communicator, _ = await connect(open_ws, profile="remote")
+        sql_log.clear()
+        await communicator.send_json_to({"type": "chat.send", "prompt": "go"})
+        frames = await frames_until(communicator, timeout=20)
+        assert types(frames).count("llm.delta") == pieces
+        assert types(frames)[-1] == "turn.completed"
+        counts.append(writes(sql_log))
+
+    few, many = counts
+    assert len(few) == len(many), (few, many)
+    # submit + chat.message, the claim with the runtime record and first frames, the finish with the rest
+    assert len(few) <= 12, few
+
+
+async def test_hello_pong_and_error_frames_write_nothing(open_ws, chat_user, sql_log):
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
+    sql_log.clear()
+
+    communicator, hello = await connect(open_ws, conv_id=conversation.pk)
+    await communicator.send_json_to({"type": "ws.ping"})
+    pong = await communicator.receive_json_from(timeout=5)
+    await communicator.send_to(text_data="not json")
+    error = await communicator.receive_json_from(timeout=5)
+
+    assert (hello["seq"], pong["type"], pong["seq"], error["type"], error["seq"]) == (0, "ws.pong", 0, "error", 0)
+    assert writes(sql_log) == []
+
+
+async def test_the_history_sent_is_bounded_by_the_default_window_in_the_query(
+    open_ws, frames_until, fake, chat_user, settings, sql_log
+):
+    settings.CHAT_DEFAULT_CONTEXT_TURNS = 5
+    await run_db(remote_profile, fake)
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat", selected_registry="default")
+    await run_db(Conversation.objects.filter(pk=conversation.pk).update, selected_profile="remote")
+    for seq in range(1, 31):
+        await run_db(
+            TurnFactory, conversation=conversation, seq=seq, prompt=f"q{seq}", text=f"a{seq}", status="completed"
+        )
+    fake.stream_text(["fine"])
+    communicator, _ = await connect(open_ws, conv_id=conversation.pk)
+    sql_log.clear()
+
+    await communicator.send_json_to({"type": "chat.send", "prompt": "and now?"})
+    frames = await frames_until(communicator, timeout=10)
+
+    assert types(frames)[-1] == "turn.completed"
+    sent = fake.requests[-1].body["messages"]
+    assert [m["content"] for m in sent if m["role"] == "user"] == ["q26", "q27", "q28", "q29", "q30", "and now?"]
+    history = [sql for sql in sql_log if "ORDER BY" in sql and '"chat_turn"."seq" DESC' in sql and "LIMIT 5" in sql]
+    assert history, "the window is applied in the query"
+    turn = await run_db(Turn.objects.get, pk=frames[0]["data"]["turn_id"])
+    assert turn.engine["history_turns"] == 5  # recorded with the turn's runtime
+
+
+# --------------------------------------------------------------------------- no single shared thread
+
+
+async def test_a_slow_tool_in_one_conversation_does_not_delay_another_conversation(
+    open_ws, frames_until, settings, monkeypatch, fast_turns
+):
+    settings.CHAT_TOOL_TIMEOUT_SECONDS = 1.0
+    released, finished = threading.Event(), threading.Event()
+    real_run = chat_tools.CalculatorTool.run
+
+    def hanging_run(self, args, ctx):
+        released.wait(10)  # blocks its thread like a stuck network call
+        finished.set()
+        return real_run(self, args, ctx)
+
+    monkeypatch.setattr(chat_tools.CalculatorTool, "run", hanging_run)
+    slow, _ = await connect(open_ws, profile="agent")
+    other, _ = await connect(open_ws)
+    try:
+        await slow.send_json_to({"type": "chat.send", "prompt": "what is 2+2"})
+        await frames_until(slow, "tool.start", timeout=10)
+        await other.send_json_to({"type": "chat.send", "prompt": "hello while the tool hangs"})
+        other_frames = await frames_until(other, timeout=10)
+        # the other conversation streamed and finished while the tool thread was still blocked
+        assert types(other_frames)[-1] == "turn.completed"
+        assert not finished.is_set()
+
+        slow_frames = await frames_until(slow, timeout=10)
+        # the tool timed out: its caller was freed and the turn ended, the tool thread still blocked
+        result = next(f["data"] for f in slow_frames if f["type"] == "tool.result")
+        assert result["error"] == "tool 'calculator' timed out after 1s"
+        assert types(slow_frames)[-1] == "turn.completed"
+        assert not finished.is_set()
+    finally:
+        released.set()
+
+
+# --------------------------------------------------------------------------- leases
+
+
+async def test_a_turn_interrupted_elsewhere_is_stopped_and_never_overwritten(open_ws, frames_until, settings):
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.05
+    settings.CHAT_CHECKPOINT_SECONDS = 60
+    communicator, _ = await connect(open_ws)
+    await communicator.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
+    frames = await frames_until(communicator, "llm.delta", timeout=10)
+    turn_id = frames[0]["data"]["turn_id"]
+
+    # Another worker finds the lease expired (this worker looked dead) and interrupts the turn.
+    await run_db(Turn.objects.filter(pk=turn_id).update, lease_until_ms=services.now_ms() - 1)
+    await dispatcher.sweep()
+    frames += await frames_until(communicator, "turn.failed", timeout=5)
+    # This worker's next renewal finds it no longer holds the turn: it stops writing and sending.
+    await dispatcher.checkpoint()
+    await asyncio.sleep(0.3)
+    with pytest.raises(asyncio.TimeoutError):
+        while True:
+            frame = await communicator.receive_json_from(timeout=0.5)
+            assert frame["type"] not in ("turn.completed", "llm.final"), frame
+
+    turn = await run_db(Turn.objects.get, pk=turn_id)
+    assert turn.status == "interrupted"
+    assert frames[-1]["data"]["status"] == "interrupted"
+    assert not [t for t in dispatcher.live.values() if t.turn_id == turn_id]
+    stored = await run_db(lambda: list(ConversationEvent.objects.filter(turn_id=turn_id).values_list("type", flat=True)))
+    assert "turn.completed" not in stored
+
+
+async def test_a_worker_that_cannot_renew_its_lease_stops_its_turn_before_it_expires(
+    open_ws, frames_until, settings, monkeypatch
+):
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.25  # a turn of about 3 s: longer than the lease
+    settings.CHAT_TURN_LEASE_SECONDS = 1.0
+
+    def database_down(**kwargs):
+        raise RuntimeError("the database is unreachable")
+
+    monkeypatch.setattr(services, "turns_checkpoint", database_down)
+    communicator, _ = await connect(open_ws)
+    started = time.monotonic()
+    await communicator.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
+    frames = await frames_until(communicator, "turn.started", timeout=5)
+    turn_id = frames[0]["data"]["turn_id"]
+
+    # The turn stops itself (LeaseLost) within 80% of the lease, then any sweep interrupts it.
+    frames += await frames_until(communicator, "turn.failed", timeout=5)
+    assert time.monotonic() - started < 2.5
+    assert "turn.completed" not in types(frames)
+    assert types(frames).count("llm.delta") < 6  # it stopped streaming when it could not renew
+    turn = await run_db(Turn.objects.get, pk=turn_id)
+    assert turn.status == "interrupted"
+
+
+async def test_any_worker_sweeps_expired_leases_on_its_timer_and_the_queue_goes_on(
+    open_ws, chat_user, settings, fast_turns, wait_turn
+):
+    settings.CHAT_TURN_LEASE_SECONDS = 0.6
+    await connect(open_ws)  # a serving process: its timer runs
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
+    dead = await run_db(
+        TurnFactory,
+        conversation=conversation,
+        seq=1,
+        status="running",
+        worker="gone:1:x",
+        text="partial answer",
+        lease_until_ms=services.now_ms() + 300,  # still valid now: nobody may take it yet
+    )
+    await run_db(Conversation.objects.filter(pk=conversation.pk).update, active_turn=dead)
+    waiting = await run_db(TurnFactory, conversation=conversation, seq=2, prompt="are you there?")
+    assert (await run_db(Turn.objects.get, pk=dead.pk)).status == "running"
+
+    # no message, no restart: the timer finds the expired lease
+    interrupted = await wait_turn(dead.pk, statuses=("interrupted",), timeout=5)
+    assert interrupted.text == "partial answer"  # the last checkpoint is kept
+    assert (await wait_turn(waiting.pk, timeout=5)).status == "completed"
+
+
+@pytest.mark.concurrency
+def test_two_workers_claiming_the_same_turn_one_wins(chat_user, seeded_registries):
+    conversation = ConversationFactory(owner=chat_user, mount="chat")
+    turn = TurnFactory(conversation=conversation, seq=1, prompt="once")
+    barrier = threading.Barrier(4)
+    results: list[tuple[str, bool]] = []
+
+    def claim(worker: str) -> None:
+        barrier.wait()
+        try:
+            results.append((worker, services.turn_start(turn=turn, record=None, frames=[], worker=worker)))
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    winners = [w for w, won in results if won]
+    assert len(results) == 4 and len(winners) == 1
+    turn.refresh_from_db()
+    assert (turn.status, turn.worker) == ("running", winners[0])
+
+
+def test_a_turn_interrupted_while_running_cannot_be_finished_as_completed(chat_user, seeded_registries):
+    conversation = ConversationFactory(owner=chat_user, mount="chat")
+    turn = TurnFactory(conversation=conversation, seq=1, prompt="race")
+    assert services.turn_start(turn=turn, record=None, frames=[], worker="w1")
+    assert services.turns_mark_interrupted(turn_ids=[turn.pk]) == 1
+
+    frame = services.make_frame(type="turn.completed", conv_id=conversation.pk, seq=9, data={})
+    finished = services.turn_finish(turn_id=turn.pk, status="completed", text="late", frames=[frame], worker="w1")
+
+    turn.refresh_from_db()
+    assert finished is False
+    assert (turn.status, turn.text) == ("interrupted", "")
+    assert not ConversationEvent.objects.filter(turn=turn).exists()
+
+
+# --------------------------------------------------------------------------- replay
+
+
+async def test_a_socket_joining_mid_turn_gets_the_snapshot_then_live_deltas_without_gap(
+    open_ws, frames_until, settings, quiet_timer
+):
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.03
+    settings.CHAT_DELTA_COALESCE_SECONDS = 0.001
+    conv_id = uuid.uuid4()
+    first, _ = await connect(open_ws, conv_id=conv_id)
+    await first.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
+    seen = await frames_until(first, "llm.delta", timeout=5)
+    seen += [await first.receive_json_from(timeout=5) for _ in range(3)]
+
+    joined, _ = await connect(open_ws, conv_id=conv_id, since_seq=0)
+    replayed = await frames_until(joined, timeout=15)
+
+    final = next(f["data"]["text"] for f in replayed if f["type"] == "llm.final")
+    snapshot = [f for f in replayed if f["type"] == "llm.snapshot"]
+    assert len(snapshot) == 1
+    assert types(replayed)[:3] == ["chat.message", "turn.started", "llm.start"]
+    after = replayed[replayed.index(snapshot[0]) + 1 :]
+    deltas = "".join(f["data"]["delta"] for f in after if f["type"] == "llm.delta")
+    assert snapshot[0]["data"]["text"] + deltas == final  # nothing missing, nothing twice
+    seqs = [f["seq"] for f in replayed]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert snapshot[0]["seq"] >= seen[-1]["seq"]
+
+
+async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, open_ws, frames_until, fast_turns):
+    communicator, hello = await connect(open_ws)
+    await communicator.send_json_to({"type": "chat.send", "prompt": "hi"})
+    frames = await frames_until(communicator)
+
+    detail = await run_db(lambda: chat_api.get(f"/api/chat/conversations/{hello['conv_id']}").json())
+
+    assert detail["last_seq"] == frames[-1]["seq"]  # every frame up to it is in the stored turns
