@@ -158,7 +158,7 @@ class LiveTurn:
     store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def sent(self, frame: dict[str, Any]) -> None:
-        """Called after a frame went out: keeps what a replay needs (no await: always consistent)."""
+        """Called as a frame goes out: keeps what a replay needs (no await: always consistent)."""
         type, data = frame["type"], frame["data"]
         if type == "llm.delta":
             self.parts.append(data["delta"])
@@ -482,8 +482,10 @@ async def execute_turn(turn: Turn) -> bool:
         live.check_lease()
         recorder.observe(type, data)
         frame = await new_frame(conv_id, type, data)
-        await fan_out(frame)
+        # Recorded for replays before it goes out: a socket that joins while it is on its way either
+        # gets it live or finds it in the replay (then the live copy is dropped by seq), never neither.
         live.sent(frame)
+        await fan_out(frame)
 
     status, error = "completed", None
     async with dispatcher.running(live):
@@ -585,7 +587,6 @@ async def _finish(
             live.pending.clear()
     if finished:
         await fan_out(last)
-        live.sent(last)
 
 
 async def request_cancel(conv_id: Any) -> bool:

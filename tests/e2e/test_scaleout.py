@@ -265,3 +265,65 @@ async def test_stored_conversation_is_the_same_from_both_workers(pair, alice):
         one, two = await get_conversation(c1, conv_id), await get_conversation(c2, conv_id)
     assert one == two
     assert [t["status"] for t in one["turns"]] == ["completed"]
+
+
+@pytest.fixture
+def lease_workers(scaleout_backends, transactional_db):
+    """Two workers with a 2 s lease and a checkpoint every 0.3 s; the test kills the second one."""
+    seed()
+    env = {
+        "REDIS_URL": settings.REDIS_URL,
+        "CHAT_OFFLINE_DELAY_SECONDS": "0.2",
+        "CHAT_TURN_LEASE_SECONDS": "2",
+        "CHAT_CHECKPOINT_SECONDS": "0.3",
+    }
+    survivor = LiveServer(env=env).start()
+    try:
+        doomed = LiveServer(env=env).start()
+    except BaseException:
+        survivor.stop()
+        raise
+    yield survivor, doomed, make_user("alice")
+    doomed.stop()
+    survivor.stop()
+
+
+async def test_a_worker_killed_mid_turn_loses_its_lease_and_the_other_worker_goes_on(lease_workers):
+    """SIGKILL one of two workers mid-turn: within the lease the survivor interrupts the turn (keeping its
+    last checkpoint of text), keeps serving other conversations meanwhile, then runs the turn queued behind."""
+    survivor, doomed, alice = lease_workers
+    conv_id, other_conv = new_conv_id(), new_conv_id()
+    async with (
+        ws_connect(survivor, alice, conv_id=conv_id) as watcher,
+        ws_connect(doomed, alice, conv_id=conv_id) as ws,
+    ):
+        await hello(watcher)
+        await hello(ws)
+        await send_turn(ws, SLOW_PROMPT)
+        frames = await read_until(ws, lambda f: f["type"] == "llm.delta" and f["seq"] >= 8)
+        await send_turn(ws, "the turn queued behind it")
+        await read_until(ws, "chat.queued")
+        streamed = "".join(f["data"]["delta"] for f in frames if f["type"] == "llm.delta")
+        await asyncio.sleep(0.5)  # a checkpoint has stored the partial text
+        doomed.kill()
+        killed_at = asyncio.get_running_loop().time()
+
+        async with ws_connect(survivor, alice, conv_id=other_conv) as other:
+            await hello(other)
+            served = await run_turn(other, "meanwhile, in another conversation")
+        assert served[-1]["type"] == "turn.completed"
+
+        seen = await read_until(watcher, lambda f: f["type"] == "turn.failed", timeout=15)
+        interrupted_after = asyncio.get_running_loop().time() - killed_at
+        failed = seen[-1]["data"]
+        queued_id = next(f["data"]["turn_id"] for f in seen if f["type"] == "chat.queued")
+        rest = await read_turn(watcher, queued_id)
+    async with http(survivor, alice) as client:
+        turns = (await get_conversation(client, conv_id))["turns"]
+
+    assert failed["status"] == "interrupted" and failed["error"]["code"] == "interrupted"
+    assert interrupted_after < 2 + 1.5  # the lease, plus a tick of the sweep
+    assert failed["text"] and streamed.startswith(failed["text"][: len(streamed)])  # partial text kept
+    assert rest[-1]["type"] == "turn.completed"
+    assert [t["status"] for t in turns] == ["interrupted", "completed"]
+    assert turns[0]["text"] == failed["text"]
