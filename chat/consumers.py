@@ -19,7 +19,7 @@ from profiles.errors import NotFound, ProfileError
 from profiles.mounts import Mount
 
 from . import services, worker
-from .aio import db
+from .aio import db, run_db
 from .models import Conversation
 from .sequencer import get_sequencer
 
@@ -78,15 +78,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_INVALID, "invalid", "since_seq must be a non-negative integer")
             return
         try:
-            self.conversation = await db(self._open)(query)
-            resolution = await db(services.conversation_resolve)(conversation=self.conversation, user=user)
+            opened = await run_db(
+                services.conversation_open,
+                conv_id=self.conv_id,
+                user=user,
+                mount=self.mount,
+                registry=query.get("registry"),
+                profile=query.get("profile"),
+            )
         except services.ConversationForbidden:
             await self.close(code=CLOSE_FORBIDDEN)
             return
         except ProfileError as exc:
             await self._refuse(CLOSE_NOT_FOUND if isinstance(exc, NotFound) else CLOSE_INVALID, exc.code, exc.message)
             return
-        runtime = worker.runtime_for(self.mount.name, resolution)
+        self.conversation = opened.conversation
+        if opened.created:
+            get_sequencer().prime(self.conv_id)  # nothing numbered yet: no need to ask the database
+        runtime = worker.runtime_for(self.mount.name, opened.resolution)
         await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
         self.joined = True
         await self._send_hello(runtime)
@@ -106,21 +115,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             since = page.next_since_seq
             if not page.more:
                 return
-
-    def _open(self, query: dict[str, str]) -> Conversation:
-        """Load the conversation, or create it: the creating socket's profile/registry become its selection."""
-        try:
-            return services.conversation_get(conv_id=self.conv_id, user=self.user, mount=self.mount)
-        except NotFound:
-            if Conversation.objects.filter(pk=self.conv_id).exists():
-                raise
-        return services.conversation_create(
-            owner=self.user,
-            mount=self.mount,
-            conv_id=self.conv_id,
-            registry=query.get("registry"),
-            profile=query.get("profile"),
-        )
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):

@@ -58,6 +58,12 @@ class LocalSequencer:
             await self._load(key, conv_id)
         return self.values[key]
 
+    def prime(self, conv_id: Any) -> None:
+        """A conversation just created has numbered nothing: its counter starts at 0 without a read."""
+        key = str(conv_id)
+        self.values.setdefault(key, 0)
+        self.marks.setdefault(key, 0)
+
     async def next(self, conv_id: Any) -> int:
         key = str(conv_id)
         if key not in self.values:
@@ -129,6 +135,9 @@ class RedisSequencer:
     async def current(self, conv_id: Any) -> int:
         value = await self._client().get(self._keys(conv_id)[0])
         return int(value) if value is not None else await self._init(conv_id)
+
+    def prime(self, conv_id: Any) -> None:
+        """Nothing to do: the first number loads the floor (0) from the database once."""
 
     async def next(self, conv_id: Any) -> int:
         keys = self._keys(conv_id)

@@ -20,7 +20,7 @@ from django.db.models import Q
 from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
-from profiles.selectors import current_profile, profile_resolve, registry_get
+from profiles.selectors import current_profile, profile_resolve, profile_resolve_loaded, registry_get
 from profiles.services import now_ms
 from profiles.validation import canonical_slug
 
@@ -83,6 +83,29 @@ def conversation_get(*, conv_id: Any, user: Any, mount: Mount) -> Conversation:
     return conversation
 
 
+@dataclass(frozen=True)
+class Opened:
+    conversation: Conversation
+    resolution: Resolution
+    created: bool
+
+
+def conversation_open(
+    *, conv_id: uuid.UUID, user: Any, mount: Mount, registry: str | None = None, profile: str | None = None
+) -> Opened:
+    """A socket's conversation: loaded, or created with the socket's profile/registry as its own
+    selection; and the runtime it resolves to now. One call, so a socket opens in one database trip."""
+    created = False
+    try:
+        conversation = conversation_get(conv_id=conv_id, user=user, mount=mount)
+    except NotFound:
+        if Conversation.objects.filter(pk=conv_id).exists():
+            raise
+        conversation = conversation_create(owner=user, mount=mount, conv_id=conv_id, registry=registry, profile=profile)
+        created = True
+    return Opened(conversation, conversation_resolve(conversation=conversation, user=user), created)
+
+
 @transaction.atomic
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
     if not isinstance(title, str) or len(title) > 200:
@@ -140,8 +163,8 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
     elif conversation.selected_registry:
         default_registry = conversation.selected_registry
     current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
-    return profile_resolve(
-        registry_slug=current.registry.slug, profile_slug=current.profile.slug, request_overrides=request_overrides
+    return profile_resolve_loaded(
+        registry=current.registry, profile=current.profile, request_overrides=request_overrides
     )
 
 
@@ -209,7 +232,8 @@ def turn_submit(
         )
     if request_overrides is not None and not isinstance(request_overrides, dict):
         raise InvalidInput("request_overrides must be an object", field="request_overrides")
-    conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
+    if request_overrides:  # checked against the policy now: a refused override stores nothing
+        conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
     with transaction.atomic():
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
@@ -335,6 +359,12 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) 
     return held
 
 
+@dataclass(frozen=True)
+class Finished:
+    finished: bool  # False: the lease was lost, nothing was written
+    more_queued: bool  # turns wait behind it in the conversation
+
+
 @transaction.atomic
 def turn_finish(
     *,
@@ -348,9 +378,9 @@ def turn_finish(
     suggestions: list | None = None,
     frames: list[dict[str, Any]] = (),
     worker: str = WORKER_ID,
-) -> bool:
+) -> Finished:
     """End a turn this worker still holds, with the frames not stored yet (its terminal frame last).
-    False: the lease was lost (the turn is `interrupted` already) and nothing is written."""
+    Not `finished`: the lease was lost (the turn is `interrupted` already) and nothing is written."""
     finished = Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, worker=worker).update(
         status=status,
         text=text,
@@ -363,11 +393,11 @@ def turn_finish(
         lease_until_ms=None,
     )
     if not finished:
-        return False
+        return Finished(False, False)
     conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
     ConversationEvent.objects.bulk_create(_event_rows(conv_id, turn_id, list(frames)))
     Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
-    return True
+    return Finished(True, Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.QUEUED).exists())
 
 
 INTERRUPTED_ERROR = {"code": "interrupted", "message": "the server stopped while this turn was running"}

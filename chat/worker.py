@@ -435,7 +435,8 @@ class _Recorder:
 
 
 async def execute_turn(turn: Turn) -> bool:
-    """Run one queued turn to its end. False: it could not be claimed (another runs, or another worker took it)."""
+    """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
+    False: none does, or it could not be claimed (another runs, or another worker took it)."""
     conversation, user = turn.conversation, turn.conversation.owner  # loaded with the turn
     conv_id, turn_id = str(conversation.pk), str(turn.pk)
     started = time.monotonic()
@@ -455,8 +456,7 @@ async def execute_turn(turn: Turn) -> bool:
         if not await run_db(services.turn_start, turn=turn, record=None, frames=[]):
             return False
         error = {"code": "resolution_failed", "message": message}
-        await _finish(live, started, TurnOutcome(), _Recorder(), "failed", error)
-        return True
+        return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", error)
 
     first: list[dict[str, Any]] = []
     previous = conversation.current_fingerprint
@@ -546,8 +546,7 @@ async def execute_turn(turn: Turn) -> bool:
             error = {"code": "internal_error", "message": "the turn failed on the server; see the server log"}
         if not outcome.text:
             outcome.text = live.partial_text()
-        await _finish(live, started, outcome, recorder, status, error)
-    return True
+        return await _finish(live, started, outcome, recorder, status, error)
 
 
 def _switch_reason(conversation: Any, runtime: Runtime) -> str:
@@ -560,9 +559,9 @@ def _switch_reason(conversation: Any, runtime: Runtime) -> str:
 
 async def _finish(
     live: LiveTurn, started: float, outcome: TurnOutcome, recorder: _Recorder, status: str, error: Any
-) -> None:
+) -> bool:
     """Store the turn's end with every frame not stored yet, then announce it. Writes nothing when
-    the lease was lost meanwhile (the turn is `interrupted` already)."""
+    the lease was lost meanwhile (the turn is `interrupted` already). True: turns wait behind it."""
     data: dict[str, Any] = {"turn_id": live.turn_id, "duration_ms": int((time.monotonic() - started) * 1000)}
     if status in ("failed", "interrupted"):
         # An interrupted turn is announced as failed (code `interrupted`): clients know that frame.
@@ -571,7 +570,7 @@ async def _finish(
         data.update(usage=outcome.usage, text=outcome.text, stop_reason=outcome.stop_reason)
     last = await new_frame(live.conv_id, "turn.failed" if status == "interrupted" else f"turn.{status}", data)
     async with live.store_lock:
-        finished = await run_db(
+        result = await run_db(
             services.turn_finish,
             turn_id=live.turn_id,
             status=status,
@@ -583,10 +582,11 @@ async def _finish(
             suggestions=recorder.suggestions,
             frames=[*live.pending, last],
         )
-        if finished:
+        if result.finished:
             live.pending.clear()
-    if finished:
+    if result.finished:
         await fan_out(last)
+    return result.more_queued
 
 
 async def request_cancel(conv_id: Any) -> bool:

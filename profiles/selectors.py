@@ -87,7 +87,13 @@ def profile_resolve(
     Costs at most two queries whatever the number of registries or profiles.
     """
     registry = registry_get(registry_slug)
-    profile = _pick_profile(registry, profile_slug)
+    return profile_resolve_loaded(
+        registry=registry, profile=_pick_profile(registry, profile_slug), request_overrides=request_overrides
+    )
+
+
+def profile_resolve_loaded(*, registry: Registry, profile: Profile, request_overrides: Any = None) -> Resolution:
+    """Resolution of rows the caller has already loaded (no query)."""
     return resolve_runtime(
         registry=registry.slug,
         profile=profile.slug,

@@ -292,10 +292,10 @@ def test_a_turn_interrupted_while_running_cannot_be_finished_as_completed(chat_u
     assert services.turns_mark_interrupted(turn_ids=[turn.pk]) == 1
 
     frame = services.make_frame(type="turn.completed", conv_id=conversation.pk, seq=9, data={})
-    finished = services.turn_finish(turn_id=turn.pk, status="completed", text="late", frames=[frame], worker="w1")
+    result = services.turn_finish(turn_id=turn.pk, status="completed", text="late", frames=[frame], worker="w1")
 
     turn.refresh_from_db()
-    assert finished is False
+    assert result.finished is False
     assert (turn.status, turn.text) == ("interrupted", "")
     assert not ConversationEvent.objects.filter(turn=turn).exists()
 
