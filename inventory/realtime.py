@@ -57,6 +57,11 @@ class InventoryChangesConsumer(AsyncJsonWebsocketConsumer):
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(GROUP, self.channel_name)
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        """Binary and empty frames are ignored like unreadable text (the base class fails the socket)."""
+        if text_data:
+            await super().receive(text_data=text_data, **kwargs)
+
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
         """Clients only ping; anything unreadable is ignored rather than closing the socket."""

@@ -30,6 +30,7 @@ from .base import (
     TurnContext,
 )
 from .composer import Runtime
+from .text import StreamText, clean_text, clean_value
 
 MAX_ROUNDS = 5
 
@@ -68,7 +69,8 @@ class DeltaCoalescer:
         return "".join(self.parts)
 
     def add(self, text: str) -> None:
-        self.pending.append(text)
+        if text:
+            self.pending.append(text)
 
     def due_in(self) -> float | None:
         if not self.pending:
@@ -89,6 +91,7 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
     """Consume one engine round, flushing deltas on time even while the engine is quiet."""
     stream = runtime.engine.stream(messages, runtime.tool_specs()).__aiter__()
     result: ToolCallsRequested | EngineDone | None = None
+    text = StreamText()  # provider text is made storable here, before it is streamed or stored
     pending = asyncio.ensure_future(stream.__anext__())
     try:
         while True:
@@ -102,15 +105,19 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
                 break
             pending = asyncio.ensure_future(stream.__anext__())
             if isinstance(event, TextDelta):
-                coalescer.add(event.text)
+                coalescer.add(text.feed(event.text))
                 if coalescer.due_in() == 0:
                     await coalescer.flush()
+            elif isinstance(event, ToolCallsRequested):
+                calls = [ToolCall(c.call_id, clean_text(c.name), clean_value(c.arguments)) for c in event.calls]
+                result = ToolCallsRequested(calls, usage=event.usage)
             else:
                 result = event
     finally:
         if not pending.done():
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
+        coalescer.add(text.flush())
         await coalescer.flush()
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
