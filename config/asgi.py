@@ -18,6 +18,10 @@ from chat.worker import bind_server_loop  # noqa: E402
 from inventory.mounts import INVENTORY_MOUNT  # noqa: E402
 from inventory.realtime import InventoryChangesConsumer  # noqa: E402
 
+from .websocket_limits import close_oversized_messages_cleanly  # noqa: E402
+
+close_oversized_messages_cleanly()
+
 websocket_app = AllowedHostsOrigin(
     SessionOrTokenAuth(
         URLRouter(

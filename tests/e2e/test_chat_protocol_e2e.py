@@ -7,9 +7,12 @@ rebuild a conversation's runtime because of their own query string.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .helpers import (
+    expect_closed,
     get_conversation,
     hello,
     http,
@@ -17,6 +20,7 @@ from .helpers import (
     new_conv_id,
     of_type,
     read_until,
+    recv,
     run_turn,
     send,
     send_turn,
@@ -233,3 +237,17 @@ async def test_a_socket_with_another_profile_in_its_query_does_not_change_an_exi
     assert conversation["profile_selection"] == {"registry": "default", "slug": "agent"}
     assert conversation["current_runtime_key"] == "agent"
     assert [t["runtime_key"] for t in conversation["turns"]] == ["agent", "agent"]
+
+
+async def test_an_oversized_frame_gets_an_error_and_one_over_the_hard_limit_a_1009_close(server, alice):
+    async with ws_connect(server, alice, conv_id=new_conv_id()) as ws:
+        await hello(ws)
+        await send(ws, json.dumps({"type": "chat.send", "prompt": "x" * 100_000}))
+        error = await recv(ws)
+        assert (error["type"], error["data"]["code"]) == ("error", "frame_too_large")
+        await send(ws, {"type": "ws.ping"})
+        assert (await recv(ws))["type"] == "ws.pong"  # still open
+
+        await send(ws, "y" * (2 * 1024 * 1024))  # over daphne's 1 MiB message limit
+        _, code = await expect_closed(ws)
+    assert code == 1009  # message too big: a close frame, not a dropped connection
