@@ -121,7 +121,9 @@ class RedisSequencer:
         loop = asyncio.get_running_loop()
         client = self._clients.get(id(loop))
         if client is None or client[0] is not loop:
-            client = self._clients[id(loop)] = (loop, redis.Redis.from_url(self.url))
+            # Bounded: past the pool's size a caller waits for a connection instead of failing.
+            pool = redis.BlockingConnectionPool.from_url(self.url, max_connections=64, timeout=10)
+            client = self._clients[id(loop)] = (loop, redis.Redis(connection_pool=pool))
         return client[1]
 
     @staticmethod

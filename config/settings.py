@@ -109,13 +109,20 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 # Channels: Redis when REDIS_URL is set (scale-out), otherwise the in-process layer.
 REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # No client read timeout: channels-redis blocks 5 s per read, and redis-py's own 5 s
             # socket timeout would otherwise close idle sockets with 1011.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "capacity": 1000, "expiry": 30},
+            # redis-py refuses a command (MaxConnectionsError) past its pool's size (100 by default):
+            # every socket joining or leaving a group at once needs one.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": REDIS_MAX_CONNECTIONS}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
 else:
@@ -211,3 +218,20 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# Request-override value bounds. A profile's policy allows override *keys*; these bound the *values* a request may choose with
+# `step_settings_patch`, so a request cannot spend the server's key unchecked. Checked during
+# resolution (403 `policy_violation`, like a refused key); a request may always keep what the profile
+# or server already uses. They only refuse requests, so they are not part of any fingerprint.
+# Engines a request may switch to ("*": any); empty = the server's default engine only.
+CHAT_OVERRIDE_ALLOWED_API_TYPES = [
+    v.strip() for v in env.list("CHAT_OVERRIDE_ALLOWED_API_TYPES", default=[CHAT_DEFAULT_API_TYPE])
+]
+# Models a request may switch to ("*": any; an empty entry: the engine's default model); empty = the
+# server's default model only.
+CHAT_OVERRIDE_ALLOWED_MODELS = [
+    v.strip() for v in env.list("CHAT_OVERRIDE_ALLOWED_MODELS", default=[CHAT_DEFAULT_MODEL])
+]
+# Highest `ai-chat.ai-timeout-seconds` and `ai-chat.ai-max-response-tokens` a request may set.
+CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS = env.float("CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS", default=60.0)
+CHAT_OVERRIDE_MAX_RESPONSE_TOKENS = env.int("CHAT_OVERRIDE_MAX_RESPONSE_TOKENS", default=4096)

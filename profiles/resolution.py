@@ -20,6 +20,7 @@ from .errors import InvalidInput, PolicyViolation
 from .validation import canonical_override_key, validate_runtime
 
 OVERRIDE_KEYS = ("middlewares", "step_settings_patch", "system_prompt", "tools")
+ANY = "*"  # in an allowed list of OverrideBounds: any value
 
 
 def public_url(url: str) -> str:
@@ -193,6 +194,109 @@ def apply_overrides(
     return validated, overrides
 
 
+@dataclass(frozen=True)
+class OverrideBounds:
+    """Server-wide bounds on the engine-setting values a request override may choose.
+
+    The policy allows keys; these bound values, so a request cannot spend the server's key unchecked.
+    They only refuse requests (403 `policy_violation`, like a refused key): they never change an
+    effective runtime, so they are not part of the fingerprint. A request may always keep or restate
+    what the profile (or the server default) already uses, and lower a limit the profile set higher.
+    """
+
+    api_types: tuple[str, ...]  # `ai-chat.ai-api-type` a request may switch to; "*" = any
+    models: tuple[str, ...]  # effective model a request may switch to; "" = the engine's default; "*" = any
+    max_timeout_seconds: float  # highest `ai-chat.ai-timeout-seconds` a request may set
+    max_response_tokens: int  # highest `ai-chat.ai-max-response-tokens` a request may set
+
+    @classmethod
+    def from_settings(cls) -> OverrideBounds:
+        """The bounds of `config/settings.py` (CHAT_OVERRIDE_*); an empty list means the server default."""
+        from django.conf import settings
+
+        default_type = str(settings.CHAT_DEFAULT_API_TYPE).strip().lower()
+        types = tuple(t.strip().lower() for t in settings.CHAT_OVERRIDE_ALLOWED_API_TYPES if t.strip())
+        models = tuple(m.strip() for m in settings.CHAT_OVERRIDE_ALLOWED_MODELS)
+        return cls(
+            api_types=types or (default_type,),
+            models=models or (str(settings.CHAT_DEFAULT_MODEL).strip(),),
+            max_timeout_seconds=settings.CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS,
+            max_response_tokens=settings.CHAT_OVERRIDE_MAX_RESPONSE_TOKENS,
+        )
+
+
+BOUNDED_FIELDS = ("ai-api-type", "ai-engine", "ai-max-response-tokens", "ai-timeout-seconds")
+
+
+def _model_allowed(models: tuple[str, ...], provider: str, model: str, defs: Definitions) -> bool:
+    if ANY in models or model in models:
+        return True
+    return "" in models and model == defs.default_models.get(provider, "")
+
+
+def check_bounds(
+    request_patch: Mapping[str, Any] | None,
+    before: Mapping[str, Mapping[str, Any]],
+    after: Mapping[str, Mapping[str, Any]],
+    bounds: OverrideBounds | None,
+    *,
+    defs: Definitions | None = None,
+) -> None:
+    """Refuse engine-setting values a request chose outside the server's bounds.
+
+    `before`/`after` are the engine settings without/with the request. Only what the request touched
+    and changed is checked, in sorted field order so the first violation reported is deterministic.
+    """
+    touched = {name for name in ((request_patch or {}).get("ai-chat") or {}) if name in BOUNDED_FIELDS}
+    if not touched:
+        return
+    defs = defs or default_definitions
+    bounds = bounds or OverrideBounds.from_settings()
+    old, new = before.get("ai-chat", {}), after.get("ai-chat", {})
+    old_engine, new_engine = engine_summary(before, defs=defs), engine_summary(after, defs=defs)
+
+    def path(name: str) -> str:
+        return f"request_overrides.step_settings_patch.ai-chat.{name}"
+
+    provider, model = new_engine["provider"], new_engine["model"]
+    type_changed = "ai-api-type" in touched and provider != old_engine["provider"]
+    if type_changed and ANY not in bounds.api_types and provider not in bounds.api_types:
+        raise PolicyViolation(
+            f"ai-chat.ai-api-type {provider!r} is outside the server's override bound "
+            f"CHAT_OVERRIDE_ALLOWED_API_TYPES ({', '.join(bounds.api_types)})",
+            field=path("ai-api-type"),
+        )
+    model_changed = (provider, model) != (old_engine["provider"], old_engine["model"])
+    if (
+        touched & {"ai-api-type", "ai-engine"}
+        and model_changed
+        and not _model_allowed(bounds.models, provider, model, defs)
+    ):
+        shown = ", ".join(m or "(the engine's default)" for m in bounds.models)
+        raise PolicyViolation(
+            f"model {model!r} ({provider}) is outside the server's override bound "
+            f"CHAT_OVERRIDE_ALLOWED_MODELS ({shown})",
+            field=path("ai-engine" if "ai-engine" in touched else "ai-api-type"),
+        )
+    for name, bound, setting in (
+        ("ai-max-response-tokens", bounds.max_response_tokens, "CHAT_OVERRIDE_MAX_RESPONSE_TOKENS"),
+        ("ai-timeout-seconds", bounds.max_timeout_seconds, "CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS"),
+    ):
+        value, previous = new.get(name), old.get(name)
+        if name not in touched or value == previous:
+            continue
+        if value is None:  # cleared: the profile's limit would be lifted
+            raise PolicyViolation(
+                f"ai-chat.{name} cannot be cleared by a request (server's override bound {setting}: {bound:g})",
+                field=path(name),
+            )
+        if value > bound and (previous is None or value > previous):
+            raise PolicyViolation(
+                f"ai-chat.{name} {value:g} is above the server's override bound {setting} ({bound:g})",
+                field=path(name),
+            )
+
+
 def engine_settings(
     server_defaults: Mapping[str, Mapping[str, Any]],
     profile_patch: Mapping[str, Mapping[str, Any]] | None,
@@ -231,9 +335,14 @@ def resolve_runtime(
     request_overrides: Any = None,
     server_defaults: Mapping[str, Mapping[str, Any]] | None = None,
     defs: Definitions | None = None,
+    bounds: OverrideBounds | None = None,
 ) -> Resolution:
+    """`bounds`: the override value bounds; None = the server's (`OverrideBounds.from_settings`)."""
     effective, applied = apply_overrides(runtime, policy, request_overrides, defs=defs)
     settings = engine_settings(server_defaults or {}, effective.get("step_settings_patch"), defs=defs)
+    if applied.get("step_settings_patch"):
+        before = engine_settings(server_defaults or {}, runtime.get("step_settings_patch"), defs=defs)
+        check_bounds(applied["step_settings_patch"], before, settings, bounds, defs=defs)
     return Resolution(
         registry=registry,
         profile=profile,
