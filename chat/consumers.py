@@ -20,6 +20,7 @@ from profiles.mounts import Mount
 
 from . import services, worker
 from .aio import db, run_db
+from .errors import ConversationForbidden
 from .models import Conversation
 from .sequencer import get_sequencer
 
@@ -86,7 +87,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 registry=query.get("registry"),
                 profile=query.get("profile"),
             )
-        except services.ConversationForbidden:
+        except ConversationForbidden:
             await self.close(code=CLOSE_FORBIDDEN)
             return
         except ProfileError as exc:

@@ -15,30 +15,21 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 
-from profiles.errors import InvalidInput, NotFound, ProfileError
+from profiles.errors import InvalidInput, NotFound
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
-from profiles.selectors import current_profile, profile_resolve, profile_resolve_loaded, registry_get
+from profiles.selectors import profile_resolve, registry_get
 from profiles.services import now_ms
 from profiles.validation import canonical_slug
 
+from .errors import QueueFull
 from .models import Conversation, ConversationEvent, Turn
+from .selectors import conversation_get, conversation_resolve, mount_default_registry
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 MAX_PROMPT_CHARS = 16_000
 MAX_IDEMPOTENCY_KEY = 128
-
-
-class ConversationForbidden(ProfileError):
-    status = 403
-    code = "permission_denied"
-
-
-class QueueFull(ProfileError):
-    status = 429
-    code = "queue_full"
 
 
 # --------------------------------------------------------------------------- conversations
@@ -69,18 +60,6 @@ def conversation_create(
         selected_registry=selected_registry,
         selected_profile=selected_profile,
     )
-
-
-def conversation_get(*, conv_id: Any, user: Any, mount: Mount) -> Conversation:
-    try:
-        conversation = Conversation.objects.get(pk=conv_id)
-    except (Conversation.DoesNotExist, ValueError):
-        raise NotFound("conversation not found", field="conv_id") from None
-    if conversation.owner_id != user.pk:
-        raise ConversationForbidden("this conversation belongs to another user", field="conv_id")
-    if conversation.mount != mount.name:
-        raise NotFound(f"conversation not found in the {mount.name} app", field="conv_id")
-    return conversation
 
 
 @dataclass(frozen=True)
@@ -125,58 +104,13 @@ def conversation_select_profile(
         Conversation.objects.filter(pk=conversation.pk).update(selected_registry="", selected_profile="")
         conversation.selected_registry = conversation.selected_profile = ""
         return conversation_resolve(conversation=conversation, user=user)
-    mount_registry = conversation.selected_registry or _default_registry(conversation)
+    mount_registry = conversation.selected_registry or mount_default_registry(conversation)
     resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=canonical_slug(slug))
     Conversation.objects.filter(pk=conversation.pk).update(
         selected_registry=resolution.registry, selected_profile=resolution.profile
     )
     conversation.selected_registry, conversation.selected_profile = resolution.registry, resolution.profile
     return resolution
-
-
-def _default_registry(conversation: Conversation) -> str:
-    from profiles.mounts import get_mount
-
-    return get_mount(conversation.mount).default_registry
-
-
-def conversation_resolve(*, conversation: Conversation, user: Any, request_overrides: Any = None) -> Resolution:
-    """The conversation's own selection, else the user's current profile for the mount, else the default.
-
-    A selection that no longer resolves (its profile was deleted) falls back to its registry's
-    default: never an error for the user. The next turn then says so with `runtime.switched`.
-    """
-    default_registry = _default_registry(conversation)
-    if conversation.selected_profile:
-        try:
-            return profile_resolve(
-                registry_slug=conversation.selected_registry,
-                profile_slug=conversation.selected_profile,
-                request_overrides=request_overrides,
-            )
-        except NotFound as exc:
-            if exc.field == "slug":
-                return profile_resolve(
-                    registry_slug=conversation.selected_registry, request_overrides=request_overrides
-                )
-            # The registry itself is gone: follow the user's current profile.
-    elif conversation.selected_registry:
-        default_registry = conversation.selected_registry
-    current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
-    return profile_resolve_loaded(
-        registry=current.registry, profile=current.profile, request_overrides=request_overrides
-    )
-
-
-def conversation_history(*, conversation: Conversation, before_seq: int, limit: int) -> list[tuple[str, str]]:
-    """(prompt, reply) of the last `limit` turns that finished with a reply, oldest first. The window
-    is in the query: a long conversation never loads its whole past."""
-    rows = (
-        Turn.objects.filter(conversation=conversation, seq__lt=before_seq, status=Turn.Status.COMPLETED)
-        .order_by("-seq")
-        .values_list("prompt", "text")[:limit]
-    )
-    return list(reversed(rows))
 
 
 # --------------------------------------------------------------------------- events
@@ -264,16 +198,6 @@ def turn_submit(
                 conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
             )
     return Submitted(turn, created=True, position=waiting, frame=frame)
-
-
-def turn_next_queued(*, conv_id: Any) -> Turn | None:
-    """The oldest queued turn of the conversation, with its conversation and owner (the runner needs both)."""
-    return (
-        Turn.objects.select_related("conversation__owner")
-        .filter(conversation_id=conv_id, status=Turn.Status.QUEUED)
-        .order_by("seq")
-        .first()
-    )
 
 
 RECORD_FIELDS = (
@@ -440,11 +364,3 @@ def turns_mark_interrupted(*, turn_ids: list[Any] | None = None, worker_prefix: 
         Conversation.objects.filter(active_turn_id__in=ids).update(active_turn=None)
         # Queued turns whose conversation has nothing running will be claimed by the next drain.
     return count
-
-
-def conversations_with_queued_turns() -> list[Any]:
-    return list(
-        Conversation.objects.filter(Q(active_turn__isnull=True), turns__status=Turn.Status.QUEUED)
-        .values_list("pk", flat=True)
-        .distinct()
-    )

@@ -38,7 +38,7 @@ class ConversationViewSet(MountedViewSet):
         return super().get_throttles()
 
     def _conversation(self, request: Request, conv_id: str):
-        return services.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
+        return selectors.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
 
     @extend_schema(responses=s.ConversationSummarySerializer(many=True))
     def list(self, request: Request) -> Response:

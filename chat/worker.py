@@ -240,7 +240,7 @@ class Dispatcher:
         try:
             while True:
                 self._again.discard(key)
-                turn = await run_db(services.turn_next_queued, conv_id=key)
+                turn = await run_db(selectors.turn_next_queued, conv_id=key)
                 if turn is None or not await execute_turn(turn):
                     if key in self._again:
                         continue
@@ -307,7 +307,7 @@ class Dispatcher:
     async def recover(self) -> None:
         """Start queued turns that wait for nothing (e.g. after a restart)."""
         await self.sweep()
-        for conv_id in await run_db(services.conversations_with_queued_turns):
+        for conv_id in await run_db(selectors.conversations_with_queued_turns):
             await self.kick(conv_id)
 
     # ------------------------------------------------------------------ the control channel
@@ -445,7 +445,7 @@ async def execute_turn(turn: Turn) -> bool:
 
     try:
         resolution = await run_db(
-            services.conversation_resolve,
+            selectors.conversation_resolve,
             conversation=conversation,
             user=user,
             request_overrides=turn.request_overrides or None,
@@ -494,7 +494,7 @@ async def execute_turn(turn: Turn) -> bool:
                 await fan_out(frame)
                 live.published_seq = frame["seq"]
             history = await run_db(
-                services.conversation_history,
+                selectors.conversation_history,
                 conversation=conversation,
                 before_seq=turn.seq,
                 limit=runtime.history_turns,

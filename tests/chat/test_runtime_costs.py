@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chat import services as chat_services
+from chat import selectors as chat_selectors
 from chat import worker
 from chat.models import Conversation, Turn
 from chat.mounts import CHAT_MOUNT  # registers the `chat` mount conversations resolve through
@@ -92,7 +92,7 @@ def test_conversation_resolution_costs_a_fixed_number_of_queries(small_registry,
         counts = {}
         for name, conversation in conversations.items():
             counts[name], resolution = queries(
-                chat_services.conversation_resolve, conversation=conversation, user=users[name]
+                chat_selectors.conversation_resolve, conversation=conversation, user=users[name]
             )
             assert (resolution.registry, resolution.profile) == expected_profiles[name], name
         return counts
