@@ -7,6 +7,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from profiles.api.serializers import StrictKeysMixin
+
 from . import selectors
 from .models import Conversation, Turn
 
@@ -135,17 +137,17 @@ class TurnsPageParamsSerializer(serializers.Serializer):
     before_seq = serializers.IntegerField(min_value=1, required=False)
 
 
-class ConversationCreateSerializer(serializers.Serializer):
+class ConversationCreateSerializer(StrictKeysMixin, serializers.Serializer):
     profile = serializers.CharField(required=False, allow_blank=False)
     registry = serializers.CharField(required=False, allow_blank=False)
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
-class ConversationUpdateSerializer(serializers.Serializer):
+class ConversationUpdateSerializer(StrictKeysMixin, serializers.Serializer):
     title = serializers.CharField(allow_blank=True, max_length=200)
 
 
-class MessageCreateSerializer(serializers.Serializer):
+class MessageCreateSerializer(StrictKeysMixin, serializers.Serializer):
     prompt = serializers.CharField(trim_whitespace=False)
     request_overrides = serializers.JSONField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, max_length=128)

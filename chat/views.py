@@ -6,7 +6,7 @@ import time
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import permissions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
@@ -78,7 +78,10 @@ class ConversationViewSet(MountedViewSet):
     @extend_schema(
         request=s.MessageCreateSerializer,
         parameters=[OpenApiParameter("wait", int, description="1: answer when the turn has finished")],
-        responses={202: dict, 200: s.TurnSerializer},
+        responses={
+            200: s.TurnSerializer,
+            202: OpenApiResponse(description="queued: {turn_id, status, created}; with ?wait=1, the unfinished turn"),
+        },
     )
     def messages(self, request: Request, conv_id: str) -> Response:
         conversation = self._conversation(request, conv_id)
@@ -89,7 +92,10 @@ class ConversationViewSet(MountedViewSet):
         )
         if request.query_params.get("wait") in ("1", "true"):
             turn = _wait_for(submitted.turn.pk, timeout=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2)
-            return Response(s.TurnSerializer(turn).data, status=200)
+            if turn.status in Turn.FINISHED:
+                return Response(s.TurnSerializer(turn).data, status=200)
+            # Still queued or running after the wait: say so, and when to look again.
+            return Response(s.TurnSerializer(turn).data, status=202, headers={"Retry-After": "1"})
         turn = selectors.turn_get(turn_id=submitted.turn.pk)
         return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
 

@@ -438,3 +438,34 @@ def test_rest_messages_are_throttled_per_user(chat_api, seeded_registries, fast_
     ]
     assert statuses == [202, 202, 429]
     assert Turn.objects.count() == 2
+
+
+def test_wait_that_ends_before_the_turn_answers_202_with_the_turn_and_retry_after(chat_api, chat_user, settings):
+    settings.CHAT_ENGINE_TIMEOUT_SECONDS = 0.1  # the wait is twice the engine timeout
+    conversation, _ = running_turn(chat_user)  # another turn holds the conversation (its lease is live)
+
+    response = post_message(chat_api, "/", conversation.pk, prompt="behind it")
+
+    assert response.status_code == 202
+    assert response.headers["Retry-After"] == "1"
+    assert (response.json()["status"], response.json()["prompt"]) == ("queued", "behind it")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("conversations", {"profil": "agent"}, "profil"),
+        ("conversations/{conv}/messages", {"prompt": "hi", "quantity": 1}, "quantity"),
+        ("conversations/{conv}", {"title": "x", "name": "y"}, "name"),
+    ],
+)
+def test_unknown_body_keys_are_a_400_naming_the_key(chat_api, path, body, field):
+    conv_id = create(chat_api, "/")["conv_id"]
+    url = "/api/chat/" + path.format(conv=conv_id)
+    send = chat_api.patch if path == "conversations/{conv}" else chat_api.post
+
+    response = send(url, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["field"] == field
+    assert Turn.objects.count() == 0
