@@ -54,13 +54,20 @@ test: migrate browser
 	  echo "!! scale-out suite NOT run: PostgreSQL ($(SCALEOUT_DATABASE_URL)) or Redis ($(SCALEOUT_REDIS_URL)) unreachable"; \
 	  [ -z "$$CI" ] || exit 1; \
 	fi
+	$(MAKE) bench-quick
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: migrate
+# Benchmarks against real daphne processes on throwaway databases (SQLite; PostgreSQL + Redis when
+# reachable). bench-quick: every benchmark at small sizes (< 3 min); fails only if one crashes.
+.PHONY: bench-quick
+bench: install
 	$(BIN)/python bench/run.py
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test_db.*sqlite3* staticfiles

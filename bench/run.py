@@ -20,6 +20,7 @@ the servers; the figures force only their own conditions (engine delay, rate lim
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ if str(ROOT) not in sys.path:
 
 from bench import micro, profiles_api, sockets, streaming, throughput, turn_costs  # noqa: E402
 from bench.report import Row, meta, table, write  # noqa: E402
-from bench.servers import RESULTS, Config, Databases, raise_nofile  # noqa: E402
+from bench.servers import LOGS, RESULTS, Config, Databases, raise_nofile  # noqa: E402
 
 FIGURES = [
     ("1", "throughput, engine delay 0: full turns vs bare consumer (1 and 20 sockets)", throughput.figure1),
@@ -62,6 +63,7 @@ def main() -> int:
     order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7, "8": 8, "m": 9}
 
     started = time.monotonic()
+    shutil.rmtree(LOGS, ignore_errors=True)  # daphne logs of this run only (bench/results/logs/)
     rows: list[Row] = []
     crashed: list[str] = []
     dbs = Databases()
@@ -87,7 +89,9 @@ def main() -> int:
     print("\n" + table(rows))
     write(rows, info, RESULTS)
     missed = [r for r in rows if r.met is False]
-    print(f"\n{len(rows)} rows in {seconds:.0f} s; goals missed: {len(missed)}; crashed: {', '.join(crashed) or 'none'}")
+    print(
+        f"\n{len(rows)} rows in {seconds:.0f} s; goals missed: {len(missed)}; crashed: {', '.join(crashed) or 'none'}"
+    )
     print(f"written: {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")
     return 1 if crashed else 0
 

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from chat.mounts import CHAT_MOUNT
 from chat.urls import mount_urls
 from inventory.mounts import INVENTORY_MOUNT
+from profiles.api.errors import ApiErrorPages
 from profiles.api.views import TokenView
 
 urlpatterns = [
@@ -19,3 +20,12 @@ urlpatterns = [
     path("inventory/", include((mount_urls(INVENTORY_MOUNT), "inventory"), namespace=INVENTORY_MOUNT.name)),
     path("", include((mount_urls(CHAT_MOUNT), "chat"), namespace=CHAT_MOUNT.name)),
 ]
+
+# Errors under every API prefix are JSON in the API's error shape (`{"error": {"code", "message"}}`),
+# also for URLs no view matches and for unhandled exceptions; pages elsewhere keep Django's HTML.
+# `/api/` is the chat mount's (and the token and schema routes'), `/inventory/api/` the inventory's.
+error_pages = ApiErrorPages(mount.path + "api/" for mount in (CHAT_MOUNT, INVENTORY_MOUNT))
+handler400 = error_pages.bad_request
+handler403 = error_pages.permission_denied
+handler404 = error_pages.page_not_found
+handler500 = error_pages.server_error

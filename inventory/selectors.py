@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.db.models import DecimalField, ExpressionWrapper, F, QuerySet, Sum
 
 from .models import SEARCH_SEPARATOR, Item, Sale
-from .services import InventoryError, ItemNotFound
+from .services import InventoryError, NoSuchItem, lookup_sku
 
 SEARCH_LIMIT_DEFAULT = 20
 SEARCH_LIMIT_MAX = 200
@@ -27,7 +27,10 @@ def _threshold(threshold: int) -> int:
 
 def item_filter_search(queryset: QuerySet[Item], query: str) -> QuerySet[Item]:
     """Case-insensitive substring match over sku, name, category and tags (shared with the REST filter)."""
-    query = (query or "").strip().lower()
+    query = lookup_sku(query or "")
+    if query is None:  # NUL or a lone surrogate: no stored text contains it (and the driver would refuse it)
+        return queryset.none()
+    query = query.lower()
     if SEARCH_SEPARATOR in query:  # no single field contains the separator
         return queryset.none()
     return queryset.filter(search_text__contains=query) if query else queryset
@@ -42,10 +45,11 @@ def item_search(*, query: str, limit: int = SEARCH_LIMIT_DEFAULT) -> list[Item]:
 
 
 def item_get(*, sku: str) -> Item:
-    """The item whose SKU equals `sku` ignoring case."""
-    item = Item.objects.filter(sku__iexact=(sku or "").strip()).first()
+    """The item whose SKU equals `sku` ignoring case; NoSuchItem (404) if there is none."""
+    text = lookup_sku(sku)
+    item = None if text is None else Item.objects.filter(sku__iexact=text).first()
     if item is None:
-        raise ItemNotFound(sku)
+        raise NoSuchItem(sku)
     return item
 
 

@@ -21,6 +21,9 @@ from django.db.models import F, ProtectedError
 from django.dispatch import Signal
 from django.utils import timezone
 
+from profiles.errors import Conflict, InvalidInput, NotFound
+from profiles.validation import ensure_storable, storable_errors
+
 from .models import Item, Sale
 
 logger = logging.getLogger(__name__)
@@ -43,24 +46,32 @@ UserRef = AbstractBaseUser | int | None
 # --------------------------------------------------------------------------- errors
 
 
-class InventoryError(ValueError):
-    """A domain error callers can show as is; `field` names the offending input when there is one."""
+class InventoryError(InvalidInput, ValueError):
+    """A domain error callers can show as is; `field` names the offending input when there is one.
+
+    Part of the platform's one error hierarchy (`profiles.errors`): a 400 `invalid` unless a subclass
+    is also a NotFound (404) or a Conflict (409); `profiles.api.errors` maps them to HTTP. The admin and
+    the assistant's tools catch InventoryError."""
 
     field: str | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if field is not None:
-            self.field = field
+        super().__init__(message, field=field if field is not None else type(self).field)
 
 
 class ItemNotFound(InventoryError):
+    """A request names a SKU that does not exist (e.g. in a sale): 400 on `sku`."""
+
     field = "sku"
 
     def __init__(self, sku: str) -> None:
         super().__init__(f"no item with SKU {sku!r}")
         self.sku = sku
+
+
+class NoSuchItem(ItemNotFound, NotFound):
+    """The item addressed (by its URL, or by a write in progress) does not exist, or was deleted
+    meanwhile: 404."""
 
 
 class InsufficientStock(InventoryError):
@@ -81,8 +92,8 @@ class DuplicateSku(InventoryError):
         self.sku = sku
 
 
-class ItemInUse(InventoryError):
-    """Deleting an item that has sales would rewrite history; sales PROTECT their item."""
+class ItemInUse(InventoryError, Conflict):
+    """Deleting an item that has sales would rewrite history; sales PROTECT their item: 409."""
 
     field = "sku"
 
@@ -111,12 +122,36 @@ def _user_ref(user: UserRef) -> AbstractBaseUser | None:
     return None
 
 
-def _item_for_update(sku: str) -> Item:
+def ensure_storable_fields(**fields: Any) -> None:
+    """Text the database or the JSON encoder would refuse (lone surrogates, NUL, NaN/Infinity) is an
+    InventoryError on its field, before any lookup or message could echo it."""
+    try:
+        ensure_storable(fields, field="")
+    except InvalidInput as exc:
+        raise InventoryError(exc.message, field=exc.field) from None
+
+
+def lookup_sku(sku: Any) -> str | None:
+    """`sku` trimmed for a case-insensitive lookup, or None when no stored SKU can equal it (a SKU
+    with NUL or a lone surrogate, which PostgreSQL or the driver would refuse as a parameter)."""
+    text = sku.strip() if isinstance(sku, str) else ""
+    return None if storable_errors(text, field="sku") else text
+
+
+def _item_for_update(sku: str, *, missing: type[ItemNotFound] = ItemNotFound) -> Item:
     """The item row, locked where the database can (PostgreSQL); SQLite's IMMEDIATE mode locks the DB."""
-    item = Item.objects.select_for_update().filter(sku__iexact=(sku or "").strip()).first()
+    text = lookup_sku(sku)
+    item = None if text is None else Item.objects.select_for_update().filter(sku__iexact=text).first()
     if item is None:
-        raise ItemNotFound(sku)
+        raise missing(sku)
     return item
+
+
+def _lock_existing(item: Item, sku: str) -> None:
+    """Lock the row of an item read earlier (outside this transaction); NoSuchItem if it was deleted
+    meanwhile, instead of an UPDATE that matches no row (a 500) or a second delete."""
+    if not Item.objects.select_for_update().filter(pk=item.pk).exists():
+        raise NoSuchItem(sku)
 
 
 def _record_history(item: Item, user: AbstractBaseUser | None, reason: str) -> None:
@@ -176,6 +211,7 @@ def sale_record(*, sku: str, qty: int, date: dt.date | None = None, user: UserRe
         raise InventoryError("qty must be at least 1", field="qty")
     if date is not None and not isinstance(date, dt.date):
         raise InventoryError("date must be a date (YYYY-MM-DD)", field="date")
+    ensure_storable_fields(sku=sku)
     actor = _user_ref(user)
     with transaction.atomic():
         item = _item_for_update(sku)
@@ -219,6 +255,8 @@ def _save_item(
         item._history_user = actor
     try:
         with transaction.atomic():
+            if update_fields is not None:
+                _lock_existing(item, old_sku or item.sku)
             try:
                 item.full_clean(exclude=["search_text"], validate_constraints=False)
             except ValidationError as exc:
@@ -251,6 +289,7 @@ def item_create(
     source: str = "api",
 ) -> Item:
     """Create an item; a SKU that differs only in case from an existing one is a duplicate."""
+    ensure_storable_fields(sku=sku, name=name, category=category, tags=tags)
     item = Item(
         sku=sku, name=name, category=category, tags=[] if tags is None else tags, qty=qty, price=price, cost=cost
     )
@@ -262,6 +301,7 @@ def item_update(*, item: Item, user: UserRef = None, source: str = "api", **fiel
     unknown = set(fields) - set(ITEM_FIELDS)
     if unknown:
         raise InventoryError(f"unknown item fields: {', '.join(sorted(unknown))}")
+    ensure_storable_fields(**fields)
     old_sku = item.sku
     for name, value in fields.items():
         setattr(item, name, value)
@@ -271,12 +311,13 @@ def item_update(*, item: Item, user: UserRef = None, source: str = "api", **fiel
 
 
 def item_delete(*, item: Item, user: UserRef = None, source: str = "api") -> None:
-    """Delete an item that has no sales."""
+    """Delete an item that has no sales; NoSuchItem if it is already gone."""
     actor = _user_ref(user)
     if actor is not None:
         item._history_user = actor
     try:
         with transaction.atomic():
+            _lock_existing(item, item.sku)
             item.delete()
     except ProtectedError as exc:
         raise ItemInUse(f"{item.sku} has recorded sales and cannot be deleted") from exc

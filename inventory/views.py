@@ -3,6 +3,10 @@
 Permissions are Django model permissions: any authenticated user reads; writing items needs
 `inventory.add_item` / `change_item` / `delete_item`; recording a sale (POST /sales) needs
 `inventory.add_sale` (it is the sale that is created; the stock decrement follows from it).
+
+Domain errors (`inventory.services.InventoryError` and its subclasses, part of `profiles.errors`)
+are mapped to HTTP by the project's exception handler, `profiles.api.errors`, like every API's:
+400 with the field, 404 for an item that does not exist, 409 for an item that has sales.
 """
 
 from __future__ import annotations
@@ -11,12 +15,10 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import DjangoModelPermissions
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from .filters import ItemFilter, SaleFilter
@@ -31,7 +33,7 @@ from .serializers import (
     SaleOutputSerializer,
     SaleRecordedSerializer,
 )
-from .services import InventoryError, ItemInUse, ItemNotFound, item_create, item_delete, item_update, sale_record
+from .services import item_create, item_delete, item_update, sale_record
 
 
 class InventoryPagination(PageNumberPagination):
@@ -40,29 +42,13 @@ class InventoryPagination(PageNumberPagination):
     max_page_size = 200
 
 
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state."
-    default_code = "conflict"
-
-
-class DomainErrorsAs400:
-    """Any other domain error is a 400 naming the offending field, e.g. {"qty": ["insufficient stock ..."]},
-    mapped once here instead of around every service call (404 and 409 are mapped where they differ)."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, InventoryError):
-            exc = ValidationError({exc.field or api_settings.NON_FIELD_ERRORS_KEY: [exc.message]})
-        return super().handle_exception(exc)
-
-
 @extend_schema_view(
     create=extend_schema(request=ItemInputSerializer, responses={201: ItemOutputSerializer}),
     update=extend_schema(request=ItemInputSerializer, responses=ItemOutputSerializer),
     partial_update=extend_schema(request=ItemInputSerializer, responses=ItemOutputSerializer),
     destroy=extend_schema(responses={204: None, 409: OpenApiResponse(description="The item has sales.")}),
 )
-class ItemViewSet(DomainErrorsAs400, viewsets.ModelViewSet):
+class ItemViewSet(viewsets.ModelViewSet):
     """Items, addressed by SKU (case-insensitive)."""
 
     queryset = Item.objects.order_by("sku")
@@ -74,10 +60,7 @@ class ItemViewSet(DomainErrorsAs400, viewsets.ModelViewSet):
     lookup_value_regex = "[^/]+"
 
     def get_object(self) -> Item:
-        try:
-            item = item_get(sku=self.kwargs["sku"])
-        except ItemNotFound as exc:
-            raise NotFound(exc.message) from exc
+        item = item_get(sku=self.kwargs["sku"])  # NoSuchItem: 404
         self.check_object_permissions(self.request, item)
         return item
 
@@ -93,11 +76,7 @@ class ItemViewSet(DomainErrorsAs400, viewsets.ModelViewSet):
         return Response(ItemOutputSerializer(item).data)
 
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        item = self.get_object()
-        try:
-            item_delete(item=item, user=request.user)
-        except ItemInUse as exc:
-            raise Conflict(exc.message) from exc
+        item_delete(item=self.get_object(), user=request.user)  # ItemInUse: 409; deleted meanwhile: 404
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
@@ -113,7 +92,7 @@ class ItemViewSet(DomainErrorsAs400, viewsets.ModelViewSet):
         responses={201: SaleRecordedSerializer, 400: OpenApiResponse(description="Bad input or insufficient stock.")},
     ),
 )
-class SaleViewSet(DomainErrorsAs400, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SaleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Sales, newest first. Recording one decrements stock atomically and never oversells."""
 
     queryset = Sale.objects.all()  # for DjangoModelPermissions; rows come from the selector
@@ -133,7 +112,7 @@ class SaleViewSet(DomainErrorsAs400, mixins.ListModelMixin, mixins.RetrieveModel
         return Response(SaleRecordedSerializer(sale).data, status=status.HTTP_201_CREATED)
 
 
-class ReportView(DomainErrorsAs400, APIView):
+class ReportView(APIView):
     """Stock value, low/out-of-stock items and sales totals (on or after `since`)."""
 
     @extend_schema(parameters=[ReportQuerySerializer], responses=ReportOutputSerializer)

@@ -35,7 +35,7 @@ class InvalidInput(ProfileError):
     @classmethod
     def from_errors(cls, errors: list[tuple[str, str]]) -> InvalidInput:
         field, message = errors[0]
-        return cls(f"{field}: {message}", field=field, errors=errors)
+        return cls(f"{field}: {message}" if field else message, field=field or None, errors=errors)
 
 
 class NotFound(ProfileError):

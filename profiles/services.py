@@ -16,7 +16,14 @@ from django.db.models import F
 from . import selectors
 from .errors import Conflict, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
-from .validation import canonical_slug, validate_extensions, validate_policy, validate_profile_content, validate_runtime
+from .validation import (
+    canonical_slug,
+    ensure_storable,
+    validate_extensions,
+    validate_policy,
+    validate_profile_content,
+    validate_runtime,
+)
 
 EDITABLE_FIELDS = ("display_name", "description", "runtime", "policy", "extensions")
 # Files are the authority for what they contain: import and seed may rewrite read-only profiles.
@@ -119,6 +126,7 @@ def _record_revision(profile: Profile, *, registry: Registry, change: str) -> No
 def registry_create(
     *, slug: str, display_name: str = "", description: str = "", tags: list[str] | None = None
 ) -> Registry:
+    ensure_storable({"display_name": display_name, "description": description, "tags": tags}, field="")
     slug = canonical_slug(slug, field="registry")
     try:
         with transaction.atomic():
@@ -131,6 +139,7 @@ def registry_create(
 
 @transaction.atomic
 def registry_update(*, slug: str, display_name: str | None = None, description: str | None = None) -> Registry:
+    ensure_storable({"display_name": display_name, "description": description}, field="")
     registry = _locked_registry(slug)
     changes = {
         k: v
@@ -174,6 +183,18 @@ def profile_create(
     actor: Any = None,
     source: str = "api",
 ) -> Profile:
+    # First: text the database or the JSON encoder refuses must not reach a message or a row.
+    ensure_storable(
+        {
+            "display_name": display_name,
+            "description": description,
+            "runtime": runtime,
+            "policy": policy,
+            "extensions": extensions,
+            "tags": tags,
+        },
+        field="",
+    )
     slug = canonical_slug(slug)
     content = validate_profile_content(runtime=runtime, policy=policy, extensions=extensions)
     _check_text_fields(display_name=display_name, description=description)
@@ -228,6 +249,7 @@ def profile_update(
     """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part.
 
     A write that changes nothing keeps the version, unless `always_write` (a restore is a new version)."""
+    ensure_storable(changes, field="")
     unknown = sorted(set(changes) - set(EDITABLE_FIELDS))
     if unknown:
         raise InvalidInput(f"field cannot be changed: {unknown[0]}", field=unknown[0])
@@ -248,7 +270,10 @@ def profile_update(
             **fields, version=profile.version + 1, updated_at_ms=stamp, updated_by=_actor_name(actor), source=source
         )
         if rows == 0:  # another writer got in first (SQLite has no row lock to stop it earlier)
-            raise VersionConflict(expected=profile.version, actual=Profile.objects.get(pk=profile.pk).version)
+            actual = Profile.objects.filter(pk=profile.pk).values_list("version", flat=True).first()
+            if actual is None:  # ... and deleted the profile
+                raise NotFound(f"profile {profile.slug!r} not found in registry {registry.slug!r}", field="slug")
+            raise VersionConflict(expected=profile.version, actual=actual)
         profile.refresh_from_db()
         _record_revision(profile, registry=registry, change=change or f"updated {', '.join(changed)}")
     becomes_default = set_default and registry.default_profile_id != profile.pk

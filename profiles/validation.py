@@ -7,8 +7,10 @@ rule cannot be bypassed. Errors carry stable field paths such as `runtime.middle
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
@@ -28,6 +30,7 @@ RUNTIME_KEYS = ("system_prompt", "middlewares", "tools", "step_settings_patch")
 POLICY_KEYS = ("allow_overrides", "allowed_override_keys", "denied_override_keys", "read_only")
 MIDDLEWARE_ENTRY_KEYS = ("name", "id", "enabled", "config")
 MAX_SYSTEM_PROMPT = 20_000
+SIMPLE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 def canonical_slug(raw: Any, *, field: str = "slug") -> str:
@@ -55,6 +58,89 @@ def canonical_override_key(raw: str) -> str:
     """`systemPrompt`, `system-prompt`, ` System_Prompt ` -> `system_prompt`."""
     key = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", raw.strip())
     return key.replace("-", "_").lower()
+
+
+# --------------------------------------------------------------------------- storable text
+
+
+def _text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored or sent as UTF-8 JSON, or None."""
+    nul = text.find("\x00")
+    if text.isascii():
+        return None if nul < 0 else f"contains a NUL character (U+0000) at position {nul}, which cannot be stored"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # only lone surrogates fail: every other code point has a UTF-8 form
+        if nul < 0 or exc.start < nul:
+            return (
+                f"contains an unpaired UTF-16 surrogate (U+{ord(text[exc.start]):04X}) at position {exc.start}: "
+                "text must be valid Unicode"
+            )
+    if nul >= 0:
+        return f"contains a NUL character (U+0000) at position {nul}, which cannot be stored"
+    return None
+
+
+def _printable_key(key: str) -> str:
+    """A dict key as it may appear in an error path: NUL, surrogates and other controls escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in key)
+
+
+def _key_path(path: str, key: Any) -> str:
+    key = _printable_key(str(key))
+    if SIMPLE_KEY_RE.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{key}]"
+
+
+def storable_errors(value: Any, *, field: str) -> Errors:
+    """The first (path, message) that makes `value` unstorable, as a list (empty when it is fine).
+
+    Walks str, dict (keys and values), list and tuple values, iteratively (any depth). Refused: lone
+    UTF-16 surrogates (no UTF-8 form: the JSON encoder and every database driver fail on them), NUL
+    (PostgreSQL text and jsonb refuse it) and non-finite floats and decimals (NaN and Infinity are not
+    JSON). Anything else (numbers, booleans, None) passes; types are the other validators' business.
+    """
+    stack: list[tuple[str, Any]] = [(field, value)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            problem = _text_problem(node)
+            if problem:
+                return [(path, problem)]
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return [(path, f"must be a finite number, not {node!r}: JSON has no NaN or Infinity")]
+        elif isinstance(node, Decimal):
+            if not node.is_finite():
+                return [(path, f"must be a finite number, not {node}: JSON has no NaN or Infinity")]
+        elif isinstance(node, Mapping):
+            children = []
+            for key, item in node.items():
+                at = _key_path(path, key)
+                if isinstance(key, str):
+                    problem = _text_problem(key)
+                    if problem:
+                        return [(at, f"key {problem}")]
+                children.append((at, item))
+            stack.extend(reversed(children))  # depth first, in document order
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{path}[{i}]", item) for i, item in reversed(list(enumerate(node))))
+    return []
+
+
+def ensure_storable(value: Any, *, field: str) -> Any:
+    """Return `value` if every string, key and number in it can be stored and sent as JSON.
+
+    The one check for "storable text" on every write path (profiles, inventory, and any app that
+    stores client JSON). Raises InvalidInput with the dotted path of the first offending part, e.g.
+    `runtime.system_prompt`, `extensions[acme.notes@v1].items[2]`; `field=""` makes a dict's keys the
+    top-level field names.
+    """
+    errors = storable_errors(value, field=field)
+    if errors:
+        raise InvalidInput.from_errors(errors)
+    return value
 
 
 # --------------------------------------------------------------------------- JSON schema helpers
@@ -113,6 +199,9 @@ def validate_runtime(
         return {}, errors
     if not isinstance(raw, Mapping):
         return {}, [(prefix, "must be an object")]
+    unstorable = storable_errors(raw, field=prefix)
+    if unstorable:  # first: the messages below would echo the text
+        return {}, unstorable
     runtime: dict[str, Any] = {}
     for key in raw:
         if key not in RUNTIME_KEYS:
@@ -262,6 +351,9 @@ def validate_policy(raw: Any, *, prefix: str = "policy") -> tuple[dict[str, Any]
         raw = {}
     if not isinstance(raw, Mapping):
         return {}, [(prefix, "must be an object")]
+    unstorable = storable_errors(raw, field=prefix)
+    if unstorable:
+        return {}, unstorable
     for key in raw:
         if key not in POLICY_KEYS:
             errors.append((f"{prefix}.{key}", f"unknown policy key; allowed: {', '.join(POLICY_KEYS)}"))
@@ -294,6 +386,9 @@ def validate_extensions(
         return {}, []
     if not isinstance(raw, Mapping):
         return {}, [(prefix, "must be an object: extension key -> value")]
+    unstorable = storable_errors(raw, field=prefix)
+    if unstorable:
+        return {}, unstorable
     errors: Errors = []
     out: dict[str, Any] = {}
     origin: dict[str, str] = {}

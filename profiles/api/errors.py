@@ -1,12 +1,20 @@
-"""One JSON error shape for every API route: {"error": {"code", "message", "field"?}}."""
+"""One JSON error shape for every API route: {"error": {"code", "message", "field"?}}.
+
+The one place errors become HTTP: `exception_handler` (DRF's hook) maps the domain errors of
+`profiles.errors` (and the apps' subclasses of them) and DRF's own exceptions; `ApiErrorPages` gives
+Django's 400/403/404/500 handlers the same shape under the API prefixes (URLs no view matched,
+exceptions no handler knew).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -22,6 +30,7 @@ CODES = {
     status.HTTP_409_CONFLICT: "conflict",
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
     status.HTTP_429_TOO_MANY_REQUESTS: "throttled",
+    status.HTTP_500_INTERNAL_SERVER_ERROR: "server_error",
 }
 
 
@@ -31,6 +40,8 @@ def first_error(detail: Any, path: str = "") -> tuple[str, str]:
         key, value = next(iter(detail.items()))
         if key in ("non_field_errors", "detail"):
             return first_error(value, path)
+        if isinstance(key, int):  # ListField / many=True errors are keyed by index
+            return first_error(value, f"{path}[{key}]")
         return first_error(value, f"{path}.{key}" if path else str(key))
     if isinstance(detail, list):
         for index, item in enumerate(detail):
@@ -42,8 +53,26 @@ def first_error(detail: Any, path: str = "") -> tuple[str, str]:
     return path, str(detail)
 
 
+def encodable(value: Any) -> Any:
+    """`value` with lone surrogates in its strings escaped (`\\ud800`): an error that quotes hostile
+    input (an unknown key, an invalid choice) must still encode as UTF-8, or the 400 becomes a 500."""
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {encodable(k): encodable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encodable(v) for v in value]
+    return value
+
+
 def error_response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response({"error": body}, status=status_code, headers=headers)
+    return Response({"error": encodable(body)}, status=status_code, headers=headers)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -70,3 +99,40 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             body["field"] = field
         return error_response(exc.status_code, body, headers)
     return error_response(exc.status_code, {"code": code, "message": str(exc.detail)}, headers)
+
+
+# --------------------------------------------------------------------------- Django's error handlers
+
+
+class ApiErrorPages:
+    """`handler400/403/404/500` for the URLconf: the JSON error shape for paths under one of
+    `api_prefixes`, Django's own pages elsewhere. The 500 body never includes the exception."""
+
+    MESSAGES = {
+        400: "bad request",
+        403: "permission denied",
+        404: "no API resource at this URL",
+        500: "internal server error",
+    }
+
+    def __init__(self, api_prefixes: Iterable[str]) -> None:
+        self.api_prefixes = tuple(sorted(set(api_prefixes)))
+
+    def is_api(self, request: HttpRequest) -> bool:
+        return request.path_info.startswith(self.api_prefixes)
+
+    def json(self, status_code: int) -> JsonResponse:
+        body = {"code": CODES[status_code], "message": self.MESSAGES[status_code]}
+        return JsonResponse({"error": body}, status=status_code)
+
+    def bad_request(self, request: HttpRequest, exception: Exception) -> HttpResponse:
+        return self.json(400) if self.is_api(request) else defaults.bad_request(request, exception)
+
+    def permission_denied(self, request: HttpRequest, exception: Exception) -> HttpResponse:
+        return self.json(403) if self.is_api(request) else defaults.permission_denied(request, exception)
+
+    def page_not_found(self, request: HttpRequest, exception: Exception) -> HttpResponse:
+        return self.json(404) if self.is_api(request) else defaults.page_not_found(request, exception)
+
+    def server_error(self, request: HttpRequest) -> HttpResponse:
+        return self.json(500) if self.is_api(request) else defaults.server_error(request)

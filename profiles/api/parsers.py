@@ -1,16 +1,34 @@
-"""JSON parsing that turns hostile nesting into a 400 instead of a RecursionError (500)."""
+"""JSON parsing that turns hostile input into a 400 instead of a 500: nesting too deep for the
+decoder (RecursionError) and the `NaN` / `Infinity` / `-Infinity` literals, which Python's decoder
+accepts but JSON (RFC 8259) does not, and which no response could encode back."""
 
 from __future__ import annotations
 
+import codecs
+import json
 from typing import Any
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, get_encoding
+
+
+class NonFiniteNumber(ValueError):
+    pass
+
+
+def refuse_constant(name: str) -> Any:
+    """`parse_constant` hook: called for NaN, Infinity and -Infinity only."""
+    raise NonFiniteNumber(f"{name} is not valid JSON: numbers must be finite")
 
 
 class SafeJSONParser(JSONParser):
+    """Refuses NaN and Infinity itself, whatever DRF's STRICT_JSON setting says."""
+
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        encoding = get_encoding(parser_context or {})
         try:
-            return super().parse(stream, media_type, parser_context)
+            return json.load(codecs.getreader(encoding)(stream), parse_constant=refuse_constant)
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, NonFiniteNumber and undecodable bytes
+            raise ParseError(f"JSON parse error - {exc}") from None
