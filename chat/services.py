@@ -21,7 +21,7 @@ from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve, registry_get
 from profiles.services import now_ms
-from profiles.validation import canonical_slug
+from profiles.validation import canonical_slug, ensure_storable
 
 from .errors import QueueFull
 from .models import Conversation, ConversationEvent, Turn
@@ -89,6 +89,7 @@ def conversation_open(
 def conversation_rename(*, conversation: Conversation, title: str) -> Conversation:
     if not isinstance(title, str) or len(title) > 200:
         raise InvalidInput("title must be a string of at most 200 characters", field="title")
+    ensure_storable(title, field="title")
     conversation.title = title.strip()
     conversation.save(update_fields=["title", "updated_at"])
     return conversation
@@ -166,6 +167,7 @@ def turn_submit(
         )
     if request_overrides is not None and not isinstance(request_overrides, dict):
         raise InvalidInput("request_overrides must be an object", field="request_overrides")
+    ensure_storable({"prompt": prompt, "idempotency_key": key, "request_overrides": request_overrides}, field="")
     if request_overrides:  # checked against the policy now: a refused override stores nothing
         conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
     with transaction.atomic():

@@ -64,3 +64,35 @@ async def test_provider_text_with_split_pairs_lone_surrogates_and_nul_still_ends
     events = await run_db(lambda: chat_api.get(f"/api/chat/conversations/{hello['conv_id']}/events"))
     assert events.status_code == 200
     assert events.json()["frames"][-1]["data"]["text"] == expected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("seeded_registries")
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"type": "chat.send", "prompt": "\\ud800"}', "prompt"),
+        ('{"type": "chat.send", "prompt": "nul \\u0000 inside"}', "prompt"),
+        ('{"type": "chat.send", "prompt": "hi", "idempotency_key": "\\udfff"}', "idempotency_key"),
+        (
+            '{"type": "chat.send", "prompt": "hi", "request_overrides": {"system_prompt": "\\ud83d"}}',
+            "request_overrides.system_prompt",
+        ),
+        (
+            '{"type": "chat.send", "prompt": "hi", "request_overrides": '
+            '{"step_settings_patch": {"ai-chat": {"ai-temperature": NaN}}}}',
+            "request_overrides.step_settings_patch.ai-chat.ai-temperature",
+        ),
+    ],
+)
+async def test_unstorable_client_text_is_an_error_frame_and_the_socket_stays_open(open_ws, raw, field):
+    communicator = await open_ws("/ws/chat/", profile="analyst")
+    hello = await communicator.receive_json_from(timeout=5)
+
+    await communicator.send_to(text_data=raw)
+    error = await communicator.receive_json_from(timeout=5)
+    await communicator.send_json_to({"type": "ws.ping"})
+
+    assert (error["type"], error["data"]["code"], error["data"]["field"]) == ("error", "invalid", field)
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "ws.pong"
+    assert not await run_db(Turn.objects.filter(conversation_id=hello["conv_id"]).exists)
