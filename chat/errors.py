@@ -14,3 +14,4 @@ class ConversationForbidden(ProfileError):
 class QueueFull(ProfileError):
     status = 429
     code = "queue_full"
+    retry_after = 5  # a turn takes seconds: the queue moves by then

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from profiles.errors import InvalidInput, NotFound
 from profiles.mounts import Mount
@@ -91,7 +92,9 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
         raise InvalidInput("title must be a string of at most 200 characters", field="title")
     ensure_storable(title, field="title")
     conversation.title = title.strip()
-    conversation.save(update_fields=["title", "updated_at"])
+    # An update, not save(): a conversation deleted meanwhile is a 404, not a 500.
+    if not Conversation.objects.filter(pk=conversation.pk).update(title=conversation.title, updated_at=timezone.now()):
+        raise NotFound("conversation not found", field="conv_id")
     return conversation
 
 

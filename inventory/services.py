@@ -138,12 +138,12 @@ def lookup_sku(sku: Any) -> str | None:
     return None if storable_errors(text, field="sku") else text
 
 
-def _item_for_update(sku: str, *, missing: type[ItemNotFound] = ItemNotFound) -> Item:
+def _item_for_update(sku: str) -> Item:
     """The item row, locked where the database can (PostgreSQL); SQLite's IMMEDIATE mode locks the DB."""
     text = lookup_sku(sku)
     item = None if text is None else Item.objects.select_for_update().filter(sku__iexact=text).first()
     if item is None:
-        raise missing(sku)
+        raise ItemNotFound(sku)
     return item
 
 

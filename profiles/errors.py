@@ -8,6 +8,7 @@ from typing import Any
 class ProfileError(Exception):
     status = 400
     code = "invalid"
+    retry_after: int | None = None  # seconds: when trying again may succeed (HTTP Retry-After)
 
     def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
         super().__init__(message)

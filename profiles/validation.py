@@ -380,15 +380,15 @@ def validate_policy(raw: Any, *, prefix: str = "policy") -> tuple[dict[str, Any]
 def validate_extensions(
     raw: Any, *, prefix: str = "extensions", defs: Definitions | None = None
 ) -> tuple[dict[str, Any], Errors]:
-    """Canonicalise keys; validate known keys with their codec; keep unknown keys byte-for-byte."""
+    """Canonicalise keys; validate known keys with their codec; keep unknown keys byte-for-byte.
+
+    Storability (NUL, surrogates, NaN) is not checked here: the write services check it with
+    `ensure_storable` before they call this."""
     defs = defs or default_definitions
     if raw is None:
         return {}, []
     if not isinstance(raw, Mapping):
         return {}, [(prefix, "must be an object: extension key -> value")]
-    unstorable = storable_errors(raw, field=prefix)
-    if unstorable:
-        return {}, unstorable
     errors: Errors = []
     out: dict[str, Any] = {}
     origin: dict[str, str] = {}

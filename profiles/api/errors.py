@@ -77,7 +77,8 @@ def error_response(status_code: int, body: dict[str, Any], headers: dict[str, st
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ProfileError):
-        return error_response(exc.status, exc.as_dict())
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return error_response(exc.status, exc.as_dict(), retry)
     if isinstance(exc, RequestDataTooBig):
         return error_response(413, {"code": "too_large", "message": "the request body is too large"})
     if isinstance(exc, Http404):

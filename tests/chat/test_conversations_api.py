@@ -469,3 +469,15 @@ def test_unknown_body_keys_are_a_400_naming_the_key(chat_api, path, body, field)
     assert response.status_code == 400, response.content
     assert response.json()["error"]["field"] == field
     assert Turn.objects.count() == 0
+
+
+def test_a_full_queue_is_a_429_with_retry_after(chat_api, chat_user, settings):
+    settings.CHAT_MAX_QUEUED_TURNS = 1
+    conversation, _ = running_turn(chat_user)
+    TurnFactory(conversation=conversation, seq=2, prompt="waiting")
+
+    response = post_message(chat_api, "/", conversation.pk, wait=False, prompt="one too many")
+
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "queue_full"
+    assert response.headers["Retry-After"] == "5"
