@@ -1,0 +1,274 @@
+"""Figure 8: what one turn costs the database, in-process (no daphne).
+
+The Django side runs in a subprocess (`python bench/turn_costs.py`, JSON spec on stdin, DATABASE_URL
+set) through the production turn path, `chat.worker.turn_enqueue(...)` called without a server loop,
+which runs the turn inline before returning. Queries are counted like CaptureQueriesContext does, on
+every thread's connection (the worker runs ORM code on its own thread pools).
+
+  - database writes (INSERT/UPDATE/DELETE) per turn at 10 and at 1,000 deltas (CHAT_DELTA_COALESCE_MS=0
+    unless the environment sets it, so every engine delta is one llm.delta frame);
+  - stored bytes per turn (the turn row's text + its stored event frames' JSON) at 1 KB and 100 KB answers
+    (the openai engine against bench/fake_llm.py: exact sizes, ~100-byte deltas);
+  - turn time and queries per turn as the conversation grows to 10, 100, 1,000 earlier completed turns
+    (offline engine, delay 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.report import Row  # noqa: E402
+from bench.servers import Unavailable, base_env, run_json  # noqa: E402
+
+SHAPES = [(10, 1024), (1000, 102_400)]  # (deltas, answer bytes)
+HISTORY = [10, 100, 1000]
+WRITE_PREFIXES = ("INSERT", "UPDATE", "DELETE")
+
+
+# --------------------------------------------------------------------------- orchestrator side
+
+
+def figure8(cfg, dbs) -> list[Row]:
+    rows: list[Row] = []
+    backends = ["sqlite"] if cfg.quick else ["sqlite", "postgres"]
+    for name in backends:
+        try:
+            backend = dbs.backend(name)
+        except Unavailable as exc:
+            rows.append(Row.not_run(8, "turn costs in-process", backend="PostgreSQL", note=str(exc)))
+            continue
+        url = dbs.copy(backend)
+        try:
+            env = base_env(
+                DATABASE_URL=url,
+                CHAT_OFFLINE_DELAY_SECONDS="0",
+                CHAT_DELTA_COALESCE_MS=os.environ.get("CHAT_DELTA_COALESCE_MS", "0"),
+            )
+            spec = {"runs": cfg.runs, "shapes": SHAPES, "history": HISTORY}
+            result = run_json(["bench/turn_costs.py"], env=env, timeout=600, stdin=json.dumps(spec))
+        finally:
+            dbs.drop(url)
+        label = backend.label.split("+")[0]
+        coalesce = env["CHAT_DELTA_COALESCE_MS"]
+        print(f"  {label}: {json.dumps(result['summary'])}")
+        (d_small, b_small), (d_big, b_big) = SHAPES
+        small, big = result["shapes"][str(d_small)], result["shapes"][str(d_big)]
+        note = f"coalesce {coalesce} ms"
+        rows.append(Row(8, f"DB writes/turn, {d_small} deltas", label, "writes", small["writes"], goal="—", note=note))
+        rows.append(
+            Row(
+                8,
+                f"DB writes/turn, {d_big:,} deltas",
+                label,
+                "writes",
+                big["writes"],
+                baseline=small["writes"],
+                baseline_label=f"{d_small} deltas",
+                ratio="value/base",
+                goal="—",
+                note=note,
+            )
+        )
+        for shape, size in ((small, b_small), (big, b_big)):
+            rows.append(
+                Row(
+                    8,
+                    f"stored bytes/turn, {size // 1024} KB answer",
+                    label,
+                    "bytes",
+                    shape["stored"],
+                    baseline=[size] * len(shape["stored"]),
+                    baseline_label="answer bytes",
+                    ratio="value/base",
+                    goal="—",
+                    note=f"llm.delta rows stored: {shape['deltas']}",
+                )
+            )
+        base = result["history"][str(HISTORY[0])]
+        for count in HISTORY:
+            point = result["history"][str(count)]
+            first = count == HISTORY[0]
+            rows.append(
+                Row(
+                    8,
+                    f"turn time, {count:,} earlier turns",
+                    label,
+                    "ms",
+                    point["ms"],
+                    baseline=None if first else base["ms"],
+                    baseline_label=f"{HISTORY[0]} earlier",
+                    ratio=None if first else "value/base",
+                    goal="—",
+                )
+            )
+            rows.append(
+                Row(
+                    8,
+                    f"queries/turn, {count:,} earlier turns",
+                    label,
+                    "queries",
+                    point["queries"],
+                    baseline=None if first else base["queries"],
+                    baseline_label=f"{HISTORY[0]} earlier",
+                    ratio=None if first else "value/base",
+                    goal="—",
+                    note=f"writes {_median(point['writes'])}",
+                )
+            )
+    return rows
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# --------------------------------------------------------------------------- Django side (subprocess)
+
+
+class CaptureAllThreads:
+    """django.test.utils.CaptureQueriesContext for the connections of EVERY thread.
+
+    The worker runs ORM code on its own thread pools (chat.aio), so the calling thread's connection
+    sees none of a turn's queries. While active, every connection logs its queries (Django's
+    `queries_logged`, what CaptureQueriesContext's force_debug_cursor turns on, for all of them) into
+    its own unbounded log; `captured_queries` gathers them from every thread."""
+
+    def __enter__(self) -> CaptureAllThreads:
+        import threading
+        from collections import deque
+
+        from django.db import connection
+        from django.db.backends.base.base import BaseDatabaseWrapper
+
+        self._lock, self._seen, self._class = threading.Lock(), {}, BaseDatabaseWrapper
+        self._original = BaseDatabaseWrapper.__dict__["queries_logged"]
+        capture = self
+
+        def queries_logged(wrapper) -> bool:
+            with capture._lock:
+                if id(wrapper) not in capture._seen:
+                    wrapper.queries_log = deque(maxlen=10_000_000)  # the default keeps 9,000
+                    capture._seen[id(wrapper)] = wrapper
+            return True
+
+        BaseDatabaseWrapper.queries_logged = property(queries_logged)
+        connection.ensure_connection()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._class.queries_logged = self._original
+        self.captured_queries = [q for wrapper in self._seen.values() for q in wrapper.queries_log]
+        for wrapper in self._seen.values():
+            wrapper.queries_log.clear()
+
+
+def _django_main(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.fake_llm import FakeLLM
+
+    with FakeLLM() as llm:
+        os.environ["OPENAI_BASE_URL"] = llm.base_url
+        os.environ["OPENAI_API_KEY"] = "sk-bench-local"
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        import django
+
+        django.setup()
+        return _measure_all(spec)
+
+
+def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
+    from asgiref.sync import async_to_sync
+    from django.contrib.auth import get_user_model
+
+    from bench.dbtool import prepare
+    from chat import services, worker
+    from chat.models import Conversation, ConversationEvent, Turn
+    from chat.mounts import CHAT_MOUNT
+
+    prepare({"openai_profile": True})
+    user = get_user_model().objects.get(username="bench")
+
+    def new_conversation(profile: str | None = None) -> Conversation:
+        return services.conversation_create(owner=user, mount=CHAT_MOUNT, conv_id=uuid.uuid4(), profile=profile)
+
+    def one_turn(conversation: Conversation, prompt: str) -> dict[str, Any]:
+        with CaptureAllThreads() as captured:
+            start = time.perf_counter()
+            submitted = async_to_sync(worker.turn_enqueue)(conversation=conversation, user=user, prompt=prompt)
+            seconds = time.perf_counter() - start
+        turn = Turn.objects.get(pk=submitted.turn.pk)
+        if turn.status != Turn.Status.COMPLETED:
+            raise RuntimeError(f"turn ended {turn.status}: {turn.error}")
+        sqls = [q["sql"].lstrip().upper() for q in captured.captured_queries]
+        frames = ConversationEvent.objects.filter(turn_id=turn.pk).values_list("frame", flat=True)
+        stored = len(turn.text.encode()) + sum(len(json.dumps(frame).encode()) for frame in frames)
+        deltas = ConversationEvent.objects.filter(turn_id=turn.pk, type="llm.delta").count()
+        return {
+            "ms": seconds * 1000,
+            "queries": len(sqls),
+            "writes": sum(1 for sql in sqls if sql.startswith(WRITE_PREFIXES)),
+            "stored": stored,
+            "text": len(turn.text),
+            "deltas": deltas,
+        }
+
+    # Warm-up: the first turn of a process pays for imports and caches.
+    one_turn(new_conversation(), "warm up")
+    one_turn(new_conversation("bench-openai"), "n=5 bytes=100")
+
+    out: dict[str, Any] = {"shapes": {}, "history": {}, "summary": {}}
+    for deltas, size in spec["shapes"]:
+        runs = [one_turn(new_conversation("bench-openai"), f"n={deltas} bytes={size}") for _ in range(spec["runs"])]
+        if runs[0]["text"] != size:
+            raise RuntimeError(f"expected a {size}-byte answer, the turn stored {runs[0]['text']}")
+        out["shapes"][str(deltas)] = {
+            "writes": [r["writes"] for r in runs],
+            "queries": [r["queries"] for r in runs],
+            "stored": [r["stored"] for r in runs],
+            "deltas": runs[0]["deltas"],
+        }
+        out["summary"][f"{deltas} deltas"] = {"writes": runs[0]["writes"], "stored": runs[0]["stored"]}
+
+    stamp = services.now_ms() if hasattr(services, "now_ms") else int(time.time() * 1000)
+    for count in spec["history"]:
+        runs = []
+        for _ in range(spec["runs"]):
+            conversation = new_conversation()
+            Turn.objects.bulk_create(
+                [
+                    Turn(
+                        conversation=conversation,
+                        seq=i + 1,
+                        prompt=f"Earlier question number {i}?",
+                        text=f"Earlier answer number {i}: " + "lorem ipsum " * 15,
+                        status=Turn.Status.COMPLETED,
+                        created_at_ms=stamp,
+                        started_at_ms=stamp,
+                        finished_at_ms=stamp,
+                    )
+                    for i in range(count)
+                ],
+                batch_size=500,
+            )
+            runs.append(one_turn(conversation, "Hello again, how are you today?"))
+        out["history"][str(count)] = {
+            "ms": [round(r["ms"], 2) for r in runs],
+            "queries": [r["queries"] for r in runs],
+            "writes": [r["writes"] for r in runs],
+        }
+        out["summary"][f"{count} earlier"] = {"ms": round(runs[0]["ms"], 1), "queries": runs[0]["queries"]}
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_django_main(json.loads(sys.stdin.read() or "{}"))))
