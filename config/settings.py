@@ -113,15 +113,16 @@ REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # No client read timeout: channels-redis blocks 5 s per read, and redis-py's own 5 s
-            # socket timeout would otherwise close idle sockets with 1011.
-            # redis-py refuses a command (MaxConnectionsError) past its pool's size (100 by default):
-            # every socket joining or leaving a group at once needs one.
+            # Redis pub/sub: a group_send is one PUBLISH whatever the number of sockets, and a receive
+            # reads an in-process queue. channels-redis' list-based layer pays four round trips per
+            # received message and silently drops messages past a per-process capacity: under 100
+            # concurrent turns it lost the end of most turns (see docs/architecture.md). Missed frames
+            # are recovered by the replay (stored frames and the running turn's snapshot).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # No client read timeout: redis-py's own 5 s socket timeout would close idle subscriptions.
+            # redis-py refuses a command past its pool's size (100 by default) instead of waiting.
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": REDIS_MAX_CONNECTIONS}],
-                "capacity": 1000,
-                "expiry": 30,
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": REDIS_MAX_CONNECTIONS}]
             },
         }
     }
