@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 import time
 import uuid
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 runtime_cache = RuntimeCache()
 REPLAY_PAGE = 500
 REPLAY_TIMEOUT_SECONDS = 2.0
+RECOVER_SECONDS = 10.0
 NOT_STORED = frozenset({"llm.delta"})
 
 
@@ -212,9 +214,6 @@ class Dispatcher:
             self.live.clear()
             self._ticker = loop.create_task(self._tick_forever(), context=contextvars.Context())
 
-    def active_streams(self) -> int:
-        return len(self.live)
-
     def coalesce_interval(self) -> float:
         """The delta interval widens once all streams together would exceed CHAT_FRAME_BUDGET frames/s."""
         return max(settings.CHAT_DELTA_COALESCE_SECONDS, len(self.live) / settings.CHAT_FRAME_BUDGET)
@@ -255,8 +254,11 @@ class Dispatcher:
 
     async def _tick_forever(self) -> None:
         interval = min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
-        steps = [self.recover]  # once, at start-up: then renew and checkpoint, and sweep, on every tick
-        while True:
+        every = max(1, round(RECOVER_SECONDS / interval))
+        for tick in itertools.count():
+            # Every tick: renew and checkpoint, then sweep. At start-up and every RECOVER_SECONDS: also
+            # restart queues that wait for nothing (a drain that stopped on an error leaves one behind).
+            steps = [self.checkpoint, self.recover if tick % every == 0 else self.sweep]
             for step in steps:
                 try:
                     await step()
@@ -264,7 +266,6 @@ class Dispatcher:
                     raise
                 except Exception:  # a database hiccup must not end lease renewal or sweeping
                     log.warning("%s failed; retrying at the next tick", step.__name__, exc_info=True)
-            steps = [self.checkpoint, self.sweep]
             await asyncio.sleep(interval)
 
     async def checkpoint(self) -> None:
@@ -305,7 +306,7 @@ class Dispatcher:
             await self.kick(conv_id)
 
     async def recover(self) -> None:
-        """Start queued turns that wait for nothing (e.g. after a restart)."""
+        """Sweep, then start queued turns that wait for nothing (after a restart, or a failed drain)."""
         await self.sweep()
         for conv_id in await run_db(selectors.conversations_with_queued_turns):
             await self.kick(conv_id)

@@ -203,7 +203,9 @@ async def test_a_turn_interrupted_elsewhere_is_stopped_and_never_overwritten(ope
     assert turn.status == "interrupted"
     assert frames[-1]["data"]["status"] == "interrupted"
     assert not [t for t in dispatcher.live.values() if t.turn_id == turn_id]
-    stored = await run_db(lambda: list(ConversationEvent.objects.filter(turn_id=turn_id).values_list("type", flat=True)))
+    stored = await run_db(
+        lambda: list(ConversationEvent.objects.filter(turn_id=turn_id).values_list("type", flat=True))
+    )
     assert "turn.completed" not in stored
 
 
@@ -337,3 +339,18 @@ async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, ope
     detail = await run_db(lambda: chat_api.get(f"/api/chat/conversations/{hello['conv_id']}").json())
 
     assert detail["last_seq"] == frames[-1]["seq"]  # every frame up to it is in the stored turns
+
+
+async def test_a_queue_left_behind_is_restarted_by_the_timer(
+    open_ws, chat_user, settings, fast_turns, monkeypatch, wait_turn
+):
+    from chat import worker
+
+    monkeypatch.setattr(worker, "RECOVER_SECONDS", 0.2)
+    settings.CHAT_TURN_LEASE_SECONDS = 0.6  # a tick every 0.2 s
+    await connect(open_ws)  # a serving process: its timer runs (and has done its start-up recovery)
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
+    # queued, nothing running, and nobody kicked it (as when a drain stopped on a database error)
+    stranded = await run_db(TurnFactory, conversation=conversation, seq=1, prompt="anyone?")
+
+    assert (await wait_turn(stranded.pk, timeout=5)).status == "completed"
