@@ -141,6 +141,20 @@ async def open_ws(chat_token):
     channel_layers.backends.clear()
 
 
+@pytest.fixture
+def connected(open_ws):
+    """`await connected(path="/ws/chat/", **query)` -> (communicator, its ws.hello frame)."""
+
+    async def connect(path: str = "/ws/chat/", **query):
+        communicator = await open_ws(path, **query)
+        assert communicator.accepted
+        hello = await communicator.receive_json_from(timeout=5)
+        assert hello["type"] == "ws.hello", hello
+        return communicator, hello
+
+    return connect
+
+
 async def _frames_until(communicator, *types: str, timeout: float = 5) -> list[dict]:
     """Read JSON frames until one of `types` (default: a turn's terminal frame) arrives; returns all read."""
     stop = types or TERMINAL_FRAMES

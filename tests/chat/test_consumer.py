@@ -169,7 +169,9 @@ async def test_seq_increases_strictly_across_all_frames_and_sockets_of_a_convers
     assert all(a < b for a, b in itertools.pairwise(seqs)), seqs
     assert all(f["conv_id"] == str(conv_id) for f in seen_1 + seen_2)
     stored = await db(
-        lambda: list(ConversationEvent.objects.filter(conversation_id=conv_id).order_by("seq").values_list("seq", flat=True))
+        lambda: list(
+            ConversationEvent.objects.filter(conversation_id=conv_id).order_by("seq").values_list("seq", flat=True)
+        )
     )()
     # every frame but the deltas is stored, under the number it was sent with
     assert stored == [s for s, t in turn_frames_1 if t != "llm.delta"]

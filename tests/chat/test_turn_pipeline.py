@@ -10,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db.backends.utils import CursorWrapper
@@ -60,14 +59,6 @@ def quiet_timer(settings) -> None:
     settings.CHAT_TURN_LEASE_SECONDS = 600
 
 
-async def connect(open_ws, **query) -> tuple[Any, dict]:
-    communicator = await open_ws("/ws/chat/", **query)
-    assert communicator.accepted
-    hello = await communicator.receive_json_from(timeout=5)
-    assert hello["type"] == "ws.hello", hello
-    return communicator, hello
-
-
 def types(frames: list[dict]) -> list[str]:
     return [f["type"] for f in frames]
 
@@ -76,7 +67,7 @@ def types(frames: list[dict]) -> list[str]:
 
 
 async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
-    open_ws, frames_until, fake, sql_log, settings, quiet_timer
+    connected, frames_until, fake, sql_log, settings, quiet_timer
 ):
     settings.CHAT_DELTA_COALESCE_SECONDS = 0  # every provider chunk is its own llm.delta frame
     settings.CHAT_FRAME_BUDGET = 10**9
@@ -84,7 +75,7 @@ async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
     counts = []
     for pieces in (10, 1000):
         fake.stream_text([f"w{i} " for i in range(pieces)])
-        communicator, _ = await connect(open_ws, profile="remote")
+        communicator, _ = await connected(profile="remote")
         sql_log.clear()
         await communicator.send_json_to({"type": "chat.send", "prompt": "go"})
         frames = await frames_until(communicator, timeout=20)
@@ -98,11 +89,11 @@ async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
     assert len(few) <= 12, few
 
 
-async def test_hello_pong_and_error_frames_write_nothing(open_ws, chat_user, sql_log):
+async def test_hello_pong_and_error_frames_write_nothing(connected, chat_user, sql_log):
     conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
     sql_log.clear()
 
-    communicator, hello = await connect(open_ws, conv_id=conversation.pk)
+    communicator, hello = await connected(conv_id=conversation.pk)
     await communicator.send_json_to({"type": "ws.ping"})
     pong = await communicator.receive_json_from(timeout=5)
     await communicator.send_to(text_data="not json")
@@ -113,7 +104,7 @@ async def test_hello_pong_and_error_frames_write_nothing(open_ws, chat_user, sql
 
 
 async def test_the_history_sent_is_bounded_by_the_default_window_in_the_query(
-    open_ws, frames_until, fake, chat_user, settings, sql_log
+    connected, frames_until, fake, chat_user, settings, sql_log
 ):
     settings.CHAT_DEFAULT_CONTEXT_TURNS = 5
     await run_db(remote_profile, fake)
@@ -124,7 +115,7 @@ async def test_the_history_sent_is_bounded_by_the_default_window_in_the_query(
             TurnFactory, conversation=conversation, seq=seq, prompt=f"q{seq}", text=f"a{seq}", status="completed"
         )
     fake.stream_text(["fine"])
-    communicator, _ = await connect(open_ws, conv_id=conversation.pk)
+    communicator, _ = await connected(conv_id=conversation.pk)
     sql_log.clear()
 
     await communicator.send_json_to({"type": "chat.send", "prompt": "and now?"})
@@ -143,7 +134,7 @@ async def test_the_history_sent_is_bounded_by_the_default_window_in_the_query(
 
 
 async def test_a_slow_tool_in_one_conversation_does_not_delay_another_conversation(
-    open_ws, frames_until, settings, monkeypatch, fast_turns
+    connected, frames_until, settings, monkeypatch, fast_turns
 ):
     settings.CHAT_TOOL_TIMEOUT_SECONDS = 1.0
     released, finished = threading.Event(), threading.Event()
@@ -155,8 +146,8 @@ async def test_a_slow_tool_in_one_conversation_does_not_delay_another_conversati
         return real_run(self, args, ctx)
 
     monkeypatch.setattr(chat_tools.CalculatorTool, "run", hanging_run)
-    slow, _ = await connect(open_ws, profile="agent")
-    other, _ = await connect(open_ws)
+    slow, _ = await connected(profile="agent")
+    other, _ = await connected()
     try:
         await slow.send_json_to({"type": "chat.send", "prompt": "what is 2+2"})
         await frames_until(slow, "tool.start", timeout=10)
@@ -179,10 +170,10 @@ async def test_a_slow_tool_in_one_conversation_does_not_delay_another_conversati
 # --------------------------------------------------------------------------- leases
 
 
-async def test_a_turn_interrupted_elsewhere_is_stopped_and_never_overwritten(open_ws, frames_until, settings):
+async def test_a_turn_interrupted_elsewhere_is_stopped_and_never_overwritten(connected, frames_until, settings):
     settings.CHAT_OFFLINE_DELAY_SECONDS = 0.05
     settings.CHAT_CHECKPOINT_SECONDS = 60
-    communicator, _ = await connect(open_ws)
+    communicator, _ = await connected()
     await communicator.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
     frames = await frames_until(communicator, "llm.delta", timeout=10)
     turn_id = frames[0]["data"]["turn_id"]
@@ -210,7 +201,7 @@ async def test_a_turn_interrupted_elsewhere_is_stopped_and_never_overwritten(ope
 
 
 async def test_a_worker_that_cannot_renew_its_lease_stops_its_turn_before_it_expires(
-    open_ws, frames_until, settings, monkeypatch
+    connected, frames_until, settings, monkeypatch
 ):
     settings.CHAT_OFFLINE_DELAY_SECONDS = 0.25  # a turn of about 3 s: longer than the lease
     settings.CHAT_TURN_LEASE_SECONDS = 1.0
@@ -219,7 +210,7 @@ async def test_a_worker_that_cannot_renew_its_lease_stops_its_turn_before_it_exp
         raise RuntimeError("the database is unreachable")
 
     monkeypatch.setattr(services, "turns_checkpoint", database_down)
-    communicator, _ = await connect(open_ws)
+    communicator, _ = await connected()
     started = time.monotonic()
     await communicator.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
     frames = await frames_until(communicator, "turn.started", timeout=5)
@@ -235,10 +226,10 @@ async def test_a_worker_that_cannot_renew_its_lease_stops_its_turn_before_it_exp
 
 
 async def test_any_worker_sweeps_expired_leases_on_its_timer_and_the_queue_goes_on(
-    open_ws, chat_user, settings, fast_turns, wait_turn
+    connected, chat_user, settings, fast_turns, wait_turn
 ):
     settings.CHAT_TURN_LEASE_SECONDS = 0.6
-    await connect(open_ws)  # a serving process: its timer runs
+    await connected()  # a serving process: its timer runs
     conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
     dead = await run_db(
         TurnFactory,
@@ -306,17 +297,17 @@ def test_a_turn_interrupted_while_running_cannot_be_finished_as_completed(chat_u
 
 
 async def test_a_socket_joining_mid_turn_gets_the_snapshot_then_live_deltas_without_gap(
-    open_ws, frames_until, settings, quiet_timer
+    connected, frames_until, settings, quiet_timer
 ):
     settings.CHAT_OFFLINE_DELAY_SECONDS = 0.03
     settings.CHAT_DELTA_COALESCE_SECONDS = 0.001
     conv_id = uuid.uuid4()
-    first, _ = await connect(open_ws, conv_id=conv_id)
+    first, _ = await connected(conv_id=conv_id)
     await first.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
     seen = await frames_until(first, "llm.delta", timeout=5)
     seen += [await first.receive_json_from(timeout=5) for _ in range(3)]
 
-    joined, _ = await connect(open_ws, conv_id=conv_id, since_seq=0)
+    joined, _ = await connected(conv_id=conv_id, since_seq=0)
     replayed = await frames_until(joined, timeout=15)
 
     final = next(f["data"]["text"] for f in replayed if f["type"] == "llm.final")
@@ -331,8 +322,8 @@ async def test_a_socket_joining_mid_turn_gets_the_snapshot_then_live_deltas_with
     assert snapshot[0]["seq"] >= seen[-1]["seq"]
 
 
-async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, open_ws, frames_until, fast_turns):
-    communicator, hello = await connect(open_ws)
+async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, connected, frames_until, fast_turns):
+    communicator, hello = await connected()
     await communicator.send_json_to({"type": "chat.send", "prompt": "hi"})
     frames = await frames_until(communicator)
 
@@ -342,13 +333,13 @@ async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, ope
 
 
 async def test_a_queue_left_behind_is_restarted_by_the_timer(
-    open_ws, chat_user, settings, fast_turns, monkeypatch, wait_turn
+    connected, chat_user, settings, fast_turns, monkeypatch, wait_turn
 ):
     from chat import worker
 
     monkeypatch.setattr(worker, "RECOVER_SECONDS", 0.2)
     settings.CHAT_TURN_LEASE_SECONDS = 0.6  # a tick every 0.2 s
-    await connect(open_ws)  # a serving process: its timer runs (and has done its start-up recovery)
+    await connected()  # a serving process: its timer runs (and has done its start-up recovery)
     conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
     # queued, nothing running, and nobody kicked it (as when a drain stopped on a database error)
     stranded = await run_db(TurnFactory, conversation=conversation, seq=1, prompt="anyone?")
