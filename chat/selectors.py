@@ -143,8 +143,6 @@ def turn_next_queued(*, conv_id: Any) -> Turn | None:
     )
 
 
-
-
 def conversations_with_queued_turns() -> list[Any]:
     return list(
         Conversation.objects.filter(Q(active_turn__isnull=True), turns__status=Turn.Status.QUEUED)

@@ -408,7 +408,9 @@ async def replay(conv_id: Any, since_seq: int, limit: int = REPLAY_PAGE) -> Repl
     if await run_db(selectors.conversation_active_turn, conv_id=conv_id):
         live = await dispatcher.ask_replay(conv_id)
     upto = live["seq"] if live else None
-    stored, more = await run_db(selectors.events_after, conv_id=conv_id, since_seq=since_seq, upto_seq=upto, limit=limit)
+    stored, more = await run_db(
+        selectors.events_after, conv_id=conv_id, since_seq=since_seq, upto_seq=upto, limit=limit
+    )
     by_seq = {f["seq"]: f for f in stored}
     if live and not more:
         by_seq.update({f["seq"]: f for f in live["frames"] if since_seq < f["seq"] <= upto})
@@ -513,7 +515,11 @@ async def execute_turn(turn: Turn) -> bool:
                 emit=emit,
             )
             tool_ctx = ToolContext(
-                user_id=user.pk, username=user.get_username(), mount=conversation.mount, has_perm=user.has_perm, emit=emit
+                user_id=user.pk,
+                username=user.get_username(),
+                mount=conversation.mount,
+                has_perm=user.has_perm,
+                emit=emit,
             )
             live.task = asyncio.ensure_future(
                 run_turn(
