@@ -7,6 +7,11 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from profiles.definitions import definitions
+        from profiles.mounts import register_mount
+
+        from .mounts import CHAT_MOUNT
+
+        register_mount(CHAT_MOUNT)  # idempotent: ready() may run again (tests, reloaders)
 
         from .runtime.engine_settings import DEFAULT_MODELS, STARTER_SUGGESTIONS, STEP_SETTINGS
 

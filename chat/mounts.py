@@ -1,5 +1,9 @@
-"""The chat app's mount of the shared platform: at the site root, registry `default`."""
+"""The chat app's mount of the shared platform: at the site root, registry `default`.
 
-from profiles.mounts import Mount, register_mount
+Declared here, registered by `chat.apps.ChatConfig.ready()`: `get_mount("chat")` works as soon as
+Django is set up (shell, management commands, workers), whether or not `config.urls` was imported.
+"""
 
-CHAT_MOUNT = register_mount(Mount(name="chat", prefix="", default_registry="default", title="Chat"))
+from profiles.mounts import Mount
+
+CHAT_MOUNT = Mount(name="chat", prefix="", default_registry="default", title="Chat")

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from profiles.errors import InvalidInput, NotFound
@@ -181,15 +182,15 @@ def turn_submit(
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)
-        waiting = Turn.objects.filter(
-            conversation=conversation, status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]
-        ).count()
+        counts = Turn.objects.filter(conversation=conversation).aggregate(
+            last=Max("seq"), waiting=Count("pk", filter=Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]))
+        )
+        waiting = counts["waiting"]
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
-        last = Turn.objects.filter(conversation=conversation).order_by("-seq").values_list("seq", flat=True).first()
         turn = Turn.objects.create(
             conversation=conversation,
-            seq=(last or 0) + 1,
+            seq=(counts["last"] or 0) + 1,
             prompt=prompt,
             request_overrides=request_overrides or {},
             idempotency_key=key,

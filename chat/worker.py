@@ -239,6 +239,7 @@ class Dispatcher:
         try:
             while True:
                 self._again.discard(key)
+                # Loaded afresh: the conversation's selection and current runtime may have changed.
                 turn = await run_db(selectors.turn_next_queued, conv_id=key)
                 if turn is None or not await execute_turn(turn):
                     if key in self._again:
