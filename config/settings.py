@@ -99,7 +99,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # a WAL checkpoint at each close on SQLite). Size: workers x (CHAT_DB_THREADS + CHAT_TOOL_THREADS + 2)
 # must stay under the server's max_connections.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Off by default: a health check is an extra round trip (`SELECT 1` on PostgreSQL) before the first
+# query of every pool call; a connection that broke fails one call and is then replaced.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
