@@ -356,10 +356,6 @@ class OfflineEngine:
         self.model = model
         self.delay = delay
 
-    def settings_summary(self) -> dict[str, Any]:
-        """The non-secret settings of this engine, for the run record."""
-        return {"provider": self.provider, "model": self.model}
-
     async def stream(self, messages: list[Message], tools: list[ToolSpec]) -> AsyncIterator[EngineEvent]:
         """One round: either a single ToolCallsRequested, or TextDelta* then EngineDone."""
         system = messages[0].content if messages and messages[0].role == "system" else ""

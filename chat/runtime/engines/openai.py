@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,21 +209,26 @@ class OpenAIEngine:
         self.top_p = top_p
         self.max_tokens = max_tokens
         self._api_key = api_key
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIEngine(model={self.model!r}, host={base_url_host(self.base_url)!r})"
 
-    def settings_summary(self) -> dict[str, Any]:
-        """The non-secret settings of this engine, for the run record."""
-        return {
-            "provider": self.provider,
-            "model": self.model,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-            "base_url_host": base_url_host(self.base_url),
-            "timeout_seconds": self.timeout,
-        }
+    def _client(self) -> openai.AsyncOpenAI:
+        """One SDK client (and its connection pool) per event loop, reused by every round and turn of
+        this runtime: no new TLS handshake per round. An httpx client belongs to the loop it runs on."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = openai.AsyncOpenAI(
+                api_key=self._api_key or PLACEHOLDER_API_KEY,
+                base_url=self.base_url,
+                timeout=self.timeout,
+                max_retries=0,
+            )
+        return client
 
     def _request_kwargs(self, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -293,32 +299,26 @@ class OpenAIEngine:
                 "server that needs none",
             )
         deadline = asyncio.get_running_loop().time() + self.total_timeout
-        client = openai.AsyncOpenAI(
-            api_key=self._api_key or PLACEHOLDER_API_KEY,
-            base_url=self.base_url,
-            timeout=self.timeout,
-            max_retries=0,
-        )
-        async with client:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    response = await client.chat.completions.create(**self._request_kwargs(messages, tools))
-            except Exception as exc:
-                raise self._map_error(exc) from _debug_cause(exc)
-            state = _StreamState()
-            iterator = response.__aiter__()
-            try:
-                while True:
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            chunk = await anext(iterator)
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:
-                        raise self._map_error(exc, midstream=True) from _debug_cause(exc)
-                    text = state.feed(chunk)
-                    if text:
-                        yield TextDelta(text)
-            finally:
-                await response.close()
-            yield state.finish()
+        client = self._client()
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await client.chat.completions.create(**self._request_kwargs(messages, tools))
+        except Exception as exc:
+            raise self._map_error(exc) from _debug_cause(exc)
+        state = _StreamState()
+        iterator = response.__aiter__()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    raise self._map_error(exc, midstream=True) from _debug_cause(exc)
+                text = state.feed(chunk)
+                if text:
+                    yield TextDelta(text)
+        finally:
+            await response.close()
+        yield state.finish()
