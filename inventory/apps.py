@@ -6,8 +6,13 @@ class InventoryConfig(AppConfig):
     verbose_name = "Inventory"
 
     def ready(self) -> None:
-        """Offer the inventory tools and the artifacts middleware to profiles and the runtime."""
+        """Register the inventory mount; offer the inventory tools and the artifacts middleware."""
         from profiles.definitions import definitions
+        from profiles.mounts import register_mount
+
+        from .mounts import INVENTORY_MOUNT
+
+        register_mount(INVENTORY_MOUNT)  # idempotent: ready() may run again (tests, reloaders)
 
         from .middleware import MIDDLEWARE_DEFINITIONS
         from .tools import TOOL_DEFINITIONS

@@ -1,7 +1,8 @@
-"""The inventory app's mount of the shared platform: under /inventory/, registry `inventory`."""
+"""The inventory app's mount of the shared platform: under /inventory/, registry `inventory`.
 
-from profiles.mounts import Mount, register_mount
+Declared here, registered by `inventory.apps.InventoryConfig.ready()`.
+"""
 
-INVENTORY_MOUNT = register_mount(
-    Mount(name="inventory", prefix="inventory/", default_registry="inventory", title="Inventory")
-)
+from profiles.mounts import Mount
+
+INVENTORY_MOUNT = Mount(name="inventory", prefix="inventory/", default_registry="inventory", title="Inventory")

@@ -25,15 +25,30 @@ class Mount:
         return frozenset(t.name for t in self.tools())
 
 
+# The process-wide table of mounts. Each app registers its own in `AppConfig.ready()`, so it is full as
+# soon as `django.setup()` has run (shell, management commands, workers), not only once URLs are loaded.
 _mounts: dict[str, Mount] = {}
 
 
 def register_mount(mount: Mount) -> Mount:
+    """Idempotent: registering an equal mount again is a no-op; different options under one name fail."""
     existing = _mounts.setdefault(mount.name, mount)
     if existing != mount:
         raise ValueError(f"mount {mount.name!r} is registered twice with different options")
-    return mount
+    return existing
 
 
 def get_mount(name: str) -> Mount:
-    return _mounts[name]
+    try:
+        return _mounts[name]
+    except KeyError:
+        known = ", ".join(sorted(_mounts)) or "none"
+        raise KeyError(
+            f"no mount {name!r} (registered: {known}); apps register their mount in AppConfig.ready(), "
+            "so call django.setup() first and check the app is in INSTALLED_APPS"
+        ) from None
+
+
+def registered_mounts() -> dict[str, Mount]:
+    """A copy of the registered mounts, by name."""
+    return dict(_mounts)

@@ -9,6 +9,8 @@ the fingerprints must be sha256 of identical inputs plus each mount's own regist
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from pathlib import Path
@@ -21,7 +23,6 @@ from django.contrib.auth.models import Permission
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
-from profiles.resolution import fingerprint
 from profiles.yamlio import import_file
 
 SEED_FILE = Path(settings.BASE_DIR) / "config" / "seed" / "registries.yaml"
@@ -55,6 +56,24 @@ def client(editor) -> APIClient:
     api = APIClient()
     api.force_authenticate(user=editor)
     return api
+
+
+# --------------------------------------------------------------------------- fingerprint, written out
+
+
+def expected_fingerprint(*, registry: str, profile: str, profile_version: int, runtime: Any, engine: Any) -> str:
+    """The documented fingerprint, computed here and not with `profiles.resolution.fingerprint`: sha256
+    over canonical JSON (sorted keys, no whitespace, UTF-8) of registry, profile, profile version,
+    effective runtime and non-secret engine settings. A fingerprint that loses an input fails."""
+    document = {
+        "registry": registry,
+        "profile": profile,
+        "profile_version": profile_version,
+        "runtime": runtime,
+        "engine": engine,
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -217,14 +236,20 @@ def test_runtime_markers_and_fingerprints_agree_across_mounts(client):
         assert turn["registry"] == r.registry
         assert turn["runtime_key"] == resolution["runtime_key"] == "parity"
         assert turn["profile_version"] == resolution["profile_version"] == 3
-        # The fingerprint is sha256 of its inputs: recompute it from the dry run.
-        inputs = {
-            "profile": resolution["profile"],
-            "profile_version": resolution["profile_version"],
-            "effective_runtime": resolution["effective_runtime"],
-            "engine_settings": resolution["engine"]["settings"],
-        }
-        assert fingerprint(registry=r.registry, **inputs) == resolution["fingerprint"] == turn["fingerprint"]
+        # The fingerprint is sha256 of its documented inputs, recomputed here from the dry run's parts.
+        engine = resolution["engine"]["settings"]
+        # Engine settings really are an input: the layered, non-secret settings of this profile.
+        assert engine["ai-chat"]["ai-api-type"] == settings.CHAT_DEFAULT_API_TYPE
+        assert "openai-api-key" not in json.dumps(engine)
+        expected = expected_fingerprint(
+            registry=r.registry,
+            profile="parity",
+            profile_version=3,
+            runtime=resolution["effective_runtime"],
+            engine=engine,
+        )
+        assert resolution["fingerprint"] == expected
+        assert turn["fingerprint"] == expected
         assert r.raw["conversation-detail"]["current_fingerprint"] == turn["fingerprint"]
         assert [t["name"] for t in turn["tool_calls"]] == ["calculator"]
 
@@ -232,12 +257,13 @@ def test_runtime_markers_and_fingerprints_agree_across_mounts(client):
     for key in ("profile", "profile_version", "runtime_key", "effective_runtime", "engine", "overrides_applied"):
         assert chat.raw["resolve"][key] == inventory.raw["resolve"][key], key
     assert chat.raw["resolve"]["fingerprint"] != inventory.raw["resolve"]["fingerprint"]
-    swapped = fingerprint(
+    # ... so the chat mount's inputs under the inventory registry give the inventory mount's fingerprint.
+    swapped = expected_fingerprint(
         registry=inventory.registry,
         profile=chat.raw["resolve"]["profile"],
         profile_version=chat.raw["resolve"]["profile_version"],
-        effective_runtime=chat.raw["resolve"]["effective_runtime"],
-        engine_settings=chat.raw["resolve"]["engine"]["settings"],
+        runtime=chat.raw["resolve"]["effective_runtime"],
+        engine=chat.raw["resolve"]["engine"]["settings"],
     )
     assert swapped == inventory.raw["turn"]["fingerprint"]
     for key in ("runtime_key", "profile_version", "engine", "middlewares", "tools", "overrides_applied", "text"):

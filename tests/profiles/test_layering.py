@@ -1,6 +1,9 @@
-"""`profiles` is the platform: apps plug into it, it never imports them."""
+"""`profiles` is the platform: apps plug into it, it never imports them. `chat/runtime` is plain Python:
+no Django, no app (the apps hand it their names and tools as data)."""
 
 import ast
+import os
+import re
 from pathlib import Path
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
@@ -24,3 +27,120 @@ def test_profiles_never_imports_the_apps_that_use_it():
     }
     assert {path: mods for path, mods in offenders.items() if mods} == {}
     assert len(offenders) > 10  # the walk really read the package
+
+
+# --------------------------------------------------------------------------- chat/runtime
+
+RUNTIME = PROFILES.parent / "chat" / "runtime"
+ROOT = PROFILES.parent
+# Web-framework packages: the runtime is plain Python, driven by chat.worker / chat.consumers.
+FRAMEWORKS = ("django", "channels", "rest_framework", "asgiref", "daphne", "drf_spectacular")
+# The framework-free part of the platform that the runtime may use (no models, no settings).
+PLATFORM_MODULES = {"profiles.definitions", "profiles.resolution", "profiles.validation", "profiles.errors"}
+# App names written into chat/runtime code today, reported instead of fixed (chat/runtime belongs to
+# other engineers). The inventory app should pass its follow-ups and its mount name in as data (e.g. on
+# its ToolDefinition). Remove an entry when its literal goes; new ones fail the test.
+KNOWN_APP_NAMES = {
+    ("chat/runtime/tools.py", "inventory"),  # MOUNTS = frozenset({"chat", "inventory"})
+    ("chat/runtime/middlewares.py", "inventory_search_items"),  # TOOL_FOLLOWUPS
+    ("chat/runtime/middlewares.py", "inventory_get_item"),
+    ("chat/runtime/middlewares.py", "inventory_low_stock"),
+    ("chat/runtime/middlewares.py", "inventory_report"),
+    ("chat/runtime/middlewares.py", "inventory_update_qty"),
+    ("chat/runtime/middlewares.py", "inventory_record_sale"),
+    # the offline engine: _EXAMPLES, _ACTIONS and its intents (_Intent(...))
+    *(
+        ("chat/runtime/engines/offline.py", f"inventory_{tool}")
+        for tool in ("search_items", "get_item", "low_stock", "report", "update_qty", "record_sale")
+    ),
+}
+
+
+def runtime_files() -> list[Path]:
+    files = sorted(RUNTIME.rglob("*.py"))
+    assert len(files) >= 10  # the walk really read the package
+    return files
+
+
+def absolute_imports(path: Path) -> set[str]:
+    """Every module `path` imports, relative imports resolved against its package."""
+    package = list(path.relative_to(ROOT).with_suffix("").parts)[:-1]  # a module's (or __init__'s) package
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            name = ".".join([*base, *([node.module] if node.module else [])])
+            modules.add(name)
+            if not node.module:  # `from . import x`: x is a module of the package
+                modules.update(f"{name}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def test_chat_runtime_imports_neither_django_nor_the_apps():
+    offenders = {}
+    for path in runtime_files():
+        bad = sorted(
+            module
+            for module in absolute_imports(path)
+            if module.split(".")[0] in (*FRAMEWORKS, "inventory", "config")
+            or (module.split(".")[0] == "chat" and not (module + ".").startswith("chat.runtime."))
+            or (module.split(".")[0] == "profiles" and module not in PLATFORM_MODULES | {"profiles"})
+        )
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert offenders == {}
+
+
+def test_chat_runtime_loads_without_django_even_transitively():
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "import chat.runtime\n"
+        "for info in pkgutil.walk_packages(chat.runtime.__path__, 'chat.runtime.'):\n"
+        "    importlib.import_module(info.name)\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "chat.runtime.middlewares" in loaded and "chat.runtime.engines.openai" in loaded
+    assert [m for m in loaded if m.split(".")[0] in (*FRAMEWORKS, "inventory", "config")] == []
+    assert [m for m in loaded if m.startswith("chat.") and not m.startswith("chat.runtime")] == []
+    assert {m for m in loaded if m.startswith("profiles.")} <= PLATFORM_MODULES
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                ids.add(id(first.value))
+    return ids
+
+
+def test_chat_runtime_code_names_no_app():
+    """App names (`inventory`, `inventory_*` tools) reach the runtime as data (profiles, tool
+    definitions), never as literals in its code. Docstrings and comments may mention them."""
+    found = set()
+    for path in runtime_files():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in skip
+                and re.fullmatch(r"inventory([._].*)?", node.value.strip())
+            ):
+                found.add((str(path.relative_to(ROOT)), node.value.strip()))
+    assert found - KNOWN_APP_NAMES == set(), "new app names in chat/runtime code"
+    assert KNOWN_APP_NAMES - found == set(), "fixed: remove these from KNOWN_APP_NAMES"

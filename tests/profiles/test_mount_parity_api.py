@@ -7,6 +7,8 @@ whole profile API is replayed through both mounts, starting from identical empty
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -62,8 +64,25 @@ def record(response, mount: MountCase) -> dict[str, Any]:
     return entry
 
 
-def replay(mount: MountCase, editor: APIClient, reader: APIClient, anon: APIClient) -> list[tuple[str, dict]]:
-    """The whole profile API, in a fixed order, through one mount."""
+def expected_fingerprint(*, registry: str, profile: str, profile_version: int, runtime: Any, engine: Any) -> str:
+    """The documented fingerprint, written out here (not `profiles.resolution.fingerprint`): sha256 over
+    canonical JSON (sorted keys, no whitespace, UTF-8) of registry, profile, profile version, effective
+    runtime and non-secret engine settings."""
+    document = {
+        "registry": registry,
+        "profile": profile,
+        "profile_version": profile_version,
+        "runtime": runtime,
+        "engine": engine,
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def replay(
+    mount: MountCase, editor: APIClient, reader: APIClient, anon: APIClient, raw: dict[str, Any] | None = None
+) -> list[tuple[str, dict]]:
+    """The whole profile API, in a fixed order, through one mount (`raw`: filled with the bodies as sent)."""
     url = mount.url
     steps: list[tuple[str, Any]] = [
         ("empty list", lambda: editor.get(url("/profiles"))),
@@ -178,7 +197,12 @@ def replay(mount: MountCase, editor: APIClient, reader: APIClient, anon: APIClie
         ("schemas extensions", lambda: reader.get(url("/schemas/extensions"))),
         ("schemas step-settings", lambda: reader.get(url("/schemas/step-settings"))),
     ]
-    transcript = [(name, record(call(), mount)) for name, call in steps]
+    transcript = []
+    for name, call in steps:
+        response = call()
+        transcript.append((name, record(response, mount)))
+        if raw is not None and response.content:
+            raw[name] = response.json()
     registry = next(r for r in reader.get(url("/registries")).json() if r["slug"] == mount.registry)
     transcript.append(("registry summary", {**registry, "slug": "<registry>"}))
     return transcript
@@ -197,7 +221,8 @@ def clients(db) -> tuple[APIClient, APIClient, APIClient]:
 def test_both_mounts_answer_the_same_sequence_identically(clients):
     for mount in MOUNTS:
         services.registry_create(slug=mount.registry, display_name="Parity", description="Parity registry")
-    chat, inventory = (replay(mount, *clients) for mount in MOUNTS)
+    raws: list[dict[str, Any]] = [{}, {}]
+    chat, inventory = (replay(mount, *clients, raw=raw) for mount, raw in zip(MOUNTS, raws, strict=True))
 
     assert [name for name, _ in chat] == [name for name, _ in inventory]
     for (name, left), (_, right) in zip(chat, inventory, strict=True):
@@ -266,3 +291,27 @@ def test_both_mounts_answer_the_same_sequence_identically(clients):
     assert (fallback["registry"], fallback["slug"], fallback["source"]) == ("<registry>", "beta", "default")
     assert [p["slug"] for p in entries["final list"]["body"]] == ["beta", "gamma"]
     assert entries["registry summary"]["default_profile_slug"] == "gamma"
+
+    # The fingerprints were normalised away above: each is the documented sha256 of its own inputs (the
+    # request's overrides and the profile's engine settings included), and they differ only by registry.
+    resolved = [raw["resolve"] for raw in raws]
+    for mount, body in zip(MOUNTS, resolved, strict=True):
+        assert (body["registry"], body["profile"], body["profile_version"]) == (mount.registry, "alpha", 4)
+        assert body["effective_runtime"]["system_prompt"] == "Asked."
+        assert body["engine"]["settings"]["ai-chat"]["ai-temperature"] == 0.3
+        assert body["fingerprint"] == expected_fingerprint(
+            registry=mount.registry,
+            profile="alpha",
+            profile_version=4,
+            runtime=body["effective_runtime"],
+            engine=body["engine"]["settings"],
+        )
+    chat_resolved, inventory_resolved = resolved
+    assert chat_resolved["fingerprint"] != inventory_resolved["fingerprint"]
+    assert inventory_resolved["fingerprint"] == expected_fingerprint(
+        registry=MOUNTS[1].registry,
+        profile=chat_resolved["profile"],
+        profile_version=chat_resolved["profile_version"],
+        runtime=chat_resolved["effective_runtime"],
+        engine=chat_resolved["engine"]["settings"],
+    )
