@@ -68,7 +68,8 @@ def shutdown() -> None:
         _pools.clear()
     for pool in pools:
         # Connections are per thread: the barrier makes every thread of the pool run one close.
-        barrier = threading.Barrier(pool._max_workers, timeout=5)
-        for _ in range(pool._max_workers):
+        size = pool._max_workers  # the executor keeps no public size
+        barrier = threading.Barrier(size, timeout=5)
+        for _ in range(size):
             pool.submit(_close_then_wait, barrier)
         pool.shutdown(wait=True)
