@@ -1,5 +1,5 @@
-"""Conversation and turn writes, and the reads the runtime needs. Synchronous (ORM); async callers
-wrap them in `database_sync_to_async`.
+"""Conversation and turn writes (reads are in `chat.selectors`). Synchronous (ORM); async callers
+run them on the database pool (`chat.aio.run_db`).
 
 One turn runs at a time per conversation on any worker: a worker claims it with a conditional
 UPDATE of `Conversation.active_turn` (works the same on SQLite and PostgreSQL).
