@@ -9,7 +9,7 @@ SCALEOUT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 SCALEOUT_REDIS_URL ?= redis://127.0.0.1:6379/0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test install migrate seed browser lint bench clean
+.PHONY: run test install migrate seed browser lint bench clean fuzz
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ test: migrate browser
 	@if [ -f $(STAGE2_SKIPPED) ]; then \
 	  echo "!! make test: SQLite suite and bench-quick passed, but the PostgreSQL + Redis stage did NOT run"; \
 	else echo "make test: every stage passed (ruff, SQLite suite, PostgreSQL + Redis suite, bench-quick)"; fi
+
+# The OpenAPI fuzz of `make test` (tests/test_openapi_fuzz.py: schemathesis over the whole schema, as a
+# superuser and as a plain user) with more generated cases per operation; FUZZ_SEED=<n> explores
+# other inputs (the default seed is the one `make test` uses).
+FUZZ_MAX_EXAMPLES ?= 150
+fuzz: install
+	FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/pytest tests/test_openapi_fuzz.py -p no:cacheprovider -o timeout=0 -q
 
 lint: install
 	$(BIN)/ruff check .

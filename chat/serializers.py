@@ -7,10 +7,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from profiles.api.serializers import StrictKeysMixin
+from profiles.api.openapi import NON_BLANK_PATTERN
+from profiles.api.serializers import JSONObjectField, SlugTextField, StrictKeysMixin
 
 from . import selectors
 from .models import Conversation, Turn
+from .services import MAX_PROMPT_CHARS
 
 
 def _ms(value: Any) -> int:
@@ -138,8 +140,8 @@ class TurnsPageParamsSerializer(serializers.Serializer):
 
 
 class ConversationCreateSerializer(StrictKeysMixin, serializers.Serializer):
-    profile = serializers.CharField(required=False, allow_blank=False)
-    registry = serializers.CharField(required=False, allow_blank=False)
+    profile = SlugTextField(required=False, allow_blank=False)
+    registry = SlugTextField(required=False, allow_blank=False)
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
@@ -147,10 +149,23 @@ class ConversationUpdateSerializer(StrictKeysMixin, serializers.Serializer):
     title = serializers.CharField(allow_blank=True, max_length=200)
 
 
+@extend_schema_field({"type": "string", "pattern": NON_BLANK_PATTERN, "maxLength": MAX_PROMPT_CHARS})
+class PromptField(serializers.CharField):
+    """The prompt as sent (not trimmed); the service refuses blank and overlong prompts and NUL."""
+
+
 class MessageCreateSerializer(StrictKeysMixin, serializers.Serializer):
-    prompt = serializers.CharField(trim_whitespace=False)
-    request_overrides = serializers.JSONField(required=False, allow_null=True)
+    prompt = PromptField(trim_whitespace=False)
+    request_overrides = JSONObjectField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, max_length=128)
+
+
+class TurnQueuedSerializer(serializers.Serializer):
+    """The answer to a message sent without `?wait=1`: the turn is queued (or already known)."""
+
+    turn_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Turn.Status.choices)
+    created = serializers.BooleanField(help_text="false: an earlier message with this idempotency_key made the turn")
 
 
 class EventsParamsSerializer(serializers.Serializer):

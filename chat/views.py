@@ -6,13 +6,15 @@ import time
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import permissions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
+from profiles.api.openapi import AUTH, BODY, RETRY_AFTER, responses
 from profiles.api.views import MountedViewSet
 
 from . import selectors, services, worker
@@ -26,9 +28,25 @@ class ConversationPagination(PageNumberPagination):
     max_page_size = 100
 
 
+# `POST …/messages` answers 202 with either the queued turn's id or, with `?wait=1`, the unfinished turn.
+TURN_ACCEPTED = PolymorphicProxySerializer(
+    component_name="TurnAccepted",
+    serializers=[s.TurnQueuedSerializer, s.TurnSerializer],
+    resource_type_field_name=None,
+)
+RETRY_AFTER_WAIT = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    location=OpenApiParameter.HEADER,
+    response=[202],
+    description="With `?wait=1`: the turn is still queued or running, look again after this many seconds.",
+)
+
+
 class ConversationViewSet(MountedViewSet):
     # Any signed-in user chats; profile-write permissions do not apply here.
     permission_classes = [permissions.IsAuthenticated]
+    pagination_class = ConversationPagination  # the list's (this is not a GenericViewSet)
 
     def get_throttles(self) -> list:
         """Sending a message starts a turn: throttled per user (websocket sends have their own limit)."""
@@ -40,20 +58,26 @@ class ConversationViewSet(MountedViewSet):
     def _conversation(self, request: Request, conv_id: str):
         return selectors.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
 
-    @extend_schema(responses=s.ConversationSummarySerializer(many=True))
+    @extend_schema(responses=responses({200: s.ConversationSummarySerializer(many=True)}, AUTH, 404))
     def list(self, request: Request) -> Response:
-        paginator = ConversationPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.conversation_list(user=request.user, mount=self.mount), request)
         return paginator.get_paginated_response(s.ConversationSummarySerializer(page, many=True).data)
 
-    @extend_schema(request=s.ConversationCreateSerializer, responses={201: s.ConversationDetailSerializer})
+    @extend_schema(
+        request=s.ConversationCreateSerializer,
+        responses=responses({201: s.ConversationDetailSerializer}, AUTH, BODY, 403, 404),
+    )
     def create(self, request: Request) -> Response:
         body = s.ConversationCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         conversation = services.conversation_create(owner=request.user, mount=self.mount, **body.validated_data)
         return Response(s.ConversationDetailSerializer(conversation).data, status=201)
 
-    @extend_schema(parameters=[s.TurnsPageParamsSerializer], responses=s.ConversationDetailSerializer)
+    @extend_schema(
+        parameters=[s.TurnsPageParamsSerializer],
+        responses=responses({200: s.ConversationDetailSerializer}, AUTH, 400, 403, 404),
+    )
     def retrieve(self, request: Request, conv_id: str) -> Response:
         """The conversation with its newest `turns_limit` turns; `?before_seq=` pages to older ones."""
         conversation = self._conversation(request, conv_id)
@@ -66,7 +90,10 @@ class ConversationViewSet(MountedViewSet):
         )
         return Response(s.ConversationDetailSerializer(conversation, context={"turns_page": page}).data)
 
-    @extend_schema(request=s.ConversationUpdateSerializer, responses=s.ConversationSummarySerializer)
+    @extend_schema(
+        request=s.ConversationUpdateSerializer,
+        responses=responses({200: s.ConversationSummarySerializer}, AUTH, BODY, 403, 404),
+    )
     def partial_update(self, request: Request, conv_id: str) -> Response:
         body = s.ConversationUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -77,11 +104,25 @@ class ConversationViewSet(MountedViewSet):
 
     @extend_schema(
         request=s.MessageCreateSerializer,
-        parameters=[OpenApiParameter("wait", int, description="1: answer when the turn has finished")],
-        responses={
-            200: s.TurnSerializer,
-            202: OpenApiResponse(description="queued: {turn_id, status, created}; with ?wait=1, the unfinished turn"),
-        },
+        parameters=[
+            OpenApiParameter("wait", int, description="1: answer when the turn has finished"),
+            RETRY_AFTER,
+            RETRY_AFTER_WAIT,
+        ],
+        responses=responses(
+            {
+                200: OpenApiResponse(s.TurnSerializer, description="With `?wait=1`: the finished turn."),
+                202: OpenApiResponse(
+                    TURN_ACCEPTED,
+                    description="Queued: `{turn_id, status, created}`; with `?wait=1`, the unfinished turn.",
+                ),
+            },
+            AUTH,
+            BODY,
+            403,
+            404,
+            429,
+        ),
     )
     def messages(self, request: Request, conv_id: str) -> Response:
         conversation = self._conversation(request, conv_id)
@@ -99,7 +140,9 @@ class ConversationViewSet(MountedViewSet):
         turn = selectors.turn_get(turn_id=submitted.turn.pk)
         return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
 
-    @extend_schema(parameters=[s.EventsParamsSerializer], responses=s.EventsPageSerializer)
+    @extend_schema(
+        parameters=[s.EventsParamsSerializer], responses=responses({200: s.EventsPageSerializer}, AUTH, 400, 403, 404)
+    )
     def events(self, request: Request, conv_id: str) -> Response:
         """Frames after `since_seq`, a page at a time: stored frames, the running turn's frames not
         stored yet and its streaming message as `llm.snapshot`; `next_since_seq` continues."""

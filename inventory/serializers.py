@@ -10,8 +10,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_serializer
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
+
+from profiles.api.openapi import NON_BLANK_PATTERN
 
 from .models import SKU_VALIDATOR, Item, Sale
 from .selectors import LOW_STOCK_THRESHOLD, InventoryReport
@@ -131,17 +134,33 @@ class ReportOutputSerializer(serializers.Serializer):
 
 # --------------------------------------------------------------------------- write (input) serializers
 
+# Never fires on its own (a trimmed value that is not blank has a non-space character, and NUL is refused
+# by the services): it states in the schema that blank text and NUL are refused.
+NON_BLANK = RegexValidator(NON_BLANK_PATTERN, "This field may not be blank.")
+
+
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$", "example": "9.99"}
+)
+class MoneyInputField(serializers.DecimalField):
+    """An amount of at most 10 digits and 2 decimals, at least 0 (a JSON number is accepted too)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_digits=12, decimal_places=2, min_value=Decimal(0), **kwargs)
+
 
 @extend_schema_serializer(component_name="InventoryItemInput")
 class ItemInputSerializer(serializers.Serializer):
     sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
-    name = serializers.CharField(max_length=200)
+    name = serializers.CharField(max_length=200, validators=[NON_BLANK])
     category = serializers.CharField(max_length=100, allow_blank=True, default="")
-    tags = serializers.ListField(child=serializers.CharField(max_length=64), max_length=50, default=list)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=64, validators=[NON_BLANK]), max_length=50, default=list
+    )
     # No default: a PUT that leaves out qty keeps the stock instead of zeroing it (creates start at 0).
     qty = serializers.IntegerField(min_value=0, max_value=MAX_QTY, required=False)
-    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal(0))
-    cost = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal(0))
+    price = MoneyInputField()
+    cost = MoneyInputField()
 
     def validate_tags(self, tags: list[str]) -> list[str]:
         """Drop repeats, keep the order and spelling the user gave."""
@@ -150,7 +169,7 @@ class ItemInputSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="InventorySaleInput")
 class SaleInputSerializer(serializers.Serializer):
-    sku = serializers.CharField(max_length=64)
+    sku = serializers.CharField(max_length=64, validators=[NON_BLANK])
     qty = serializers.IntegerField(min_value=1, max_value=MAX_QTY)
     date = serializers.DateField(required=False, input_formats=["%Y-%m-%d"], help_text="YYYY-MM-DD; today if omitted.")
 

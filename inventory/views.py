@@ -21,6 +21,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from profiles.api.openapi import AUTH, BODY, ApiErrorSerializer, responses
+
 from .filters import ItemFilter, SaleFilter
 from .models import Item, Sale
 from .selectors import inventory_report, item_get, sale_list
@@ -43,10 +45,25 @@ class InventoryPagination(PageNumberPagination):
 
 
 @extend_schema_view(
-    create=extend_schema(request=ItemInputSerializer, responses={201: ItemOutputSerializer}),
-    update=extend_schema(request=ItemInputSerializer, responses=ItemOutputSerializer),
-    partial_update=extend_schema(request=ItemInputSerializer, responses=ItemOutputSerializer),
-    destroy=extend_schema(responses={204: None, 409: OpenApiResponse(description="The item has sales.")}),
+    list=extend_schema(responses=responses({200: ItemOutputSerializer(many=True)}, AUTH, 400, 404)),
+    create=extend_schema(
+        request=ItemInputSerializer, responses=responses({201: ItemOutputSerializer}, AUTH, BODY, 403)
+    ),
+    retrieve=extend_schema(responses=responses({200: ItemOutputSerializer}, AUTH, 404)),
+    update=extend_schema(
+        request=ItemInputSerializer, responses=responses({200: ItemOutputSerializer}, AUTH, BODY, 403, 404)
+    ),
+    partial_update=extend_schema(
+        request=ItemInputSerializer, responses=responses({200: ItemOutputSerializer}, AUTH, BODY, 403, 404)
+    ),
+    destroy=extend_schema(
+        responses=responses(
+            {204: None, 409: OpenApiResponse(ApiErrorSerializer, description="`conflict`: the item has sales.")},
+            AUTH,
+            403,
+            404,
+        )
+    ),
 )
 class ItemViewSet(viewsets.ModelViewSet):
     """Items, addressed by SKU (case-insensitive)."""
@@ -58,6 +75,12 @@ class ItemViewSet(viewsets.ModelViewSet):
     permission_classes = [DjangoModelPermissions]
     lookup_field = "sku"
     lookup_value_regex = "[^/]+"
+
+    def filter_queryset(self, queryset):
+        """`?ordering=,` (only empty terms) clears the order: fall back to SKU order, so that pages
+        stay stable."""
+        queryset = super().filter_queryset(queryset)
+        return queryset if queryset.ordered else queryset.order_by("sku")
 
     def get_object(self) -> Item:
         item = item_get(sku=self.kwargs["sku"])  # NoSuchItem: 404
@@ -87,10 +110,20 @@ class ItemViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(
+    list=extend_schema(responses=responses({200: SaleOutputSerializer(many=True)}, AUTH, 400, 404)),
     create=extend_schema(
         request=SaleInputSerializer,
-        responses={201: SaleRecordedSerializer, 400: OpenApiResponse(description="Bad input or insufficient stock.")},
+        responses=responses(
+            {
+                201: SaleRecordedSerializer,
+                400: OpenApiResponse(ApiErrorSerializer, description="`invalid`: bad input or insufficient stock."),
+            },
+            AUTH,
+            BODY,
+            403,
+        ),
     ),
+    retrieve=extend_schema(responses=responses({200: SaleOutputSerializer}, AUTH, 404)),
 )
 class SaleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Sales, newest first. Recording one decrements stock atomically and never oversells."""
@@ -115,7 +148,7 @@ class SaleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 class ReportView(APIView):
     """Stock value, low/out-of-stock items and sales totals (on or after `since`)."""
 
-    @extend_schema(parameters=[ReportQuerySerializer], responses=ReportOutputSerializer)
+    @extend_schema(parameters=[ReportQuerySerializer], responses=responses({200: ReportOutputSerializer}, AUTH, 400))
     def get(self, request: Request) -> Response:
         query = ReportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -90,8 +90,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    if isinstance(exc, exceptions.Throttled):
+        # Always said on a 429 (the schema requires it): at least 1 s, also when DRF has no estimate.
+        headers["Retry-After"] = str(max(1, int(exc.wait or 0)))
     code = CODES.get(exc.status_code, "error")
     if isinstance(exc, exceptions.ValidationError):
         field, message = first_error(exc.detail)

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from profiles.models import ProfileRevision
 from profiles.services import profile_document
 
+from .openapi import JSON_OBJECT_SCHEMA, SLUG_SCHEMA
+
 # --------------------------------------------------------------------------- read
+
+
+class IssuedTokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
 
 
 class RegistrySummarySerializer(serializers.Serializer):
@@ -53,11 +60,102 @@ class ProfileListItemSerializer(serializers.Serializer):
         }
 
 
-class ProfileDocumentSerializer(serializers.BaseSerializer):
-    """`{registry, slug, display_name, description, runtime, policy, extensions, metadata, is_default}`."""
+class ProfileMetadataSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    created_at_ms = serializers.IntegerField()
+    updated_at_ms = serializers.IntegerField()
+    created_by = serializers.CharField(allow_blank=True)
+    updated_by = serializers.CharField(allow_blank=True)
+    source = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+
+
+# The profile document (`profiles.services.profile_document` is the shape); the declared fields
+# describe it for the OpenAPI schema.
+class ProfileDocumentSerializer(serializers.Serializer):
+    registry = serializers.CharField()
+    slug = serializers.CharField()
+    display_name = serializers.CharField(allow_blank=True)
+    description = serializers.CharField(allow_blank=True)
+    runtime = serializers.DictField(help_text="system_prompt, middlewares, tools, step_settings_patch")
+    policy = serializers.DictField(help_text="allow_overrides, allowed_override_keys, denied_override_keys, read_only")
+    extensions = serializers.DictField(help_text="`namespace.feature@vN` keys")
+    metadata = ProfileMetadataSerializer()
+    is_default = serializers.BooleanField()
 
     def to_representation(self, profile: Any) -> dict[str, Any]:
         return profile_document(profile)
+
+
+class StaleSelectionSerializer(serializers.Serializer):
+    registry = serializers.CharField()
+    slug = serializers.CharField()
+
+
+class CurrentProfileSerializer(serializers.Serializer):
+    """The caller's current profile for a mount (the body is built by the view)."""
+
+    registry = serializers.CharField()
+    slug = serializers.CharField()
+    source = serializers.ChoiceField(choices=["selection", "default"])
+    profile = ProfileDocumentSerializer()
+    stale_selection = StaleSelectionSerializer(
+        required=False, help_text="The selected profile that no longer exists (`source` is then `default`)."
+    )
+
+
+class ResolutionSerializer(serializers.Serializer):
+    """A dry-run resolution (`profiles.resolution.Resolution.as_dict`)."""
+
+    registry = serializers.CharField()
+    profile = serializers.CharField()
+    profile_version = serializers.IntegerField()
+    runtime_key = serializers.CharField()
+    effective_runtime = serializers.DictField()
+    engine = serializers.DictField()
+    overrides_applied = serializers.DictField()
+    fingerprint = serializers.CharField()
+
+
+# --------------------------------------------------------------------------- what profiles may contain
+
+
+class MiddlewareSchemaSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    display_name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    schema = serializers.DictField(help_text="JSON Schema of the middleware's `config`")
+
+
+class ToolSchemaSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    parameters = serializers.DictField(help_text="JSON Schema of the tool's input")
+    writes = serializers.BooleanField()
+
+
+class ExtensionSchemaSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    schema = serializers.DictField(help_text="JSON Schema of the extension's value")
+
+
+class StepSettingFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    default = serializers.JSONField(allow_null=True)
+    description = serializers.CharField(allow_blank=True)
+    schema = serializers.DictField()
+    secret = serializers.BooleanField()
+
+
+class StepSettingSectionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    fields = StepSettingFieldSerializer(many=True)
+
+
+class StepSettingsSchemaSerializer(serializers.Serializer):
+    sections = StepSettingSectionSerializer(many=True)
 
 
 class RevisionSummarySerializer(serializers.ModelSerializer):
@@ -88,18 +186,29 @@ class StrictKeysMixin:
         return attrs
 
 
+@extend_schema_field(SLUG_SCHEMA)
+class SlugTextField(serializers.CharField):
+    """A slug as a client sends it: parsed as text; the services trim, lower-case and check it (the
+    schema states the accepted form)."""
+
+
+@extend_schema_field(JSON_OBJECT_SCHEMA)
+class JSONObjectField(serializers.JSONField):
+    """Any JSON as parsed; the services require an object (or null where allowed) and check its content."""
+
+
 def canonical_or_none(value: Any) -> str | None:
     return value.strip().lower() if isinstance(value, str) else None
 
 
 class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
-    registry = serializers.CharField(required=False)
-    slug = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    registry = SlugTextField(required=False)
+    slug = SlugTextField(trim_whitespace=False)
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
-    runtime = serializers.JSONField(required=False, allow_null=True)
-    policy = serializers.JSONField(required=False, allow_null=True)
-    extensions = serializers.JSONField(required=False, allow_null=True)
+    runtime = JSONObjectField(required=False, allow_null=True)
+    policy = JSONObjectField(required=False, allow_null=True)
+    extensions = JSONObjectField(required=False, allow_null=True)
     set_default = serializers.BooleanField(required=False, default=False)
 
 
@@ -108,9 +217,9 @@ class ProfilePatchSerializer(StrictKeysMixin, serializers.Serializer):
 
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True)
-    runtime = serializers.JSONField(required=False, allow_null=True)
-    policy = serializers.JSONField(required=False, allow_null=True)
-    extensions = serializers.JSONField(required=False, allow_null=True)
+    runtime = JSONObjectField(required=False, allow_null=True)
+    policy = JSONObjectField(required=False, allow_null=True)
+    extensions = JSONObjectField(required=False, allow_null=True)
     expected_version = serializers.IntegerField(required=False, min_value=1)
     set_default = serializers.BooleanField(required=False, default=False)
 
@@ -124,9 +233,9 @@ class ExpectedVersionSerializer(serializers.Serializer):
 
 
 class ResolveSerializer(serializers.Serializer):
-    request_overrides = serializers.JSONField(required=False, allow_null=True)
+    request_overrides = JSONObjectField(required=False, allow_null=True)
 
 
 class SelectProfileSerializer(serializers.Serializer):
-    slug = serializers.CharField(trim_whitespace=False, allow_blank=True)
-    registry = serializers.CharField(required=False)
+    slug = SlugTextField(trim_whitespace=False)
+    registry = SlugTextField(required=False)

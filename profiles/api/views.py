@@ -20,9 +20,9 @@ from profiles.mounts import Mount
 from profiles.validation import canonical_slug
 
 from . import serializers as s
+from .openapi import AUTH, BODY, ETAG, IF_MATCH, LOCATION, REGISTRY_PARAM, RETRY_AFTER, SLUG_PATH, responses
 from .parsers import SafeJSONParser
 
-REGISTRY_PARAM = OpenApiParameter("registry", str, description="Registry slug; absent = the mount's default registry")
 SESSION_KEY = "chat_profile:{mount}"
 COOKIE_NAME = "chat_profile"
 
@@ -91,9 +91,17 @@ class TokenView(ObtainAuthToken):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
+    @extend_schema(
+        request=ObtainAuthToken.serializer_class,
+        responses=responses({200: s.IssuedTokenSerializer}, BODY, 401, 429),
+        parameters=[RETRY_AFTER],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
+
 
 class RegistryViewSet(MountedViewSet):
-    @extend_schema(responses=s.RegistrySummarySerializer(many=True))
+    @extend_schema(responses=responses({200: s.RegistrySummarySerializer(many=True)}, AUTH))
     def list(self, request: Request) -> Response:
         return Response(s.RegistrySummarySerializer(selectors.registry_list(), many=True).data)
 
@@ -106,7 +114,7 @@ class ProfileViewSet(MountedViewSet):
         registry = selectors.registry_get(self.registry_slug(request))
         return selectors.profile_get(registry=registry, slug=slug)
 
-    @extend_schema(responses=s.ProfileListItemSerializer(many=True))
+    @extend_schema(responses=responses({200: s.ProfileListItemSerializer(many=True)}, AUTH, 400, 404))
     def list(self, request: Request) -> Response:
         registry = selectors.registry_get(self.registry_slug(request))
         # One item serializer for every row, not `many=True`: a ListSerializer and its child reference
@@ -114,7 +122,11 @@ class ProfileViewSet(MountedViewSet):
         item = s.ProfileListItemSerializer(context={"registry": registry})
         return Response([item.to_representation(row) for row in selectors.profile_list(registry=registry)])
 
-    @extend_schema(request=s.ProfileCreateSerializer, responses={201: dict})
+    @extend_schema(
+        request=s.ProfileCreateSerializer,
+        responses=responses({201: s.ProfileDocumentSerializer}, AUTH, BODY, 403, 404, 409),
+        parameters=[ETAG, LOCATION],
+    )
     def create(self, request: Request) -> Response:
         body = s.ProfileCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -126,11 +138,17 @@ class ProfileViewSet(MountedViewSet):
             profile, status=201, headers={"Location": self.profile_url(request, registry, profile.slug)}
         )
 
-    @extend_schema(responses=dict)
+    @extend_schema(
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 404), parameters=[SLUG_PATH, ETAG]
+    )
     def retrieve(self, request: Request, slug: str) -> Response:
         return document_response(self._profile(request, slug))
 
-    @extend_schema(request=s.ProfilePatchSerializer, responses=dict)
+    @extend_schema(
+        request=s.ProfilePatchSerializer,
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, BODY, 403, 404, 409, 412),
+        parameters=[SLUG_PATH, IF_MATCH, ETAG],
+    )
     def partial_update(self, request: Request, slug: str) -> Response:
         registry = self.registry_slug(request)
         body = s.ProfilePatchSerializer(data=request.data, context={"registry": registry, "slug": slug.strip().lower()})
@@ -147,7 +165,14 @@ class ProfileViewSet(MountedViewSet):
         )
         return document_response(profile)
 
-    @extend_schema(parameters=[OpenApiParameter("expected_version", int)], responses={204: None})
+    @extend_schema(
+        parameters=[
+            SLUG_PATH,
+            OpenApiParameter("expected_version", {"type": "integer", "minimum": 1}, description="Profile version"),
+            IF_MATCH,
+        ],
+        responses=responses({204: None}, AUTH, 400, 403, 404, 409, 412),
+    )
     def destroy(self, request: Request, slug: str) -> Response:
         services.profile_delete(
             registry_slug=self.registry_slug(request),
@@ -158,7 +183,11 @@ class ProfileViewSet(MountedViewSet):
         )
         return Response(status=204)
 
-    @extend_schema(request=s.ExpectedVersionSerializer, responses=dict)
+    @extend_schema(
+        request=s.ExpectedVersionSerializer,
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, BODY, 403, 404, 409, 412),
+        parameters=[SLUG_PATH, IF_MATCH, ETAG],
+    )
     @action(detail=True, methods=["post"], url_path="default")
     def make_default(self, request: Request, slug: str) -> Response:
         body = s.ExpectedVersionSerializer(data=request.data)
@@ -171,20 +200,28 @@ class ProfileViewSet(MountedViewSet):
         )
         return document_response(profile)
 
-    @extend_schema(responses=s.RevisionSummarySerializer(many=True))
+    @extend_schema(
+        responses=responses({200: s.RevisionSummarySerializer(many=True)}, AUTH, 400, 404), parameters=[SLUG_PATH]
+    )
     @action(detail=True, methods=["get"])
     def versions(self, request: Request, slug: str) -> Response:
         profile = self._profile(request, slug)
         return Response(s.RevisionSummarySerializer(selectors.profile_revisions(profile=profile), many=True).data)
 
-    @extend_schema(responses=dict)
+    @extend_schema(
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 404), parameters=[SLUG_PATH, ETAG]
+    )
     def version_detail(self, request: Request, slug: str, version: int) -> Response:
         profile = self._profile(request, slug)
         revision = selectors.profile_revision_get(profile=profile, version=version)
         document = {**revision.document, "is_default": profile.registry.default_profile_id == profile.pk}
         return Response(document, headers={"ETag": f'"{revision.version}"'})
 
-    @extend_schema(request=s.ExpectedVersionSerializer, responses=dict)
+    @extend_schema(
+        request=s.ExpectedVersionSerializer,
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, BODY, 403, 404, 409, 412),
+        parameters=[SLUG_PATH, IF_MATCH, ETAG],
+    )
     def restore(self, request: Request, slug: str, version: int) -> Response:
         body = s.ExpectedVersionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -198,7 +235,11 @@ class ProfileViewSet(MountedViewSet):
         )
         return document_response(profile)
 
-    @extend_schema(request=s.ResolveSerializer, responses=dict)
+    @extend_schema(
+        request=s.ResolveSerializer,
+        responses=responses({200: s.ResolutionSerializer}, AUTH, BODY, 403, 404),
+        parameters=[SLUG_PATH],
+    )
     @action(detail=True, methods=["post"])
     def resolve(self, request: Request, slug: str) -> Response:
         body = s.ResolveSerializer(data=request.data)
@@ -235,11 +276,15 @@ class CurrentProfileViewSet(MountedViewSet):
         response.cookies[COOKIE_NAME].set(COOKIE_NAME, value, value)
         return response
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=responses({200: s.CurrentProfileSerializer}, AUTH, 400, 404), parameters=[REGISTRY_PARAM])
     def retrieve(self, request: Request) -> Response:
         return self._current(request)
 
-    @extend_schema(request=s.SelectProfileSerializer, responses=dict)
+    @extend_schema(
+        request=s.SelectProfileSerializer,
+        responses=responses({200: s.CurrentProfileSerializer}, AUTH, BODY, 404),
+        parameters=[REGISTRY_PARAM],
+    )
     def select(self, request: Request) -> Response:
         body = s.SelectProfileSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -255,7 +300,7 @@ class CurrentProfileViewSet(MountedViewSet):
 class SchemaViewSet(MountedViewSet):
     """What profiles may contain: published from the definitions the apps registered."""
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=responses({200: s.MiddlewareSchemaSerializer(many=True)}, AUTH))
     def middlewares(self, request: Request) -> Response:
         return Response(
             [
@@ -270,7 +315,7 @@ class SchemaViewSet(MountedViewSet):
             ]
         )
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=responses({200: s.ToolSchemaSerializer(many=True)}, AUTH))
     def tools(self, request: Request) -> Response:
         return Response(
             [
@@ -279,11 +324,11 @@ class SchemaViewSet(MountedViewSet):
             ]
         )
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=responses({200: s.ExtensionSchemaSerializer(many=True)}, AUTH))
     def extensions(self, request: Request) -> Response:
         return Response([{"key": key, "schema": c.schema} for key, c in sorted(definitions.extensions.items())])
 
-    @extend_schema(responses=dict)
+    @extend_schema(responses=responses({200: s.StepSettingsSchemaSerializer}, AUTH))
     def step_settings(self, request: Request) -> Response:
         return Response(
             {

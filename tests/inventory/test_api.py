@@ -35,6 +35,13 @@ class TestItemList:
         }
         assert skus(response) == sorted(skus(response))
 
+    @pytest.mark.filterwarnings("error::django.core.paginator.UnorderedObjectListWarning")
+    def test_an_empty_ordering_keeps_pages_in_sku_order(self, seeded, api_client):
+        pages = [api_client.get(f"{API}/items", {"ordering": ",", "page_size": 4, "page": n}) for n in (1, 2, 3)]
+
+        listed = [sku for page in pages for sku in skus(page)]
+        assert listed == sorted(Item.objects.values_list("sku", flat=True))
+
     def test_search(self, seeded, api_client):
         assert skus(api_client.get(f"{API}/items", {"search": "POPULAR"})) == ["B-2001", "C-3011", "D-4001"]
         assert skus(api_client.get(f"{API}/items", {"search": "brass"})) == ["A-1002"]
