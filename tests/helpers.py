@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
+
+
+def expected_fingerprint(*, registry: str, profile: str, profile_version: int, runtime: Any, engine: Any) -> str:
+    """The documented fingerprint, written out here and not with `profiles.resolution.fingerprint`:
+    sha256 over canonical JSON (sorted keys, no whitespace, UTF-8) of registry, profile, profile
+    version, effective runtime and non-secret engine settings. A fingerprint that loses an input fails."""
+    document = {
+        "registry": registry,
+        "profile": profile,
+        "profile_version": profile_version,
+        "runtime": runtime,
+        "engine": engine,
+    }
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class RecordingEmit:

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from typing import Any
 
@@ -23,6 +21,7 @@ from rest_framework.test import APIClient
 from chat.models import Turn
 from inventory.models import Item, Sale
 from profiles import services
+from tests.helpers import expected_fingerprint
 
 from .factories import UserFactory
 
@@ -126,17 +125,14 @@ async def test_a_profiles_guardrail_terms_reach_the_running_middleware_and_an_ed
 
 
 def documented_fingerprint(resolution: dict) -> str:
-    """README: "sha256:" + sha256(canonical JSON of registry, profile, profile_version, effective runtime,
-    non-secret engine settings), written out here rather than calling `profiles.resolution.fingerprint`."""
-    document = {
-        "registry": resolution["registry"],
-        "profile": resolution["profile"],
-        "profile_version": resolution["profile_version"],
-        "runtime": resolution["effective_runtime"],
-        "engine": resolution["engine"]["settings"],
-    }
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """The README's fingerprint of a resolution, computed independently (`tests.helpers`)."""
+    return expected_fingerprint(
+        registry=resolution["registry"],
+        profile=resolution["profile"],
+        profile_version=resolution["profile_version"],
+        runtime=resolution["effective_runtime"],
+        engine=resolution["engine"]["settings"],
+    )
 
 
 async def test_profiles_differing_only_by_an_engine_setting_run_turns_under_different_fingerprints(

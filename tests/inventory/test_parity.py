@@ -9,7 +9,6 @@ the fingerprints must be sha256 of identical inputs plus each mount's own regist
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import uuid
@@ -24,6 +23,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
 from profiles.yamlio import import_file
+from tests.helpers import expected_fingerprint
 
 SEED_FILE = Path(settings.BASE_DIR) / "config" / "seed" / "registries.yaml"
 MOUNTS = {"chat": ("", "default"), "inventory": ("/inventory", "inventory")}  # mount -> (URL prefix, registry)
@@ -59,21 +59,6 @@ def client(editor) -> APIClient:
 
 
 # --------------------------------------------------------------------------- fingerprint, written out
-
-
-def expected_fingerprint(*, registry: str, profile: str, profile_version: int, runtime: Any, engine: Any) -> str:
-    """The documented fingerprint, computed here and not with `profiles.resolution.fingerprint`: sha256
-    over canonical JSON (sorted keys, no whitespace, UTF-8) of registry, profile, profile version,
-    effective runtime and non-secret engine settings. A fingerprint that loses an input fails."""
-    document = {
-        "registry": registry,
-        "profile": profile,
-        "profile_version": profile_version,
-        "runtime": runtime,
-        "engine": engine,
-    }
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -7,8 +7,6 @@ whole profile API is replayed through both mounts, starting from identical empty
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from profiles import services
+from tests.helpers import expected_fingerprint
 
 from .support import MOUNTS, MountCase
 
@@ -62,21 +61,6 @@ def record(response, mount: MountCase) -> dict[str, Any]:
     if "chat_profile" in response.cookies:
         entry["cookie"] = normalise(response.cookies["chat_profile"].value, mount)
     return entry
-
-
-def expected_fingerprint(*, registry: str, profile: str, profile_version: int, runtime: Any, engine: Any) -> str:
-    """The documented fingerprint, written out here (not `profiles.resolution.fingerprint`): sha256 over
-    canonical JSON (sorted keys, no whitespace, UTF-8) of registry, profile, profile version, effective
-    runtime and non-secret engine settings."""
-    document = {
-        "registry": registry,
-        "profile": profile,
-        "profile_version": profile_version,
-        "runtime": runtime,
-        "engine": engine,
-    }
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def replay(
