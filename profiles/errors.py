@@ -1,4 +1,6 @@
-"""Domain errors of the profile platform. Each maps to one HTTP status and error code."""
+"""The one domain error hierarchy (every app's errors derive from it). Errors say what went wrong
+(`code`, the kind of error by their base class); `profiles.api.errors` maps the kinds to HTTP statuses
+and the chat consumer to `error` frames, each in one place."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ from typing import Any
 
 
 class ProfileError(Exception):
-    status = 400
     code = "invalid"
     retry_after: int | None = None  # seconds: when trying again may succeed (HTTP Retry-After)
 
@@ -40,29 +41,37 @@ class InvalidInput(ProfileError):
 
 
 class NotFound(ProfileError):
-    status = 404
     code = "not_found"
 
 
-class PolicyViolation(ProfileError):
-    status = 403
+class Forbidden(ProfileError):
+    """The caller may not do this (whatever the input)."""
+
+    code = "permission_denied"
+
+
+class PolicyViolation(Forbidden):
     code = "policy_violation"
 
 
-class ReadOnly(ProfileError):
-    status = 403
+class ReadOnly(Forbidden):
     code = "read_only"
 
 
 class Conflict(ProfileError):
-    """409 for invariant conflicts that are not version mismatches (deleting the default profile)."""
+    """An invariant conflict that is not a version mismatch (deleting the default profile)."""
 
-    status = 409
     code = "conflict"
 
 
-class VersionConflict(ProfileError):
-    status = 409
+class Busy(ProfileError):
+    """Try again later (`retry_after` seconds)."""
+
+    code = "busy"
+    retry_after = 1
+
+
+class VersionConflict(Conflict):
     code = "version_conflict"
 
     def __init__(self, *, expected: int, actual: int | None, what: str = "profile") -> None:
@@ -75,7 +84,6 @@ class VersionConflict(ProfileError):
 
 
 class PreconditionFailed(ProfileError):
-    status = 412
     code = "precondition_failed"
 
     def __init__(self, *, expected: int, actual: int | None) -> None:

@@ -18,7 +18,7 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from profiles.errors import ProfileError
+from profiles.errors import Busy, Conflict, Forbidden, NotFound, PreconditionFailed, ProfileError
 
 CODES = {
     status.HTTP_400_BAD_REQUEST: "invalid",
@@ -75,10 +75,25 @@ def error_response(status_code: int, body: dict[str, Any], headers: dict[str, st
     return Response({"error": encodable(body)}, status=status_code, headers=headers)
 
 
+# Each kind of domain error and its HTTP status: the only place they meet.
+HTTP_STATUS: tuple[tuple[type[ProfileError], int], ...] = (
+    (NotFound, 404),
+    (Forbidden, 403),
+    (PreconditionFailed, 412),
+    (Conflict, 409),
+    (Busy, 429),
+    (ProfileError, 400),
+)
+
+
+def http_status(exc: ProfileError) -> int:
+    return next(status for kind, status in HTTP_STATUS if isinstance(exc, kind))
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ProfileError):
         retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return error_response(exc.status, exc.as_dict(), retry)
+        return error_response(http_status(exc), exc.as_dict(), retry)
     if isinstance(exc, RequestDataTooBig):
         return error_response(413, {"code": "too_large", "message": "the request body is too large"})
     if isinstance(exc, Http404):

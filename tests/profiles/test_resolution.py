@@ -12,6 +12,7 @@ import re
 import pytest
 
 from profiles import selectors, services
+from profiles.api.errors import http_status
 from profiles.errors import InvalidInput, NotFound, PolicyViolation
 from profiles.models import Registry
 from profiles.resolution import (
@@ -88,7 +89,7 @@ def test_it_rejects_override_keys_that_collide_after_canonicalisation(raw):
     with pytest.raises(InvalidInput) as caught:
         canonical_overrides(raw)
     second = list(raw)[1]
-    assert caught.value.status == 400
+    assert http_status(caught.value) == 400
     assert caught.value.field == f"request_overrides.{second}"
 
 
@@ -123,7 +124,7 @@ def test_a_closed_profile_resolves_without_overrides():
 def test_it_refuses_overrides_when_the_profile_does_not_allow_them():
     with pytest.raises(PolicyViolation) as caught:
         apply_overrides({}, CLOSED, {"tools": [], "system_prompt": "x"})
-    assert caught.value.status == 403
+    assert http_status(caught.value) == 403
     assert caught.value.code == "policy_violation"
     # keys are checked in sorted order: system_prompt < tools
     assert caught.value.field == "request_overrides.system_prompt"
@@ -174,7 +175,7 @@ def test_it_allows_keys_in_the_allow_list():
 def test_it_rejects_an_unknown_override_key_with_400():
     with pytest.raises(InvalidInput) as caught:
         apply_overrides({}, OPEN, {"temperature": 0.5})
-    assert caught.value.status == 400
+    assert http_status(caught.value) == 400
     assert caught.value.field == "request_overrides.temperature"
 
 
@@ -252,7 +253,7 @@ def test_an_id_less_middleware_override_matching_two_id_less_entries_is_rejected
     runtime = {"middlewares": [{"name": "suggestions", "config": {}}, {"name": "suggestions", "config": {}}]}
     with pytest.raises(InvalidInput) as caught:
         apply_overrides(runtime, OPEN, {"middlewares": [{"name": "suggestions", "config": {"max_items": 1}}]})
-    assert caught.value.status == 400
+    assert http_status(caught.value) == 400
     assert caught.value.field == "request_overrides.middlewares[0]"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from profiles import selectors, services
+from profiles.api.errors import http_status
 from profiles.errors import Conflict, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
 from profiles.models import Profile, ProfileRevision, ProfileSelection, Registry
 
@@ -113,7 +114,7 @@ def test_a_stale_expected_version_raises_version_conflict_and_changes_nothing(re
     before_registry = registry_version("team")
     with pytest.raises(VersionConflict) as caught:
         update("team", "p", changes={"description": "three"}, expected_version=1)
-    assert caught.value.status == 409
+    assert http_status(caught.value) == 409
     assert caught.value.as_dict()["expected"] == 1
     assert caught.value.as_dict()["actual"] == 2
     profile = row("team", "p")
@@ -141,7 +142,7 @@ def test_an_if_match_mismatch_raises_precondition_failed_and_changes_nothing(reg
     ProfileFactory(registry=reg, slug="p", description="one")
     with pytest.raises(PreconditionFailed) as caught:
         update("team", "p", changes={"description": "two"}, if_match='"7"')
-    assert caught.value.status == 412
+    assert http_status(caught.value) == 412
     assert (caught.value.as_dict()["expected"], caught.value.as_dict()["actual"]) == (7, 1)
     assert row("team", "p").description == "one"
 
@@ -188,7 +189,7 @@ def test_deleting_the_default_while_others_exist_is_a_conflict_and_changes_nothi
     before = registry_version("team")
     with pytest.raises(Conflict) as caught:
         services.profile_delete(registry_slug="team", slug="a")
-    assert caught.value.status == 409
+    assert http_status(caught.value) == 409
     assert "set another default first" in caught.value.message
     registry = Registry.objects.get(slug="team")
     assert registry.default_profile.slug == "a"
@@ -296,7 +297,7 @@ def read_only(reg) -> Profile:
 def test_a_read_only_profile_cannot_be_updated(read_only):
     with pytest.raises(ReadOnly) as caught:
         update("team", "locked", changes={"description": "thawed"})
-    assert (caught.value.status, caught.value.code) == (403, "read_only")
+    assert caught.value.code == "read_only"
     profile = row("team", "locked")
     assert (profile.version, profile.description) == (1, "frozen")
 
@@ -497,3 +498,22 @@ def test_a_selection_whose_profile_was_deleted_falls_back_to_the_default(seeded)
     services.profile_delete(registry_slug="default", slug="agent")
     current = selectors.current_profile(user=user, mount="chat", default_registry="default")
     assert (current.registry.slug, current.profile.slug, current.source) == ("default", "default", "default")
+
+
+def test_domain_errors_carry_no_http_status_and_map_to_one_in_the_api_handler():
+    from chat.errors import ConversationForbidden, QueueFull
+    from profiles.api.errors import http_status
+    from profiles.errors import Conflict, InvalidInput, NotFound, PolicyViolation, PreconditionFailed, ReadOnly
+
+    errors = {
+        InvalidInput("x"): 400,
+        NotFound("x"): 404,
+        PolicyViolation("x"): 403,
+        ReadOnly("x"): 403,
+        ConversationForbidden("x"): 403,
+        Conflict("x"): 409,
+        PreconditionFailed(expected=1, actual=2): 412,
+        QueueFull("x"): 429,
+    }
+    assert {type(e).__name__: http_status(e) for e in errors} == {type(e).__name__: s for e, s in errors.items()}
+    assert not any(hasattr(e, "status") for e in errors)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from profiles.api.errors import http_status
 from profiles.errors import InvalidInput
 from profiles.validation import (
     canonical_extension_key,
@@ -55,7 +56,7 @@ def test_it_normalises_slugs_by_trimming_and_lower_casing(raw, expected):
 def test_it_rejects_invalid_slugs_with_field_slug(raw):
     with pytest.raises(InvalidInput) as caught:
         canonical_slug(raw)
-    assert caught.value.status == 400
+    assert http_status(caught.value) == 400
     assert caught.value.code == "invalid"
     assert caught.value.field == "slug"
 
