@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render, resolve_url
+from django.templatetags.static import static
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from profiles.mounts import Mount
@@ -20,17 +21,19 @@ def page_config(request: HttpRequest, mount: Mount) -> dict:
         "api_base": f"{mount.path}api/chat/",
         "ws_path": f"{mount.path}ws/chat/",
         "default_registry": mount.default_registry,
-        "inventory_api": "/inventory/api/" if mount.name == "inventory" else None,
+        "empty_state": mount.empty_state,
+        "panel": {"module": static(mount.panel.module), "options": dict(mount.panel.options)} if mount.panel else None,
         "username": request.user.get_username(),
         "is_staff": request.user.is_staff,
-        # Tools of this mount that change data: their results make the inventory panel refresh.
+        # Tools of this mount that change data: their results make the mount's panel refresh.
         "writing_tools": sorted(t.name for t in tools if t.writes),
         "login_url": resolve_url(settings.LOGIN_URL),
     }
 
 
 def chat_page(request: HttpRequest, *, mount: Mount) -> HttpResponse:
-    context = {"mount": mount, "page_config": page_config(request, mount)}
+    panel_options = dict(mount.panel.options) if mount.panel else {}
+    context = {"mount": mount, "page_config": page_config(request, mount), "panel_options": panel_options}
     return render(request, "chat/page.html", context)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from chat.runtime.base import Middleware, ToolResult, TurnContext
 from profiles.definitions import MiddlewareDefinition
 
+from .selectors import LOW_STOCK_THRESHOLD
+
 DEFAULT_MAX_ROWS = 50
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -53,7 +55,7 @@ class InventoryArtifactsMiddleware(Middleware):
             if tool == "inventory_search_items":
                 title = f"Search results for \u201c{data.get('query', '')}\u201d"
             else:
-                title = f"Low stock (qty \u2264 {data.get('threshold', 3)})"
+                title = f"Low stock (qty \u2264 {data.get('threshold', LOW_STOCK_THRESHOLD)})"
             return {"kind": "table", "title": title, "data": self.table(data.get("items") or [])}
         if tool == "inventory_report":
             since = data.get("since")

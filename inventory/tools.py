@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from typing import Any, ClassVar
+import re
+from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-
-from chat.runtime.base import Tool, ToolContext, ToolError
+from chat.runtime.base import Rendered, Tool, ToolContext, ToolError
 from profiles.definitions import ToolDefinition
 
-from .selectors import SEARCH_LIMIT_MAX, inventory_report, item_get, item_search, items_low_stock
+from .selectors import LOW_STOCK_THRESHOLD, SEARCH_LIMIT_MAX, inventory_report, item_get, item_search, items_low_stock
 from .serializers import item_data, report_data, sale_data
 from .services import InventoryError, item_update_qty, sale_record
 
@@ -32,9 +31,42 @@ THRESHOLD_SCHEMA = {
     "type": "integer",
     "minimum": 0,
     "maximum": 2_147_483_647,
-    "default": 3,
+    "default": LOW_STOCK_THRESHOLD,
     "description": "Low stock means qty <= threshold.",
 }
+TIMES = "\u00d7"  # the multiplication sign, as in "a sale of 2 (times) A-1002"
+
+# What the offline engine recognises as a request for each tool (see Tool.recognise).
+_SKU = r"[A-Za-z]-\d{3,}"
+_SALE = (
+    re.compile(
+        rf"\b(?:record(?:ed)?\s+(?:a\s+)?sales?\s+of|sell|sold)\s+(?P<qty>\d+)\s*"
+        rf"(?:x\s+|\u00d7\s*|units?\s+of\s+|pcs\s+of\s+|of\s+)?(?P<sku>{_SKU})\b",
+        re.I,
+    ),
+    re.compile(
+        rf"\b(?:record(?:ed)?\s+(?:a\s+)?sales?\s+of|sell|sold)\s+(?P<sku>{_SKU})\s*(?:x|\u00d7)\s*(?P<qty>\d+)\b", re.I
+    ),
+)
+_UPDATE = re.compile(
+    rf"\b(?P<verb>add|remove|restock)\s+(?P<qty>\d+)\s*(?:units?\s+|pcs\s+)?(?:of\s+|to\s+|from\s+|for\s+)?"
+    rf"(?P<sku>{_SKU})\b",
+    re.I,
+)
+_LOW_STOCK = re.compile(
+    r"\blow(?:\s+on)?[\s-]+stock\b|\brunning\s+low\b|\bstock\s+is\s+low\b|\bneeds?\s+(?:a\s+)?restock", re.I
+)
+_OUT_OF_STOCK = re.compile(r"\bout\s+of\s+stock\b|\bsold\s+out\b", re.I)
+_THRESHOLD = re.compile(r"(?:\bthreshold(?:\s+of)?|\bbelow|\bunder|\bat\s+most|\bless\s+than|<=?)\s*(\d+)", re.I)
+_REPORT = re.compile(r"\b(?:report|summary)\b", re.I)
+_SINCE = re.compile(r"\bsince\s+(\d{4}-\d{2}-\d{2})\b", re.I)
+_SKU_ANYWHERE = re.compile(rf"\b({_SKU})\b")
+_SEARCH = re.compile(
+    r"\b(?:search(?:\s+for)?|find|look\s+for|looking\s+for|do\s+you\s+have(?:\s+any)?)\s+"
+    r"(?:the\s+|all\s+|any\s+|some\s+|items?\s+(?:named|called|matching)\s+)?[\"'\u201c]?(?P<word>[A-Za-z][\w-]*)",
+    re.I,
+)
+_SEARCH_STOPWORDS = {"a", "an", "the", "me", "it", "item", "items", "something", "anything", "stock", "out"}
 
 
 def _date(value: str | None, field: str) -> dt.date | None:
@@ -46,25 +78,37 @@ def _date(value: str | None, field: str) -> dt.date | None:
         raise ToolError(f"{field} must be a valid date as YYYY-MM-DD, got {value!r}") from exc
 
 
-class InventoryTool(Tool, abc.ABC):
-    """Validates arguments, checks the permission of writing tools, maps domain errors to ToolError."""
+def _singular(word: str) -> str:
+    word = word.lower()
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
 
-    _validator: ClassVar[Draft202012Validator | None] = None
+
+def _plural(count: Any, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _item_line(item: dict[str, Any]) -> str:
+    return f"- {item.get('sku', '?')} {item.get('name', '')}: {item.get('qty', '?')}".replace("  ", " ")
+
+
+def _items(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in data.get("items") or [] if isinstance(i, dict)]
+
+
+def _skus(items: Any) -> str:
+    skus = [str(i.get("sku")) for i in items or [] if isinstance(i, dict) and i.get("sku")]
+    return f" ({', '.join(skus)})" if skus else ""
+
+
+class InventoryTool(Tool, abc.ABC):
+    """Calls the inventory services on arguments the runner has already validated against
+    `parameters` (and, for writing tools, after it checked `permission`); maps domain errors to ToolError."""
 
     def run(self, args: dict[str, Any], ctx: ToolContext) -> Any:
-        # Defence in depth: the runner checks this too, but a write must never depend on that alone.
-        if self.permission and not ctx.has_perm(self.permission):
-            raise ToolError(f"permission denied: {self.permission} required")
-        args = dict(args or {})
-        validator = type(self)._validator
-        if validator is None:
-            validator = type(self)._validator = Draft202012Validator(self.parameters, format_checker=FormatChecker())
-        error = next(iter(sorted(validator.iter_errors(args), key=lambda e: list(e.path))), None)
-        if error is not None:
-            where = ".".join(str(p) for p in error.path)
-            raise ToolError(f"invalid arguments: {where + ': ' if where else ''}{error.message}")
         try:
-            return self.execute(args, ctx)
+            return self.execute(dict(args or {}), ctx)
         except InventoryError as exc:
             raise ToolError(exc.message) from exc
 
@@ -106,9 +150,32 @@ class SearchItemsTool(InventoryTool):
         "additionalProperties": False,
     }
 
+    followup = "Show the details of one of these items"
+    example = "\u201csearch <word>\u201d"
+    action = "search the inventory"
+    recognise_order = 60
+
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         items = item_search(query=args["query"], limit=args.get("limit", 20))
         return {"query": args["query"], "count": len(items), "items": [item_data(i) for i in items]}
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        match = _SEARCH.search(text)
+        if match is None or match["word"].lower() in _SEARCH_STOPWORDS:
+            return None
+        return {"query": _singular(match["word"])}
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        items = _items(result)
+        count = result.get("count", len(items))
+        query = result.get("query", "")
+        if not items and not count:
+            return f"No items match \u201c{query}\u201d.", []
+        lines = [
+            f"- {i.get('sku', '?')} {i.get('name', '')}: {i.get('qty', '?')} in stock, {i.get('price', '?')}"
+            for i in items
+        ]
+        return f"{_plural(count, 'item')} match \u201c{query}\u201d:", lines
 
 
 class GetItemTool(InventoryTool):
@@ -121,8 +188,27 @@ class GetItemTool(InventoryTool):
         "additionalProperties": False,
     }
 
+    followup = "How has this item's stock changed recently?"
+    example = "\u201ctell me about <sku>\u201d"
+    action = "look items up"
+    recognise_order = 50  # any SKU in the request: after the requests that name one with a verb
+
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         return {"item": item_data(item_get(sku=args["sku"]))}
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        match = _SKU_ANYWHERE.search(text)
+        return {"sku": match.group(1).upper()} if match else None
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        item = result["item"]
+        details = [f"- qty: {item.get('qty', '?')}", f"- price: {item.get('price', '?')}"]
+        if item.get("category"):
+            details.append(f"- category: {item['category']}")
+        if item.get("tags"):
+            details.append(f"- tags: {', '.join(str(t) for t in item['tags'])}")
+        headline = f"{item.get('sku', '?')} {item.get('name', '')}: {item.get('qty', '?')} in stock at {item.get('price', '?')}."
+        return headline, details
 
 
 class LowStockTool(InventoryTool):
@@ -134,10 +220,32 @@ class LowStockTool(InventoryTool):
         "additionalProperties": False,
     }
 
+    followup = "Which of these items should be reordered first?"
+    example = "\u201cwhich items are low on stock?\u201d"
+    action = "check which items are low on stock"
+    recognise_order = 30
+
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        threshold = args.get("threshold", 3)
+        threshold = args.get("threshold", LOW_STOCK_THRESHOLD)
         items = items_low_stock(threshold=threshold)
         return {"threshold": threshold, "count": len(items), "items": [item_data(i) for i in items]}
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        low, out = _LOW_STOCK.search(text), _OUT_OF_STOCK.search(text)
+        if not (low or out):
+            return None
+        if threshold := _THRESHOLD.search(text):
+            return {"threshold": int(threshold.group(1))}
+        return {} if low else {"threshold": 0}
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        items = _items(result)
+        count = result.get("count", len(items))
+        threshold = result.get("threshold", "?")
+        if not items and not count:
+            return f"No items are at or below {threshold} units.", []
+        verb = "is" if count == 1 else "are"
+        return f"{_plural(count, 'item')} {verb} at or below {threshold} units:", [_item_line(i) for i in items]
 
 
 class ReportTool(InventoryTool):
@@ -155,9 +263,38 @@ class ReportTool(InventoryTool):
         "additionalProperties": False,
     }
 
+    followup = "Summarize the report in three bullet points"
+    example = "\u201cinventory report\u201d"
+    action = "build an inventory report"
+    recognise_order = 40
+
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
-        report = inventory_report(threshold=args.get("threshold", 3), since=_date(args.get("since"), "since"))
-        return report_data(report)
+        threshold = args.get("threshold", LOW_STOCK_THRESHOLD)
+        return report_data(inventory_report(threshold=threshold, since=_date(args.get("since"), "since")))
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        if not _REPORT.search(text):
+            return None
+        since = _SINCE.search(text)
+        return {"since": since.group(1)} if since else {}
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        since = result.get("since")
+        threshold = result.get("threshold", "?")
+        sales_scope = f"since {since}" if since else "all time"
+        low = f"{result.get('low_stock_count', '?')}{_skus(result.get('low_stock'))}"
+        out = f"{result.get('out_of_stock_count', '?')}{_skus(result.get('out_of_stock'))}"
+        details = [
+            f"- SKUs: {result.get('sku_count', '?')}",
+            f"- Units: {result.get('total_units', '?')}",
+            f"- Retail value: {result.get('retail_value', '?')}",
+            f"- Cost basis: {result.get('cost_basis', '?')}",
+            f"- Potential profit: {result.get('potential_profit', '?')}",
+            f"- Low stock (\u2264 {threshold}): {low}",
+            f"- Out of stock: {out}",
+            f"- Sales total ({sales_scope}): {result.get('sales_total', '?')}",
+        ]
+        return f"Inventory report (threshold {threshold}, sales {sales_scope}):", details
 
 
 class UpdateQtyTool(InventoryTool):
@@ -183,6 +320,27 @@ class UpdateQtyTool(InventoryTool):
     }
     writes = True
     permission = CHANGE_ITEM
+
+    followup = "Show the item's current stock"
+    example = "\u201cadd 5 to <sku>\u201d"
+    action = "change stock quantities"
+    recognise_order = 20
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        match = _UPDATE.search(text)
+        if match is None:
+            return None
+        qty = int(match["qty"])
+        return {"sku": match["sku"].upper(), "delta": -qty if match["verb"].lower() == "remove" else qty}
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        item = result["item"]
+        applied = result.get("applied_delta")
+        applied_text = f"{applied:+d}" if isinstance(applied, int) else str(applied)
+        text = f"{item.get('sku', '?')} {item.get('name', '')} now has {item.get('qty', '?')} units ({applied_text})."
+        if result.get("clamped"):
+            text += f" Requested {result.get('requested_delta')}: clamped at 0."
+        return " ".join(text.split()), []
 
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         result = item_update_qty(sku=args["sku"], delta=args["delta"], user=ctx.user_id, source="tool")
@@ -212,6 +370,25 @@ class RecordSaleTool(InventoryTool):
     }
     writes = True
     permission = CHANGE_ITEM
+
+    followup = "Which items are low on stock now?"
+    example = "\u201crecord a sale of 2 <sku>\u201d"
+    action = "record sales"
+    recognise_order = 10
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        for pattern in _SALE:
+            if match := pattern.search(text):
+                return {"sku": match["sku"].upper(), "qty": int(match["qty"])}
+        return None
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        sale, item = result["sale"], result.get("item") or {}
+        sku = sale.get("sku") or item.get("sku", "?")
+        text = f"Recorded a sale of {sale.get('qty', '?')} {TIMES} {sku} (total {sale.get('total', '?')})."
+        if "qty" in item:
+            text += f" {item.get('sku', sku)} now has {item['qty']} left."
+        return text, []
 
     def execute(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         sale = sale_record(

@@ -28,7 +28,7 @@ def check_definitions(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if definition.factory is None:
             errors.append(Error(f"middleware {definition.name} has no implementation", id="profiles.E002"))
     for tool in definitions.tools.values():
-        if tool.implementation is None or not tool.mounts:
+        if tool.implementation is None or tool.mounts == frozenset():
             errors.append(Error(f"tool {tool.name} has no implementation or no mount", id="profiles.E003"))
         if tool.writes and not tool.permission:
             errors.append(Error(f"writing tool {tool.name} declares no permission", id="profiles.E004"))

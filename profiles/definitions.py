@@ -29,7 +29,8 @@ class ToolDefinition:
     description: str
     parameters: dict[str, Any]
     writes: bool
-    mounts: frozenset[str]
+    # The mounts that offer it; None: every mount (a general tool like a calculator).
+    mounts: frozenset[str] | None = None
     # Django permission a writing tool needs from the connected user, e.g. "inventory.change_item".
     permission: str | None = None
     # The runtime tool object (see chat.runtime.base.Tool).
@@ -100,7 +101,7 @@ class Definitions:
         return setting
 
     def tools_for_mount(self, mount: str) -> list[ToolDefinition]:
-        return [self.tools[name] for name in sorted(self.tools) if mount in self.tools[name].mounts]
+        return [tool for _, tool in sorted(self.tools.items()) if tool.mounts is None or mount in tool.mounts]
 
     def step_setting_sections(self) -> dict[str, list[StepSettingField]]:
         sections: dict[str, list[StepSettingField]] = {}

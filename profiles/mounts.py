@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .definitions import ToolDefinition, definitions
+
+
+@dataclass(frozen=True)
+class Panel:
+    """An app's own panel next to the chat on its page: what the page includes and loads for it."""
+
+    template: str  # included in the page, e.g. "inventory/panel.html"
+    stylesheet: str  # static path
+    module: str  # static path of an ES module exporting `Panel` (new Panel({root, ...options}))
+    options: tuple[tuple[str, Any], ...] = ()  # JSON values handed to the module
 
 
 @dataclass(frozen=True)
@@ -13,6 +24,8 @@ class Mount:
     prefix: str  # URL prefix: "" or "inventory/"
     default_registry: str
     title: str = ""
+    empty_state: str = "Start a conversation"  # the heading of an empty conversation
+    panel: Panel | None = None
 
     @property
     def path(self) -> str:

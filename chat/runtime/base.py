@@ -106,17 +106,40 @@ class ToolContext:
     emit: Emit
 
 
+# What a tool's result reads as in plain text: a headline and detail lines.
+Rendered = tuple[str, list[str]]
+
+
 class Tool:
-    """A callable tool. `run` is synchronous (it may use the ORM); the runner calls it off the loop."""
+    """A callable tool. `run` is synchronous (it may use the ORM); the runner calls it off the loop.
+
+    Besides running, a tool describes itself to the generic runtime, so the runtime never names an
+    app's tools: `followup` is the suggestion offered after it succeeded, `example` and `action`
+    are what the offline engine says it can do with it, `recognise` maps a request to its
+    arguments and `render` turns its result into text (both used only by the offline engine).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
     parameters: ClassVar[dict[str, Any]]  # JSON schema of the arguments
     writes: ClassVar[bool] = False
     permission: ClassVar[str | None] = None  # checked by the runner before run() for writing tools
+    followup: ClassVar[str | None] = None  # e.g. "Show the calculation step by step"
+    example: ClassVar[str | None] = None  # e.g. "“what is 17.5% of 2,340?”"
+    action: ClassVar[str | None] = None  # e.g. "calculate that" (as in "I can't calculate that")
+    # Recognisers run in this order (lower first): a specific request ("sell 2 A-1") wins over a loose one.
+    recognise_order: ClassVar[int] = 100
 
     def run(self, args: dict[str, Any], ctx: ToolContext) -> Any:
         raise ToolError(f"tool {self.name} has no implementation")
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        """The arguments of a call this request asks for, or None (offline engine only)."""
+        return None
+
+    def render(self, result: dict[str, Any]) -> Rendered | None:
+        """The result as (headline, detail lines), or None for the generic rendering (offline engine only)."""
+        return None
 
 
 @dataclass
@@ -124,6 +147,7 @@ class ToolResult:
     call: ToolCall
     result: Any = None
     error: str | None = None
+    tool: Tool | None = None  # the tool that ran, when the runtime allowed it
 
 
 # --------------------------------------------------------------------------- middlewares

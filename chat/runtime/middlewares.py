@@ -338,17 +338,6 @@ class AgentMode(ConfiguredMiddleware):
 
 # --------------------------------------------------------------------------- suggestions
 
-# Follow-ups for the tools we know; any other tool gets a generic one built from its name.
-TOOL_FOLLOWUPS = {
-    "calculator": "Show the calculation step by step",
-    "current_time": "What time is it in another time zone?",
-    "inventory_search_items": "Show the details of one of these items",
-    "inventory_get_item": "How has this item's stock changed recently?",
-    "inventory_low_stock": "Which of these items should be reordered first?",
-    "inventory_report": "Summarize the report in three bullet points",
-    "inventory_update_qty": "Show the item's current stock",
-    "inventory_record_sale": "Which items are low on stock now?",
-}
 GENERIC_FOLLOWUPS = ("Explain that in more detail", "Give me a concrete example", "What should I look at next?")
 
 
@@ -364,7 +353,8 @@ def derive_suggestions(ctx: TurnContext, reply: Reply, limit: int) -> list[str]:
         if result.error is not None:
             items.append("Try that again with different input")
         else:
-            items.append(TOOL_FOLLOWUPS.get(name, f"Run {name.replace('_', ' ')} again with other inputs"))
+            followup = result.tool.followup if result.tool is not None else None
+            items.append(followup or f"Run {name.replace('_', ' ')} again with other inputs")
     text = reply.text.strip()
     if len(text) > 600:
         items.append("Summarize that in three bullet points")

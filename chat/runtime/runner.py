@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from .base import (
     EngineDone,
@@ -126,8 +126,20 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
     return result
 
 
+# Compiled argument validators by schema identity (the schema object is kept to pin the id).
+_validators: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    cached = _validators.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _validators[id(schema)] = (schema, Draft202012Validator(schema, format_checker=FormatChecker()))
+    return cached[1]
+
+
 def _validate_args(schema: dict[str, Any], args: Any) -> str | None:
-    errors = sorted(Draft202012Validator(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
+    """The one check of a tool call's arguments against the tool's schema (tools trust it)."""
+    errors = sorted(_validator(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
     first = errors[0]
@@ -148,13 +160,14 @@ async def run_tool(
         return ToolResult(call, error=problem)
     if definition.writes and definition.permission and not await run_sync(tool_ctx.has_perm, definition.permission):
         return ToolResult(call, error=f"permission denied: {definition.permission} required")
+    tool = definition.implementation
     try:
-        result = await asyncio.wait_for(run_sync(definition.implementation.run, call.arguments, tool_ctx), timeout)
+        result = await asyncio.wait_for(run_sync(tool.run, call.arguments, tool_ctx), timeout)
     except TimeoutError:
-        return ToolResult(call, error=f"tool {call.name!r} timed out after {timeout:g}s")
+        return ToolResult(call, error=f"tool {call.name!r} timed out after {timeout:g}s", tool=tool)
     except ToolError as exc:
-        return ToolResult(call, error=str(exc))
-    return ToolResult(call, result=result)
+        return ToolResult(call, error=str(exc), tool=tool)
+    return ToolResult(call, result=result, tool=tool)
 
 
 async def run_turn(

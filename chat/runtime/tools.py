@@ -1,4 +1,4 @@
-"""The chat mount's own tools: `calculator` and `current_time` (both read-only, offered on both mounts)."""
+"""The general tools: `calculator` and `current_time` (read-only, offered on every mount)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,42 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from profiles.definitions import ToolDefinition
 
-from .base import Tool, ToolContext, ToolError
+from .base import Rendered, Tool, ToolContext, ToolError
 from .calculator import MAX_LENGTH, calculate
 
-MOUNTS = frozenset({"chat", "inventory"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # IANA keys are relative names like "Europe/Paris" or "Etc/GMT+5"; anything else (absolute paths,
 # "..") is refused before it reaches zoneinfo, which looks keys up on the file system.
 _ZONE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9][A-Za-z0-9_+-]*)*$")
+
+# What the offline engine recognises as a calculation or a question about the time.
+_CALC_PREFIX = re.compile(
+    r"^\s*(?:please\s+)?(?:calculate|compute|evaluate|what(?:'s|\s+is)|how\s+much\s+is)\s+(?P<expr>.+?)[\s?.!=]*$",
+    re.I | re.S,
+)
+_CALC_CHARS = re.compile(r"[\d\s.,+\-*/()%^\u00d7\u00f7]+")
+_CALC_OPERATOR = re.compile(r"[+\-*/%^\u00d7\u00f7]|\bof\b", re.I)
+_BARE_OPERATOR = re.compile(r"[+*/%^\u00d7\u00f7]|\s-\s|\bof\b", re.I)  # "2026-02-08" is not a subtraction
+_TIME = re.compile(
+    r"\bwhat\s+time\s+is\s+it\b|\bcurrent\s+(?:time|date)\b|\bwhat(?:'s|\s+is)\s+the\s+(?:time|date)\b"
+    r"|\btoday'?s\s+date\b|\bwhat\s+day\s+is\s+it\b|\btime\s+now\b",
+    re.I,
+)
+
+
+def calc_expression(text: str) -> str | None:
+    """The arithmetic part of "what is 17.5% of 2,340?" / "calculate (3+4)*5" / "2+2", else None."""
+    match = _CALC_PREFIX.match(text)
+    expr = match.group("expr") if match else text.strip().rstrip("?.!= ")
+    expr = expr.strip()
+    bare = re.sub(r"\b(?:of|percent)\b", " ", expr, flags=re.I)
+    if not expr or not _CALC_CHARS.fullmatch(bare) or not re.search(r"\d", expr):
+        return None
+    operator = _CALC_OPERATOR if match else _BARE_OPERATOR
+    if not operator.search(expr.lstrip("+-")):
+        return None
+    return expr
 
 
 class CalculatorTool(Tool):
@@ -47,12 +74,23 @@ class CalculatorTool(Tool):
         "required": ["expression"],
         "additionalProperties": False,
     }
+    followup = "Show the calculation step by step"
+    example = "“what is 17.5% of 2,340?”"
+    action = "calculate that"
+    recognise_order = 70
 
     def run(self, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
         expression = args.get("expression")
         if not isinstance(expression, str) or not expression.strip():
             raise ToolError("expression must be a non-empty string")
         return {"expression": expression, "result": calculate(expression)}
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        expression = calc_expression(text)
+        return {"expression": expression} if expression else None
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        return f"{result.get('expression', '?')} = {result.get('result', '?')}", []
 
 
 class CurrentTimeTool(Tool):
@@ -77,6 +115,10 @@ class CurrentTimeTool(Tool):
         },
         "additionalProperties": False,
     }
+    followup = "What time is it in another time zone?"
+    example = "“what time is it?”"
+    action = "tell the time"
+    recognise_order = 80
 
     def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
         # Injectable so tests (and replays) can pin the instant.
@@ -91,6 +133,13 @@ class CurrentTimeTool(Tool):
             "timezone": key,
             "unix_ms": (now - _EPOCH) // timedelta(milliseconds=1),
         }
+
+    def recognise(self, text: str) -> dict[str, Any] | None:
+        return {} if _TIME.search(text) else None
+
+    def render(self, result: dict[str, Any]) -> Rendered:
+        zone = f" ({result['timezone']})" if result.get("timezone") else ""
+        return f"It is {result.get('iso', '?')}{zone}.", []
 
 
 def _zone(key: Any) -> ZoneInfo:
@@ -112,7 +161,6 @@ def _definition(tool: Tool) -> ToolDefinition:
         description=tool.description,
         parameters=tool.parameters,
         writes=False,
-        mounts=MOUNTS,
         implementation=tool,
     )
 

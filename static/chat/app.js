@@ -1,12 +1,12 @@
 // Entry point of the chat page (both mounts). Wires the modules together:
 //   api.js (fetch + CSRF), socket.js (reconnecting socket, seq dedupe + replay), transcript.js
 //   (turns on the page), profiles.js (profile controls), conversations.js (sidebar),
-//   render.js + markdown.js (safe DOM), ../inventory/inventory.js (items panel, inventory mount).
+//   render.js + markdown.js (safe DOM), and the mount's panel module if it has one (the inventory's items).
 
 import { ApiError, ChatApi } from "./api.js";
 import { ConversationList, conversationTitle } from "./conversations.js";
 import { ConversationProfile, ProfilePicker, starterSuggestions } from "./profiles.js";
-import { chips, el, engineLabel, notice, renderBadge } from "./render.js";
+import { chips, configureRender, el, engineLabel, notice, renderBadge } from "./render.js";
 import { ChatSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 
@@ -29,11 +29,12 @@ function convFromHash() {
 class ChatApp {
   constructor(config) {
     this.config = config;
+    configureRender(config.panel ? config.panel.options : {});
     this.api = new ChatApi(config.api_base);
     this.socket = null;
     this.conv = null;
     this.hello = null;
-    this.inventory = null;
+    this.panel = null;
     this.writingTools = new Set(config.writing_tools || []);
     this.titled = new Set();
     this.engines = new Map(); // fingerprint -> engine label, from ws.hello
@@ -77,7 +78,7 @@ class ChatApp {
     this.bindComposer();
     $("new-conversation").addEventListener("click", () => this.newConversation());
     window.addEventListener("online", () => this.socket && this.socket.reconnect());
-    const inventory = this.config.inventory_api ? this.startInventory() : Promise.resolve();
+    const panel = this.config.panel ? this.startPanel(this.config.panel) : Promise.resolve();
     try {
       await this.picker.load();
     } catch {
@@ -93,7 +94,7 @@ class ChatApp {
     } catch (err) {
       this.transcript.addNotice(notice(`The conversations could not be loaded: ${err.message}`, { kind: "error", testid: "error-notice" }));
     }
-    await inventory;
+    await panel;
     document.body.dataset.ready = "true";
   }
 
@@ -106,10 +107,11 @@ class ChatApp {
     }
   }
 
-  async startInventory() {
-    const { InventoryPanel } = await import("../inventory/inventory.js");
-    this.inventory = new InventoryPanel({ apiBase: this.config.inventory_api, root: $("inventory-panel") });
-    await this.inventory.init();
+  /** The mount's own panel (e.g. the inventory's items table): its module, built on its page element. */
+  async startPanel({ module, options }) {
+    const { Panel } = await import(module);
+    this.panel = new Panel({ ...options, root: document.querySelector("[data-mount-panel]") });
+    await this.panel.init();
   }
 
   // ------------------------------------------------------------------------------ conversations
@@ -182,13 +184,13 @@ class ChatApp {
     }
   }
 
-  /** A writing tool ran (or an item changed): the inventory panel shows the new data, no reload. */
+  /** A writing tool ran (or an item changed): the mount's panel shows the new data, no reload. */
   activity(frame) {
-    if (!this.inventory) return;
+    if (!this.panel) return;
     const data = frame.data || {};
     const wrote = frame.type === "tool.result" && this.writingTools.has(data.name) && !data.error;
     const item = frame.type === "artifact" && data.kind === "item";
-    if (wrote || item) this.inventory.scheduleRefresh();
+    if (wrote || item) this.panel.scheduleRefresh();
   }
 
   autoTitle(prompt) {
@@ -289,7 +291,7 @@ class ChatApp {
       "div",
       { class: "empty-state" },
       el("div", { class: "empty-mark", "aria-hidden": "true", text: "✦" }),
-      el("h2", { text: this.config.mount === "inventory" ? "Ask about your inventory" : "Start a conversation" }),
+      el("h2", { text: this.config.empty_state }),
       el("p", {
         class: "muted",
         text: profile
@@ -322,8 +324,8 @@ window.__chat = {
   get socket() {
     return app.socket;
   },
-  get inventory() {
-    return app.inventory;
+  get panel() {
+    return app.panel;
   },
   conversationTitle,
 };

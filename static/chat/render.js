@@ -3,7 +3,17 @@
 
 import { renderMarkdown } from "./markdown.js";
 
-export const LOW_STOCK = 3;
+// Mount options the artifact renderers follow (the inventory mount sends its low-stock threshold).
+const options = { low_stock_threshold: null };
+
+/** Called once with the mount panel's options (page config) before anything is rendered. */
+export function configureRender(panelOptions = {}) {
+  options.low_stock_threshold = Number.isInteger(panelOptions.low_stock_threshold) ? panelOptions.low_stock_threshold : null;
+}
+
+function isLow(value) {
+  return options.low_stock_threshold !== null && value <= options.low_stock_threshold;
+}
 
 /** el("div", {class: "x", dataset: {a: 1}, onclick: fn}, child, "text", ...) */
 export function el(tag, attrs = {}, ...children) {
@@ -179,14 +189,14 @@ export function stockClass(qty) {
   const value = Number(qty);
   if (!Number.isFinite(value)) return "";
   if (value <= 0) return "stock-out";
-  if (value <= LOW_STOCK) return "stock-low";
+  if (isLow(value)) return "stock-low";
   return "";
 }
 
 export function stockLabel(qty) {
   const value = Number(qty);
   if (value <= 0) return "Out of stock";
-  if (value <= LOW_STOCK) return "Low stock";
+  if (isLow(value)) return "Low stock";
   return "";
 }
 
@@ -262,7 +272,7 @@ export function reportFigures(data, { compact = false } = {}) {
     let cls = "figure";
     if (key === "low_stock_count" && Number(data[key]) > 0) cls += " is-warn";
     if (key === "out_of_stock_count" && Number(data[key]) > 0) cls += " is-danger";
-    const term = key === "low_stock_count" ? `${label} (≤ ${data.threshold ?? LOW_STOCK})` : label;
+    const term = key === "low_stock_count" ? `${label} (≤ ${data.threshold})` : label;
     return el("div", { class: cls, dataset: { figure: key } }, el("dt", { text: term, title: long }), el("dd", { text: data[key] }));
   });
   return el("dl", { class: `figures${compact ? " is-compact" : ""}` }, figures);

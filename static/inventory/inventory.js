@@ -5,8 +5,9 @@
 import { request } from "../chat/api.js";
 import { el, qtyCell, reportFigures, stockClass } from "../chat/render.js";
 
-export class InventoryPanel {
-  constructor({ apiBase, root }) {
+/** The mount's panel (Mount.panel in inventory/mounts.py): built with the page element and its options. */
+export class Panel {
+  constructor({ root, api_base: apiBase }) {
     this.base = apiBase.endsWith("/") ? apiBase : `${apiBase}/`;
     this.root = root;
     this.body = root.querySelector("#items-body");

@@ -16,6 +16,7 @@ from chat.runtime.middlewares import (
     Suggestions,
     redact_text,
 )
+from profiles.definitions import definitions
 
 DEFINITIONS = {definition.name: definition for definition in MIDDLEWARE_DEFINITIONS}
 
@@ -35,7 +36,14 @@ def history_of(turns: int) -> list[Message]:
 
 
 def tool_result(name: str, error: str | None = None) -> ToolResult:
-    return ToolResult(call=ToolCall(call_id=f"call-{name}", name=name, arguments={}), result={"ok": 1}, error=error)
+    """A result of the registered tool `name` (its definition brings its follow-up)."""
+    definition = definitions.tools.get(name)
+    return ToolResult(
+        call=ToolCall(call_id=f"call-{name}", name=name, arguments={}),
+        result={"ok": 1},
+        error=error,
+        tool=definition.implementation if definition else None,
+    )
 
 
 # --------------------------------------------------------------------------- registration and schemas

@@ -9,6 +9,7 @@ from jsonschema import Draft202012Validator
 
 from chat.runtime.base import ToolContext, ToolError
 from chat.runtime.tools import TOOL_DEFINITIONS, CalculatorTool, CurrentTimeTool, calculator, current_time
+from profiles.definitions import definitions
 
 DEFINITIONS = {definition.name: definition for definition in TOOL_DEFINITIONS}
 INSTANT = datetime(2026, 2, 8, 13, 3, 27, 250000, tzinfo=UTC)
@@ -23,12 +24,14 @@ def tool_context() -> ToolContext:
     return ToolContext(user_id=1, username="alice", mount="chat", has_perm=lambda perm: False, emit=_no_emit)
 
 
-def test_tools_are_registered_read_only_on_both_mounts():
+def test_tools_are_registered_read_only_on_every_mount():
     assert set(DEFINITIONS) == {"calculator", "current_time"}
     for name, definition in DEFINITIONS.items():
         assert definition.writes is False
         assert definition.permission is None
-        assert definition.mounts == frozenset({"chat", "inventory"})
+        assert definition.mounts is None
+        for mount in ("chat", "inventory", "a-mount-added-later"):
+            assert definition in definitions.tools_for_mount(mount)
         assert definition.implementation.name == name
         assert definition.parameters is definition.implementation.parameters
         assert definition.description

@@ -1,6 +1,10 @@
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 
-from chat.runtime.base import ToolError
+from chat.runtime.base import ToolCall, ToolError
+from chat.runtime.composer import Runtime
+from chat.runtime.engines import OfflineEngine
+from chat.runtime.runner import run_tool
 from inventory.models import Item, Sale
 from inventory.tools import TOOL_DEFINITIONS, TOOLS
 from profiles.definitions import definitions
@@ -9,10 +13,30 @@ from .conftest import WRITE_PERMS
 from .factories import UserFactory
 
 TOOL = {tool.name: tool for tool in TOOLS}
+# A runtime allowing every inventory tool: calls go through the runner's one argument and permission check.
+RUNTIME = Runtime(
+    registry="inventory",
+    profile="tools",
+    profile_version=1,
+    fingerprint="",
+    system_prompt="",
+    engine=OfflineEngine(),
+    engine_info={},
+    middlewares=(),
+    tools=tuple(TOOL_DEFINITIONS),
+)
+
+
+async def _run_sync(fn, *args):
+    return await sync_to_async(fn)(*args)
 
 
 def run(name, args, ctx):
-    return TOOL[name].run(args, ctx)
+    """One tool call as a turn makes it (`run_tool`); its error, if any, raised as ToolError."""
+    result = async_to_sync(run_tool)(RUNTIME, ToolCall("c1", name, args), ctx, run_sync=_run_sync, timeout=30)
+    if result.error is not None:
+        raise ToolError(result.error)
+    return result.result
 
 
 @pytest.fixture

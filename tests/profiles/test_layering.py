@@ -37,23 +37,6 @@ ROOT = PROFILES.parent
 FRAMEWORKS = ("django", "channels", "rest_framework", "asgiref", "daphne", "drf_spectacular")
 # The framework-free part of the platform that the runtime may use (no models, no settings).
 PLATFORM_MODULES = {"profiles.definitions", "profiles.resolution", "profiles.validation", "profiles.errors"}
-# App names written into chat/runtime code today, reported instead of fixed (chat/runtime belongs to
-# other engineers). The inventory app should pass its follow-ups and its mount name in as data (e.g. on
-# its ToolDefinition). Remove an entry when its literal goes; new ones fail the test.
-KNOWN_APP_NAMES = {
-    ("chat/runtime/tools.py", "inventory"),  # MOUNTS = frozenset({"chat", "inventory"})
-    ("chat/runtime/middlewares.py", "inventory_search_items"),  # TOOL_FOLLOWUPS
-    ("chat/runtime/middlewares.py", "inventory_get_item"),
-    ("chat/runtime/middlewares.py", "inventory_low_stock"),
-    ("chat/runtime/middlewares.py", "inventory_report"),
-    ("chat/runtime/middlewares.py", "inventory_update_qty"),
-    ("chat/runtime/middlewares.py", "inventory_record_sale"),
-    # the offline engine: _EXAMPLES, _ACTIONS and its intents (_Intent(...))
-    *(
-        ("chat/runtime/engines/offline.py", f"inventory_{tool}")
-        for tool in ("search_items", "get_item", "low_stock", "report", "update_qty", "record_sale")
-    ),
-}
 
 
 def runtime_files() -> list[Path]:
@@ -139,8 +122,7 @@ def test_chat_runtime_code_names_no_app():
                 isinstance(node, ast.Constant)
                 and isinstance(node.value, str)
                 and id(node) not in skip
-                and re.fullmatch(r"inventory([._].*)?", node.value.strip())
+                and re.search(r"inventory", node.value, re.I)
             ):
                 found.add((str(path.relative_to(ROOT)), node.value.strip()))
-    assert found - KNOWN_APP_NAMES == set(), "new app names in chat/runtime code"
-    assert KNOWN_APP_NAMES - found == set(), "fixed: remove these from KNOWN_APP_NAMES"
+    assert found == set(), "app names in chat/runtime code"
