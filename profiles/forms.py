@@ -26,6 +26,7 @@ from .services import (
     registry_set_default,
     registry_update,
 )
+from .validation import POLICY_KEYS
 
 ADMIN_SOURCE = "admin"
 _PATH_HEAD = re.compile(r"[.\[]")
@@ -151,7 +152,7 @@ class ProfileAdminForm(ServiceModelForm):
     """Create through `profile_create`, edit through `profile_update` with only the changed fields."""
 
     runtime = JSONObjectField(help_text="system_prompt, middlewares, tools, step_settings_patch")
-    policy = JSONObjectField(help_text="allow_overrides, allowed_override_keys, denied_override_keys, read_only")
+    policy = JSONObjectField(help_text=", ".join(POLICY_KEYS))
     extensions = JSONObjectField(help_text="extension key (namespace.feature@vN) -> value")
     set_default = forms.BooleanField(required=False, label="Make this the registry default")
 

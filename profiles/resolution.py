@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -196,7 +196,8 @@ def apply_overrides(
 
 @dataclass(frozen=True)
 class OverrideBounds:
-    """Server-wide bounds on the engine-setting values a request override may choose.
+    """Bounds on the engine-setting values a request override may choose: the server's (CHAT_OVERRIDE_*),
+    each replaced by the profile's `policy.value_bounds` where it sets one.
 
     The policy allows keys; these bound values, so a request cannot spend the server's key unchecked.
     They only refuse requests (403 `policy_violation`, like a refused key): they never change an
@@ -208,6 +209,22 @@ class OverrideBounds:
     models: tuple[str, ...]  # effective model a request may switch to; "" = the engine's default; "*" = any
     max_timeout_seconds: float  # highest `ai-chat.ai-timeout-seconds` a request may set
     max_response_tokens: int  # highest `ai-chat.ai-max-response-tokens` a request may set
+    # The bounds the profile's policy set (the others are the server's), for messages.
+    from_policy: frozenset[str] = frozenset()
+
+    def with_policy(self, value_bounds: Mapping[str, Any] | None) -> OverrideBounds:
+        """These bounds with the profile's `policy.value_bounds` (validated) replacing them field by field."""
+        chosen = {key: value for key, value in (value_bounds or {}).items() if key in SERVER_BOUNDS}
+        if not chosen:
+            return self
+        changes = {key: tuple(value) if isinstance(value, list) else value for key, value in chosen.items()}
+        return replace(self, **changes, from_policy=self.from_policy | set(chosen))
+
+    def source(self, key: str) -> str:
+        """Where the bound on `key` comes from, as an admin would look it up."""
+        if key in self.from_policy:
+            return f"the profile's override bound policy.value_bounds.{key}"
+        return f"the server's override bound {SERVER_BOUNDS[key]}"
 
     @classmethod
     def from_settings(cls) -> OverrideBounds:
@@ -226,6 +243,13 @@ class OverrideBounds:
 
 
 BOUNDED_FIELDS = ("ai-api-type", "ai-engine", "ai-max-response-tokens", "ai-timeout-seconds")
+# Each bound (a key of policy.value_bounds) and the server setting that bounds it when the profile does not.
+SERVER_BOUNDS = {
+    "api_types": "CHAT_OVERRIDE_ALLOWED_API_TYPES",
+    "models": "CHAT_OVERRIDE_ALLOWED_MODELS",
+    "max_timeout_seconds": "CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS",
+    "max_response_tokens": "CHAT_OVERRIDE_MAX_RESPONSE_TOKENS",
+}
 
 
 def _model_allowed(models: tuple[str, ...], provider: str, model: str, defs: Definitions) -> bool:
@@ -262,8 +286,7 @@ def check_bounds(
     type_changed = "ai-api-type" in touched and provider != old_engine["provider"]
     if type_changed and ANY not in bounds.api_types and provider not in bounds.api_types:
         raise PolicyViolation(
-            f"ai-chat.ai-api-type {provider!r} is outside the server's override bound "
-            f"CHAT_OVERRIDE_ALLOWED_API_TYPES ({', '.join(bounds.api_types)})",
+            f"ai-chat.ai-api-type {provider!r} is outside {bounds.source('api_types')} ({', '.join(bounds.api_types)})",
             field=path("ai-api-type"),
         )
     model_changed = (provider, model) != (old_engine["provider"], old_engine["model"])
@@ -274,25 +297,24 @@ def check_bounds(
     ):
         shown = ", ".join(m or "(the engine's default)" for m in bounds.models)
         raise PolicyViolation(
-            f"model {model!r} ({provider}) is outside the server's override bound "
-            f"CHAT_OVERRIDE_ALLOWED_MODELS ({shown})",
+            f"model {model!r} ({provider}) is outside {bounds.source('models')} ({shown})",
             field=path("ai-engine" if "ai-engine" in touched else "ai-api-type"),
         )
-    for name, bound, setting in (
-        ("ai-max-response-tokens", bounds.max_response_tokens, "CHAT_OVERRIDE_MAX_RESPONSE_TOKENS"),
-        ("ai-timeout-seconds", bounds.max_timeout_seconds, "CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS"),
+    for name, bound, key in (
+        ("ai-max-response-tokens", bounds.max_response_tokens, "max_response_tokens"),
+        ("ai-timeout-seconds", bounds.max_timeout_seconds, "max_timeout_seconds"),
     ):
         value, previous = new.get(name), old.get(name)
         if name not in touched or value == previous:
             continue
         if value is None:  # cleared: the profile's limit would be lifted
             raise PolicyViolation(
-                f"ai-chat.{name} cannot be cleared by a request (server's override bound {setting}: {bound:g})",
+                f"ai-chat.{name} cannot be cleared by a request ({bounds.source(key)}: {bound:g})",
                 field=path(name),
             )
         if value > bound and (previous is None or value > previous):
             raise PolicyViolation(
-                f"ai-chat.{name} {value:g} is above the server's override bound {setting} ({bound:g})",
+                f"ai-chat.{name} {value:g} is above {bounds.source(key)} ({bound:g})",
                 field=path(name),
             )
 
@@ -342,6 +364,7 @@ def resolve_runtime(
     settings = engine_settings(server_defaults or {}, effective.get("step_settings_patch"), defs=defs)
     if applied.get("step_settings_patch"):
         before = engine_settings(server_defaults or {}, runtime.get("step_settings_patch"), defs=defs)
+        bounds = (bounds or OverrideBounds.from_settings()).with_policy(policy.get("value_bounds"))
         check_bounds(applied["step_settings_patch"], before, settings, bounds, defs=defs)
     return Resolution(
         registry=registry,

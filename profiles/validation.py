@@ -27,7 +27,9 @@ EXTENSION_KEY_RE = re.compile(
     r"^(?P<ns>[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?)\.(?P<feature>[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?)@v(?P<n>[1-9][0-9]*)$"
 )
 RUNTIME_KEYS = ("system_prompt", "middlewares", "tools", "step_settings_patch")
-POLICY_KEYS = ("allow_overrides", "allowed_override_keys", "denied_override_keys", "read_only")
+POLICY_KEYS = ("allow_overrides", "allowed_override_keys", "denied_override_keys", "read_only", "value_bounds")
+# policy.value_bounds: bounds on the engine-setting values a request override may choose (unset: the server's).
+VALUE_BOUND_KEYS = ("api_types", "models", "max_timeout_seconds", "max_response_tokens")
 MIDDLEWARE_ENTRY_KEYS = ("name", "id", "enabled", "config")
 MAX_SYSTEM_PROMPT = 20_000
 SIMPLE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -374,7 +376,52 @@ def validate_policy(raw: Any, *, prefix: str = "policy") -> tuple[dict[str, Any]
     both = set(policy["allowed_override_keys"]) & set(policy["denied_override_keys"])
     if both:
         errors.append((f"{prefix}.override_keys", f"keys both allowed and denied: {', '.join(sorted(both))}"))
+    bounds, bound_errors = validate_value_bounds(raw.get("value_bounds"), prefix=f"{prefix}.value_bounds")
+    errors += bound_errors
+    if bounds:  # stored only when set, so a profile without bounds keeps its stored shape
+        policy["value_bounds"] = bounds
     return policy, errors
+
+
+def validate_value_bounds(raw: Any, *, prefix: str) -> tuple[dict[str, Any], Errors]:
+    """`{api_types?: [str], models?: [str], max_timeout_seconds?: number > 0, max_response_tokens?: int >= 1}`.
+
+    Lists name the values a request may switch to ("*" = any; "" in models = the engine's default)."""
+    if raw is None:
+        return {}, []
+    if not isinstance(raw, Mapping):
+        return {}, [(prefix, "must be an object")]
+    errors: Errors = [
+        (f"{prefix}.{key}", f"unknown value bound; allowed: {', '.join(VALUE_BOUND_KEYS)}")
+        for key in raw
+        if key not in VALUE_BOUND_KEYS
+    ]
+    bounds: dict[str, Any] = {}
+    for key in ("api_types", "models"):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= 200 for v in value):
+            errors.append((f"{prefix}.{key}", "must be a list of strings"))
+            continue
+        cleaned = [v.strip().lower() if key == "api_types" else v.strip() for v in value]
+        if key == "api_types" and not all(cleaned):
+            errors.append((f"{prefix}.{key}", "must be a list of non-blank strings"))
+            continue
+        bounds[key] = sorted(set(cleaned))
+    limits = (
+        ("max_timeout_seconds", (int, float), lambda v: v > 0, "a number above 0"),
+        ("max_response_tokens", (int,), lambda v: v >= 1, "an integer of at least 1"),
+    )
+    for key, kind, valid, what in limits:
+        value = raw.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or not valid(value):
+            errors.append((f"{prefix}.{key}", f"must be {what}"))
+            continue
+        bounds[key] = value
+    return bounds, errors
 
 
 def validate_extensions(

@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from profiles.models import ProfileRevision
 from profiles.services import profile_document
+from profiles.validation import POLICY_KEYS
 
 from .openapi import JSON_OBJECT_SCHEMA, SLUG_SCHEMA
 
@@ -78,7 +79,7 @@ class ProfileDocumentSerializer(serializers.Serializer):
     display_name = serializers.CharField(allow_blank=True)
     description = serializers.CharField(allow_blank=True)
     runtime = serializers.DictField(help_text="system_prompt, middlewares, tools, step_settings_patch")
-    policy = serializers.DictField(help_text="allow_overrides, allowed_override_keys, denied_override_keys, read_only")
+    policy = serializers.DictField(help_text=", ".join(POLICY_KEYS))
     extensions = serializers.DictField(help_text="`namespace.feature@vN` keys")
     metadata = ProfileMetadataSerializer()
     is_default = serializers.BooleanField()

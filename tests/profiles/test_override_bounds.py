@@ -180,3 +180,95 @@ def test_api_a_plain_user_cannot_raise_the_analysts_limits_past_the_bound(
     assert at.json()["engine"]["settings"]["ai-chat"][name] == bound
     setattr(settings, setting, bound * 10)  # a looser bound accepts the same request with the same fingerprint
     assert analyst_resolve(api_reader, mount, {name: bound}).json()["fingerprint"] == at.json()["fingerprint"]
+
+
+# --------------------------------------------------------------------------- the profile's own bounds
+
+
+def test_a_profiles_bounds_replace_the_servers_field_by_field():
+    bounds = DEFAULTS.with_policy({"max_timeout_seconds": 10, "api_types": ["offline", "openai"]})
+    assert (bounds.max_timeout_seconds, bounds.api_types) == (10, ("offline", "openai"))
+    assert (bounds.models, bounds.max_response_tokens) == (DEFAULTS.models, DEFAULTS.max_response_tokens)
+    assert DEFAULTS.with_policy(None) == DEFAULTS == DEFAULTS.with_policy({})
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"max_timeout_seconds": 0}, "policy.value_bounds.max_timeout_seconds"),
+        ({"max_timeout_seconds": float("nan")}, "policy.value_bounds.max_timeout_seconds"),
+        ({"max_response_tokens": 1.5}, "policy.value_bounds.max_response_tokens"),
+        ({"max_response_tokens": True}, "policy.value_bounds.max_response_tokens"),
+        ({"models": "gpt-4o"}, "policy.value_bounds.models"),
+        ({"api_types": [" "]}, "policy.value_bounds.api_types"),
+        ({"budget": 5}, "policy.value_bounds.budget"),
+        ([], "policy.value_bounds"),
+    ],
+)
+def test_invalid_value_bounds_are_refused_with_their_path(raw, field):
+    from profiles.validation import validate_policy
+
+    policy, errors = validate_policy({"allow_overrides": True, "value_bounds": raw})
+    assert [path for path, _ in errors] == [field]
+
+
+def test_value_bounds_are_stored_canonical_and_only_when_set():
+    from profiles.validation import validate_policy
+
+    assert "value_bounds" not in validate_policy({"allow_overrides": True})[0]
+    policy, errors = validate_policy({"value_bounds": {"api_types": ["OpenAI ", "offline", "openai"], "models": [""]}})
+    assert errors == []
+    assert policy["value_bounds"] == {"api_types": ["offline", "openai"], "models": [""]}
+
+
+def bounded_analyst(client, mount, value_bounds: dict):
+    """The seeded analyst with `value_bounds` in its policy, saved through the API by an editor."""
+    current = client.get(mount.url("/profiles/analyst?registry=default")).json()
+    response = client.patch(
+        mount.url("/profiles/analyst?registry=default"),
+        {"policy": {**current["policy"], "value_bounds": value_bounds}},
+        format="json",
+        HTTP_IF_MATCH=f'"{current["metadata"]["version"]}"',
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["policy"]["value_bounds"] == value_bounds
+
+
+def test_api_a_profiles_tighter_bound_refuses_what_the_server_would_allow(
+    mount, seeded, api_editor, api_reader, settings
+):
+    settings.CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS = 60
+    assert analyst_resolve(api_reader, mount, {"ai-timeout-seconds": 30}).status_code == 200
+    bounded_analyst(api_editor, mount, {"max_timeout_seconds": 20})
+    response = analyst_resolve(api_reader, mount, {"ai-timeout-seconds": 30})
+    assert_refused(response, "ai-timeout-seconds")
+    assert "policy.value_bounds.max_timeout_seconds" in error_of(response)["message"]
+    assert analyst_resolve(api_reader, mount, {"ai-timeout-seconds": 20}).status_code == 200
+
+
+def test_api_a_profiles_own_engine_list_allows_what_the_server_default_refuses(
+    mount, seeded, api_editor, api_reader, settings
+):
+    settings.CHAT_OVERRIDE_ALLOWED_API_TYPES = ["offline"]
+    settings.CHAT_OVERRIDE_ALLOWED_MODELS = [""]
+    assert_refused(analyst_resolve(api_reader, mount, {"ai-api-type": "openai", "ai-engine": "gpt-4o"}), "ai-api-type")
+    bounded_analyst(api_editor, mount, {"api_types": ["offline", "openai"], "models": ["gpt-4o"]})
+    allowed = analyst_resolve(api_reader, mount, {"ai-api-type": "openai", "ai-engine": "gpt-4o"})
+    assert allowed.status_code == 200, allowed.content
+    assert allowed.json()["engine"]["model"] == "gpt-4o"
+    assert_refused(analyst_resolve(api_reader, mount, {"ai-api-type": "openai", "ai-engine": "o3"}), "ai-engine")
+
+
+def test_api_invalid_value_bounds_are_a_400_with_the_field_and_write_nothing(mount, seeded, api_editor):
+    current = api_editor.get(mount.url("/profiles/analyst?registry=default")).json()
+    response = api_editor.patch(
+        mount.url("/profiles/analyst?registry=default"),
+        {"policy": {**current["policy"], "value_bounds": {"max_response_tokens": -1}}},
+        format="json",
+        HTTP_IF_MATCH=f'"{current["metadata"]["version"]}"',
+    )
+    assert response.status_code == 400, response.content
+    assert error_of(response)["field"] == "policy.value_bounds.max_response_tokens"
+    after = api_editor.get(mount.url("/profiles/analyst?registry=default")).json()
+    assert after["metadata"]["version"] == current["metadata"]["version"]
+    assert "value_bounds" not in after["policy"]
