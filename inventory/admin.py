@@ -1,4 +1,9 @@
-"""Admin for items (with history) and sales (read-only once recorded; adding one goes through the service)."""
+"""Admin for items (with history) and sales (read-only once recorded).
+
+Both write through the inventory services with the platform's one admin pattern
+(`profiles.forms.ServiceModelForm` + `profiles.admin.ServiceFormAdmin`): the form calls the service
+while it validates, so a domain error is a form error and the admin saves nothing itself.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,20 @@ from django.http import HttpRequest
 from django.utils import timezone
 from simple_history.admin import SimpleHistoryAdmin
 
+from profiles.admin import ServiceFormAdmin
+from profiles.forms import ServiceModelForm
+
 from .models import Item, Sale
-from .services import ITEM_FIELDS, InventoryError, item_create, item_update, sale_record
+from .services import ITEM_FIELDS, item_create, item_update, sale_record
+
+ADMIN_SOURCE = "admin"
 
 
-class ItemAdminForm(forms.ModelForm):
+class ItemAdminForm(ServiceModelForm):
     """Carries the stock as it was when the form was loaded: sales made meanwhile are never undone."""
 
     loaded_qty = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    what = "item"
 
     class Meta:
         model = Item
@@ -39,59 +50,44 @@ class ItemAdminForm(forms.ModelForm):
                 self.add_error("qty", f"the stock changed to {now} while this form was open; reload and try again")
         return cleaned
 
+    def _write(self) -> Item:
+        """Only the edited fields are written (so saving a name cannot undo a sale made meanwhile), and
+        live pages hear about it after commit."""
+        data = self.cleaned_data
+        if self.instance.pk is None:
+            fields = {name: data[name] for name in ITEM_FIELDS if name in data}
+            return item_create(user=self.actor, source=ADMIN_SOURCE, **fields)
+        edited = {name: data[name] for name in ITEM_FIELDS if name in self.changed_data}
+        return item_update(item=self.instance, user=self.actor, source=ADMIN_SOURCE, **edited)
+
+
+class SaleAdminForm(ServiceModelForm):
+    """Records the sale through `sale_record`: insufficient stock is a form error on `qty`."""
+
+    what = "sale"
+
+    class Meta:
+        model = Sale
+        fields = ("item", "qty", "date")
+
+    def _write(self) -> Sale:
+        data = self.cleaned_data
+        return sale_record(
+            sku=data["item"].sku, qty=data["qty"], date=data["date"], user=self.actor, source=ADMIN_SOURCE
+        )
+
 
 @admin.register(Item)
-class ItemAdmin(SimpleHistoryAdmin):
+class ItemAdmin(ServiceFormAdmin, SimpleHistoryAdmin):
     form = ItemAdminForm
     list_display = ("sku", "name", "category", "qty", "price", "cost", "updated_at")
     list_filter = ("category",)
     search_fields = ("sku", "name", "category", "search_text")
     ordering = ("sku",)
 
-    def save_model(self, request: HttpRequest, obj: Item, form: Any, change: bool) -> None:
-        """Through the inventory service like every other write: only the edited fields are written (so
-        saving a name cannot undo a sale made meanwhile), and live pages hear about it after commit.
-        The form has already validated the model and its constraints."""
-        edited = {
-            name: form.cleaned_data[name]
-            for name in ITEM_FIELDS
-            if name in form.cleaned_data and (not change or form.cleaned_data[name] != form.initial.get(name))
-        }
-        if change:
-            item_update(item=Item.objects.get(pk=obj.pk), user=request.user, source="admin", **edited)
-            return
-        created = item_create(user=request.user, source="admin", **edited)
-        obj.pk, obj._state.adding = created.pk, False  # the admin logs and redirects with `obj`
-
-
-class SaleAdminForm(forms.ModelForm):
-    """Records the sale through `sale_record` during validation.
-
-    Why in clean(): it is the last point where insufficient stock can still become a form error.
-    The admin's add view runs in one transaction, so nothing persists if a later step fails.
-    """
-
-    acting_user: Any = None
-
-    class Meta:
-        model = Sale
-        fields = ("item", "qty", "date")
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean()
-        if self.errors or self.instance._state.adding is False:
-            return data
-        try:
-            self.instance = sale_record(
-                sku=data["item"].sku, qty=data["qty"], date=data["date"], user=self.acting_user, source="admin"
-            )
-        except InventoryError as exc:
-            self.add_error(exc.field if exc.field in self.fields else None, exc.message)
-        return data
-
 
 @admin.register(Sale)
-class SaleAdmin(admin.ModelAdmin):
+class SaleAdmin(ServiceFormAdmin):
     form = SaleAdminForm
     list_display = ("date", "item", "qty", "total", "created_by", "created_at")
     list_filter = ("date",)
@@ -100,16 +96,8 @@ class SaleAdmin(admin.ModelAdmin):
     autocomplete_fields = ("item",)
     date_hierarchy = "date"
 
-    def get_form(self, request: HttpRequest, obj: Sale | None = None, **kwargs: Any) -> type[forms.ModelForm]:
-        form = super().get_form(request, obj, **kwargs)
-        form.acting_user = request.user
-        return form
-
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"date": timezone.localdate(), **super().get_changeform_initial_data(request)}
-
-    def save_model(self, request: HttpRequest, obj: Sale, form: Any, change: bool) -> None:
-        """The form already recorded the sale through the service."""
 
     def has_change_permission(self, request: HttpRequest, obj: Sale | None = None) -> bool:
         return False  # a recorded sale is a ledger entry

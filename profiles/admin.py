@@ -49,17 +49,25 @@ def _pretty_json(value: Any) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
-class ServiceAdmin(admin.ModelAdmin):
-    """Shared by the registry and profile admins: the form writes through the service, the admin saves nothing."""
-
-    add_fieldsets: Fieldsets = ()
-    identity_fields: tuple[str, ...] = ()  # editable on create only
-    form_only_fields: tuple[str, ...] = ("expected_version",)
+class ServiceFormAdmin(admin.ModelAdmin):
+    """Every admin that writes (any app's): its `ServiceModelForm` writes through a service, with the
+    acting user; the admin saves nothing itself."""
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> type[ModelForm]:
         form = super().get_form(request, obj, change=change, **kwargs)
         form.actor = request.user  # a fresh class per call, so this is per request
         return form
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Nothing to do: the service already wrote `obj` while the form was validated."""
+
+
+class ServiceAdmin(ServiceFormAdmin):
+    """The registry and profile admins: versioned objects with identity fields fixed after creation."""
+
+    add_fieldsets: Fieldsets = ()
+    identity_fields: tuple[str, ...] = ()  # editable on create only
+    form_only_fields: tuple[str, ...] = ("expected_version",)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Fieldsets:
         if obj is None:
@@ -74,9 +82,6 @@ class ServiceAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return tuple(self.readonly_fields) if obj is None else (*self.identity_fields, *self.readonly_fields)
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        """Nothing to do: the service already wrote `obj` while the form was validated."""
 
 
 # --------------------------------------------------------------------------- profiles

@@ -1,8 +1,10 @@
-"""Admin forms for registries and profiles. They write through `profiles.services` during validation.
+"""Admin forms that write through services, and those of registries and profiles.
 
-Why during validation (`_post_clean`): it is the last point where a service error can still become a
-form error on the right field. The admin runs the whole request in one transaction and each service
-call is atomic, so an error leaves nothing behind; `save()` only hands back the service's instance.
+`ServiceModelForm` is the one pattern every app's admin uses to write (the inventory's too): the
+form's `_write()` calls ONE service during validation (`_post_clean`), the last point where a service
+error can still become a form error on the right field. The admin runs the whole request in one
+transaction and each service call is atomic, so an error leaves nothing behind; `save()` only hands
+back the service's instance and `ServiceFormAdmin.save_model` saves nothing.
 """
 
 from __future__ import annotations
@@ -16,14 +18,11 @@ from django.core.exceptions import ValidationError
 
 from .errors import ProfileError, ReadOnly, VersionConflict
 from .models import Profile, Registry
-from .selectors import registry_get
 from .services import (
     EDITABLE_FIELDS,
-    check_version,
     profile_create,
     profile_update,
     registry_create,
-    registry_set_default,
     registry_update,
 )
 from .validation import POLICY_KEYS
@@ -111,20 +110,13 @@ class ServiceModelForm(forms.ModelForm):
     """A ModelForm whose `_write()` (defined by each subclass) performs the service call; the admin never
     saves the instance itself."""
 
-    expected_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
-
     actor: Any = None  # the acting user, set per request by the ModelAdmin's get_form()
     what = "object"
     error_aliases: dict[str, str] = {}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.pk is not None:
-            # The version the form was loaded with: a write against a newer one is a conflict.
-            self.initial.setdefault("expected_version", self.instance.version)
-            self.fields["expected_version"].required = True
-        else:
-            self.fields.pop("expected_version")
+    def _write(self) -> Any:
+        """Call the service that writes the validated form; its domain errors become form errors."""
+        raise NotImplementedError
 
     def _post_clean(self) -> None:
         super()._post_clean()
@@ -145,10 +137,25 @@ class ServiceModelForm(forms.ModelForm):
         """No many-to-many fields; defined because the admin calls it after `save(commit=False)`."""
 
 
+class VersionedServiceForm(ServiceModelForm):
+    """For a model with a `version`: carries the version the form was loaded with for the service to check."""
+
+    expected_version = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            # The version the form was loaded with: a write against a newer one is a conflict.
+            self.initial.setdefault("expected_version", self.instance.version)
+            self.fields["expected_version"].required = True
+        else:
+            self.fields.pop("expected_version")
+
+
 # --------------------------------------------------------------------------- profiles
 
 
-class ProfileAdminForm(ServiceModelForm):
+class ProfileAdminForm(VersionedServiceForm):
     """Create through `profile_create`, edit through `profile_update` with only the changed fields."""
 
     runtime = JSONObjectField(help_text="system_prompt, middlewares, tools, step_settings_patch")
@@ -183,25 +190,16 @@ class ProfileAdminForm(ServiceModelForm):
                 actor=self.actor,
                 source=ADMIN_SOURCE,
             )
-        profile = self.instance
-        changes = {name: value for name, value in content.items() if name in self.changed_data}
-        if changes:
-            return profile_update(
-                registry_slug=profile.registry.slug,
-                slug=profile.slug,
-                changes=changes,
-                expected_version=data["expected_version"],
-                set_default=data["set_default"],
-                actor=self.actor,
-                source=ADMIN_SOURCE,
-            )
-        # Nothing to write on the profile itself. A read-only profile may still become the default,
-        # which `profile_update` would refuse, so the default goes through its own service.
-        check_version(profile.version, expected_version=data["expected_version"])
-        if data["set_default"]:
-            registry_set_default(registry_slug=profile.registry.slug, slug=profile.slug)
-            profile.refresh_from_db()
-        return profile
+        # Only the changed parts: a read-only profile may still become the default without a change.
+        return profile_update(
+            registry_slug=self.instance.registry.slug,
+            slug=self.instance.slug,
+            changes={name: value for name, value in content.items() if name in self.changed_data},
+            expected_version=data["expected_version"],
+            set_default=data["set_default"],
+            actor=self.actor,
+            source=ADMIN_SOURCE,
+        )
 
 
 # --------------------------------------------------------------------------- registries
@@ -214,7 +212,7 @@ class ProfileSlugChoiceField(forms.ModelChoiceField):
         return f"{obj.slug} ({obj.display_name})" if obj.display_name and obj.display_name != obj.slug else obj.slug
 
 
-class RegistryAdminForm(ServiceModelForm):
+class RegistryAdminForm(VersionedServiceForm):
     """Create through `registry_create`; edit text through `registry_update`, the default through
     `registry_set_default` (guarded by the registry version the form was loaded with)."""
 
@@ -249,18 +247,13 @@ class RegistryAdminForm(ServiceModelForm):
             return registry_create(
                 slug=data["slug"], display_name=data["display_name"], description=data["description"]
             )
-        slug = self.instance.slug
-        text = {name: data[name] for name in ("display_name", "description") if name in self.changed_data}
-        new_default = data.get("default_profile")
-        default_changed = "default_profile" in self.changed_data and new_default is not None
-        if not text and not default_changed:
+        if not self.has_changed():
             return self.instance
-        if default_changed:
-            registry_set_default(registry_slug=slug, slug=new_default.slug, expected_version=data["expected_version"])
-        else:
-            # `registry_update` takes no expected version: check it under the row lock of this transaction.
-            locked = Registry.objects.select_for_update().get(pk=self.instance.pk)
-            check_version(locked.version, expected_version=data["expected_version"], what="registry")
-        if text:
-            registry_update(slug=slug, **text)
-        return registry_get(slug)
+        default = data.get("default_profile")
+        return registry_update(
+            slug=self.instance.slug,
+            display_name=data["display_name"],
+            description=data["description"],
+            default_profile=default.slug if default is not None else None,
+            expected_version=data["expected_version"],
+        )

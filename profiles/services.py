@@ -138,14 +138,29 @@ def registry_create(
 
 
 @transaction.atomic
-def registry_update(*, slug: str, display_name: str | None = None, description: str | None = None) -> Registry:
+def registry_update(
+    *,
+    slug: str,
+    display_name: str | None = None,
+    description: str | None = None,
+    default_profile: str | None = None,
+    expected_version: Any = None,
+) -> Registry:
+    """Change any of the text and the default profile (by slug) in one version step; None leaves a field.
+
+    `expected_version` is the registry version the caller read (409 when it moved meanwhile)."""
     ensure_storable({"display_name": display_name, "description": description}, field="")
     registry = _locked_registry(slug)
-    changes = {
+    check_version(registry.version, expected_version=expected_version, what="registry")
+    changes: dict[str, Any] = {
         k: v
         for k, v in {"display_name": display_name, "description": description}.items()
         if v is not None and getattr(registry, k) != v
     }
+    if default_profile is not None:
+        profile = _locked_profile(registry, default_profile)
+        if registry.default_profile_id != profile.pk:
+            changes["default_profile"] = profile
     if changes:
         _bump_registry(registry, **changes)
         registry.refresh_from_db()

@@ -92,3 +92,14 @@ def test_an_admin_stock_edit_over_a_changed_stock_is_refused(admin_client):
     assert response.status_code == 200
     assert b"the stock changed to 1 while this form was open" in response.content
     assert Item.objects.get(pk=item.pk).qty == 1
+
+
+def test_an_item_deleted_while_its_admin_form_was_open_is_a_form_error_not_a_500(seeded):
+    from inventory.admin import ItemAdminForm
+
+    item = Item.objects.filter(sales__isnull=True).order_by("sku").first()
+    form = ItemAdminForm(instance=item, data=_item_form(item, name="Renamed"))
+    Item.objects.filter(pk=item.pk).delete()  # another admin deleted it after this form was loaded
+    assert not form.is_valid()
+    assert form.errors == {"sku": [f"sku: no item with SKU '{item.sku}'"]}
+    assert not Item.objects.filter(sku=item.sku).exists()

@@ -208,7 +208,7 @@ def test_a_profiles_bounds_replace_the_servers_field_by_field():
 def test_invalid_value_bounds_are_refused_with_their_path(raw, field):
     from profiles.validation import validate_policy
 
-    policy, errors = validate_policy({"allow_overrides": True, "value_bounds": raw})
+    _, errors = validate_policy({"allow_overrides": True, "value_bounds": raw})
     assert [path for path, _ in errors] == [field]
 
 

@@ -517,3 +517,27 @@ def test_domain_errors_carry_no_http_status_and_map_to_one_in_the_api_handler():
     }
     assert {type(e).__name__: http_status(e) for e in errors} == {type(e).__name__: s for e, s in errors.items()}
     assert not any(hasattr(e, "status") for e in errors)
+
+
+def test_registry_update_with_a_stale_expected_version_is_a_conflict_and_changes_nothing(db):
+    services.registry_create(slug="reg", display_name="Reg")
+    services.profile_create(registry_slug="reg", slug="one")
+    services.profile_create(registry_slug="reg", slug="two")
+    read = Registry.objects.get(slug="reg")
+    services.registry_update(slug="reg", description="first", expected_version=read.version)
+    with pytest.raises(VersionConflict) as caught:
+        services.registry_update(slug="reg", description="second", default_profile="two", expected_version=read.version)
+    assert (caught.value.extra["expected"], caught.value.extra["actual"]) == (read.version, read.version + 1)
+    after = Registry.objects.get(slug="reg")
+    assert (after.description, after.default_profile.slug, after.version) == ("first", "one", read.version + 1)
+
+
+def test_registry_update_changes_text_and_default_in_one_version_step(db):
+    services.registry_create(slug="reg")
+    services.profile_create(registry_slug="reg", slug="one")
+    services.profile_create(registry_slug="reg", slug="two")
+    before = Registry.objects.get(slug="reg").version
+    registry = services.registry_update(slug="reg", display_name="R", default_profile="two", expected_version=before)
+    assert (registry.display_name, registry.default_profile.slug, registry.version) == ("R", "two", before + 1)
+    with pytest.raises(NotFound):
+        services.registry_update(slug="reg", default_profile="missing")
