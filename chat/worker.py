@@ -61,6 +61,8 @@ def make_engine(engine_settings: dict[str, dict[str, Any]]):
         engine_settings,
         api_key=settings.OPENAI_API_KEY,
         base_url=settings.OPENAI_BASE_URL,
+        anthropic_api_key=settings.ANTHROPIC_API_KEY,
+        anthropic_base_url=settings.ANTHROPIC_BASE_URL,
         timeout=settings.CHAT_ENGINE_TIMEOUT_SECONDS,
         offline_delay=settings.CHAT_OFFLINE_DELAY_SECONDS,
     )

@@ -192,6 +192,10 @@ CHAT_DEFAULT_API_TYPE = env.str("CHAT_DEFAULT_API_TYPE", default="offline")
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default="")
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
+# The `anthropic` engine's key and server (empty: Anthropic's API). Same rules as the OpenAI key: read
+# from the environment only, never stored, logged or fingerprinted, only sent to ANTHROPIC_BASE_URL.
+ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")
+ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="")
 CHAT_TOOL_TIMEOUT_SECONDS = env.float("CHAT_TOOL_TIMEOUT_SECONDS", default=30.0)
 CHAT_ENGINE_TIMEOUT_SECONDS = env.float("CHAT_ENGINE_TIMEOUT_SECONDS", default=60.0)
 CHAT_MAX_QUEUED_TURNS = env.int("CHAT_MAX_QUEUED_TURNS", default=5)

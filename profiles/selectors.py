@@ -65,6 +65,7 @@ def server_engine_defaults() -> dict[str, dict[str, Any]]:
     return {
         "ai-chat": {"ai-api-type": settings.CHAT_DEFAULT_API_TYPE, "ai-engine": settings.CHAT_DEFAULT_MODEL},
         "openai-chat": {"openai-base-url": public_url(settings.OPENAI_BASE_URL)},
+        "anthropic-chat": {"anthropic-base-url": public_url(settings.ANTHROPIC_BASE_URL)},
     }
 
 

@@ -321,8 +321,8 @@ def test_factory_defaults_to_offline() -> None:
 
 
 def test_factory_rejects_unknown_api_types() -> None:
-    with pytest.raises(ValueError, match="anthropic"):
-        build_engine({"ai-chat": {"ai-api-type": "anthropic"}})
+    with pytest.raises(ValueError, match="gemini"):
+        build_engine({"ai-chat": {"ai-api-type": "gemini"}})
 
 
 def test_factory_builds_openai_engines_from_settings() -> None:

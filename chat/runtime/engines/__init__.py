@@ -1,7 +1,7 @@
 """Engine factory: effective engine settings (+ server-side secrets) -> an Engine.
 
-The API key and the default base URL come from the server's environment through the arguments;
-the profile's settings never carry a key.
+API keys and default base URLs come from the server's environment through the arguments; the
+profile's settings never carry a key.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import Any
 
 from chat.runtime.base import Engine
 from chat.runtime.engine_settings import API_TYPES, DEFAULT_MODELS
+from chat.runtime.engines.anthropic import AnthropicEngine
 from chat.runtime.engines.offline import OfflineEngine
 from chat.runtime.engines.openai import OpenAIEngine
 from profiles.resolution import public_url
 
-__all__ = ["OfflineEngine", "OpenAIEngine", "build_engine"]
+__all__ = ["AnthropicEngine", "OfflineEngine", "OpenAIEngine", "build_engine"]
 
 
 def _setting(settings: dict[str, dict[str, Any]], section: str, key: str) -> Any:
@@ -39,13 +40,17 @@ def build_engine(
     *,
     api_key: str = "",
     base_url: str = "",
+    anthropic_api_key: str = "",
+    anthropic_base_url: str = "",
     timeout: float = 60.0,
     offline_delay: float = 0.0,
 ) -> Engine:
     """Build the engine chosen by `ai-chat.ai-api-type` (default offline); unknown types raise ValueError.
 
     `api_key`/`base_url` come from the server env (OPENAI_API_KEY/OPENAI_BASE_URL); a base URL in
-    `openai-chat.openai-base-url` wins over `base_url`. `ai-chat.ai-timeout-seconds` overrides `timeout`.
+    `openai-chat.openai-base-url` wins over `base_url`. Likewise `anthropic_api_key`/`anthropic_base_url`
+    (ANTHROPIC_API_KEY/ANTHROPIC_BASE_URL) and `anthropic-chat.anthropic-base-url`.
+    `ai-chat.ai-timeout-seconds` overrides `timeout`.
     """
     api_type = str(_setting(settings, "ai-chat", "ai-api-type") or "offline").lower()
     if api_type not in API_TYPES:
@@ -56,16 +61,30 @@ def build_engine(
 
     timeout_setting = _number(_setting(settings, "ai-chat", "ai-timeout-seconds"), "ai-timeout-seconds")
     max_tokens = _number(_setting(settings, "ai-chat", "ai-max-response-tokens"), "ai-max-response-tokens")
+    common = {
+        "timeout": timeout_setting if timeout_setting is not None else timeout,
+        "max_tokens": int(max_tokens) if max_tokens is not None else None,
+    }
+    if api_type == "anthropic":
+        # ai-temperature and ai-top-p are not passed: the Messages API version of the SDK refuses them.
+        chosen = str(_setting(settings, "anthropic-chat", "anthropic-base-url") or "")
+        return AnthropicEngine(model, **_target(chosen, anthropic_base_url, anthropic_api_key), **common)
     chosen = str(_setting(settings, "openai-chat", "openai-base-url") or "")
-    # The server's key goes only to the server's own provider (OPENAI_BASE_URL, or OpenAI when unset):
-    # a profile pointing elsewhere (Ollama, vLLM) gets no key, so it can never be sent to another host.
-    own_target = not chosen or public_url(chosen) == public_url(base_url)
     return OpenAIEngine(
         model,
-        api_key=(api_key or "") if own_target else "",
-        base_url=(base_url if own_target else chosen) or None,
-        timeout=timeout_setting if timeout_setting is not None else timeout,
+        **_target(chosen, base_url, api_key),
+        **common,
         temperature=_number(_setting(settings, "ai-chat", "ai-temperature"), "ai-temperature"),
         top_p=_number(_setting(settings, "ai-chat", "ai-top-p"), "ai-top-p"),
-        max_tokens=int(max_tokens) if max_tokens is not None else None,
     )
+
+
+def _target(chosen: str, server_url: str, server_key: str) -> dict[str, Any]:
+    """Where the requests go and with which key: the server's key goes only to the server's own
+    provider (its base URL, or the provider's public API when unset); a profile pointing elsewhere
+    (Ollama, vLLM, a proxy) gets no key, so the key can never be sent to another host."""
+    own_target = not chosen or public_url(chosen) == public_url(server_url)
+    return {
+        "api_key": (server_key or "") if own_target else "",
+        "base_url": (server_url if own_target else chosen) or None,
+    }

@@ -228,7 +228,7 @@ class OfflineEngine:
         else:
             detail = (
                 "I am the offline engine: I don't answer open questions and this profile offers no tools. "
-                "Choose an OpenAI-compatible engine (ai-chat.ai-api-type = openai) for model answers."
+                "Choose a model engine (ai-chat.ai-api-type = openai or anthropic) for model answers."
             )
         return style.compose(headline, [detail], evidence="none (no tool was used)")
 
