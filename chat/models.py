@@ -7,8 +7,10 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from profiles.timestamps import TimestampedMs
 
-class Conversation(models.Model):
+
+class Conversation(TimestampedMs):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     mount = models.CharField(max_length=32)
@@ -24,12 +26,10 @@ class Conversation(models.Model):
     last_seq = models.BigIntegerField(default=0)
     # The turn running now: claimed with a conditional UPDATE so only one runs, on any worker.
     active_turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["owner", "mount", "-created_at"])]
+        ordering = ["-created_at_ms"]
+        indexes = [models.Index(fields=["owner", "mount", "-created_at_ms"], name="chat_conv_owner_mount_created")]
 
     def __str__(self) -> str:
         return f"{self.title or self.pk} ({self.mount})"

@@ -17,7 +17,7 @@ from .models import Conversation, ConversationEvent, Turn
 
 
 def conversation_list(*, user: Any, mount: Mount) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user, mount=mount.name).order_by("-created_at")
+    return Conversation.objects.filter(owner=user, mount=mount.name).order_by("-created_at_ms")
 
 
 def turn_get(*, turn_id: Any) -> Turn:

@@ -15,10 +15,6 @@ from .models import Conversation, Turn
 from .services import MAX_PROMPT_CHARS
 
 
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
-
-
 class TurnSerializer(serializers.ModelSerializer):
     turn_id = serializers.UUIDField(source="id")
     runtime = serializers.SerializerMethodField()
@@ -63,8 +59,6 @@ class TurnSerializer(serializers.ModelSerializer):
 class ConversationSummarySerializer(serializers.ModelSerializer):
     conv_id = serializers.UUIDField(source="id")
     profile_selection = serializers.SerializerMethodField()
-    created_at_ms = serializers.SerializerMethodField()
-    updated_at_ms = serializers.SerializerMethodField()
 
     class Meta:
         model = Conversation
@@ -84,12 +78,6 @@ class ConversationSummarySerializer(serializers.ModelSerializer):
         if not conversation.selected_profile:
             return None
         return {"registry": conversation.selected_registry, "slug": conversation.selected_profile}
-
-    def get_created_at_ms(self, conversation: Conversation) -> int:
-        return _ms(conversation.created_at)
-
-    def get_updated_at_ms(self, conversation: Conversation) -> int:
-        return _ms(conversation.updated_at)
 
 
 class ConversationDetailSerializer(ConversationSummarySerializer):

@@ -16,13 +16,12 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Q
-from django.utils import timezone
 
 from profiles.errors import InvalidInput, NotFound
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve, registry_get
-from profiles.services import now_ms
+from profiles.timestamps import now_ms
 from profiles.validation import canonical_slug, ensure_storable
 
 from .errors import QueueFull
@@ -94,7 +93,7 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
     ensure_storable(title, field="title")
     conversation.title = title.strip()
     # An update, not save(): a conversation deleted meanwhile is a 404, not a 500.
-    if not Conversation.objects.filter(pk=conversation.pk).update(title=conversation.title, updated_at=timezone.now()):
+    if not Conversation.objects.filter(pk=conversation.pk).update(title=conversation.title, updated_at_ms=now_ms()):
         raise NotFound("conversation not found", field="conv_id")
     return conversation
 

@@ -80,7 +80,7 @@ class SaleAdminForm(ServiceModelForm):
 @admin.register(Item)
 class ItemAdmin(ServiceFormAdmin, SimpleHistoryAdmin):
     form = ItemAdminForm
-    list_display = ("sku", "name", "category", "qty", "price", "cost", "updated_at")
+    list_display = ("sku", "name", "category", "qty", "price", "cost", "updated")
     list_filter = ("category",)
     search_fields = ("sku", "name", "category", "search_text")
     ordering = ("sku",)
@@ -89,7 +89,7 @@ class ItemAdmin(ServiceFormAdmin, SimpleHistoryAdmin):
 @admin.register(Sale)
 class SaleAdmin(ServiceFormAdmin):
     form = SaleAdminForm
-    list_display = ("date", "item", "qty", "total", "created_by", "created_at")
+    list_display = ("date", "item", "qty", "total", "created_by", "created")
     list_filter = ("date",)
     search_fields = ("item__sku", "item__name")
     list_select_related = ("item", "created_by")

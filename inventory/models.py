@@ -10,8 +10,9 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
-from django.utils import timezone
 from simple_history.models import HistoricalRecords
+
+from profiles.timestamps import CreatedMs, TimestampedMs
 
 SKU_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -37,7 +38,7 @@ def build_search_text(*, sku: str, name: str, category: str, tags: list[str] | N
     return SEARCH_SEPARATOR.join(str(p) for p in parts).lower()
 
 
-class Item(models.Model):
+class Item(TimestampedMs):
     sku = models.CharField(max_length=64, validators=[SKU_VALIDATOR], help_text="Unique, case-insensitively.")
     name = models.CharField(max_length=200)
     category = models.CharField(max_length=100, blank=True, db_index=True)
@@ -46,8 +47,6 @@ class Item(models.Model):
     price = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
     cost = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
     search_text = models.TextField(default="", editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     history = HistoricalRecords(excluded_fields=["search_text"])
 
@@ -76,20 +75,18 @@ class Item(models.Model):
         super().save(*args, **kwargs)
 
 
-class Sale(models.Model):
+class Sale(CreatedMs):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     date = models.DateField(db_index=True)
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="sales")
     qty = models.PositiveIntegerField()
     total = models.DecimalField(max_digits=12, decimal_places=2, help_text="qty x price at the time of sale.")
-    # A default, not auto_now_add, so the seed can give its sales a stable order.
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
 
     class Meta:
-        ordering = ["-date", "-created_at", "-id"]
+        ordering = ["-date", "-created_at_ms", "-id"]
         constraints = [
             models.CheckConstraint(condition=Q(qty__gt=0), name="inventory_sale_qty_positive"),
             models.CheckConstraint(condition=Q(total__gte=0), name="inventory_sale_total_non_negative"),

@@ -16,7 +16,7 @@ from asgiref.sync import async_to_sync
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from profiles.services import now_ms
+from profiles.timestamps import now_ms
 
 GROUP = "inventory.changes"
 log = logging.getLogger(__name__)

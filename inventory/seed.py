@@ -14,6 +14,8 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from profiles.timestamps import to_ms
+
 from .models import Item, Sale
 from .services import inventory_notify
 
@@ -83,7 +85,9 @@ def seed_inventory() -> SeedResult:
                 qty=qty,
                 total=Decimal(total),
                 # Noon of the sale's day, earlier for later rows, so "newest first" keeps the reference order.
-                created_at=dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC) - dt.timedelta(minutes=position),
+                created_at_ms=to_ms(
+                    dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC) - dt.timedelta(minutes=position)
+                ),
             )
             result.sales_created.append(key)
         if result.changed:

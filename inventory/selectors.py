@@ -60,7 +60,7 @@ def items_low_stock(*, threshold: int = LOW_STOCK_THRESHOLD) -> list[Item]:
 
 def sale_list() -> QuerySet[Sale]:
     """All sales, newest first, with their item (for the sale shape's `sku`)."""
-    return Sale.objects.select_related("item").order_by("-date", "-created_at", "-id")
+    return Sale.objects.select_related("item").order_by("-date", "-created_at_ms", "-id")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from profiles.errors import Conflict, InvalidInput, NotFound
+from profiles.timestamps import now_ms
 from profiles.validation import ensure_storable, storable_errors
 
 from .models import Item, Sale
@@ -190,7 +191,7 @@ def item_update_qty(*, sku: str, delta: int, user: UserRef = None, source: str =
             if new_qty > MAX_QTY:
                 raise InventoryError(f"qty of {item.sku} would exceed {MAX_QTY}", field="delta")
             # Compare-and-set: correct even where the row lock above is a no-op.
-            if Item.objects.filter(pk=item.pk, qty=item.qty).update(qty=new_qty, updated_at=timezone.now()):
+            if Item.objects.filter(pk=item.pk, qty=item.qty).update(qty=new_qty, updated_at_ms=now_ms()):
                 break
         else:
             raise InventoryError(f"stock of {item.sku} is changing too fast, try again", field="delta")
@@ -220,7 +221,7 @@ def sale_record(*, sku: str, qty: int, date: dt.date | None = None, user: UserRe
             raise InventoryError(
                 f"a sale totalling {total} exceeds the largest storable total {MAX_TOTAL}", field="qty"
             )
-        taken = Item.objects.filter(pk=item.pk, qty__gte=qty).update(qty=F("qty") - qty, updated_at=timezone.now())
+        taken = Item.objects.filter(pk=item.pk, qty__gte=qty).update(qty=F("qty") - qty, updated_at_ms=now_ms())
         if not taken:
             available = Item.objects.filter(pk=item.pk).values_list("qty", flat=True).first() or 0
             raise InsufficientStock(sku=item.sku, requested=qty, available=available)
@@ -268,7 +269,7 @@ def _save_item(
             if update_fields is None:
                 item.save()
             else:
-                item.save(update_fields=[*update_fields, "updated_at"])
+                item.save(update_fields=update_fields)
                 item.refresh_from_db()
     except IntegrityError as exc:  # a concurrent create of the same SKU
         raise DuplicateSku(item.sku) from exc

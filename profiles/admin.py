@@ -9,7 +9,6 @@ default-profile invariant.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -31,25 +30,34 @@ from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
 from .selectors import profile_revision_get, profile_revisions
 from .services import profile_delete, profile_restore, registry_set_default
+from .timestamps import from_ms
 
 Fieldsets = tuple[tuple[str | None, dict[str, Any]], ...]
 
 
-def _from_ms(ms: int | None) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
-
-
 def _when(ms: int | None) -> str | None:
     """Milliseconds as a local date and time; a string, because read-only fields print datetimes raw."""
-    moment = _from_ms(ms)
+    moment = from_ms(ms) if ms else None
     return formats.localize(timezone.localtime(moment)) if moment else None
+
+
+class TimestampsAdmin(admin.ModelAdmin):
+    """`created` and `updated` columns and read-only fields for models stamped in `*_ms` (any app's)."""
+
+    @admin.display(description="created", ordering="created_at_ms")
+    def created(self, obj: Any) -> str | None:
+        return _when(obj.created_at_ms)
+
+    @admin.display(description="updated", ordering="updated_at_ms")
+    def updated(self, obj: Any) -> str | None:
+        return _when(obj.updated_at_ms)
 
 
 def _pretty_json(value: Any) -> str:
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
-class ServiceFormAdmin(admin.ModelAdmin):
+class ServiceFormAdmin(TimestampsAdmin):
     """Every admin that writes (any app's): its `ServiceModelForm` writes through a service, with the
     acting user; the admin saves nothing itself."""
 
@@ -123,14 +131,6 @@ class ProfileAdmin(ServiceAdmin):
     @admin.display(boolean=True, description="default")
     def is_default(self, obj: Profile) -> bool:
         return obj.registry.default_profile_id == obj.pk
-
-    @admin.display(description="created", ordering="created_at_ms")
-    def created(self, obj: Profile) -> str | None:
-        return _when(obj.created_at_ms)
-
-    @admin.display(description="updated", ordering="updated_at_ms")
-    def updated(self, obj: Profile) -> str | None:
-        return _when(obj.updated_at_ms)
 
     # ---- deleting: always `profile_delete`, which refuses read-only profiles and a default with siblings
 
@@ -248,7 +248,7 @@ class ProfileAdmin(ServiceAdmin):
         revisions = [
             {
                 "version": rev.version,
-                "when": _from_ms(rev.updated_at_ms),
+                "when": from_ms(rev.updated_at_ms),
                 "by": rev.updated_by,
                 "source": rev.source,
                 "change": rev.change,
@@ -269,7 +269,7 @@ class ProfileAdmin(ServiceAdmin):
             profile,
             f"{profile} at version {version}",
             revision=revision,
-            when=_from_ms(revision.updated_at_ms),
+            when=from_ms(revision.updated_at_ms),
             document=json.dumps(revision.document, indent=2, ensure_ascii=False),
         )
         return TemplateResponse(request, "admin/profiles/profile/version.html", context)
@@ -311,11 +311,11 @@ class RegistryAdmin(ServiceAdmin):
     list_select_related = ("default_profile",)
     search_fields = ("slug", "display_name")
     identity_fields = ("slug",)
-    readonly_fields = ("version", "tags", "created_at", "updated_at")
+    readonly_fields = ("version", "tags", "created", "updated")
     add_fieldsets = ((None, {"fields": ("slug", "display_name", "description")}),)
     fieldsets = (
         (None, {"fields": ("slug", "display_name", "description", "default_profile", "expected_version")}),
-        ("Metadata", {"fields": ("version", "tags", ("created_at", "updated_at"))}),
+        ("Metadata", {"fields": ("version", "tags", ("created", "updated"))}),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Registry]:
@@ -337,7 +337,7 @@ class RegistryAdmin(ServiceAdmin):
 # --------------------------------------------------------------------------- inspection only
 
 
-class InspectOnlyAdmin(admin.ModelAdmin):
+class InspectOnlyAdmin(TimestampsAdmin):
     """Written only by the services (history, users' selections): the admin may look, never touch."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -363,10 +363,6 @@ class ProfileRevisionAdmin(InspectOnlyAdmin):
     )
     readonly_fields = ("updated", "document_json")
 
-    @admin.display(description="updated", ordering="updated_at_ms")
-    def updated(self, obj: ProfileRevision) -> str | None:
-        return _when(obj.updated_at_ms)
-
     @admin.display(description="document")
     def document_json(self, obj: ProfileRevision) -> str:
         return _pretty_json(obj.document)
@@ -374,7 +370,7 @@ class ProfileRevisionAdmin(InspectOnlyAdmin):
 
 @admin.register(ProfileSelection)
 class ProfileSelectionAdmin(InspectOnlyAdmin):
-    list_display = ("user", "mount", "registry_slug", "profile_slug", "updated_at")
+    list_display = ("user", "mount", "registry_slug", "profile_slug", "updated")
     list_filter = ("mount", "registry_slug")
     list_select_related = ("user",)
     search_fields = ("user__username", "registry_slug", "profile_slug")

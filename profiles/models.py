@@ -9,8 +9,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from .timestamps import TimestampedMs
 
-class Registry(models.Model):
+
+class Registry(TimestampedMs):
     slug = models.CharField(max_length=128, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
@@ -19,8 +21,6 @@ class Registry(models.Model):
     default_profile = models.ForeignKey("Profile", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
     version = models.PositiveIntegerField(default=1)
     tags = models.JSONField(default=list, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["slug"]
@@ -88,14 +88,13 @@ class ProfileRevision(models.Model):
         return f"{self.registry_slug}/{self.profile_slug}@{self.version}"
 
 
-class ProfileSelection(models.Model):
+class ProfileSelection(TimestampedMs):
     """A user's current profile for one mount: stored so it survives logout and follows the user."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_selections")
     mount = models.CharField(max_length=32)
     registry_slug = models.CharField(max_length=128)
     profile_slug = models.CharField(max_length=128)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "mount"], name="profile_selection_one_per_mount")]

@@ -7,7 +7,6 @@ deadlocks), then guards the profile version with a conditional UPDATE: on SQLite
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -16,6 +15,7 @@ from django.db.models import F
 from . import selectors
 from .errors import Conflict, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
+from .timestamps import now_ms
 from .validation import (
     canonical_slug,
     ensure_storable,
@@ -28,10 +28,6 @@ from .validation import (
 EDITABLE_FIELDS = ("display_name", "description", "runtime", "policy", "extensions")
 # Files are the authority for what they contain: import and seed may rewrite read-only profiles.
 FILE_SOURCES = frozenset({"import", "seed"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _actor_name(actor: Any) -> str:

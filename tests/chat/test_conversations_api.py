@@ -6,14 +6,12 @@ response returns. The caller (`chat_user`) is an ordinary user without any model
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.core.management import call_command
-from django.utils import timezone
 
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.services import now_ms, turns_mark_interrupted
@@ -103,10 +101,10 @@ def test_create_needs_authentication(client):
 def test_list_is_the_callers_conversations_newest_first_and_paginated(
     chat_api, chat_user, other_user, prefix, mount, registry
 ):
-    now = timezone.now()
+    now = now_ms()
     mine = [ConversationFactory(owner=chat_user, mount=mount, title=f"c{n}") for n in range(3)]
     for n, conversation in enumerate(mine):  # distinct creation times: c0 oldest, c2 newest
-        Conversation.objects.filter(pk=conversation.pk).update(created_at=now - dt.timedelta(minutes=10 - n))
+        Conversation.objects.filter(pk=conversation.pk).update(created_at_ms=now - (10 - n) * 60_000)
     ConversationFactory(owner=other_user, mount=mount, title="theirs")
     ConversationFactory(owner=chat_user, mount="inventory" if mount == "chat" else "chat", title="other mount")
 
