@@ -9,7 +9,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, viewsets
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -188,7 +187,6 @@ class ProfileViewSet(MountedViewSet):
         responses=responses({200: s.ProfileDocumentSerializer}, AUTH, BODY, 403, 404, 409, 412),
         parameters=[SLUG_PATH, IF_MATCH, ETAG],
     )
-    @action(detail=True, methods=["post"], url_path="default")
     def make_default(self, request: Request, slug: str) -> Response:
         body = s.ExpectedVersionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -203,7 +201,6 @@ class ProfileViewSet(MountedViewSet):
     @extend_schema(
         responses=responses({200: s.RevisionSummarySerializer(many=True)}, AUTH, 400, 404), parameters=[SLUG_PATH]
     )
-    @action(detail=True, methods=["get"])
     def versions(self, request: Request, slug: str) -> Response:
         profile = self._profile(request, slug)
         return Response(s.RevisionSummarySerializer(selectors.profile_revisions(profile=profile), many=True).data)
@@ -240,7 +237,6 @@ class ProfileViewSet(MountedViewSet):
         responses=responses({200: s.ResolutionSerializer}, AUTH, BODY, 403, 404),
         parameters=[SLUG_PATH],
     )
-    @action(detail=True, methods=["post"])
     def resolve(self, request: Request, slug: str) -> Response:
         body = s.ResolveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
