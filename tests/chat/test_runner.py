@@ -8,7 +8,7 @@ where its deterministic behaviour is enough.
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from typing import Any, ClassVar
 
 import pytest
@@ -71,7 +71,7 @@ def call_round(name: str, arguments: dict[str, Any], call_id: str = "call_1") ->
 
 
 class RecordingTool(Tool):
-    """A tool that records each run; `sleep` makes it slow, `fail` makes it raise ToolError."""
+    """A tool that records each run; `gate` makes it wait until the test opens it, `fail` makes it raise."""
 
     parameters: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -80,19 +80,23 @@ class RecordingTool(Tool):
         "additionalProperties": False,
     }
 
-    def __init__(self, name: str, *, sleep: float = 0.0, fail: str | None = None) -> None:
+    def __init__(self, name: str, *, gate: threading.Event | None = None, fail: str | None = None) -> None:
         self.name = name
         self.description = f"the {name} tool"
-        self.sleep, self.fail = sleep, fail
+        self.gate, self.fail = gate, fail
+        self.finished = threading.Event()
         self.runs: list[dict[str, Any]] = []
 
     def run(self, args: dict[str, Any], ctx: ToolContext) -> Any:
         self.runs.append(args)
-        if self.sleep:
-            time.sleep(self.sleep)
-        if self.fail:
-            raise ToolError(self.fail)
-        return {"doubled": args["n"] * 2, "user": ctx.username}
+        try:
+            if self.gate is not None:
+                self.gate.wait(timeout=30)
+            if self.fail:
+                raise ToolError(self.fail)
+            return {"doubled": args["n"] * 2, "user": ctx.username}
+        finally:
+            self.finished.set()
 
 
 def tool_def(tool: RecordingTool, *, writes: bool = False, permission: str | None = None) -> ToolDefinition:
@@ -307,14 +311,17 @@ async def test_writing_tool_without_permission_is_denied(tool_ctx):
 
 
 async def test_tool_that_takes_too_long_times_out_with_an_error(turn_context, tool_ctx):
-    slow = RecordingTool("slow", sleep=0.5)
+    gate = threading.Event()  # the tool runs until the test opens this: it never finishes on its own
+    slow = RecordingTool("slow", gate=gate)
     engine = ScriptedEngine(call_round("slow", {"n": 1}), text_round("done"))
     runtime = make_runtime(engine, tools=[tool_def(slow)])
 
-    started = time.monotonic()
-    outcome = await run(runtime, turn_context(), tool_ctx(), tool_timeout=0.05)
-
-    assert time.monotonic() - started < 0.45
+    try:
+        outcome = await run(runtime, turn_context(), tool_ctx(), tool_timeout=0.05)
+        # The turn ended while the tool was still running: the runner did not wait for it.
+        assert not slow.finished.is_set()
+    finally:
+        gate.set()
     assert "timed out" in outcome.tool_calls[0]["error"]
     assert outcome.text == "done"
 

@@ -23,6 +23,7 @@ from .helpers import (
     make_user,
     new_conv_id,
     of_type,
+    poll,
     read_turn,
     read_until,
     run_turn,
@@ -304,7 +305,8 @@ async def test_a_worker_killed_mid_turn_loses_its_lease_and_the_other_worker_goe
         await send_turn(ws, "the turn queued behind it")
         await read_until(ws, "chat.queued")
         streamed = "".join(f["data"]["delta"] for f in frames if f["type"] == "llm.delta")
-        await asyncio.sleep(0.5)  # a checkpoint has stored the partial text
+        async with http(survivor, alice) as client:  # wait for a checkpoint to store some partial text
+            await poll(lambda: get_conversation(client, conv_id), lambda c: bool(c["turns"][0]["text"]))
         doomed.kill()
         killed_at = asyncio.get_running_loop().time()
 
