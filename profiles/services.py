@@ -19,6 +19,7 @@ from .timestamps import now_ms
 from .validation import (
     canonical_slug,
     ensure_storable,
+    parse_version,
     validate_extensions,
     validate_policy,
     validate_profile_content,
@@ -59,26 +60,17 @@ def profile_document(profile: Profile, *, registry_slug: str | None = None, is_d
     }
 
 
-def check_version(actual: int, *, expected_version: Any = None, if_match: Any = None, what: str = "profile") -> None:
-    """`expected_version` mismatch is 409, an `If-Match` mismatch is 412; absent means no check."""
+def check_version(
+    actual: int, *, expected_version: Any = None, if_match: int | None = None, what: str = "profile"
+) -> None:
+    """`expected_version` (a body field) mismatch is 409, `if_match` (the version the view parsed from
+    the `If-Match` header) mismatch is 412; absent means no check."""
     if expected_version is not None:
-        expected = _as_version(expected_version, "expected_version")
+        expected = parse_version(expected_version, field="expected_version")
         if expected != actual:
             raise VersionConflict(expected=expected, actual=actual, what=what)
-    if if_match is not None:
-        expected = _as_version(str(if_match).strip().removeprefix("W/").strip('"'), "If-Match")
-        if expected != actual:
-            raise PreconditionFailed(expected=expected, actual=actual)
-
-
-def _as_version(value: Any, field: str) -> int:
-    try:
-        version = int(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("must be a positive integer version", field=field) from None
-    if version < 1 or isinstance(value, bool):
-        raise InvalidInput("must be a positive integer version", field=field)
-    return version
+    if if_match is not None and if_match != actual:
+        raise PreconditionFailed(expected=if_match, actual=actual)
 
 
 def _locked_registry(slug: str) -> Registry:
@@ -165,7 +157,7 @@ def registry_update(
 
 @transaction.atomic
 def registry_set_default(
-    *, registry_slug: str, slug: str, expected_version: Any = None, if_match: Any = None
+    *, registry_slug: str, slug: str, expected_version: Any = None, if_match: int | None = None
 ) -> Profile:
     """Make `slug` the default. `expected_version` is the REGISTRY's version. Read-only profiles may be defaults."""
     registry = _locked_registry(registry_slug)
@@ -250,7 +242,7 @@ def profile_update(
     slug: str,
     changes: dict[str, Any],
     expected_version: Any = None,
-    if_match: Any = None,
+    if_match: int | None = None,
     set_default: bool = False,
     actor: Any = None,
     source: str = "api",
@@ -315,7 +307,7 @@ def _validate_parts(changes: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def profile_delete(
-    *, registry_slug: str, slug: str, expected_version: Any = None, if_match: Any = None, actor: Any = None
+    *, registry_slug: str, slug: str, expected_version: Any = None, if_match: int | None = None, actor: Any = None
 ) -> None:
     registry = _locked_registry(registry_slug)
     profile = _locked_profile(registry, slug)
@@ -338,7 +330,7 @@ def profile_restore(
     slug: str,
     version: int,
     expected_version: Any = None,
-    if_match: Any = None,
+    if_match: int | None = None,
     actor: Any = None,
     source: str = "api",
 ) -> Profile:

@@ -35,6 +35,18 @@ MAX_SYSTEM_PROMPT = 20_000
 SIMPLE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
+def parse_version(value: Any, *, field: str) -> int:
+    """A profile or registry version as a client sends it (an int, "3", or an ETag's `"3"`/`W/"3"`)."""
+    text = value.strip().removeprefix("W/").strip('"') if isinstance(value, str) else value
+    try:
+        version = int(text)
+    except (TypeError, ValueError):
+        raise InvalidInput("must be a positive integer version", field=field) from None
+    if version < 1 or isinstance(value, bool):
+        raise InvalidInput("must be a positive integer version", field=field)
+    return version
+
+
 def canonical_slug(raw: Any, *, field: str = "slug") -> str:
     """Trim and lower-case; reject anything that is not 1-128 chars of [a-z0-9._-] with alnum ends."""
     if not isinstance(raw, str):

@@ -16,7 +16,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from profiles import selectors, services
 from profiles.definitions import definitions
 from profiles.mounts import Mount
-from profiles.validation import canonical_slug
+from profiles.validation import canonical_slug, parse_version
 
 from . import serializers as s
 from .openapi import AUTH, BODY, ETAG, IF_MATCH, LOCATION, REGISTRY_PARAM, RETRY_AFTER, SLUG_PATH, responses
@@ -73,6 +73,12 @@ class MountedViewSet(viewsets.ViewSet):
         return request.build_absolute_uri(
             url + ("" if registry == self.mount.default_registry else f"?registry={registry}")
         )
+
+
+def if_match_version(request: Request) -> int | None:
+    """The version in the request's `If-Match` header (`"3"`, `W/"3"` or `3`), if it has one."""
+    header = request.headers.get("If-Match")
+    return None if header is None else parse_version(header, field="If-Match")
 
 
 def document_response(profile: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -157,7 +163,7 @@ class ProfileViewSet(MountedViewSet):
             slug=slug,
             changes=body.changes(),
             expected_version=body.validated_data.get("expected_version"),
-            if_match=request.headers.get("If-Match"),
+            if_match=if_match_version(request),
             set_default=body.validated_data["set_default"],
             actor=request.user,
             source="api",
@@ -177,7 +183,7 @@ class ProfileViewSet(MountedViewSet):
             registry_slug=self.registry_slug(request),
             slug=slug,
             expected_version=request.query_params.get("expected_version"),
-            if_match=request.headers.get("If-Match"),
+            if_match=if_match_version(request),
             actor=request.user,
         )
         return Response(status=204)
@@ -194,7 +200,7 @@ class ProfileViewSet(MountedViewSet):
             registry_slug=self.registry_slug(request),
             slug=slug,
             expected_version=body.validated_data.get("expected_version"),
-            if_match=request.headers.get("If-Match"),
+            if_match=if_match_version(request),
         )
         return document_response(profile)
 
@@ -227,7 +233,7 @@ class ProfileViewSet(MountedViewSet):
             slug=slug,
             version=version,
             expected_version=body.validated_data.get("expected_version"),
-            if_match=request.headers.get("If-Match"),
+            if_match=if_match_version(request),
             actor=request.user,
         )
         return document_response(profile)
