@@ -130,7 +130,7 @@ class ProfileAdmin(ServiceAdmin):
 
     @admin.display(boolean=True, description="default")
     def is_default(self, obj: Profile) -> bool:
-        return obj.registry.default_profile_id == obj.pk
+        return obj.registry.is_default(obj.pk)
 
     # ---- deleting: always `profile_delete`, which refuses read-only profiles and a default with siblings
 
@@ -173,7 +173,7 @@ class ProfileAdmin(ServiceAdmin):
             return confirm_delete_selected(self, request, queryset)
         profiles = sorted(
             queryset.select_related("registry"),
-            key=lambda p: (p.registry.default_profile_id == p.pk, p.registry.slug, p.slug),
+            key=lambda p: (p.registry.is_default(p.pk), p.registry.slug, p.slug),
         )
         deleted = 0
         for profile in profiles:

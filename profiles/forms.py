@@ -175,7 +175,7 @@ class ProfileAdminForm(VersionedServiceForm):
             # A profile is identified by registry + slug: neither can change once it exists.
             for name in ("registry", "slug"):
                 self.fields.pop(name, None)
-            if self.instance.registry.default_profile_id == self.instance.pk:
+            if self.instance.registry.is_default(self.instance.pk):
                 self.fields["set_default"].help_text = "This profile is already the registry default."
 
     def _write(self) -> Profile:

@@ -29,6 +29,10 @@ class Registry(TimestampedMs):
     def __str__(self) -> str:
         return self.slug
 
+    def is_default(self, profile_id: int | None) -> bool:
+        """The one definition of "this is the registry's default profile" (by id, no query)."""
+        return profile_id is not None and self.default_profile_id == profile_id
+
 
 class Profile(models.Model):
     registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="profiles")

@@ -38,7 +38,7 @@ def _actor_name(actor: Any) -> str:
 def profile_document(profile: Profile, *, registry_slug: str | None = None, is_default: bool | None = None) -> dict:
     """The profile as the API returns it and as history stores it."""
     if is_default is None:
-        is_default = profile.registry.default_profile_id == profile.pk
+        is_default = profile.registry.is_default(profile.pk)
     return {
         "registry": registry_slug or profile.registry.slug,
         "slug": profile.slug,
@@ -147,7 +147,7 @@ def registry_update(
     }
     if default_profile is not None:
         profile = _locked_profile(registry, default_profile)
-        if registry.default_profile_id != profile.pk:
+        if not registry.is_default(profile.pk):
             changes["default_profile"] = profile
     if changes:
         _bump_registry(registry, **changes)
@@ -163,7 +163,7 @@ def registry_set_default(
     registry = _locked_registry(registry_slug)
     check_version(registry.version, expected_version=expected_version, if_match=if_match, what="registry")
     profile = _locked_profile(registry, slug)
-    if registry.default_profile_id != profile.pk:
+    if not registry.is_default(profile.pk):
         _bump_registry(registry, default_profile=profile)
     return profile
 
@@ -279,7 +279,7 @@ def profile_update(
             raise VersionConflict(expected=profile.version, actual=actual)
         profile.refresh_from_db()
         _record_revision(profile, registry=registry, change=change or f"updated {', '.join(changed)}")
-    becomes_default = set_default and registry.default_profile_id != profile.pk
+    becomes_default = set_default and not registry.is_default(profile.pk)
     if writes or becomes_default:
         _bump_registry(
             registry,
@@ -314,7 +314,7 @@ def profile_delete(
     check_version(profile.version, expected_version=expected_version, if_match=if_match)
     if profile.is_read_only:
         raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
-    if registry.default_profile_id == profile.pk:
+    if registry.is_default(profile.pk):
         if Profile.objects.filter(registry=registry).exclude(pk=profile.pk).exists():
             raise Conflict(f"profile {profile.slug!r} is the registry default: set another default first", field="slug")
         _bump_registry(registry, default_profile=None)

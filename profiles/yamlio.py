@@ -389,7 +389,7 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
     if replace:
         registry.refresh_from_db()
         for stale in Profile.objects.filter(registry=registry).exclude(slug__in=seen).order_by("slug"):
-            if registry.default_profile_id == stale.pk:
+            if registry.is_default(stale.pk):
                 continue
             services.profile_delete(registry_slug=slug, slug=stale.slug)
             report.deleted.append(f"{slug}/{stale.slug}")

@@ -56,7 +56,7 @@ class ProfileListItemSerializer(serializers.Serializer):
             "description": row["description"],
             "default_prompt": (row["runtime"] or {}).get("system_prompt", ""),
             "extensions": row["extensions"],
-            "is_default": registry.default_profile_id == row["id"],
+            "is_default": registry.is_default(row["id"]),
             "version": row["version"],
         }
 

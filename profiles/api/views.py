@@ -217,7 +217,7 @@ class ProfileViewSet(MountedViewSet):
     def version_detail(self, request: Request, slug: str, version: int) -> Response:
         profile = self._profile(request, slug)
         revision = selectors.profile_revision_get(profile=profile, version=version)
-        document = {**revision.document, "is_default": profile.registry.default_profile_id == profile.pk}
+        document = {**revision.document, "is_default": profile.registry.is_default(profile.pk)}
         return Response(document, headers={"ETag": f'"{revision.version}"'})
 
     @extend_schema(
