@@ -6,6 +6,8 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# The demo registries `make run` seeds (a copy of ../shared/fixtures/registries.yaml, kept equal by a test).
+PROFILES_SEED_FILE = BASE_DIR / "config" / "seed" / "registries.yaml"
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)

@@ -38,3 +38,12 @@ class RecordingEmit:
     def events(self) -> list[dict[str, Any]]:
         """The data of the `middleware.event` frames."""
         return self.of_type("middleware.event")
+
+
+def import_seed() -> Any:
+    """Load the demo registries the way `make run` does (settings.PROFILES_SEED_FILE, source `seed`)."""
+    from django.conf import settings
+
+    from profiles.yamlio import import_file
+
+    return import_file(settings.PROFILES_SEED_FILE, source="seed")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chat.runtime.base import Message, TurnContext
-from tests.helpers import RecordingEmit
+from tests.helpers import RecordingEmit, import_seed
 
 
 @pytest.fixture
@@ -42,18 +42,14 @@ def turn_context(recording_emit: RecordingEmit) -> Callable[..., TurnContext]:
 
 # --------------------------------------------------------------------------- conversations: seed, users, sockets
 
-SEED_FILE = "config/seed/registries.yaml"
 TERMINAL_FRAMES = ("turn.completed", "turn.failed", "turn.cancelled")
 
 
 @pytest.fixture
 def seeded_registries(db, settings) -> None:
     """The seed registries: `default` (default, analyst, agent) and `inventory` (inventory, analyst, default)."""
-    from pathlib import Path
 
-    from profiles.yamlio import import_file
-
-    import_file(Path(settings.BASE_DIR) / SEED_FILE, source="seed")
+    import_seed()
 
 
 @pytest.fixture

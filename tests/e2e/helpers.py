@@ -12,12 +12,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx2 as httpx  # the maintained `httpx` line the openai SDK depends on (pinned in requirements.txt)
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission
@@ -26,9 +24,10 @@ from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.helpers import import_seed
+
 from .server import LiveServer
 
-SEED_FILE = Path(settings.BASE_DIR) / "config" / "seed" / "registries.yaml"
 RECV_TIMEOUT = 10.0
 TURN_TIMEOUT = 30.0
 FINISHED_FRAMES = ("turn.completed", "turn.failed", "turn.cancelled")
@@ -43,9 +42,8 @@ Frame = dict[str, Any]
 
 def seed() -> None:
     """The canonical registries and the reference inventory, as `make run` seeds them."""
-    from profiles.yamlio import import_file
 
-    import_file(SEED_FILE, source="seed")
+    import_seed()
     call_command("inventory_seed", stdout=io.StringIO())
 
 

@@ -17,10 +17,9 @@ from django.core.management import call_command
 from playwright.sync_api import Page, expect
 from rest_framework.authtoken.models import Token
 
-from profiles.yamlio import import_file
+from tests.helpers import import_seed
 
 from .browser import (
-    ROOT,
     api,
     ask,
     current_conv_id,
@@ -37,7 +36,6 @@ from .browser import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-SEED = ROOT / "config" / "seed" / "registries.yaml"
 PASSWORD = "a browser test password"
 LOW_STOCK = ["A-1021", "C-3010", "A-1055", "A-1002", "B-2015"]
 
@@ -45,7 +43,7 @@ LOW_STOCK = ["A-1021", "C-3010", "A-1055", "A-1002", "B-2015"]
 @pytest.fixture
 def user(daphne_server, django_user_model):
     """Seed registries and inventory; a superuser (it has inventory.change_item and the profile perms)."""
-    import_file(SEED, source="seed")
+    import_seed()
     call_command("inventory_seed", stdout=io.StringIO())
     return django_user_model.objects.create_superuser("alice", "alice@example.com", PASSWORD)
 

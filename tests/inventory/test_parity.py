@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +21,8 @@ from django.contrib.auth.models import Permission
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
-from profiles.yamlio import import_file
-from tests.helpers import expected_fingerprint
+from tests.helpers import expected_fingerprint, import_seed
 
-SEED_FILE = Path(settings.BASE_DIR) / "config" / "seed" / "registries.yaml"
 MOUNTS = {"chat": ("", "default"), "inventory": ("/inventory", "inventory")}  # mount -> (URL prefix, registry)
 EDITOR_PERMS = ["profiles.add_profile", "profiles.change_profile", "profiles.delete_profile"]
 UUID_RE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
@@ -52,7 +49,7 @@ def editor(transactional_db):
 
 @pytest.fixture
 def client(editor) -> APIClient:
-    import_file(SEED_FILE, source="seed")
+    import_seed()
     api = APIClient()
     api.force_authenticate(user=editor)
     return api

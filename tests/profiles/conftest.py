@@ -7,10 +7,11 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from profiles.yamlio import ImportReport, import_file
+from profiles.yamlio import ImportReport
+from tests.helpers import import_seed
 
 from .factories import EditorFactory, UserFactory
-from .support import MOUNTS, SEED_FILE, MountCase
+from .support import MOUNTS, MountCase
 
 
 def _fresh(user):
@@ -21,7 +22,7 @@ def _fresh(user):
 @pytest.fixture
 def seeded(db) -> ImportReport:
     """The canonical seed registries (`default` and `inventory`), imported like `make run` does."""
-    return import_file(SEED_FILE, source="seed")
+    return import_seed()
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-SEED_FILE = Path(settings.BASE_DIR) / "config" / "seed" / "registries.yaml"
+SEED_FILE = settings.PROFILES_SEED_FILE
 
 # The seed's profiles per registry, in slug order.
 SEED_PROFILES = {

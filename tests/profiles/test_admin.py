@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django import forms
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
@@ -21,11 +20,10 @@ from profiles import services
 from profiles.definitions import MiddlewareDefinition, definitions
 from profiles.forms import ProfileAdminForm
 from profiles.models import Profile, ProfileRevision, Registry
-from profiles.yamlio import import_file
+from tests.helpers import import_seed
 
 pytestmark = pytest.mark.django_db
 
-SEED = settings.BASE_DIR / "config" / "seed" / "registries.yaml"
 CHANGELIST = "admin:profiles_profile_changelist"
 
 
@@ -35,7 +33,7 @@ CHANGELIST = "admin:profiles_profile_changelist"
 @pytest.fixture
 def seeded_admin(db) -> None:
     """The canonical seed registries, for pages that should render realistic data."""
-    import_file(SEED, source="seed")
+    import_seed()
 
 
 @pytest.fixture

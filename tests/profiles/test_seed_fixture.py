@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from django.conf import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "fixtures" / "registries.yaml"
-VENDORED = ROOT / "config" / "seed" / "registries.yaml"
+VENDORED = settings.PROFILES_SEED_FILE
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="the shared spec folder is not beside this checkout")

@@ -1,7 +1,6 @@
 """Seed the demo idempotently: registries (through the importer), inventory data, demo users."""
 
 import os
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -10,15 +9,13 @@ from django.core.management.base import BaseCommand, CommandError
 
 from profiles.yamlio import ImportFailed, import_file
 
-SEED_FILE = Path(settings.BASE_DIR) / "config" / "seed" / "registries.yaml"
-
 
 class Command(BaseCommand):
     help = "Seed demo registries, inventory and the demo users (running it again changes nothing)."
 
     def handle(self, *args, **options):
         try:
-            report = import_file(SEED_FILE, source="seed")
+            report = import_file(settings.PROFILES_SEED_FILE, source="seed")
         except ImportFailed as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"profiles: {report.summary()}")
