@@ -65,6 +65,13 @@ def conversation_active_turn(*, conv_id: Any) -> Any:
     return Conversation.objects.filter(pk=conv_id).values_list("active_turn_id", flat=True).first()
 
 
+def conversation_running_turn_id(*, conv_id: Any) -> Any:
+    """The id of the conversation's running turn (on whichever worker), or None."""
+    return (
+        Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.RUNNING).values_list("pk", flat=True).first()
+    )
+
+
 def conversation_replay_from(*, conversation: Conversation) -> int:
     """The seq up to which a conversation's frames are reflected in its stored turns: just before the
     first frame of its first unfinished turn, else its last stored frame. A client replays after it."""

@@ -601,13 +601,7 @@ async def _finish(
 
 async def request_cancel(conv_id: Any) -> bool:
     """Ask whichever worker runs this conversation's turn to cancel it."""
-    turn_id = await run_db(
-        lambda: (
-            Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.RUNNING)
-            .values_list("pk", flat=True)
-            .first()
-        )
-    )
+    turn_id = await run_db(selectors.conversation_running_turn_id, conv_id=conv_id)
     if turn_id is None:
         return False
     await get_channel_layer().group_send(control_group_name(conv_id), {"type": "turn.cancel", "turn_id": str(turn_id)})
