@@ -1,4 +1,5 @@
-"""`mount_urls(mount)`: everything a mount serves (profile API, conversations, page), written once."""
+"""`mount_urls(mount)`: everything a mount serves (profile API, conversations, OpenAI-compatible API, page),
+written once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from django.urls import URLPattern, URLResolver, path
 from profiles.api.urls import profile_api_urls
 from profiles.mounts import Mount
 
+from .gateway.urls import gateway_urls
 from .pages import page_view
 from .views import ConversationViewSet
 
@@ -28,4 +30,5 @@ def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
             "api/chat/conversations/<uuid:conv_id>/messages", view({"post": "messages"}), name="conversation-messages"
         ),
         path("api/chat/conversations/<uuid:conv_id>/events", view({"get": "events"}), name="conversation-events"),
+        *gateway_urls(mount),  # the OpenAI-compatible API: v1/models, v1/chat/completions
     ]

@@ -97,6 +97,16 @@ VALID_BODIES = {
         "POST /api/chat/conversations/{conv_id}/messages",
         st.fixed_dictionaries({"prompt": st.sampled_from(["What is 17.5% of 2,340?", "hello"])}),
     ),
+    **_both_mounts(
+        "POST /v1/chat/completions",
+        st.fixed_dictionaries(
+            {
+                "model": st.sampled_from(["default", "analyst"]),
+                "messages": st.just([{"role": "user", "content": "hello"}]),
+                "stream": st.booleans(),
+            }
+        ),
+    ),
     "POST /inventory/api/items": ITEM_BODY,
     "PUT /inventory/api/items/{sku}": ITEM_BODY,
     "POST /inventory/api/sales": st.fixed_dictionaries(

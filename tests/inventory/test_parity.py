@@ -273,7 +273,7 @@ def _patterns(namespace: str) -> dict[str, URLPattern]:
 
 
 def _sample_kwargs(pattern: URLPattern) -> dict[str, Any]:
-    samples = {"slug": "parity", "version": 1, "conv_id": uuid.UUID(int=1)}
+    samples = {"slug": "parity", "version": 1, "conv_id": uuid.UUID(int=1), "model": "parity"}
     return {name: samples[name] for name in pattern.pattern.converters}
 
 
@@ -299,6 +299,9 @@ def test_both_mounts_expose_the_same_routes_from_the_same_code():
         "conversation-detail",
         "conversation-messages",
         "conversation-events",
+        "openai-models",
+        "openai-model",
+        "openai-chat-completions",
     } <= set(chat)
     for name in sorted(chat):
         a, b = chat[name], inventory[name]

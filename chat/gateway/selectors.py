@@ -1,0 +1,57 @@
+"""Reads of the gateway: the models a mount serves (profiles) and a finished turn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from profiles.models import Profile
+from profiles.mounts import Mount
+
+from ..models import ConversationEvent, Turn
+
+TERMINAL_FRAMES = ("turn.completed", "turn.failed", "turn.cancelled")
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    registry: str
+    slug: str
+    created_at_ms: int
+
+
+def model_list(*, mount: Mount) -> list[ModelRow]:
+    """Every profile of every registry (any signed-in user may use any of them, like the resolve API):
+    the mount's default registry first, then the others, each in slug order. One query."""
+    rows = Profile.objects.order_by("registry__slug", "slug").values_list("registry__slug", "slug", "created_at_ms")
+    models = [ModelRow(*row) for row in rows]
+    return sorted(models, key=lambda m: m.registry != mount.default_registry)  # stable: keeps slug order
+
+
+def model_get(*, registry: str, slug: str) -> ModelRow | None:
+    row = (
+        Profile.objects.filter(registry__slug=registry, slug=slug)
+        .values_list("registry__slug", "slug", "created_at_ms")
+        .first()
+    )
+    return ModelRow(*row) if row else None
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    turn: Turn  # the stored row: runtime record, text, usage, status, error
+    terminal: dict[str, Any] | None  # the data of its stored terminal frame (`stop_reason`), if stored yet
+
+
+def turn_result(*, turn_id: Any) -> TurnResult | None:
+    """The turn once it has finished (completed, failed, cancelled, interrupted), else None."""
+    turn = Turn.objects.filter(pk=turn_id).first()
+    if turn is None or turn.status not in Turn.FINISHED:
+        return None
+    frame = (
+        ConversationEvent.objects.filter(turn_id=turn_id, type__in=TERMINAL_FRAMES)
+        .order_by("-seq")
+        .values_list("frame", flat=True)
+        .first()
+    )
+    return TurnResult(turn, (frame or {}).get("data"))

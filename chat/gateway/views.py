@@ -1,0 +1,159 @@
+"""The OpenAI-compatible routes of a mount: thin async views (parse, one service, serialise).
+
+They are DRF views (authentication, permissions, throttles, the schema) whose handlers are coroutines
+on the server's event loop: a request that waits for its turn holds no thread. DRF's own request
+pipeline (the token lookup, throttles) runs on the database pool.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from profiles.api.parsers import SafeJSONParser
+from profiles.api.views import release_after_render
+from profiles.mounts import Mount
+
+from ..aio import run_db
+from . import errors, openapi, services
+from . import serializers as s
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """The project's DRF tokens as OpenAI clients send them: `Authorization: Bearer <token>`."""
+
+    keyword = "Bearer"
+
+
+class JSONAnswers(BaseContentNegotiation):
+    """Answers are JSON (or a stream of JSON events): an SSE client's `Accept` never makes a 406."""
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return DefaultContentNegotiation().select_parser(request, parsers)
+
+    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> Any:
+        return renderers[0], renderers[0].media_type
+
+
+class AsyncAPIView(APIView):
+    """An APIView whose handlers are coroutines (DRF's `dispatch` is synchronous only)."""
+
+    async def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            await run_db(self.initial, request, *args, **kwargs)  # authentication, permissions, throttles
+            method = request.method.lower()
+            handler = getattr(self, method, None) if method in self.http_method_names else None
+            response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+
+class GatewayView(AsyncAPIView):
+    mount: Mount | None = None  # set per mount by `gateway_urls`
+    authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
+    permission_classes = [IsAuthenticated]
+    parser_classes = [SafeJSONParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONAnswers
+    throttle_classes: list = []
+    trace_headers: dict[str, str] | None = None  # set once a turn exists: on every answer, errors too
+
+    def get_exception_handler(self) -> Any:
+        return errors.exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        for name, value in (self.trace_headers or {}).items():
+            response[name] = value
+        if isinstance(response, Response):
+            response.add_post_render_callback(release_after_render)
+        return response
+
+
+MODEL_PATH = OpenApiParameter(
+    "model", str, location=OpenApiParameter.PATH, description="A model id: `slug` or `registry/slug`."
+)
+
+
+class ListSchema(AutoSchema):
+    """`…_list`, not `…_retrieve`: the list of models and one model are two operations."""
+
+    def get_operation_id(self) -> str:
+        return super().get_operation_id().removesuffix("_retrieve") + "_list"
+
+
+class ModelListView(GatewayView):
+    schema = ListSchema()
+
+    @extend_schema(
+        tags=openapi.TAGS,
+        responses={200: s.ModelListSerializer, **openapi.errors(401)},
+        description="Every profile the caller may use, as OpenAI models.",
+    )
+    async def get(self, request: Request) -> Response:
+        rows = await run_db(services.model_list, mount=self.mount)
+        return Response(s.model_list_body(rows, self.mount))
+
+
+class ModelDetailView(GatewayView):
+    @extend_schema(
+        tags=openapi.TAGS,
+        parameters=[MODEL_PATH],
+        responses={200: s.ModelObjectSerializer, **openapi.errors(401, 404)},
+    )
+    async def get(self, request: Request, model: str) -> Response:
+        row = await run_db(services.model_get, mount=self.mount, model=model)
+        return Response(s.model_object(row, self.mount))
+
+
+class ChatCompletionView(GatewayView):
+    # Each completion is a turn: the REST turn throttle (per user, CHAT_REST_TURN_RATE) applies.
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "turns"
+
+    @extend_schema(
+        tags=openapi.TAGS,
+        request=s.ChatCompletionRequestSerializer,
+        parameters=openapi.COMPLETION_PARAMETERS,
+        responses=openapi.COMPLETION_RESPONSES,
+        description="The model's profile answers the last user message as a turn of a conversation of yours "
+        "(`X-Conversation-Id`), with its middlewares and tools on the server. " + openapi.SSE_DESCRIPTION,
+    )
+    async def post(self, request: Request) -> Any:
+        body = s.ChatCompletionRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        completion = await services.completion_create(
+            user=request.user,
+            mount=self.mount,
+            body=body.validated_data,
+            conversation_id=request.headers.get(services.CONVERSATION_HEADER),
+        )
+        self.trace_headers = completion.headers()
+        if completion.stream:
+            include_usage = bool((body.validated_data.get("stream_options") or {}).get("include_usage"))
+            return StreamingHttpResponse(
+                s.sse(completion, include_usage=include_usage),
+                content_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return Response(s.completion_body(completion, await completion.result()))
