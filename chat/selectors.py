@@ -67,9 +67,7 @@ def conversation_active_turn(*, conv_id: Any) -> Any:
 
 def conversation_running_turn_id(*, conv_id: Any) -> Any:
     """The id of the conversation's running turn (on whichever worker), or None."""
-    return (
-        Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.RUNNING).values_list("pk", flat=True).first()
-    )
+    return Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.RUNNING).values_list("pk", flat=True).first()
 
 
 def conversation_replay_from(*, conversation: Conversation) -> int:

@@ -15,5 +15,7 @@ def gateway_urls(mount: Mount) -> list[URLPattern]:
         path("v1/models", ModelListView.as_view(mount=mount), name="openai-models"),
         path("v1/models/<path:model>", ModelDetailView.as_view(mount=mount), name="openai-model"),
         path("v1/chat/completions", ChatCompletionView.as_view(mount=mount), name="openai-chat-completions"),
-        re_path(r"^v1/", route_not_found, {"mount": mount}, name="openai-not-found"),  # OpenAI's 404 for any other v1 path
+        re_path(
+            r"^v1/", route_not_found, {"mount": mount}, name="openai-not-found"
+        ),  # OpenAI's 404 for any other v1 path
     ]
