@@ -13,6 +13,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from chat.worker import RECOVER_SECONDS
+
 from .helpers import (
     ApiUser,
     assert_strictly_increasing,
@@ -324,7 +326,9 @@ async def test_a_worker_killed_mid_turn_loses_its_lease_and_the_other_worker_goe
         turns = (await get_conversation(client, conv_id))["turns"]
 
     assert failed["status"] == "interrupted" and failed["error"]["code"] == "interrupted"
-    assert interrupted_after < 2 + 1.5  # the lease, plus a tick of the sweep
+    # Interrupted about when its 2 s lease ran out (the sweep runs every tick); the bound is the recovery
+    # period, so a loaded machine's slow ticks do not make this flaky.
+    assert interrupted_after < RECOVER_SECONDS
     assert failed["text"] and streamed.startswith(failed["text"][: len(streamed)])  # partial text kept
     assert rest[-1]["type"] == "turn.completed"
     assert [t["status"] for t in turns] == ["interrupted", "completed"]
