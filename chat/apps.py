@@ -23,3 +23,9 @@ class ChatConfig(AppConfig):
 
         definitions.register_many(MIDDLEWARE_DEFINITIONS)
         definitions.register_many(TOOL_DEFINITIONS)
+
+        from .selectors import profile_version_stats
+
+        definitions.register_version_stats(profile_version_stats)  # turns are this app's records
+
+        from . import sessions  # noqa: F401 - connects the logout signal: a session's sockets close

@@ -18,7 +18,7 @@ from django.conf import settings
 from profiles.errors import NotFound, ProfileError
 from profiles.mounts import Mount
 
-from . import services, worker
+from . import services, sessions, worker
 from .aio import db, run_db
 from .errors import ConversationForbidden
 from .models import Conversation
@@ -28,6 +28,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
+CLOSE_DELETED = 4410
 
 
 class RateLimiter:
@@ -99,6 +100,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         runtime = worker.runtime_for(self.mount.name, opened.resolution)
         await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
         self.joined = True
+        # A socket signed in by its session closes when that session logs out (in any tab).
+        self.session_key = await run_db(sessions.socket_session_key, self.scope, user)
+        if self.session_key:
+            await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
         await self._send_hello(runtime)
         if since is not None:
             await self._replay(int(since))
@@ -120,6 +125,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(worker.group_name(self.conv_id), self.channel_name)
+        if getattr(self, "session_key", None):
+            await self.channel_layer.group_discard(sessions.session_group(self.session_key), self.channel_name)
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        """The session logged out (in another tab, or anywhere): this socket ends too."""
+        await self._refuse(CLOSE_UNAUTHENTICATED, "not_authenticated", "you have logged out")
+
+    async def chat_deleted(self, event: dict[str, Any]) -> None:
+        """The conversation was deleted (in another tab or by the API)."""
+        await self._refuse(CLOSE_DELETED, "not_found", "this conversation was deleted")
+
+    async def _signed_in(self) -> bool:
+        """A session socket may only submit turns while its session is alive; else it closes (4401)."""
+        if getattr(self, "session_key", None) and not await run_db(
+            sessions.session_alive, self.session_key, self.user.pk
+        ):
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not_authenticated", "your session has ended: sign in again")
+            return False
+        return True
 
     # ------------------------------------------------------------------ sending
 
@@ -190,6 +214,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error(exc.code, exc.message, **({"field": exc.field} if exc.field else {}))
 
     async def on_send(self, frame: dict[str, Any]) -> None:
+        if not await self._signed_in():
+            return
         if not self.limiter.allow():
             await self._error("rate_limited", f"at most {settings.CHAT_RATE_LIMIT_PER_MINUTE} messages a minute")
             return
@@ -217,6 +243,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self._send_hello(worker.runtime_for(self.mount.name, resolution))
 
+    async def on_regenerate(self, frame: dict[str, Any]) -> None:
+        """`chat.regenerate`: a new turn replaces the conversation's last turn, with the same prompt
+        (regenerate, retry) or `prompt` (edit and resend)."""
+        if not await self._signed_in():
+            return
+        if not self.limiter.allow():
+            await self._error("rate_limited", f"at most {settings.CHAT_RATE_LIMIT_PER_MINUTE} messages a minute")
+            return
+        if not isinstance(frame.get("turn_id"), str):
+            await self._error("bad_frame", "chat.regenerate needs `turn_id` (the conversation's last turn)")
+            return
+        submitted = await worker.turn_enqueue(
+            conversation=self.conversation,
+            user=self.user,
+            prompt=frame.get("prompt"),
+            idempotency_key=frame.get("idempotency_key"),
+            replaces=frame["turn_id"],
+        )
+        if not submitted.created:
+            await self._error(
+                "duplicate",
+                "a turn with this idempotency_key exists already",
+                turn_id=str(submitted.turn.pk),
+                status=submitted.turn.status,
+            )
+
     async def on_cancel(self, frame: dict[str, Any]) -> None:
         if not await worker.request_cancel(self.conv_id):
             await self._error("nothing_to_cancel", "no turn is running in this conversation")
@@ -224,4 +276,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_ping(self, frame: dict[str, Any]) -> None:
         await self._send_local("ws.pong", {"server_time_ms": services.now_ms()})
 
-    HANDLERS = {"chat.send": on_send, "profile.select": on_select, "chat.cancel": on_cancel, "ws.ping": on_ping}
+    HANDLERS = {
+        "chat.send": on_send,
+        "chat.regenerate": on_regenerate,
+        "profile.select": on_select,
+        "chat.cancel": on_cancel,
+        "ws.ping": on_ping,
+    }

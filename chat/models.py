@@ -18,6 +18,8 @@ class Conversation(TimestampedMs):
     # The conversation's own profile selection; blank = follow the user's current profile.
     selected_registry = models.CharField(max_length=128, blank=True)
     selected_profile = models.CharField(max_length=128, blank=True)
+    # What follows `@` in the selected ref: "" (follow the serving label or latest), "3" (pinned) or a label.
+    selected_at = models.CharField(max_length=64, blank=True)
     # What is selected now. Only turn rows answer "which runtime produced this answer?".
     current_runtime_key = models.CharField(max_length=128, blank=True)
     current_fingerprint = models.CharField(max_length=80, blank=True)
@@ -26,6 +28,8 @@ class Conversation(TimestampedMs):
     last_seq = models.BigIntegerField(default=0)
     # The turn running now: claimed with a conditional UPDATE so only one runs, on any worker.
     active_turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Archived: kept, out of the default list (`?archived=true` lists them). Null = not archived.
+    archived_at_ms = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at_ms"]
@@ -58,16 +62,23 @@ class Turn(models.Model):
     registry = models.CharField(max_length=128, blank=True)
     profile_slug = models.CharField(max_length=128, blank=True)
     profile_version = models.PositiveIntegerField(null=True, blank=True)
+    profile_ref = models.CharField(max_length=200, blank=True)  # the selection as given: slug, slug@3, slug@label
     runtime_key = models.CharField(max_length=128, blank=True)
     fingerprint = models.CharField(max_length=80, blank=True)
     engine = models.JSONField(default=dict, blank=True)
     overrides_applied = models.JSONField(default=dict, blank=True)
     middlewares = models.JSONField(default=list, blank=True)
     tools = models.JSONField(default=list, blank=True)
+    # The rest of the runtime record: {system_prompt, engine_settings, middlewares: [{name, id, config}]}.
+    runtime_config = models.JSONField(default=dict, blank=True)
+    # The turn this one replaces (regenerate, retry, edit-and-resend of the conversation's last turn).
+    replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by")
     # What happened.
     tool_calls = models.JSONField(default=list, blank=True)
     artifacts = models.JSONField(default=list, blank=True)
     suggestions = models.JSONField(default=list, blank=True)
+    # The `middleware.event` frames of the turn ({middleware, id, event, detail}), shown again on reload.
+    middleware_events = models.JSONField(default=list, blank=True)
     usage = models.JSONField(default=dict, blank=True)
     error = models.JSONField(null=True, blank=True)
     created_at_ms = models.BigIntegerField()
@@ -87,7 +98,11 @@ class Turn(models.Model):
                 name="turn_unique_idempotency_key",
             ),
         ]
-        indexes = [models.Index(fields=["status", "lease_until_ms"], name="chat_turn_status_lease")]
+        indexes = [
+            models.Index(fields=["status", "lease_until_ms"], name="chat_turn_status_lease"),
+            # Per-version stats of a profile read its turns by this prefix.
+            models.Index(fields=["registry", "profile_slug", "profile_version"], name="chat_turn_profile_version"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.conversation_id}#{self.seq} {self.status}"

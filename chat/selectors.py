@@ -2,26 +2,65 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce
 
 from profiles.errors import NotFound
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
-from profiles.selectors import current_profile, profile_resolve, profile_resolve_loaded
+from profiles.selectors import current_profile, profile_resolve, profile_resolve_at
 
 from .errors import ConversationForbidden
 from .models import Conversation, ConversationEvent, Turn
 
 
-def conversation_list(*, user: Any, mount: Mount) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(owner=user, mount=mount.name).order_by("-created_at_ms")
+def conversation_list(*, user: Any, mount: Mount, q: str = "", archived: bool | None = False) -> QuerySet[Conversation]:
+    """The user's conversations of the mount, newest first, each with its `turn_count`.
+
+    `q`: only those whose title, or a prompt or answer of one of their turns, contains it (case-insensitive,
+    in the database: one EXISTS subquery, so a page costs the same queries whatever the match).
+    `archived`: False (default) the ones not archived, True the archived ones, None both."""
+    rows = Conversation.objects.filter(owner=user, mount=mount.name)
+    if archived is not None:
+        rows = rows.filter(archived_at_ms__isnull=not archived)
+    if q:
+        in_turns = Turn.objects.filter(conversation_id=OuterRef("pk")).filter(
+            Q(prompt__icontains=q) | Q(text__icontains=q)
+        )
+        rows = rows.filter(Q(title__icontains=q) | Exists(in_turns))
+    turns = Turn.objects.filter(conversation_id=OuterRef("pk")).order_by().values("conversation_id")
+    turn_count = Subquery(turns.annotate(n=Count("pk")).values("n"), output_field=IntegerField())
+    return rows.annotate(turn_count=Coalesce(turn_count, 0)).order_by("-created_at_ms")
 
 
 def turn_get(*, turn_id: Any) -> Turn:
     return Turn.objects.get(pk=turn_id)
+
+
+def conversation_turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
+    """One turn of the conversation (its full runtime record), or NotFound."""
+    turn = Turn.objects.filter(conversation_id=conversation.pk, pk=turn_id).first()
+    if turn is None:
+        raise NotFound("turn not found in this conversation", field="turn_id")
+    return turn
 
 
 TURNS_PAGE_DEFAULT = 50
@@ -99,18 +138,28 @@ def mount_default_registry(conversation: Conversation) -> str:
     return get_mount(conversation.mount).default_registry
 
 
+def conversation_ref(conversation: Conversation) -> str:
+    """The conversation's own selection as a ref (`slug`, `slug@3`, `slug@label`), or ""."""
+    if not conversation.selected_profile:
+        return ""
+    at = conversation.selected_at
+    return f"{conversation.selected_profile}@{at}" if at else conversation.selected_profile
+
+
 def conversation_resolve(*, conversation: Conversation, user: Any, request_overrides: Any = None) -> Resolution:
     """The conversation's own selection, else the user's current profile for the mount, else the default.
 
-    A selection that no longer resolves (its profile was deleted) falls back to its registry's
-    default: never an error for the user. The next turn then says so with `runtime.switched`.
+    The selection is a ref: `slug` follows the serving label or the latest version, `slug@3` stays on
+    version 3, `slug@label` follows the label. A selection that no longer resolves (its profile, label or
+    version is gone) falls back to its registry's default: never an error for the user. The next turn
+    then says so with `runtime.switched`.
     """
     default_registry = mount_default_registry(conversation)
     if conversation.selected_profile:
         try:
             return profile_resolve(
                 registry_slug=conversation.selected_registry,
-                profile_slug=conversation.selected_profile,
+                profile_slug=conversation_ref(conversation),
                 request_overrides=request_overrides,
             )
         except NotFound as exc:
@@ -122,9 +171,7 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
     elif conversation.selected_registry:
         default_registry = conversation.selected_registry
     current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
-    return profile_resolve_loaded(
-        registry=current.registry, profile=current.profile, request_overrides=request_overrides
-    )
+    return profile_resolve_at(at=current.at, request_overrides=request_overrides)
 
 
 def conversation_history(*, conversation: Conversation, before_seq: int, limit: int) -> list[tuple[str, str]]:
@@ -132,6 +179,7 @@ def conversation_history(*, conversation: Conversation, before_seq: int, limit: 
     is in the query: a long conversation never loads its whole past."""
     rows = (
         Turn.objects.filter(conversation=conversation, seq__lt=before_seq, status=Turn.Status.COMPLETED)
+        .filter(replaced_by__isnull=True)  # a regenerated or edited turn is replaced by its successor
         .order_by("-seq")
         .values_list("prompt", "text")[:limit]
     )
@@ -154,3 +202,58 @@ def conversations_with_queued_turns() -> list[Any]:
         .values_list("pk", flat=True)
         .distinct()
     )
+
+
+# --------------------------------------------------------------------------- per-version metrics
+
+
+def _percentile(sorted_values: list[int], p: float) -> int | None:
+    """Nearest-rank percentile of an ascending list (None for no values)."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def profile_version_stats(
+    *, registry: str, slug: str, version: int | None = None, since_ms: int | None = None
+) -> dict[int, dict[str, Any]]:
+    """Per version of a profile, from its turn rows: counts by outcome, token sums, first and last turn
+    (one grouped query), and p50/p95 latency (start to finish) of its completed turns (one query of
+    durations). Two queries whatever the number of turns (index `chat_turn_profile_version`)."""
+    turns = Turn.objects.filter(registry=registry, profile_slug=slug, profile_version__isnull=False)
+    if version is not None:
+        turns = turns.filter(profile_version=version)
+    if since_ms is not None:
+        turns = turns.filter(created_at_ms__gte=since_ms)
+    tokens = {
+        name: Coalesce(Sum(Cast(KT(f"usage__{key}"), output_field=BigIntegerField())), 0)
+        for name, key in (("tokens_in", "prompt_tokens"), ("tokens_out", "completion_tokens"))
+    }
+    outcomes = {
+        status: Count("pk", filter=Q(status=status)) for status in ("completed", "failed", "cancelled", "interrupted")
+    }
+    rows = (
+        turns.order_by()
+        .values("profile_version")
+        .annotate(
+            turns=Count("pk"),
+            **outcomes,
+            **tokens,
+            first_turn_at_ms=Min("created_at_ms"),
+            last_turn_at_ms=Max("created_at_ms"),
+        )
+    )
+    stats = {row.pop("profile_version"): row for row in rows}
+    durations: dict[int, list[int]] = {}
+    completed = turns.filter(status=Turn.Status.COMPLETED, started_at_ms__isnull=False, finished_at_ms__isnull=False)
+    for v, duration in (
+        completed.annotate(duration=F("finished_at_ms") - F("started_at_ms"))
+        .order_by("profile_version", "duration")
+        .values_list("profile_version", "duration")
+    ):
+        durations.setdefault(v, []).append(duration)
+    for v, row in stats.items():
+        row["latency_ms_p50"] = _percentile(durations.get(v, []), 50)
+        row["latency_ms_p95"] = _percentile(durations.get(v, []), 95)
+    return stats

@@ -8,7 +8,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from profiles.api.openapi import NON_BLANK_PATTERN
-from profiles.api.serializers import JSONObjectField, SlugTextField, StrictKeysMixin
+from profiles.api.serializers import JSONObjectField, ProfileRefField, SlugTextField, StrictKeysMixin
+from profiles.validation import parse_profile_ref
 
 from . import selectors
 from .models import Conversation, Turn
@@ -31,21 +32,28 @@ class TurnSerializer(serializers.ModelSerializer):
             "registry",
             "profile_slug",
             "profile_version",
+            "profile_ref",
             "fingerprint",
             "engine",
             "overrides_applied",
             "middlewares",
             "tools",
+            "runtime_config",
             "tool_calls",
             "artifacts",
             "suggestions",
+            "middleware_events",
             "usage",
             "error",
             "created_at_ms",
             "started_at_ms",
             "finished_at_ms",
             "runtime",
+            "replaces",
         ]
+        extra_kwargs = {
+            "replaces": {"read_only": True, "help_text": "the turn this one replaces (regenerate, retry, edit)"}
+        }
 
     def get_runtime(self, turn: Turn) -> dict[str, Any]:
         """The compact marker the UI shows under an answer."""
@@ -59,6 +67,8 @@ class TurnSerializer(serializers.ModelSerializer):
 class ConversationSummarySerializer(serializers.ModelSerializer):
     conv_id = serializers.UUIDField(source="id")
     profile_selection = serializers.SerializerMethodField()
+    archived = serializers.SerializerMethodField()
+    turn_count = serializers.SerializerMethodField(help_text="in lists; null elsewhere")
 
     class Meta:
         model = Conversation
@@ -72,12 +82,29 @@ class ConversationSummarySerializer(serializers.ModelSerializer):
             "current_profile_version",
             "created_at_ms",
             "updated_at_ms",
+            "archived",
+            "archived_at_ms",
+            "turn_count",
         ]
 
+    def get_archived(self, conversation: Conversation) -> bool:
+        return conversation.archived_at_ms is not None
+
+    def get_turn_count(self, conversation: Conversation) -> int | None:
+        return getattr(conversation, "turn_count", None)
+
     def get_profile_selection(self, conversation: Conversation) -> dict[str, str] | None:
-        if not conversation.selected_profile:
+        """The conversation's own selection: `ref` as chosen and `mode` (`follow` the serving label or
+        the latest version, `pinned` to a version, or following a `label`)."""
+        ref = selectors.conversation_ref(conversation)
+        if not ref:
             return None
-        return {"registry": conversation.selected_registry, "slug": conversation.selected_profile}
+        return {
+            "registry": conversation.selected_registry,
+            "slug": conversation.selected_profile,
+            "ref": ref,
+            "mode": parse_profile_ref(ref).mode,
+        }
 
 
 class ConversationDetailSerializer(ConversationSummarySerializer):
@@ -128,13 +155,35 @@ class TurnsPageParamsSerializer(serializers.Serializer):
 
 
 class ConversationCreateSerializer(StrictKeysMixin, serializers.Serializer):
-    profile = SlugTextField(required=False, allow_blank=False)
+    profile = ProfileRefField(required=False, allow_blank=False)
     registry = SlugTextField(required=False, allow_blank=False)
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
 class ConversationUpdateSerializer(StrictKeysMixin, serializers.Serializer):
-    title = serializers.CharField(allow_blank=True, max_length=200)
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    archived = serializers.BooleanField(required=False, help_text="true: archive; false: bring it back")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if not attrs:
+            raise serializers.ValidationError({"title": ["send title and/or archived"]})
+        return attrs
+
+
+class ConversationListParamsSerializer(serializers.Serializer):
+    """Query parameters of the conversation list (pagination has its own: `page`, `page_size`)."""
+
+    q = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        help_text="only conversations whose title, or a prompt or answer of one of their turns, contains this "
+        "text (case-insensitive)",
+    )
+    archived = serializers.BooleanField(
+        required=False, default=False, help_text="true: the archived conversations instead of the others"
+    )
 
 
 @extend_schema_field({"type": "string", "pattern": NON_BLANK_PATTERN, "maxLength": MAX_PROMPT_CHARS})
@@ -145,6 +194,15 @@ class PromptField(serializers.CharField):
 class MessageCreateSerializer(StrictKeysMixin, serializers.Serializer):
     prompt = PromptField(trim_whitespace=False)
     request_overrides = JSONObjectField(required=False, allow_null=True)
+    idempotency_key = serializers.CharField(required=False, max_length=128)
+
+
+class RegenerateSerializer(StrictKeysMixin, serializers.Serializer):
+    """Regenerate, retry or edit-and-resend the conversation's last turn: a new turn replaces it."""
+
+    prompt = PromptField(
+        trim_whitespace=False, required=False, help_text="the edited prompt; absent: the replaced turn's prompt"
+    )
     idempotency_key = serializers.CharField(required=False, max_length=128)
 
 

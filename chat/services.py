@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Max, Q
 
-from profiles.errors import InvalidInput, NotFound
+from profiles.errors import Conflict, InvalidInput, NotFound
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve, registry_get
 from profiles.timestamps import now_ms
-from profiles.validation import canonical_slug, ensure_storable
+from profiles.validation import canonical_slug, ensure_storable, parse_profile_ref
 
-from .errors import QueueFull
+from .errors import ConversationForbidden, QueueFull
 from .models import Conversation, ConversationEvent, Turn
 from .selectors import conversation_get, conversation_resolve, mount_default_registry
 
@@ -45,11 +46,15 @@ def conversation_create(
     profile: str | None = None,
     title: str = "",
 ) -> Conversation:
-    """`profile`/`registry` given at creation become the conversation's own selection (checked first)."""
-    selected_registry = selected_profile = ""
+    """`profile` (a ref: `slug`, `slug@3`, `slug@label`) and `registry` given at creation become the
+    conversation's own selection (checked first)."""
+    selected_registry = selected_profile = selected_at = ""
     if profile:
-        resolution = profile_resolve(registry_slug=registry or mount.default_registry, profile_slug=profile)
-        selected_registry, selected_profile = resolution.registry, resolution.profile
+        ref = parse_profile_ref(profile, field="profile")
+        resolution = profile_resolve(
+            registry_slug=registry or mount.default_registry, profile_slug=str(ref), field="profile"
+        )
+        selected_registry, selected_profile, selected_at = resolution.registry, resolution.profile, ref.at
     elif registry:
         registry_get(registry)
         selected_registry = canonical_slug(registry, field="registry")
@@ -60,6 +65,7 @@ def conversation_create(
         title=title[:200],
         selected_registry=selected_registry,
         selected_profile=selected_profile,
+        selected_at=selected_at,
     )
 
 
@@ -102,19 +108,70 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
 def conversation_select_profile(
     *, conversation: Conversation, user: Any, slug: Any, registry: Any = None
 ) -> Resolution:
-    """`profile.select`: this conversation only, from its next turn. `slug=None` clears the
-    conversation's own selection, so it follows the user's current profile again."""
+    """`profile.select`: this conversation only, from its next turn. `slug` is a ref (`slug`, `slug@3`,
+    `slug@label`); None clears the conversation's own selection, so it follows the user's current
+    profile again."""
     if slug is None:
-        Conversation.objects.filter(pk=conversation.pk).update(selected_registry="", selected_profile="")
-        conversation.selected_registry = conversation.selected_profile = ""
+        Conversation.objects.filter(pk=conversation.pk).update(
+            selected_registry="", selected_profile="", selected_at=""
+        )
+        conversation.selected_registry = conversation.selected_profile = conversation.selected_at = ""
         return conversation_resolve(conversation=conversation, user=user)
+    ref = parse_profile_ref(slug, field="slug")
     mount_registry = conversation.selected_registry or mount_default_registry(conversation)
-    resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=canonical_slug(slug))
+    resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=str(ref))
     Conversation.objects.filter(pk=conversation.pk).update(
-        selected_registry=resolution.registry, selected_profile=resolution.profile
+        selected_registry=resolution.registry, selected_profile=resolution.profile, selected_at=ref.at
     )
     conversation.selected_registry, conversation.selected_profile = resolution.registry, resolution.profile
+    conversation.selected_at = ref.at
     return resolution
+
+
+@transaction.atomic
+def conversation_update(*, conversation: Conversation, title: Any = None, archived: Any = None) -> Conversation:
+    """PATCH: rename (`title`) and/or archive (`archived: true`) or bring back (`false`). An archived
+    conversation keeps everything; it only leaves the default list."""
+    changes: dict[str, Any] = {}
+    if title is not None:
+        if not isinstance(title, str) or len(title) > 200:
+            raise InvalidInput("title must be a string of at most 200 characters", field="title")
+        ensure_storable(title, field="title")
+        changes["title"] = title.strip()
+    if archived is not None:
+        if not isinstance(archived, bool):
+            raise InvalidInput("archived must be true or false", field="archived")
+        changes["archived_at_ms"] = (conversation.archived_at_ms or now_ms()) if archived else None
+    if not changes:
+        raise InvalidInput("nothing to change: send title and/or archived", field="title")
+    changes["updated_at_ms"] = now_ms()
+    if not Conversation.objects.filter(pk=conversation.pk).update(**changes):
+        raise NotFound("conversation not found", field="conv_id")
+    for name, value in changes.items():
+        setattr(conversation, name, value)
+    return conversation
+
+
+@transaction.atomic
+def conversation_delete(*, conversation: Conversation, user: Any) -> list[str]:
+    """Delete the owner's conversation with its turns and events. Its queued or running turns are
+    cancelled first, in the same transaction: a worker's checkpoint and finish only write a turn that is
+    still running, so the worker running one writes nothing more and stops at its next checkpoint
+    (`worker.conversation_delete` also asks it to stop at once). Returns the ids of the turns cancelled."""
+    if conversation.owner_id != user.pk:
+        raise ConversationForbidden("this conversation belongs to another user", field="conv_id")
+    open_turns = Turn.objects.filter(
+        conversation_id=conversation.pk, status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]
+    )
+    cancelled = [str(pk) for pk in open_turns.values_list("pk", flat=True)]
+    if cancelled:
+        Turn.objects.filter(pk__in=cancelled, status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]).update(
+            status=Turn.Status.CANCELLED, finished_at_ms=now_ms(), lease_until_ms=None
+        )
+    if not Conversation.objects.filter(pk=conversation.pk).exists():
+        raise NotFound("conversation not found", field="conv_id")
+    Conversation.objects.filter(pk=conversation.pk).delete()  # its turns and events cascade
+    return cancelled
 
 
 # --------------------------------------------------------------------------- events
@@ -156,9 +213,18 @@ def turn_submit(
     request_overrides: Any = None,
     idempotency_key: Any = None,
     message_seq: int = 0,
+    replaces: Any = None,
 ) -> Submitted:
     """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
-    in the same transaction. The override policy is checked now, so a violation stores nothing."""
+    in the same transaction. The override policy is checked now, so a violation stores nothing.
+
+    `replaces` (a turn id): regenerate, retry or edit-and-resend. The conversation's last turn, finished;
+    the new turn links to it, and its prompt and request overrides default to that turn's."""
+    replaced = None
+    if replaces is not None:
+        replaced = _replaced_turn(conversation, replaces)
+        prompt = replaced.prompt if prompt is None else prompt
+        request_overrides = (replaced.request_overrides or None) if request_overrides is None else request_overrides
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidInput("prompt must be a non-empty string", field="prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
@@ -185,6 +251,8 @@ def turn_submit(
             last=Max("seq"), waiting=Count("pk", filter=Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]))
         )
         waiting = counts["waiting"]
+        if replaced is not None:
+            _check_replaceable(replaced, last_seq=counts["last"])
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
         turn = Turn.objects.create(
@@ -194,10 +262,13 @@ def turn_submit(
             request_overrides=request_overrides or {},
             idempotency_key=key,
             created_at_ms=now_ms(),
+            replaces=replaced,
         )
         frame = None
         if message_seq:
             data = {"turn_id": str(turn.pk), "text": prompt}
+            if replaced is not None:
+                data["replaces"] = str(replaced.pk)
             frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
             ConversationEvent.objects.create(
                 conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
@@ -205,16 +276,36 @@ def turn_submit(
     return Submitted(turn, created=True, position=waiting, frame=frame)
 
 
+def _replaced_turn(conversation: Conversation, turn_id: Any) -> Turn:
+    try:
+        replaced = Turn.objects.filter(conversation_id=conversation.pk, pk=turn_id).first()
+    except (ValueError, ValidationError):
+        replaced = None
+    if replaced is None:
+        raise NotFound("turn not found in this conversation", field="turn_id")
+    return replaced
+
+
+def _check_replaceable(replaced: Turn, *, last_seq: int | None) -> None:
+    """Under the conversation's lock: only its last turn, once it has finished, can be replaced."""
+    if replaced.seq != last_seq:
+        raise Conflict("only the conversation's last turn can be regenerated or edited", field="turn_id")
+    if not Turn.objects.filter(pk=replaced.pk, status__in=Turn.FINISHED).exists():
+        raise Conflict("the turn has not finished yet: cancel it or wait for it", field="turn_id")
+
+
 RECORD_FIELDS = (
     "registry",
     "profile_slug",
     "profile_version",
+    "profile_ref",
     "runtime_key",
     "fingerprint",
     "engine",
     "overrides_applied",
     "middlewares",
     "tools",
+    "runtime_config",
 )
 
 
@@ -238,7 +329,7 @@ def turn_start(
     if not claimed:
         return False
     stamp = now_ms()
-    fields = {k: record[k] for k in RECORD_FIELDS} if record is not None else {}
+    fields = {k: record[k] for k in RECORD_FIELDS if k in record} if record is not None else {}
     started = Turn.objects.filter(pk=turn.pk, status=Turn.Status.QUEUED).update(
         status=Turn.Status.RUNNING, worker=worker, started_at_ms=stamp, lease_until_ms=_lease_until(stamp), **fields
     )
@@ -307,6 +398,7 @@ def turn_finish(
     suggestions: list | None = None,
     frames: list[dict[str, Any]] = (),
     worker: str = WORKER_ID,
+    middleware_events: list | None = None,
 ) -> Finished:
     """End a turn this worker still holds, with the frames not stored yet (its terminal frame last).
     Not `finished`: the lease was lost (the turn is `interrupted` already) and nothing is written."""
@@ -318,6 +410,7 @@ def turn_finish(
         tool_calls=tool_calls or [],
         artifacts=artifacts or [],
         suggestions=suggestions or [],
+        middleware_events=middleware_events or [],
         finished_at_ms=now_ms(),
         lease_until_ms=None,
     )

@@ -23,8 +23,18 @@ def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
         path("api/chat/conversations", view({"get": "list", "post": "create"}), name="conversation-list"),
         path(
             "api/chat/conversations/<uuid:conv_id>",
-            view({"get": "retrieve", "patch": "partial_update"}),
+            view({"get": "retrieve", "patch": "partial_update", "delete": "destroy"}),
             name="conversation-detail",
+        ),
+        path(
+            "api/chat/conversations/<uuid:conv_id>/turns/<uuid:turn_id>",
+            view({"get": "turn"}),
+            name="conversation-turn",
+        ),
+        path(
+            "api/chat/conversations/<uuid:conv_id>/turns/<uuid:turn_id>/regenerate",
+            view({"post": "regenerate"}),
+            name="conversation-turn-regenerate",
         ),
         path(
             "api/chat/conversations/<uuid:conv_id>/messages", view({"post": "messages"}), name="conversation-messages"

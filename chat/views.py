@@ -50,7 +50,7 @@ class ConversationViewSet(MountedViewSet):
 
     def get_throttles(self) -> list:
         """Sending a message starts a turn: throttled per user (websocket sends have their own limit)."""
-        if self.action == "messages":
+        if self.action in ("messages", "regenerate"):
             self.throttle_scope = "turns"
             return [ScopedRateThrottle()]
         return super().get_throttles()
@@ -58,10 +58,17 @@ class ConversationViewSet(MountedViewSet):
     def _conversation(self, request: Request, conv_id: str):
         return selectors.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
 
-    @extend_schema(responses=responses({200: s.ConversationSummarySerializer(many=True)}, AUTH, 404))
+    @extend_schema(
+        parameters=[s.ConversationListParamsSerializer],
+        responses=responses({200: s.ConversationSummarySerializer(many=True)}, AUTH, 400, 404),
+    )
     def list(self, request: Request) -> Response:
+        """The caller's conversations, newest first; `?q=` searches titles, prompts and answers."""
+        params = s.ConversationListParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        rows = selectors.conversation_list(user=request.user, mount=self.mount, **params.validated_data)
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(selectors.conversation_list(user=request.user, mount=self.mount), request)
+        page = paginator.paginate_queryset(rows, request)
         return paginator.get_paginated_response(s.ConversationSummarySerializer(page, many=True).data)
 
     @extend_schema(
@@ -95,12 +102,54 @@ class ConversationViewSet(MountedViewSet):
         responses=responses({200: s.ConversationSummarySerializer}, AUTH, BODY, 403, 404),
     )
     def partial_update(self, request: Request, conv_id: str) -> Response:
+        """Rename (`title`) and/or archive (`archived`)."""
         body = s.ConversationUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        conversation = services.conversation_rename(
-            conversation=self._conversation(request, conv_id), title=body.validated_data["title"]
+        conversation = services.conversation_update(
+            conversation=self._conversation(request, conv_id), **body.validated_data
         )
         return Response(s.ConversationSummarySerializer(conversation).data)
+
+    @extend_schema(responses=responses({204: None}, AUTH, 403, 404))
+    def destroy(self, request: Request, conv_id: str) -> Response:
+        """Delete the conversation (owner only) with its turns and events; a running turn is cancelled first."""
+        async_to_sync(worker.conversation_delete)(conversation=self._conversation(request, conv_id), user=request.user)
+        return Response(status=204)
+
+    @extend_schema(responses=responses({200: s.TurnSerializer}, AUTH, 403, 404))
+    def turn(self, request: Request, conv_id: str, turn_id: str) -> Response:
+        """One turn with its full runtime record."""
+        turn = selectors.conversation_turn_get(conversation=self._conversation(request, conv_id), turn_id=turn_id)
+        return Response(s.TurnSerializer(turn).data)
+
+    @extend_schema(
+        request=s.RegenerateSerializer,
+        parameters=[RETRY_AFTER],
+        responses=responses(
+            {202: OpenApiResponse(s.TurnQueuedSerializer, description="The new turn is queued.")},
+            AUTH,
+            BODY,
+            403,
+            404,
+            409,
+            429,
+        ),
+    )
+    def regenerate(self, request: Request, conv_id: str, turn_id: str) -> Response:
+        """A new turn replaces the conversation's last (finished) turn: the same prompt (regenerate, retry)
+        or `prompt` (edit and resend), on the conversation's current runtime."""
+        conversation = self._conversation(request, conv_id)
+        body = s.RegenerateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        submitted = async_to_sync(worker.turn_enqueue)(
+            conversation=conversation,
+            user=request.user,
+            prompt=body.validated_data.get("prompt"),
+            idempotency_key=body.validated_data.get("idempotency_key"),
+            replaces=turn_id,
+        )
+        turn = selectors.turn_get(turn_id=submitted.turn.pk)
+        return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
 
     @extend_schema(
         request=s.MessageCreateSerializer,

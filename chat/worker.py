@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 import time
@@ -30,6 +31,7 @@ from profiles.definitions import definitions
 from profiles.errors import ProfileError
 from profiles.mounts import get_mount
 from profiles.resolution import Resolution
+from profiles.validation import LATEST
 
 from . import selectors, services
 from .aio import run_db, run_tool
@@ -69,9 +71,10 @@ def make_engine(engine_settings: dict[str, dict[str, Any]]):
 
 
 def runtime_for(mount_name: str, resolution: Resolution) -> Runtime:
-    """The composer through the cache: the same fingerprint never builds twice."""
+    """The composer through the cache: the same fingerprint never builds twice. How the version was
+    reached (the ref, the label) is not part of the runtime, so it comes from this resolution."""
     mount = get_mount(mount_name)
-    return runtime_cache.get_or_build(
+    runtime = runtime_cache.get_or_build(
         mount.name,
         resolution,
         lambda: compose(
@@ -82,16 +85,35 @@ def runtime_for(mount_name: str, resolution: Resolution) -> Runtime:
             default_history_turns=settings.CHAT_DEFAULT_CONTEXT_TURNS,
         ),
     )
+    if (runtime.ref, runtime.label) != (resolution.ref, resolution.label):
+        runtime = dataclasses.replace(runtime, ref=resolution.ref, label=resolution.label)
+    return runtime
 
 
 def runtime_summary(runtime: Runtime) -> dict[str, Any]:
     return {
         "runtime_key": runtime.runtime_key,
-        "profile": {"registry": runtime.registry, "slug": runtime.profile, "version": runtime.profile_version},
+        "profile": {
+            "registry": runtime.registry,
+            "slug": runtime.profile,
+            "version": runtime.profile_version,
+            "ref": runtime.ref or runtime.profile,
+            "label": runtime.label,
+        },
         "fingerprint": runtime.fingerprint,
         "engine": {"provider": runtime.engine_info["provider"], "model": runtime.engine_info["model"]},
         "tools": runtime.tool_names,
         "middlewares": runtime.middleware_summary(),
+    }
+
+
+def runtime_config(runtime: Runtime) -> dict[str, Any]:
+    """What the turn record keeps of a runtime besides its marker: the system prompt, the engine settings
+    (never a secret: they are not in a resolution) and each middleware with its config."""
+    return {
+        "system_prompt": runtime.system_prompt,
+        "engine_settings": runtime.engine_info.get("settings", {}),
+        "middlewares": [{"name": m.name, "id": m.id, "config": m.config} for m in runtime.middlewares],
     }
 
 
@@ -113,10 +135,17 @@ async def publish(conv_id: Any, type: str, data: dict[str, Any], turn_id: Any = 
 
 
 async def turn_enqueue(
-    *, conversation: Any, user: Any, prompt: Any, request_overrides: Any = None, idempotency_key: Any = None
+    *,
+    conversation: Any,
+    user: Any,
+    prompt: Any,
+    request_overrides: Any = None,
+    idempotency_key: Any = None,
+    replaces: Any = None,
 ) -> services.Submitted:
     """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
-    runs. The one path for the websocket and the REST API."""
+    runs. The one path for the websocket and the REST API. `replaces`: the id of the conversation's last
+    turn, regenerated (prompt None: the same prompt) or edited."""
     submitted = await run_db(
         services.turn_submit,
         conversation=conversation,
@@ -125,6 +154,7 @@ async def turn_enqueue(
         request_overrides=request_overrides,
         idempotency_key=idempotency_key,
         message_seq=await get_sequencer().next(conversation.pk),
+        replaces=replaces,
     )
     if submitted.created:
         await fan_out(submitted.frame)
@@ -432,10 +462,13 @@ class _Recorder:
     def __init__(self) -> None:
         self.artifacts: list[dict[str, Any]] = []
         self.suggestions: list[str] = []
+        self.middleware_events: list[dict[str, Any]] = []
 
     def observe(self, type: str, data: dict[str, Any]) -> None:
         if type == "artifact":
             self.artifacts.append(data)
+        elif type == "middleware.event":
+            self.middleware_events.append(data)
         elif type == "suggestions":
             self.suggestions = list(data.get("items", []))
 
@@ -479,7 +512,8 @@ async def execute_turn(turn: Turn) -> bool:
         first.append(await new_frame(conv_id, "runtime.switched", switched))
     first.append(await new_frame(conv_id, "turn.started", {"turn_id": turn_id, **runtime.marker()}))
     # The runtime record and the first frames are stored with the claim, before the first delta.
-    if not await run_db(services.turn_start, turn=turn, record=runtime.record(), frames=first):
+    record = {**runtime.record(), "runtime_config": runtime_config(runtime)}
+    if not await run_db(services.turn_start, turn=turn, record=record, frames=first):
         return False
 
     recorder, outcome = _Recorder(), TurnOutcome()
@@ -563,7 +597,8 @@ def _switch_reason(conversation: Any, runtime: Runtime) -> str:
     if conversation.current_runtime_key != runtime.runtime_key:
         return "profile_changed"
     if conversation.current_profile_version != runtime.profile_version:
-        return "profile_updated"
+        # A runtime that follows a label changes version only when the label moves.
+        return "label_moved" if runtime.label and runtime.label != LATEST else "profile_updated"
     return "runtime_changed"
 
 
@@ -590,6 +625,7 @@ async def _finish(
             tool_calls=outcome.tool_calls,
             artifacts=recorder.artifacts,
             suggestions=recorder.suggestions,
+            middleware_events=recorder.middleware_events,
             frames=[*live.pending, last],
         )
         if result.finished:
@@ -606,6 +642,15 @@ async def request_cancel(conv_id: Any) -> bool:
         return False
     await get_channel_layer().group_send(control_group_name(conv_id), {"type": "turn.cancel", "turn_id": str(turn_id)})
     return True
+
+
+async def conversation_delete(*, conversation: Any, user: Any) -> None:
+    """Delete a conversation: its running turn is asked to stop first (whichever worker runs it), then
+    `services.conversation_delete` cancels what is left and deletes it; the sockets still open on it are
+    told (`chat.deleted`: they close)."""
+    await request_cancel(conversation.pk)
+    await run_db(services.conversation_delete, conversation=conversation, user=user)
+    await get_channel_layer().group_send(group_name(conversation.pk), {"type": "chat.deleted"})
 
 
 def bind_server_loop(app):

@@ -1,21 +1,32 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chat.mounts import CHAT_MOUNT
+from chat.pages import profile_version_admin
 from chat.urls import mount_urls
 from inventory.mounts import INVENTORY_MOUNT
 from profiles.api.errors import ApiErrorPages
 from profiles.api.views import TokenView
 
 urlpatterns = [
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
+    path(
+        "runtime/profile-version/<str:registry>/<str:slug>/<int:version>/",
+        profile_version_admin,
+        name="profile-version-admin",
+    ),
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/auth/token", TokenView.as_view(), name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # A page for people: an anonymous browser is sent to the login page (the schema itself answers 401).
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     path("inventory/api/", include("inventory.urls")),
     path("inventory/", include((mount_urls(INVENTORY_MOUNT), "inventory"), namespace=INVENTORY_MOUNT.name)),
     path("", include((mount_urls(CHAT_MOUNT), "chat"), namespace=CHAT_MOUNT.name)),

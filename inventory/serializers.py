@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from profiles.api.openapi import NON_BLANK_PATTERN
+from profiles.api.serializers import StrictKeysMixin
 
 from .models import SKU_VALIDATOR, Item, Sale
 from .selectors import LOW_STOCK_THRESHOLD, InventoryReport
@@ -150,7 +151,7 @@ class MoneyInputField(serializers.DecimalField):
 
 
 @extend_schema_serializer(component_name="InventoryItemInput")
-class ItemInputSerializer(serializers.Serializer):
+class ItemInputSerializer(StrictKeysMixin, serializers.Serializer):
     sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
     name = serializers.CharField(max_length=200, validators=[NON_BLANK])
     category = serializers.CharField(max_length=100, allow_blank=True, default="")
@@ -168,7 +169,7 @@ class ItemInputSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(component_name="InventorySaleInput")
-class SaleInputSerializer(serializers.Serializer):
+class SaleInputSerializer(StrictKeysMixin, serializers.Serializer):
     sku = serializers.CharField(max_length=64, validators=[NON_BLANK])
     qty = serializers.IntegerField(min_value=1, max_value=MAX_QTY)
     date = serializers.DateField(required=False, input_formats=["%Y-%m-%d"], help_text="YYYY-MM-DD; today if omitted.")

@@ -28,9 +28,16 @@ from django.views.decorators.http import require_POST
 from .errors import NotFound, ProfileError
 from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
-from .selectors import profile_revision_get, profile_revisions
-from .services import profile_delete, profile_restore, registry_set_default
+from .selectors import (
+    label_list,
+    profile_revision_get,
+    profile_revisions,
+    profile_version_stats,
+    profile_versions_diff,
+)
+from .services import label_delete, label_set, profile_delete, profile_restore, registry_set_default
 from .timestamps import from_ms
+from .validation import parse_version
 
 Fieldsets = tuple[tuple[str | None, dict[str, Any]], ...]
 
@@ -221,6 +228,16 @@ class ProfileAdmin(ServiceAdmin):
                 wrap(require_POST(self.restore_view)),
                 name="{}_{}_restore".format(*info),
             ),
+            path(
+                "<path:object_id>/labels/",
+                wrap(require_POST(self.label_set_view)),
+                name="{}_{}_label_set".format(*info),
+            ),
+            path(
+                "<path:object_id>/labels/<str:name>/delete/",
+                wrap(require_POST(self.label_delete_view)),
+                name="{}_{}_label_delete".format(*info),
+            ),
             *super().get_urls(),
         ]
 
@@ -244,7 +261,11 @@ class ProfileAdmin(ServiceAdmin):
         }
 
     def versions_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Every version with the labels on it and how it behaved (turns, failures, latency), the labels
+        with their moves, and the diff between any two versions (`?from=N&to=M`)."""
         profile = self._viewable(request, object_id)
+        labels = list(label_list(profile=profile))
+        stats = {row["version"]: row for row in profile_version_stats(profile=profile)}
         revisions = [
             {
                 "version": rev.version,
@@ -252,11 +273,80 @@ class ProfileAdmin(ServiceAdmin):
                 "by": rev.updated_by,
                 "source": rev.source,
                 "change": rev.change,
+                "labels": [label.name for label in labels if label.version == rev.version],
+                "stats": stats.get(rev.version),
             }
             for rev in profile_revisions(profile=profile)
         ]
-        context = self._context(request, profile, f"Versions of {profile}", revisions=revisions)
+        compare, diff = None, None
+        old, new = request.GET.get("from"), request.GET.get("to")
+        if old and new:
+            try:
+                compare = (parse_version(old, field="from"), parse_version(new, field="to"))
+                diff = profile_versions_diff(profile=profile, old=compare[0], new=compare[1])
+            except ProfileError as exc:
+                self.message_user(request, f"Cannot compare: {exc.message}", messages.ERROR)
+                compare = None
+        context = self._context(
+            request,
+            profile,
+            f"Versions of {profile}",
+            revisions=revisions,
+            labels=[
+                {"label": label, "protected": label.name in (profile.registry.protected_labels or [])}
+                for label in labels
+            ],
+            can_label=self.has_change_permission(request, profile),
+            compare=compare,
+            diff=diff,
+        )
         return TemplateResponse(request, "admin/profiles/profile/versions.html", context)
+
+    def _labels_done(self, request: HttpRequest, profile: Profile, action: Any, done: str) -> HttpResponse:
+        """Run one label service call as the admin user; its refusal becomes an error message."""
+        if not self.has_change_permission(request, profile):
+            raise PermissionDenied
+        try:
+            action()
+        except ProfileError as exc:
+            self.message_user(request, f"Not done: {exc.message}", messages.ERROR)
+        else:
+            self.log_change(request, profile, done)
+            self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:profiles_profile_versions", args=[quote(profile.pk)]))
+
+    def label_set_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        profile = self._viewable(request, object_id)
+        name, version = request.POST.get("name", ""), request.POST.get("version", "")
+        return self._labels_done(
+            request,
+            profile,
+            lambda: label_set(
+                registry_slug=profile.registry.slug,
+                slug=profile.slug,
+                name=name,
+                version=version,
+                expected_version=request.POST.get("expected_version") or None,
+                actor=request.user,
+                source=ADMIN_SOURCE,
+            ),
+            f"Label {name.strip().lower()} now points at version {version}.",
+        )
+
+    def label_delete_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
+        profile = self._viewable(request, object_id)
+        return self._labels_done(
+            request,
+            profile,
+            lambda: label_delete(
+                registry_slug=profile.registry.slug,
+                slug=profile.slug,
+                name=name,
+                actor=request.user,
+                source=ADMIN_SOURCE,
+            ),
+            f"Label {name} removed.",
+        )
 
     def version_view(self, request: HttpRequest, object_id: str, version: int) -> HttpResponse:
         profile = self._viewable(request, object_id)
@@ -307,14 +397,16 @@ class ProfileAdmin(ServiceAdmin):
 @admin.register(Registry)
 class RegistryAdmin(ServiceAdmin):
     form = RegistryAdminForm
-    list_display = ("slug", "display_name", "default", "version", "profile_count")
+    list_display = ("slug", "display_name", "default", "serve_label", "version", "profile_count")
     list_select_related = ("default_profile",)
     search_fields = ("slug", "display_name")
     identity_fields = ("slug",)
     readonly_fields = ("version", "tags", "created", "updated")
-    add_fieldsets = ((None, {"fields": ("slug", "display_name", "description")}),)
+    form_only_fields = ("expected_version", "protected_labels")
+    add_fieldsets = ((None, {"fields": ("slug", "display_name", "description", "protected_labels", "serve_label")}),)
     fieldsets = (
         (None, {"fields": ("slug", "display_name", "description", "default_profile", "expected_version")}),
+        ("Labels", {"fields": ("protected_labels", "serve_label")}),
         ("Metadata", {"fields": ("version", "tags", ("created", "updated"))}),
     )
 

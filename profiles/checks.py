@@ -54,16 +54,21 @@ def check_default_profiles(app_configs: Any = None, databases: Any = None, **kwa
     if not databases:
         return []
     from django.db import connection
+    from django.db.models import Count
 
     from .models import Registry
 
     if Registry._meta.db_table not in connection.introspection.table_names():
         return []  # `migrate` runs the checks before it creates the tables
 
-    errors = []
-    for registry in Registry.objects.prefetch_related("profiles").select_related("default_profile"):
-        has_profiles = bool(registry.profiles.all())
-        default = registry.default_profile
-        if has_profiles and (default is None or default.registry_id != registry.pk):
-            errors.append(Error(f"registry {registry.slug} has profiles but no default of its own", id="profiles.E020"))
-    return errors
+    # Only the columns every migration state has: `migrate` runs this before it adds new ones.
+    rows = (
+        Registry.objects.values("slug", "pk", "default_profile__registry_id")
+        .annotate(profile_count=Count("profiles"))
+        .values_list("slug", "profile_count", "default_profile__registry_id", "pk")
+    )
+    return [
+        Error(f"registry {slug} has profiles but no default of its own", id="profiles.E020")
+        for slug, count, default_registry_id, pk in rows
+        if count and default_registry_id != pk
+    ]

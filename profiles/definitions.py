@@ -83,6 +83,9 @@ class Definitions:
     step_settings: dict[tuple[str, str], StepSettingField] = field(default_factory=dict)
     # provider -> model used when `ai-chat.ai-engine` is empty (registered by the engine's app).
     default_models: dict[str, str] = field(default_factory=dict)
+    # How each version of a profile behaved, computed by the app that records turns:
+    # version_stats(registry=, slug=, since_ms=) -> {version: {turns, completed, ...}}.
+    version_stats: Callable[..., dict[int, dict[str, Any]]] | None = None
 
     def register_middleware(self, definition: MiddlewareDefinition) -> MiddlewareDefinition:
         self._add(self.middlewares, definition.name, definition, "middleware")
@@ -99,6 +102,11 @@ class Definitions:
     def register_step_setting(self, setting: StepSettingField) -> StepSettingField:
         self._add(self.step_settings, (setting.section, setting.field), setting, "step setting")
         return setting
+
+    def register_version_stats(self, provider: Callable[..., dict[int, dict[str, Any]]]) -> None:
+        if self.version_stats not in (None, provider):
+            raise DefinitionError("version stats are registered twice")
+        self.version_stats = provider
 
     def tools_for_mount(self, mount: str) -> list[ToolDefinition]:
         return [tool for _, tool in sorted(self.tools.items()) if tool.mounts is None or mount in tool.mounts]

@@ -213,20 +213,31 @@ class ProfileSlugChoiceField(forms.ModelChoiceField):
 
 
 class RegistryAdminForm(VersionedServiceForm):
-    """Create through `registry_create`; edit text through `registry_update`, the default through
-    `registry_set_default` (guarded by the registry version the form was loaded with)."""
+    """Create through `registry_create`; edit the text, the default and the label settings through
+    `registry_update` (guarded by the registry version the form was loaded with)."""
 
     default_profile = ProfileSlugChoiceField(queryset=Profile.objects.none(), required=False)
+    protected_labels = forms.CharField(
+        required=False,
+        initial="production",
+        help_text="Label names, comma-separated, that only users with the promote permission may move.",
+    )
+    serve_label = forms.CharField(
+        required=False,
+        help_text="When set, a plain profile selection serves the version under this label (else the latest).",
+    )
 
     what = "registry"
     error_aliases = {"registry": "slug"}
 
     class Meta:
         model = Registry
-        fields = ("slug", "display_name", "description", "default_profile")
+        fields = ("slug", "display_name", "description", "default_profile", "serve_label")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.initial["protected_labels"] = ", ".join(self.instance.protected_labels or [])
         if self.instance.pk is None:
             self.fields.pop("default_profile", None)  # a new registry has no profiles yet
             return
@@ -243,9 +254,13 @@ class RegistryAdminForm(VersionedServiceForm):
 
     def _write(self) -> Registry:
         data = self.cleaned_data
+        labels = {
+            "protected_labels": [n for n in (data.get("protected_labels") or "").replace(",", " ").split() if n],
+            "serve_label": data.get("serve_label") or "",
+        }
         if self.instance.pk is None:
             return registry_create(
-                slug=data["slug"], display_name=data["display_name"], description=data["description"]
+                slug=data["slug"], display_name=data["display_name"], description=data["description"], **labels
             )
         if not self.has_changed():
             return self.instance
@@ -256,4 +271,5 @@ class RegistryAdminForm(VersionedServiceForm):
             description=data["description"],
             default_profile=default.slug if default is not None else None,
             expected_version=data["expected_version"],
+            **labels,
         )

@@ -12,6 +12,10 @@ from django.db import models
 from .timestamps import TimestampedMs
 
 
+def default_protected_labels() -> list[str]:
+    return ["production"]
+
+
 class Registry(TimestampedMs):
     slug = models.CharField(max_length=128, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
@@ -21,6 +25,10 @@ class Registry(TimestampedMs):
     default_profile = models.ForeignKey("Profile", null=True, blank=True, on_delete=models.RESTRICT, related_name="+")
     version = models.PositiveIntegerField(default=1)
     tags = models.JSONField(default=list, blank=True)
+    # Label names whose moves need `profiles.promote_profile` (the others need `change_profile`).
+    protected_labels = models.JSONField(default=default_protected_labels, blank=True)
+    # When set, a plain slug serves the profile's version under this label (its latest if it has none).
+    serve_label = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["slug"]
@@ -56,6 +64,7 @@ class Profile(models.Model):
             models.UniqueConstraint(fields=["registry", "slug"], name="profile_unique_slug_per_registry"),
             models.CheckConstraint(condition=models.Q(version__gte=1), name="profile_version_positive"),
         ]
+        permissions = [("promote_profile", "Can move a protected label of a profile (promote a version)")]
 
     def __str__(self) -> str:
         return f"{self.registry.slug}/{self.slug}" if self.registry_id else self.slug
@@ -92,6 +101,42 @@ class ProfileRevision(models.Model):
         return f"{self.registry_slug}/{self.profile_slug}@{self.version}"
 
 
+class ProfileLabel(models.Model):
+    """A named pointer at one of a profile's versions (`production`, `staging`, ...)."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    updated_at_ms = models.BigIntegerField()
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["profile", "name"]
+        constraints = [models.UniqueConstraint(fields=["profile", "name"], name="profile_label_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id}:{self.name}->{self.version}"
+
+
+class ProfileLabelMove(models.Model):
+    """Every set, move and removal of a label: `from_version` None = created, `to_version` None = removed."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_moves")
+    name = models.CharField(max_length=64)
+    from_version = models.PositiveIntegerField(null=True, blank=True)
+    to_version = models.PositiveIntegerField(null=True, blank=True)
+    by = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=32, default="api")
+    at_ms = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["profile", "name", "-at_ms", "-id"]
+        indexes = [models.Index(fields=["profile", "name", "-at_ms"], name="profile_label_move_history")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id}:{self.name} {self.from_version}->{self.to_version}"
+
+
 class ProfileSelection(TimestampedMs):
     """A user's current profile for one mount: stored so it survives logout and follows the user."""
 
@@ -99,6 +144,8 @@ class ProfileSelection(TimestampedMs):
     mount = models.CharField(max_length=32)
     registry_slug = models.CharField(max_length=128)
     profile_slug = models.CharField(max_length=128)
+    # What follows `@` in the ref the user chose: "" (follow), a version ("3", pinned) or a label.
+    profile_at = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "mount"], name="profile_selection_one_per_mount")]

@@ -45,6 +45,10 @@ class Resolution:
     overrides_applied: dict[str, Any]
     fingerprint: str
     extensions: dict[str, Any] = field(default_factory=dict)
+    # The selection as given (`agent`, `agent@3`, `agent@production`) and the label it followed, if any
+    # (a `@label` ref, or the registry's serving label for a plain slug).
+    ref: str = ""
+    label: str | None = None
 
     @property
     def runtime_key(self) -> str:
@@ -55,6 +59,8 @@ class Resolution:
             "registry": self.registry,
             "profile": self.profile,
             "profile_version": self.profile_version,
+            "ref": self.ref or self.profile,
+            "label": self.label,
             "runtime_key": self.runtime_key,
             "effective_runtime": self.effective_runtime,
             "engine": self.engine,
@@ -358,8 +364,12 @@ def resolve_runtime(
     server_defaults: Mapping[str, Mapping[str, Any]] | None = None,
     defs: Definitions | None = None,
     bounds: OverrideBounds | None = None,
+    ref: str = "",
+    label: str | None = None,
 ) -> Resolution:
-    """`bounds`: the override value bounds; None = the server's (`OverrideBounds.from_settings`)."""
+    """`bounds`: the override value bounds; None = the server's (`OverrideBounds.from_settings`).
+    `ref`/`label`: how the version was chosen (recorded, not part of the fingerprint: the same version's
+    runtime is the same whichever way it was reached)."""
     effective, applied = apply_overrides(runtime, policy, request_overrides, defs=defs)
     settings = engine_settings(server_defaults or {}, effective.get("step_settings_patch"), defs=defs)
     if applied.get("step_settings_patch"):
@@ -381,4 +391,6 @@ def resolve_runtime(
             engine_settings=settings,
         ),
         extensions=dict(extensions or {}),
+        ref=ref or profile,
+        label=label,
     )

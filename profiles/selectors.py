@@ -8,10 +8,12 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
+from .definitions import definitions
+from .diff import document_diff
 from .errors import InvalidInput, NotFound
-from .models import Profile, ProfileRevision, ProfileSelection, Registry
+from .models import Profile, ProfileLabel, ProfileLabelMove, ProfileRevision, ProfileSelection, Registry
 from .resolution import Resolution, public_url, resolve_runtime
-from .validation import canonical_slug
+from .validation import LATEST, ProfileRef, canonical_slug, parse_profile_ref
 
 
 def registry_list() -> QuerySet[Registry]:
@@ -60,6 +62,67 @@ def profile_revision_get(*, profile: Profile, version: int) -> ProfileRevision:
     return revision
 
 
+def profile_document_at(*, profile: Profile, version: int) -> dict[str, Any]:
+    """The profile's document as it was at `version` (its stored revision); 404 for a version it never had."""
+    return profile_revision_get(profile=profile, version=version).document
+
+
+def profile_versions_diff(*, profile: Profile, old: int, new: int) -> list[dict[str, Any]]:
+    """What changes from version `old` to version `new` of the profile (`[]`: the same content)."""
+    return document_diff(
+        profile_document_at(profile=profile, version=old), profile_document_at(profile=profile, version=new)
+    )
+
+
+def profile_restore_plan(*, profile: Profile, version: int) -> list[dict[str, Any]]:
+    """The diff a restore of `version` would apply to the profile as it is now (nothing is written)."""
+    current = profile_document_at(profile=profile, version=profile.version)
+    return document_diff(current, profile_document_at(profile=profile, version=version))
+
+
+def label_list(*, profile: Profile) -> QuerySet[ProfileLabel]:
+    return ProfileLabel.objects.filter(profile=profile).order_by("name")
+
+
+def label_history(*, profile: Profile, name: str) -> QuerySet[ProfileLabelMove]:
+    """Every move of the label, newest first (404 when it never existed)."""
+    moves = ProfileLabelMove.objects.filter(profile=profile, name=name).order_by("-at_ms", "-id")
+    if not moves.exists():
+        raise NotFound(f"profile {profile.slug!r} never had a label {name!r}", field="name")
+    return moves
+
+
+# One row of per-version metrics (`GET .../profiles/{slug}/stats`): what a version with no turns shows.
+EMPTY_VERSION_STATS: dict[str, Any] = {
+    "turns": 0,
+    "completed": 0,
+    "failed": 0,
+    "cancelled": 0,
+    "interrupted": 0,
+    "latency_ms_p50": None,
+    "latency_ms_p95": None,
+    "tokens_in": 0,
+    "tokens_out": 0,
+    "first_turn_at_ms": None,
+    "last_turn_at_ms": None,
+}
+
+
+def profile_version_stats(*, profile: Profile, version: int | None = None, since_ms: int | None = None) -> list[dict]:
+    """How each version (or one) behaved, from the turns recorded by the app that runs them
+    (`definitions.version_stats`): a fixed number of queries whatever the number of turns."""
+    if version is not None:
+        profile_revision_get(profile=profile, version=version)  # 404 for a version it never had
+    provider = definitions.version_stats
+    computed = (
+        provider(registry=profile.registry.slug, slug=profile.slug, version=version, since_ms=since_ms)
+        if provider is not None
+        else {}
+    )
+    versions = [version] if version is not None else range(1, profile.version + 1)
+    return [{"version": v, **EMPTY_VERSION_STATS, **computed.get(v, {})} for v in versions]
+
+
 def server_engine_defaults() -> dict[str, dict[str, Any]]:
     """The lowest layer of engine settings; part of every fingerprint, so nothing changes unseen."""
     return {
@@ -69,55 +132,115 @@ def server_engine_defaults() -> dict[str, dict[str, Any]]:
     }
 
 
-def _pick_profile(registry: Registry, slug: str | None) -> Profile:
-    if slug is not None:
-        return profile_get(registry=registry, slug=slug)
-    if registry.default_profile is not None:
-        return registry.default_profile
-    fallback = Profile.objects.filter(registry=registry, slug="default").first()
-    if fallback is None:
+@dataclass(frozen=True)
+class ProfileAt:
+    """A profile at the version a ref chose, with that version's own content."""
+
+    registry: Registry
+    profile: Profile
+    ref: ProfileRef
+    version: int
+    runtime: dict[str, Any]
+    policy: dict[str, Any]
+    extensions: dict[str, Any]
+    label: str | None  # the label followed: the ref's, or the registry's serving label for a plain slug
+
+
+def label_version(*, profile: Profile, name: str) -> int | None:
+    return ProfileLabel.objects.filter(profile=profile, name=name).values_list("version", flat=True).first()
+
+
+def profile_at(*, registry: Registry, profile: Profile, ref: ProfileRef, field: str = "slug") -> ProfileAt:
+    """The version `ref` addresses and its content. No query for the latest version reached by a plain
+    slug (without a serving label) or `@latest`; one for a label; one more for an older version."""
+    version, label = profile.version, None
+    if ref.version is not None:
+        version = ref.version
+    elif ref.label == LATEST:
+        label = LATEST
+    elif ref.label:
+        found = label_version(profile=profile, name=ref.label)
+        if found is None:
+            raise NotFound(f"profile {profile.slug!r} has no label {ref.label!r}", field=field)
+        version, label = found, ref.label
+    elif registry.serve_label:
+        found = label_version(profile=profile, name=registry.serve_label)
+        if found is not None:
+            version, label = found, registry.serve_label
+    if version == profile.version:
+        content = {"runtime": profile.runtime, "policy": profile.policy, "extensions": profile.extensions}
+    else:
+        document = (
+            ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version)
+            .values_list("document", flat=True)
+            .first()
+        )
+        if document is None:
+            raise NotFound(f"profile {profile.slug!r} has no version {version}", field=field)
+        content = {part: document.get(part) or {} for part in ("runtime", "policy", "extensions")}
+    return ProfileAt(registry=registry, profile=profile, ref=ref, version=version, label=label, **content)
+
+
+def _pick_profile(registry: Registry, ref: ProfileRef | None, *, field: str = "slug") -> ProfileAt:
+    if ref is not None:
+        return profile_at(
+            registry=registry, profile=profile_get(registry=registry, slug=ref.slug), ref=ref, field=field
+        )
+    profile = registry.default_profile or Profile.objects.filter(registry=registry, slug="default").first()
+    if profile is None:
         raise InvalidInput("profile slug is required and registry has no default", field="profile.slug")
-    return fallback
+    profile.registry = registry
+    return profile_at(registry=registry, profile=profile, ref=ProfileRef(profile.slug))
 
 
 def profile_resolve(
-    *, registry_slug: str, profile_slug: str | None = None, request_overrides: Any = None
+    *, registry_slug: str, profile_slug: str | None = None, request_overrides: Any = None, field: str = "slug"
 ) -> Resolution:
-    """Registry (404) -> profile: given, else default, else `default`, else 400 -> overrides -> fingerprint.
+    """Registry (404) -> profile (a ref: `slug`, `slug@3`, `slug@label`), else the default, else `default`,
+    else 400 -> that version's content -> overrides -> fingerprint.
 
-    Costs at most two queries whatever the number of registries or profiles.
+    Two queries for a plain slug whatever the number of registries or profiles (see `profile_at` for refs).
     """
     registry = registry_get(registry_slug)
-    return profile_resolve_loaded(
-        registry=registry, profile=_pick_profile(registry, profile_slug), request_overrides=request_overrides
-    )
+    ref = parse_profile_ref(profile_slug, field=field) if profile_slug is not None else None
+    return profile_resolve_at(at=_pick_profile(registry, ref, field=field), request_overrides=request_overrides)
 
 
-def profile_resolve_loaded(*, registry: Registry, profile: Profile, request_overrides: Any = None) -> Resolution:
-    """Resolution of rows the caller has already loaded (no query)."""
+def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None) -> Resolution:
+    """Resolution of a version the caller has already loaded (no query)."""
     return resolve_runtime(
-        registry=registry.slug,
-        profile=profile.slug,
-        profile_version=profile.version,
-        runtime=profile.runtime,
-        policy=profile.policy,
-        extensions=profile.extensions,
+        registry=at.registry.slug,
+        profile=at.profile.slug,
+        profile_version=at.version,
+        runtime=at.runtime,
+        policy=at.policy,
+        extensions=at.extensions,
         request_overrides=request_overrides,
         server_defaults=server_engine_defaults(),
+        ref=str(at.ref),
+        label=at.label,
     )
 
 
 @dataclass(frozen=True)
 class CurrentProfile:
-    registry: Registry
-    profile: Profile
+    at: ProfileAt
     source: str  # "selection" | "default"
     # The stored selection that no longer resolves, so the UI can say what happened.
     stale_selection: dict[str, str] | None = None
 
+    @property
+    def registry(self) -> Registry:
+        return self.at.registry
+
+    @property
+    def profile(self) -> Profile:
+        return self.at.profile
+
 
 def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentProfile:
-    """The user's stored selection for this mount; a selection that no longer resolves falls back."""
+    """The user's stored selection for this mount; a selection that no longer resolves (its profile, or
+    the label or version it names, is gone) falls back to the registry default."""
     selection = None
     if getattr(user, "is_authenticated", False):
         selection = ProfileSelection.objects.filter(user=user, mount=mount).first()
@@ -128,12 +251,20 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
             .first()
         )
         if profile is not None:
-            return CurrentProfile(registry=profile.registry, profile=profile, source="selection")
+            try:
+                ref = parse_profile_ref(profile.slug, at=selection.profile_at)
+                at = profile_at(registry=profile.registry, profile=profile, ref=ref)
+            except (InvalidInput, NotFound):
+                pass
+            else:
+                return CurrentProfile(at=at, source="selection")
     try:
         registry = registry_get(selection.registry_slug if selection else default_registry)
     except NotFound:  # the selected registry itself is gone
         registry = registry_get(default_registry)
-    stale = {"registry": selection.registry_slug, "slug": selection.profile_slug} if selection else None
-    return CurrentProfile(
-        registry=registry, profile=_pick_profile(registry, None), source="default", stale_selection=stale
-    )
+    stale = None
+    if selection is not None:
+        stale = {"registry": selection.registry_slug, "slug": selection.profile_slug}
+        if selection.profile_at:
+            stale["ref"] = f"{selection.profile_slug}@{selection.profile_at}"
+    return CurrentProfile(at=_pick_profile(registry, None), source="default", stale_selection=stale)

@@ -13,12 +13,23 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from . import selectors
-from .errors import Conflict, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
-from .models import Profile, ProfileRevision, ProfileSelection, Registry
+from .errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
+from .models import (
+    Profile,
+    ProfileLabel,
+    ProfileLabelMove,
+    ProfileRevision,
+    ProfileSelection,
+    Registry,
+    default_protected_labels,
+)
+from .selectors import profile_at, profile_get, registry_get
 from .timestamps import now_ms
 from .validation import (
+    canonical_label,
     canonical_slug,
     ensure_storable,
+    parse_profile_ref,
     parse_version,
     validate_extensions,
     validate_policy,
@@ -29,6 +40,8 @@ from .validation import (
 EDITABLE_FIELDS = ("display_name", "description", "runtime", "policy", "extensions")
 # Files are the authority for what they contain: import and seed may rewrite read-only profiles.
 FILE_SOURCES = frozenset({"import", "seed"})
+# Moving or removing a protected label (promoting a version) needs this on top of the model permissions.
+PROMOTE_PERMISSION = "profiles.promote_profile"
 
 
 def _actor_name(actor: Any) -> str:
@@ -112,14 +125,22 @@ def _record_revision(profile: Profile, *, registry: Registry, change: str) -> No
 
 @transaction.atomic
 def registry_create(
-    *, slug: str, display_name: str = "", description: str = "", tags: list[str] | None = None
+    *,
+    slug: str,
+    display_name: str = "",
+    description: str = "",
+    tags: list[str] | None = None,
+    protected_labels: Any = None,
+    serve_label: Any = None,
 ) -> Registry:
+    """`protected_labels` None: `["production"]`; `serve_label` None or "": plain slugs serve the latest."""
     ensure_storable({"display_name": display_name, "description": description, "tags": tags}, field="")
     slug = canonical_slug(slug, field="registry")
+    labels = _label_settings(protected_labels=protected_labels, serve_label=serve_label)
     try:
         with transaction.atomic():
             return Registry.objects.create(
-                slug=slug, display_name=display_name or slug, description=description, tags=list(tags or [])
+                slug=slug, display_name=display_name or slug, description=description, tags=list(tags or []), **labels
             )
     except IntegrityError:
         raise Conflict(f"registry {slug!r} already exists", field="registry") from None
@@ -132,19 +153,25 @@ def registry_update(
     display_name: str | None = None,
     description: str | None = None,
     default_profile: str | None = None,
+    protected_labels: Any = None,
+    serve_label: Any = None,
     expected_version: Any = None,
 ) -> Registry:
-    """Change any of the text and the default profile (by slug) in one version step; None leaves a field.
-
-    `expected_version` is the registry version the caller read (409 when it moved meanwhile)."""
+    """Change any of the text, the default profile (by slug) and the label settings in one version step;
+    None leaves a field. `expected_version` is the registry version the caller read (409 when it moved
+    meanwhile)."""
     ensure_storable({"display_name": display_name, "description": description}, field="")
     registry = _locked_registry(slug)
     check_version(registry.version, expected_version=expected_version, what="registry")
-    changes: dict[str, Any] = {
-        k: v
-        for k, v in {"display_name": display_name, "description": description}.items()
-        if v is not None and getattr(registry, k) != v
-    }
+    fields = {"display_name": display_name, "description": description}
+    if protected_labels is not None or serve_label is not None:
+        settings = _label_settings(protected_labels=protected_labels, serve_label=serve_label)
+        fields |= {
+            k: settings[k]
+            for k, given in (("protected_labels", protected_labels), ("serve_label", serve_label))
+            if given is not None
+        }
+    changes: dict[str, Any] = {k: v for k, v in fields.items() if v is not None and getattr(registry, k) != v}
     if default_profile is not None:
         profile = _locked_profile(registry, default_profile)
         if not registry.is_default(profile.pk):
@@ -166,6 +193,104 @@ def registry_set_default(
     if not registry.is_default(profile.pk):
         _bump_registry(registry, default_profile=profile)
     return profile
+
+
+def _label_settings(*, protected_labels: Any, serve_label: Any) -> dict[str, Any]:
+    """Canonical `protected_labels` (sorted, unique) and `serve_label` ("" = none)."""
+    if protected_labels is None:
+        protected = default_protected_labels()
+    elif isinstance(protected_labels, list):
+        protected = sorted({canonical_label(n, field="protected_labels") for n in protected_labels})
+    else:
+        raise InvalidInput("must be a list of label names", field="protected_labels")
+    serve = "" if serve_label in (None, "") else canonical_label(serve_label, field="serve_label")
+    return {"protected_labels": protected, "serve_label": serve}
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _check_label_move(registry: Registry, name: str, actor: Any, source: str) -> None:
+    """A protected label (the registry's `protected_labels`) moves only with `profiles.promote_profile`;
+    the importer and the seed are the authority for what their file says."""
+    if source in FILE_SOURCES or name not in (registry.protected_labels or []):
+        return
+    if actor is None or not actor.has_perm(PROMOTE_PERMISSION):
+        raise Forbidden(f"label {name!r} is protected: moving it needs {PROMOTE_PERMISSION}", field="name")
+
+
+@transaction.atomic
+def label_set(
+    *,
+    registry_slug: str,
+    slug: str,
+    name: Any,
+    version: Any,
+    expected_version: Any = None,
+    actor: Any = None,
+    source: str = "api",
+) -> ProfileLabel:
+    """Point label `name` at `version` of the profile (creating or moving it) and record the move.
+
+    `expected_version` is the label's current version (absent label: none); a mismatch is 409."""
+    name = canonical_label(name)
+    version = parse_version(version, field="version")
+    registry = _locked_registry(registry_slug)
+    profile = _locked_profile(registry, slug)
+    _check_label_move(registry, name, actor, source)
+    if (
+        version > profile.version
+        or not ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version).exists()
+    ):
+        raise NotFound(f"profile {profile.slug!r} has no version {version}", field="version")
+    label = ProfileLabel.objects.select_for_update().filter(profile=profile, name=name).first()
+    current = label.version if label is not None else None
+    if expected_version is not None:
+        expected = parse_version(expected_version, field="expected_version")
+        if expected != current:
+            raise VersionConflict(expected=expected, actual=current, what=f"label {name!r}")
+    if current == version:
+        return label
+    stamp, who = now_ms(), _actor_name(actor)
+    if label is None:
+        label = ProfileLabel.objects.create(
+            profile=profile, name=name, version=version, updated_at_ms=stamp, updated_by=who
+        )
+    else:
+        ProfileLabel.objects.filter(pk=label.pk).update(version=version, updated_at_ms=stamp, updated_by=who)
+        label.version, label.updated_at_ms, label.updated_by = version, stamp, who
+    ProfileLabelMove.objects.create(
+        profile=profile, name=name, from_version=current, to_version=version, by=who, source=source, at_ms=stamp
+    )
+    return label
+
+
+@transaction.atomic
+def label_delete(
+    *, registry_slug: str, slug: str, name: Any, expected_version: Any = None, actor: Any = None, source: str = "api"
+) -> None:
+    """Remove label `name` (404 when the profile has none); the removal is recorded as a move to None."""
+    name = canonical_label(name)
+    registry = _locked_registry(registry_slug)
+    profile = _locked_profile(registry, slug)
+    _check_label_move(registry, name, actor, source)
+    label = ProfileLabel.objects.select_for_update().filter(profile=profile, name=name).first()
+    if label is None:
+        raise NotFound(f"profile {profile.slug!r} has no label {name!r}", field="name")
+    if expected_version is not None:
+        expected = parse_version(expected_version, field="expected_version")
+        if expected != label.version:
+            raise VersionConflict(expected=expected, actual=label.version, what=f"label {name!r}")
+    label.delete()
+    ProfileLabelMove.objects.create(
+        profile=profile,
+        name=name,
+        from_version=label.version,
+        to_version=None,
+        by=_actor_name(actor),
+        source=source,
+        at_ms=now_ms(),
+    )
 
 
 # --------------------------------------------------------------------------- profiles
@@ -357,14 +482,14 @@ def profile_restore(
 
 @transaction.atomic
 def profile_select(*, user: Any, mount: str, registry_slug: str, slug: str) -> ProfileSelection:
-    """Store the user's current profile for a mount. The profile must exist now."""
-    registry_slug = canonical_slug(registry_slug, field="registry")
-    slug = canonical_slug(slug)
-    if not Profile.objects.filter(registry__slug=registry_slug, slug=slug).exists():
-        if not Registry.objects.filter(slug=registry_slug).exists():
-            raise NotFound(f"registry {registry_slug!r} not found", field="registry")
-        raise NotFound(f"profile {slug!r} not found in registry {registry_slug!r}", field="slug")
+    """Store the user's current profile for a mount: a ref (`slug`, `slug@3`, `slug@label`) that must
+    resolve now."""
+    ref = parse_profile_ref(slug, field="slug")
+    registry = registry_get(registry_slug)
+    profile_at(registry=registry, profile=profile_get(registry=registry, slug=ref.slug), ref=ref)
     selection, _ = ProfileSelection.objects.update_or_create(
-        user=user, mount=mount, defaults={"registry_slug": registry_slug, "profile_slug": slug}
+        user=user,
+        mount=mount,
+        defaults={"registry_slug": registry.slug, "profile_slug": ref.slug, "profile_at": ref.at},
     )
     return selection

@@ -10,6 +10,7 @@ import copy
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +34,65 @@ VALUE_BOUND_KEYS = ("api_types", "models", "max_timeout_seconds", "max_response_
 MIDDLEWARE_ENTRY_KEYS = ("name", "id", "enabled", "config")
 MAX_SYSTEM_PROMPT = 20_000
 SIMPLE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+LATEST = "latest"  # the reserved label: always the newest version
+
+
+def canonical_label(raw: Any, *, field: str = "name") -> str:
+    """A label name a user may set: `[a-z][a-z0-9_-]{0,63}`, not the reserved `latest`."""
+    name = raw.strip().lower() if isinstance(raw, str) else None
+    if not name or not LABEL_RE.match(name):
+        raise InvalidInput("a label is 1-64 characters of a-z, 0-9, '_', '-', starting with a letter", field=field)
+    if name == LATEST:
+        raise InvalidInput("'latest' is reserved: it always means the newest version", field=field)
+    return name
+
+
+@dataclass(frozen=True)
+class ProfileRef:
+    """How a profile is chosen: `slug` (follow the serving label or the latest), `slug@3` (pinned to a
+    version) or `slug@production` (follow a label; `slug@latest` follows the newest version)."""
+
+    slug: str
+    version: int | None = None
+    label: str | None = None
+
+    @property
+    def at(self) -> str:
+        """What follows `@` ("" for a plain slug): what selections store next to the slug."""
+        return str(self.version) if self.version is not None else (self.label or "")
+
+    @property
+    def mode(self) -> str:
+        """`pinned` (a version), `label` (a label) or `follow` (a plain slug)."""
+        return "pinned" if self.version is not None else "label" if self.label else "follow"
+
+    def __str__(self) -> str:
+        return f"{self.slug}@{self.at}" if self.at else self.slug
+
+
+def parse_profile_ref(raw: Any, *, field: str = "profile", at: str = "") -> ProfileRef:
+    """`agent`, `agent@3`, `agent@production` (or a slug and a stored `at`) -> ProfileRef; 400 otherwise."""
+    if not isinstance(raw, str):
+        raise InvalidInput("must be a profile slug, slug@version or slug@label", field=field)
+    slug_part, sep, selector = raw.partition("@")
+    slug = canonical_slug(slug_part, field=field)
+    if not sep:
+        selector = at
+    elif at:
+        raise InvalidInput("the ref already names a version or label", field=field)
+    selector = selector.strip().lower()
+    if sep and not selector:
+        raise InvalidInput("expected a version number or a label name after '@'", field=field)
+    if not selector:
+        return ProfileRef(slug)
+    if selector.isdigit():
+        return ProfileRef(slug, version=parse_version(selector, field=field))
+    if not LABEL_RE.match(selector):
+        raise InvalidInput(f"{selector!r} after '@' is neither a version number nor a label name", field=field)
+    return ProfileRef(slug, label=selector)
 
 
 def parse_version(value: Any, *, field: str) -> int:

@@ -23,11 +23,19 @@ from django.db import transaction
 
 from . import selectors, services
 from .errors import ProfileError
-from .models import Profile, Registry
-from .validation import canonical_slug, validate_profile_content
+from .models import Profile, Registry, default_protected_labels
+from .validation import canonical_label, canonical_slug, parse_version, validate_profile_content
 
-PROFILE_KEYS = {"slug", "display_name", "description", "runtime", "policy", "extensions"}
-REGISTRY_KEYS = {"slug", "display_name", "description", "default_profile_slug", "profiles"}
+PROFILE_KEYS = {"slug", "display_name", "description", "runtime", "policy", "extensions", "labels", "label_moves"}
+REGISTRY_KEYS = {
+    "slug",
+    "display_name",
+    "description",
+    "default_profile_slug",
+    "profiles",
+    "protected_labels",
+    "serve_label",
+}
 
 
 class ImportFailed(Exception):
@@ -40,12 +48,35 @@ class ImportReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    label_moves: list[str] = field(default_factory=list)
+    # What the import does (or, in a dry run, would do), in file order: one entry per registry change,
+    # profile and label move: {"action", "target", "diff"?, "label"?, "from"?, "to"?}.
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return any(entry["action"] != "unchanged" for entry in self.plan)
 
     def summary(self) -> str:
         return (
             f"{len(self.created)} created, {len(self.updated)} updated, "
-            f"{len(self.unchanged)} unchanged, {len(self.deleted)} deleted"
+            f"{len(self.unchanged)} unchanged, {len(self.deleted)} deleted, {len(self.label_moves)} label moves"
         )
+
+    def plan_lines(self) -> list[str]:
+        """The plan as text: `create reg/slug`, `update reg/slug` with one line per diff entry, ..."""
+        lines = []
+        for entry in self.plan:
+            if entry["action"] == "label move":
+                lines.append(f"label move {entry['target']}@{entry['label']}: {entry['from']} -> {entry['to']}")
+                continue
+            lines.append(f"{entry['action']} {entry['target']}")
+            for change in entry.get("diff", []):
+                before = f" {_short(repr(change['from']))} ->" if "from" in change else ""
+                after = f" {_short(repr(change['to']))}" if "to" in change else " (removed)"
+                lines.append(f"    {change['op']} {change['path']}:{before}{after}")
+        return lines
 
 
 class _Lines:
@@ -316,15 +347,20 @@ def _check_keys(obj: Any, allowed: set[str], path: str) -> dict[str, Any]:
     return obj
 
 
-def import_text(text: str, *, label: str, replace: bool = False, source: str = "import") -> ImportReport:
+def import_text(
+    text: str, *, label: str, replace: bool = False, source: str = "import", dry_run: bool = False
+) -> ImportReport:
+    """All or nothing. `dry_run`: do everything, report the plan, then roll it all back."""
     data, lines = _load(text, label)
     try:
         with transaction.atomic():
             regs, prefix = _registries(data)
-            report = ImportReport()
+            report = ImportReport(dry_run=dry_run)
             for raw_slug, reg in regs.items():
                 path = f"{prefix}{raw_slug}" if prefix else ""
                 _import_registry(raw_slug, reg, path, replace=replace, source=source, report=report)
+            if dry_run:
+                transaction.set_rollback(True)
             return report
     except ProfileError as exc:
         where = exc.field or ""
@@ -343,11 +379,23 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
     registry = Registry.objects.filter(slug=slug).first()
     created_registry = registry is None
     # The same defaults on create and on replace, so re-importing an unchanged file changes nothing.
-    names = {"display_name": reg.get("display_name") or slug, "description": reg.get("description") or ""}
-    if registry is None:
-        registry = services.registry_create(slug=slug, **names)
-    elif replace:
-        services.registry_update(slug=slug, **names)
+    names = {
+        "display_name": reg.get("display_name") or slug,
+        "description": reg.get("description") or "",
+        "protected_labels": reg.get("protected_labels", default_protected_labels()),
+        "serve_label": reg.get("serve_label") or "",
+    }
+    try:
+        if registry is None:
+            registry = services.registry_create(slug=slug, **names)
+            report.plan.append({"action": "create", "target": slug})
+        elif replace:
+            before = registry.version
+            registry = services.registry_update(slug=slug, **names)
+            if registry.version != before:
+                report.plan.append({"action": "update", "target": slug})
+    except ProfileError as exc:
+        raise ProfileError(_reason(exc), field=at(exc.field or "slug")) from None
     profiles = reg.get("profiles") or {}
     if not isinstance(profiles, dict):
         raise ProfileError("must be a mapping of profile slug -> profile", field=at("profiles"))
@@ -366,16 +414,26 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             if existing is None:
                 services.profile_create(registry_slug=slug, slug=pslug, source=source, **text, **content)
                 report.created.append(label)
+                report.plan.append({"action": "create", "target": label})
             elif replace:
                 before = existing.version
                 updated = services.profile_update(
                     registry_slug=slug, slug=pslug, changes={**text, **content}, source=source, change="imported"
                 )
-                (report.updated if updated.version != before else report.unchanged).append(label)
+                if updated.version != before:
+                    report.updated.append(label)
+                    diff = selectors.profile_versions_diff(profile=updated, old=before, new=updated.version)
+                    report.plan.append({"action": "update", "target": label, "diff": diff})
+                else:
+                    report.unchanged.append(label)
+                    report.plan.append({"action": "unchanged", "target": label})
             else:
                 # Kept as stored, but a file that holds an invalid profile is refused all the same.
                 validate_profile_content(**content)
                 report.unchanged.append(label)
+                report.plan.append({"action": "unchanged", "target": label})
+            if existing is None or replace:
+                _import_labels(slug, pslug, body, source=source, replace=replace, report=report)
         except ProfileError as exc:
             raise ProfileError(_reason(exc), field=f"{ppath}.{exc.field}" if exc.field else ppath) from None
     default_slug = reg.get("default_profile_slug")
@@ -395,14 +453,58 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             report.deleted.append(f"{slug}/{stale.slug}")
 
 
-def import_file(path: str | Path, *, replace: bool = False, source: str = "import") -> ImportReport:
+def _import_labels(
+    registry: str, slug: str, body: dict[str, Any], *, source: str, replace: bool, report: ImportReport
+) -> None:
+    """Point the profile's labels where the file says (`labels: {name: version}`); with `replace`, remove
+    the ones it does not name. `label_moves` in a file is the exported history: the target records its
+    own moves, so it is read for nothing but its shape."""
+    labels = body.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise ProfileError("must be a mapping of label name -> version", field="labels")
+    moves = body.get("label_moves") or []
+    if not isinstance(moves, list):
+        raise ProfileError("must be a list of moves", field="label_moves")
+    profile = Profile.objects.get(registry__slug=registry, slug=slug)
+    current = {label.name: label.version for label in selectors.label_list(profile=profile)}
+    wanted: dict[str, int] = {}
+    for name, version in labels.items():
+        try:
+            name = canonical_label(name, field=f"labels.{name}")
+            wanted[name] = parse_version(version, field=f"labels.{name}")
+        except ProfileError as exc:
+            raise ProfileError(_reason(exc), field=exc.field) from None
+    target = f"{registry}/{slug}"
+    for name, version in sorted(wanted.items()):
+        if current.get(name) == version:
+            continue
+        try:
+            services.label_set(registry_slug=registry, slug=slug, name=name, version=version, source=source)
+        except ProfileError as exc:
+            raise ProfileError(_reason(exc), field=f"labels.{name}") from None
+        report.label_moves.append(f"{target}@{name}")
+        report.plan.append(
+            {"action": "label move", "target": target, "label": name, "from": current.get(name), "to": version}
+        )
+    if replace:
+        for name in sorted(set(current) - set(wanted)):
+            services.label_delete(registry_slug=registry, slug=slug, name=name, source=source)
+            report.label_moves.append(f"{target}@{name}")
+            report.plan.append(
+                {"action": "label move", "target": target, "label": name, "from": current[name], "to": None}
+            )
+
+
+def import_file(
+    path: str | Path, *, replace: bool = False, source: str = "import", dry_run: bool = False
+) -> ImportReport:
     path = Path(path)
     try:
         with path.open(encoding="utf-8") as handle:
             text = handle.read(MAX_INPUT_CHARS + 1)  # never more than the bound (import_text refuses it)
     except (OSError, UnicodeDecodeError) as exc:
         raise ImportFailed(f"{path}: cannot read: {exc}") from None
-    return import_text(text, label=str(path), replace=replace, source=source)
+    return import_text(text, label=str(path), replace=replace, source=source, dry_run=dry_run)
 
 
 # --------------------------------------------------------------------------- export
@@ -419,18 +521,34 @@ def export_data(*, registry: str | None = None) -> dict[str, Any]:
             "display_name": reg.display_name,
             "description": reg.description,
             "default_profile_slug": reg.default_profile.slug if reg.default_profile_id else None,
+            "protected_labels": list(reg.protected_labels or []),
+            "serve_label": reg.serve_label,
             "profiles": {
-                p.slug: {
-                    "display_name": p.display_name,
-                    "description": p.description,
-                    "runtime": p.runtime,
-                    "policy": p.policy,
-                    "extensions": p.extensions,
-                }
-                for p in reg.profiles.order_by("slug")
+                p.slug: _export_profile(p)
+                for p in reg.profiles.order_by("slug").prefetch_related("labels", "label_moves")
             },
         }
     return {"registries": out}
+
+
+def _export_profile(profile: Profile) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "display_name": profile.display_name,
+        "description": profile.description,
+        "runtime": profile.runtime,
+        "policy": profile.policy,
+        "extensions": profile.extensions,
+    }
+    labels = {label.name: label.version for label in profile.labels.all()}
+    if labels:
+        document["labels"] = labels
+    moves = sorted(profile.label_moves.all(), key=lambda m: (m.at_ms, m.pk))
+    if moves:
+        document["label_moves"] = [
+            {"name": m.name, "from_version": m.from_version, "to_version": m.to_version, "by": m.by, "at_ms": m.at_ms}
+            for m in moves
+        ]
+    return document
 
 
 def export_text(*, registry: str | None = None) -> str:

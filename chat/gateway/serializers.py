@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from profiles.api.serializers import StrictKeysMixin
 from profiles.validation import storable_errors
 
 from . import services
@@ -32,16 +33,11 @@ REFUSED = {"refused": "content_filter", "content_filter": "content_filter"}
 # --------------------------------------------------------------------------- the request
 
 
-class StrictObject:
-    """An unknown key is a 400 naming it: an OpenAI parameter this gateway does not implement (or a
-    typo) must not look like success. Works nested (a list's child has no `initial_data`)."""
+class StrictObject(StrictKeysMixin):
+    """The platform's strict-keys rule, worded for OpenAI clients: a parameter this gateway does not
+    implement (or a typo) must not look like success."""
 
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            unknown = sorted(str(key) for key in data if key not in self.fields)
-            if unknown:
-                raise serializers.ValidationError({unknown[0]: ["unknown or unsupported parameter"]})
-        return super().to_internal_value(data)
+    unknown_message = "unknown or unsupported parameter"
 
 
 CONTENT_SCHEMA = {

@@ -37,7 +37,7 @@ from django.conf import settings
 from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
 from profiles.selectors import profile_resolve
-from profiles.validation import canonical_slug
+from profiles.validation import ProfileRef, canonical_slug, parse_profile_ref
 
 from .. import selectors as chat_selectors
 from .. import services as chat_services
@@ -75,11 +75,12 @@ def model_id(registry: str, slug: str, mount: Mount) -> str:
     return slug if registry == mount.default_registry else f"{registry}/{slug}"
 
 
-def model_ref(model: str, mount: Mount) -> tuple[str, str]:
-    """(registry, slug) a model id names; a malformed id names no model (404)."""
-    registry, _, slug = model.rpartition("/")
+def model_ref(model: str, mount: Mount) -> tuple[str, ProfileRef]:
+    """(registry, profile ref) a model id names: `[registry/]slug`, pinned `slug@3` or following a label
+    `slug@production`; a malformed id names no model (404)."""
+    registry, _, ref = model.rpartition("/")
     try:
-        return canonical_slug(registry or mount.default_registry, field="model"), canonical_slug(slug, field="model")
+        return canonical_slug(registry or mount.default_registry, field="model"), parse_profile_ref(ref, field="model")
     except InvalidInput:
         raise ModelNotFound(model) from None
 
@@ -89,10 +90,15 @@ def model_list(*, mount: Mount) -> list[selectors.ModelRow]:
 
 
 def model_get(*, mount: Mount, model: str) -> selectors.ModelRow:
-    registry, slug = model_ref(model, mount)
-    row = selectors.model_get(registry=registry, slug=slug)
+    registry, ref = model_ref(model, mount)
+    row = selectors.model_get(registry=registry, slug=ref.slug)
     if row is None:
         raise ModelNotFound(model)
+    if ref.mode != "follow":  # the version or label must exist too
+        try:
+            profile_resolve(registry_slug=registry, profile_slug=str(ref))
+        except NotFound:
+            raise ModelNotFound(model) from None
     return row
 
 
@@ -252,9 +258,9 @@ def _conversation_for(
     """The model (with the overrides, against its policy) resolved before anything is written, then the
     conversation: a new one selecting the model, or the named one (the caller's, in this mount, whose
     last completed turns are the earlier messages sent), switched to the model if it selects another."""
-    registry, slug = model_ref(data.model, mount)
+    registry, ref = model_ref(data.model, mount)
     try:
-        resolution = profile_resolve(registry_slug=registry, profile_slug=slug, request_overrides=data.overrides())
+        resolution = profile_resolve(registry_slug=registry, profile_slug=str(ref), request_overrides=data.overrides())
     except NotFound as exc:
         if exc.field in ("registry", "slug"):
             raise ModelNotFound(data.model) from None
@@ -269,7 +275,7 @@ def _conversation_for(
             )
         title = " ".join(data.prompt.split())[:TITLE_CHARS]
         conversation = chat_services.conversation_create(
-            owner=user, mount=mount, registry=resolution.registry, profile=resolution.profile, title=title
+            owner=user, mount=mount, registry=resolution.registry, profile=str(ref), title=title
         )
         return conversation, True
     try:
@@ -289,9 +295,12 @@ def _conversation_for(
                 "the context)",
                 field="messages",
             )
-    if (conversation.selected_registry, conversation.selected_profile) != (resolution.registry, resolution.profile):
+    if (conversation.selected_registry, chat_selectors.conversation_ref(conversation)) != (
+        resolution.registry,
+        str(ref),
+    ):
         chat_services.conversation_select_profile(
-            conversation=conversation, user=user, slug=resolution.profile, registry=resolution.registry
+            conversation=conversation, user=user, slug=str(ref), registry=resolution.registry
         )
     return conversation, False
 
@@ -303,6 +312,7 @@ async def completion_create(
     override, an unknown model or a full queue raises before anything is stored."""
     data = completion_input(body)
     conv_id = _conversation_id(conversation_id)
+    registry, ref = model_ref(data.model, mount)
     with _as_request_params(data):
         conversation, created = await run_db(_conversation_for, user=user, mount=mount, data=data, conv_id=conv_id)
         if created:
@@ -315,7 +325,7 @@ async def completion_create(
         turn_id=str(submitted.turn.pk),
         message_seq=submitted.frame["seq"] if submitted.frame else 0,
         mount=mount,
-        model=model_id(*model_ref(data.model, mount), mount),
+        model=model_id(registry, str(ref), mount),
         stream=data.stream,
         wait_seconds=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2,
     )

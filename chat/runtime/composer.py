@@ -32,6 +32,9 @@ class Runtime:
     overrides_applied: dict[str, Any] = field(default_factory=dict)
     # Earlier turns sent to the engine: the profile's context window, else the server's default.
     history_turns: int = 20
+    # How the version was chosen: the ref as given (`agent@production`) and the label it followed.
+    ref: str = ""
+    label: str | None = None
 
     @property
     def runtime_key(self) -> str:
@@ -61,6 +64,7 @@ class Runtime:
             "registry": self.registry,
             "profile_slug": self.profile,
             "profile_version": self.profile_version,
+            "profile_ref": self.ref or self.profile,
             "runtime_key": self.runtime_key,
             "fingerprint": self.fingerprint,
             "engine": {
@@ -112,6 +116,8 @@ def compose(
         history_turns=min(
             (n for n in (m.history_turns() for m in middlewares) if n is not None), default=default_history_turns
         ),
+        ref=resolution.ref,
+        label=resolution.label,
     )
 
 

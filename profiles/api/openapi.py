@@ -30,6 +30,10 @@ ERROR_DESCRIPTIONS = {
 # A slug as clients may send it (the services trim and lower-case it, then require this form).
 SLUG_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
 SLUG_SCHEMA = {"type": "string", "pattern": SLUG_PATTERN, "maxLength": 128}
+# A profile ref: `slug` (follow), `slug@3` (a version) or `slug@production` (a label; `latest` = newest).
+REF_PATTERN = SLUG_PATTERN.removesuffix("$") + r"(?:@(?:[0-9]+|[A-Za-z][A-Za-z0-9_-]{0,63}))?$"
+REF_SCHEMA = {"type": "string", "pattern": REF_PATTERN, "maxLength": 193}
+LABEL_SCHEMA = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", "maxLength": 64}
 
 # A JSON object the services check in depth (runtime, policy, extensions, request overrides); null = none.
 JSON_OBJECT_SCHEMA = {"type": "object", "additionalProperties": {}}
@@ -105,6 +109,10 @@ REGISTRY_PARAM = OpenApiParameter(
     "registry", SLUG_SCHEMA, description="Registry slug; absent = the mount's default registry"
 )
 SLUG_PATH = OpenApiParameter("slug", SLUG_SCHEMA, location=OpenApiParameter.PATH, description="Profile slug")
+REF_PATH = OpenApiParameter(
+    "slug", REF_SCHEMA, location=OpenApiParameter.PATH, description="Profile ref: `slug`, `slug@3` or `slug@label`"
+)
+LABEL_PATH = OpenApiParameter("name", LABEL_SCHEMA, location=OpenApiParameter.PATH, description="Label name")
 IF_MATCH = OpenApiParameter(
     "If-Match",
     OpenApiTypes.STR,

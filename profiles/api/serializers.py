@@ -3,6 +3,7 @@ service layer owns every rule, so the admin and the importer get the same ones).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
@@ -12,7 +13,7 @@ from profiles.models import ProfileRevision
 from profiles.services import profile_document
 from profiles.validation import POLICY_KEYS
 
-from .openapi import JSON_OBJECT_SCHEMA, SLUG_SCHEMA
+from .openapi import JSON_OBJECT_SCHEMA, REF_SCHEMA, SLUG_SCHEMA
 
 # --------------------------------------------------------------------------- read
 
@@ -91,6 +92,7 @@ class ProfileDocumentSerializer(serializers.Serializer):
 class StaleSelectionSerializer(serializers.Serializer):
     registry = serializers.CharField()
     slug = serializers.CharField()
+    ref = serializers.CharField(required=False, help_text="The ref, when it named a version or a label.")
 
 
 class CurrentProfileSerializer(serializers.Serializer):
@@ -98,8 +100,12 @@ class CurrentProfileSerializer(serializers.Serializer):
 
     registry = serializers.CharField()
     slug = serializers.CharField()
+    ref = serializers.CharField(help_text="The selection as chosen: `slug`, `slug@3` or `slug@label`.")
+    version = serializers.IntegerField(help_text="The version it resolves to now.")
+    label = serializers.CharField(allow_null=True, help_text="The label it follows, if any.")
+    mode = serializers.ChoiceField(choices=["follow", "pinned", "label"])
     source = serializers.ChoiceField(choices=["selection", "default"])
-    profile = ProfileDocumentSerializer()
+    profile = ProfileDocumentSerializer(help_text="The profile's latest version.")
     stale_selection = StaleSelectionSerializer(
         required=False, help_text="The selected profile that no longer exists (`source` is then `default`)."
     )
@@ -111,6 +117,8 @@ class ResolutionSerializer(serializers.Serializer):
     registry = serializers.CharField()
     profile = serializers.CharField()
     profile_version = serializers.IntegerField()
+    ref = serializers.CharField(help_text="The profile as addressed: `slug`, `slug@3` or `slug@label`.")
+    label = serializers.CharField(allow_null=True, help_text="The label followed, if any.")
     runtime_key = serializers.CharField()
     effective_runtime = serializers.DictField()
     engine = serializers.DictField()
@@ -168,19 +176,29 @@ class RevisionSummarySerializer(serializers.ModelSerializer):
 # --------------------------------------------------------------------------- write
 
 
-class StrictKeysMixin:
-    """An unknown key is a 400 (a typo must not look like success); server-owned keys a client may
-    echo back from a document it read (`metadata`, `is_default`) are ignored; keys naming the target
-    (`registry`, `slug` on a PATCH) must match it, since a slug is never renamed."""
+# Server-owned keys of a profile document a client may send back with it (ignored on writes).
+DOCUMENT_ECHO = frozenset({"metadata", "is_default"})
 
-    ignored = frozenset({"metadata", "is_default"})
+
+class StrictKeysMixin:
+    """The one rule for request bodies: an unknown key is a 400 naming it (a typo must not look like
+    success), at any depth (a nested serializer checks its own object). `ignored`: keys a client may
+    echo back from a document it read; `fixed`: keys naming the target (`registry`, `slug` on a PATCH),
+    which must match it, since a slug is never renamed."""
+
+    ignored: frozenset[str] = frozenset()
     fixed: tuple[str, ...] = ()
+    unknown_message = "unknown field"
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = set(self.fields) | self.ignored | set(self.fixed)
+            unknown = sorted(str(k) for k in data if k not in known)
+            if unknown:
+                raise serializers.ValidationError({unknown[0]: [self.unknown_message]})
+        return super().to_internal_value(data)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        known = set(self.fields) | self.ignored | set(self.fixed)
-        unknown = sorted(str(k) for k in self.initial_data if k not in known)
-        if unknown:
-            raise serializers.ValidationError({unknown[0]: ["unknown field"]})
         for key in self.fixed:
             if key in self.initial_data and canonical_or_none(self.initial_data[key]) != self.context.get(key):
                 raise serializers.ValidationError({key: [f"{key} cannot be changed"]})
@@ -193,6 +211,11 @@ class SlugTextField(serializers.CharField):
     schema states the accepted form)."""
 
 
+@extend_schema_field(REF_SCHEMA)
+class ProfileRefField(serializers.CharField):
+    """A profile ref as a client sends it (`slug`, `slug@3`, `slug@label`): the services parse it."""
+
+
 @extend_schema_field(JSON_OBJECT_SCHEMA)
 class JSONObjectField(serializers.JSONField):
     """Any JSON as parsed; the services require an object (or null where allowed) and check its content."""
@@ -203,6 +226,7 @@ def canonical_or_none(value: Any) -> str | None:
 
 
 class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
+    ignored = DOCUMENT_ECHO
     registry = SlugTextField(required=False)
     slug = SlugTextField(trim_whitespace=False)
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
@@ -214,6 +238,7 @@ class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
 
 
 class ProfilePatchSerializer(StrictKeysMixin, serializers.Serializer):
+    ignored = DOCUMENT_ECHO
     fixed = ("registry", "slug")
 
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
@@ -229,14 +254,83 @@ class ProfilePatchSerializer(StrictKeysMixin, serializers.Serializer):
         return {k: self.validated_data[k] for k in fields if k in self.validated_data}
 
 
-class ExpectedVersionSerializer(serializers.Serializer):
+class ExpectedVersionSerializer(StrictKeysMixin, serializers.Serializer):
     expected_version = serializers.IntegerField(required=False, min_value=1)
 
 
-class ResolveSerializer(serializers.Serializer):
+class ResolveSerializer(StrictKeysMixin, serializers.Serializer):
     request_overrides = JSONObjectField(required=False, allow_null=True)
 
 
-class SelectProfileSerializer(serializers.Serializer):
-    slug = SlugTextField(trim_whitespace=False)
+class SelectProfileSerializer(StrictKeysMixin, serializers.Serializer):
+    slug = ProfileRefField(trim_whitespace=False)
     registry = SlugTextField(required=False)
+
+
+# --------------------------------------------------------------------------- labels, diffs, stats
+
+
+class LabelSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    protected = serializers.BooleanField(help_text="Moving it needs `profiles.promote_profile`.")
+    updated_at_ms = serializers.IntegerField()
+    updated_by = serializers.CharField(allow_blank=True)
+
+
+class LabelSetSerializer(StrictKeysMixin, serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
+    expected_version = serializers.IntegerField(
+        required=False, min_value=1, help_text="The label's current version: a mismatch is 409."
+    )
+
+
+class LabelMoveSerializer(serializers.Serializer):
+    from_version = serializers.IntegerField(allow_null=True, help_text="null: the label was created")
+    to_version = serializers.IntegerField(allow_null=True, help_text="null: the label was removed")
+    by = serializers.CharField(allow_blank=True)
+    at_ms = serializers.IntegerField()
+
+
+# `from` and `to` are Python keywords: these serializers are built with their field names as data.
+DiffEntrySerializer = type(
+    "DiffEntrySerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "One change between two profile documents, at a path of the validation error grammar.",
+        "op": serializers.ChoiceField(choices=["add", "remove", "change"]),
+        "path": serializers.CharField(),
+        "from": serializers.JSONField(required=False, help_text="The value before (change, remove)."),
+        "to": serializers.JSONField(required=False, help_text="The value after (add, change)."),
+    },
+)
+DiffParamsSerializer = type(
+    "DiffParamsSerializer",
+    (serializers.Serializer,),
+    {"from": serializers.IntegerField(min_value=1), "to": serializers.IntegerField(min_value=1)},
+)
+
+
+class RestoreParamsSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField(
+        required=False, default=False, help_text="Answer the diff the restore would apply; write nothing."
+    )
+
+
+class StatsParamsSerializer(serializers.Serializer):
+    since_ms = serializers.IntegerField(required=False, min_value=0, help_text="Only turns created since then.")
+
+
+class VersionStatsSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    turns = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    interrupted = serializers.IntegerField()
+    latency_ms_p50 = serializers.IntegerField(allow_null=True, help_text="Of completed turns, start to finish.")
+    latency_ms_p95 = serializers.IntegerField(allow_null=True)
+    tokens_in = serializers.IntegerField()
+    tokens_out = serializers.IntegerField()
+    first_turn_at_ms = serializers.IntegerField(allow_null=True)
+    last_turn_at_ms = serializers.IntegerField(allow_null=True)

@@ -35,6 +35,26 @@ def profile_api_urls(mount: Mount) -> list[URLPattern]:
             name="profile-restore",
         ),
         path("api/chat/profiles/<str:slug>/resolve", view(profiles, {"post": "resolve"}), name="profile-resolve"),
+        path("api/chat/profiles/<str:slug>/labels", view(profiles, {"get": "labels"}), name="profile-labels"),
+        path(
+            "api/chat/profiles/<str:slug>/labels/<str:name>",
+            view(profiles, {"put": "label_set", "delete": "label_delete"}),
+            name="profile-label",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/labels/<str:name>/history",
+            view(profiles, {"get": "label_history"}),
+            name="profile-label-history",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/versions/diff", view(profiles, {"get": "versions_diff"}), name="profile-diff"
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/versions/<int:version>/stats",
+            view(profiles, {"get": "version_stats"}),
+            name="profile-version-stats",
+        ),
+        path("api/chat/profiles/<str:slug>/stats", view(profiles, {"get": "stats"}), name="profile-stats"),
         path(
             "api/chat/profile",
             view(CurrentProfileViewSet, {"get": "retrieve", "post": "select"}),

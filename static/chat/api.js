@@ -93,8 +93,25 @@ export class ChatApi {
     return request(this.url("profile"), { method: "POST", body: registry ? { slug, registry } : { slug } });
   }
 
-  conversations() {
-    return request(this.url("conversations"), { query: { page_size: 50 } });
+  /** One page of the caller's conversations: {count, next, results}; `q` searches titles and messages. */
+  conversations({ page = 1, pageSize = 30, q = "", archived = false, signal } = {}) {
+    return request(this.url("conversations"), {
+      query: { page, page_size: pageSize, q: q || undefined, archived: archived ? "true" : undefined },
+      signal,
+    });
+  }
+
+  updateConversation(convId, changes) {
+    return request(this.url(`conversations/${encodeURIComponent(convId)}`), { method: "PATCH", body: changes });
+  }
+
+  deleteConversation(convId) {
+    return request(this.url(`conversations/${encodeURIComponent(convId)}`), { method: "DELETE" });
+  }
+
+  /** One turn with its full runtime record. */
+  turn(convId, turnId) {
+    return request(this.url(`conversations/${encodeURIComponent(convId)}/turns/${encodeURIComponent(turnId)}`));
   }
 
   createConversation(body = {}) {

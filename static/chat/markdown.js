@@ -1,108 +1,106 @@
-// A tiny, safe markdown renderer.
+// Markdown of answers: full CommonMark + GFM tables and strikethrough, safely.
 //
-// The WHOLE input is HTML-escaped first; only then are a few constructs turned into a fixed set of
-// tags we write ourselves: paragraphs, line breaks, **bold**, *italic*, `code`, fenced code blocks,
-// bullet lists and [links](https://...) whose target is an http(s) URL. No raw HTML ever passes.
+//   1. markdown-it renders with HTML DISABLED: raw HTML in the source is text, never markup.
+//   2. DOMPurify sanitises that output against an allow-list of tags and attributes; links keep only
+//      http(s) and mailto targets and open in a new tab with rel="noopener noreferrer nofollow".
+//   3. highlight.js colours fenced code (its output is sanitised again: spans with classes only).
+// Headings move two levels down (# -> h3) so an answer never breaks the page's outline; images are
+// not rendered (a model could point one at any server), their markdown stays visible as text.
+// The libraries are pinned releases vendored under static/vendor/ (see its README).
 
-const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+import DOMPurify from "../vendor/dompurify-3.4.18/purify.es.mjs";
+import hljs from "../vendor/highlightjs-11.12.0/core.min.js";
+import bash from "../vendor/highlightjs-11.12.0/languages/bash.min.js";
+import css from "../vendor/highlightjs-11.12.0/languages/css.min.js";
+import diff from "../vendor/highlightjs-11.12.0/languages/diff.min.js";
+import javascript from "../vendor/highlightjs-11.12.0/languages/javascript.min.js";
+import json from "../vendor/highlightjs-11.12.0/languages/json.min.js";
+import markdown from "../vendor/highlightjs-11.12.0/languages/markdown.min.js";
+import plaintext from "../vendor/highlightjs-11.12.0/languages/plaintext.min.js";
+import python from "../vendor/highlightjs-11.12.0/languages/python.min.js";
+import shell from "../vendor/highlightjs-11.12.0/languages/shell.min.js";
+import sql from "../vendor/highlightjs-11.12.0/languages/sql.min.js";
+import typescript from "../vendor/highlightjs-11.12.0/languages/typescript.min.js";
+import xml from "../vendor/highlightjs-11.12.0/languages/xml.min.js";
+import yaml from "../vendor/highlightjs-11.12.0/languages/yaml.min.js";
+import MarkdownIt from "../vendor/markdown-it-15.0.3/markdown-it.esm.min.mjs";
+
+const LANGUAGES = { bash, css, diff, javascript, json, markdown, plaintext, python, shell, sql, typescript, xml, yaml };
+for (const [name, grammar] of Object.entries(LANGUAGES)) hljs.registerLanguage(name, grammar);
+
+export const ALLOWED_TAGS = [
+  "p", "br", "strong", "em", "del", "s", "code", "pre", "blockquote", "hr", "ul", "ol", "li", "a",
+  "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "span",
+];
+const ALLOWED_ATTR = ["href", "title", "class", "start"];
+const SAFE_URL = /^(?:https?:|mailto:)/i;
+
+const md = new MarkdownIt("default", { html: false, linkify: true, breaks: true, typographer: false });
+md.disable("image");
+md.validateLink = (url) => SAFE_URL.test(String(url).trim());
+
+// Headings two levels down; table cell alignment as a class (the style attribute is never allowed).
+md.core.ruler.push("page_outline", (state) => {
+  for (const token of state.tokens) {
+    if (token.type === "heading_open" || token.type === "heading_close") {
+      const level = Number(token.tag.slice(1));
+      token.tag = `h${Math.min(6, level + 2)}`;
+      if (token.type === "heading_open") token.attrJoin("class", `md-h${level}`);
+    } else if (token.type === "th_open" || token.type === "td_open") {
+      const style = token.attrGet("style");
+      const align = style && /text-align:(left|right|center)/.exec(style);
+      if (style) token.attrs = (token.attrs || []).filter(([name]) => name !== "style");
+      if (align) token.attrJoin("class", `align-${align[1]}`);
+    }
+  }
+});
+
+const purifier = DOMPurify();
+purifier.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName !== "A") return;
+  const href = node.getAttribute("href");
+  if (href && SAFE_URL.test(href.trim())) {
+    node.setAttribute("target", "_blank");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+  } else {
+    node.removeAttribute("href");
+  }
+});
 
 export function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (ch) => ESCAPES[ch]);
+  return String(text).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch]);
 }
 
-const FENCE = /^\s{0,3}```\s*([\w+-]*)\s*$/;
-const BULLET = /^\s{0,3}[-*+]\s+(.*)$/;
-const ORDERED = /^\s{0,3}\d{1,9}[.)]\s+(.*)$/;
-// Runs on escaped text: "&quot;" / "&#39;" can appear, "<" and ">" cannot. A URL never contains a
-// placeholder (\u0000): otherwise a bare URL could swallow an earlier link and nest it in an href.
-const LINK = /\[([^\]\n]+)\]\((https?:\/\/[^\s()\u0000]+)\)/g;
-const BARE_URL = /(^|[\s(])(https?:\/\/[^\s<\u0000]+)/g;
-const PLACEHOLDER = /\u0000(\d+)\u0000/g;
-const HAS_PLACEHOLDER = /\u0000\d+\u0000/;
-
-function renderInline(escaped) {
-  const stash = [];
-  const keep = (html) => `\u0000${stash.push(html) - 1}\u0000`;
-  let text = escaped.replace(/`([^`\n]+)`/g, (_, code) => keep(`<code>${code}</code>`));
-  text = text.replace(LINK, (_, label, url) => keep(link(url, label)));
-  text = text.replace(BARE_URL, (_, lead, candidate) => {
-    // Stop at an (escaped) quote and leave trailing punctuation outside the link.
-    const quote = candidate.search(/&quot;|&#39;/);
-    const head = quote >= 0 ? candidate.slice(0, quote) : candidate;
-    const url = head.replace(/(?:[.,;:!?)]|&amp;)+$/, "");
-    if (url.length <= "https://".length) return lead + candidate;
-    return lead + keep(link(url, url)) + candidate.slice(url.length);
-  });
-  text = text.replace(/\*\*(?=\S)([^*]*?\S)\*\*/g, "<strong>$1</strong>");
-  text = text.replace(/(^|[^*\w])\*(?=\S)([^*\n]*?\S)\*(?!\*)/g, "$1<em>$2</em>");
-  text = text.replace(/(^|[^\w])_(?=\S)([^_\n]*?\S)_(?!\w)/g, "$1<em>$2</em>");
-  // Placeholders may nest (a link label with code): resolve until none is left.
-  for (let i = 0; i < 3 && HAS_PLACEHOLDER.test(text); i += 1) {
-    text = text.replace(PLACEHOLDER, (_, index) => stash[Number(index)]);
-  }
-  return text;
-}
-
-function link(escapedUrl, label) {
-  // The URL was escaped with the rest of the text, so it is safe inside a quoted attribute.
-  return `<a href="${escapedUrl}" target="_blank" rel="noopener noreferrer nofollow">${label}</a>`;
-}
-
-/** Markdown source -> an HTML string built only from escaped text and our own tags. */
+/** Markdown source -> sanitised HTML (a string built by markdown-it and filtered by DOMPurify). */
 export function renderMarkdown(source) {
-  const lines = escapeHtml(String(source ?? "").replace(/\u0000/g, "")).replace(/\r\n?/g, "\n").split("\n");
-  const out = [];
-  let paragraph = [];
-  let list = null; // {tag, items}
+  const html = md.render(String(source ?? "").replace(/\u0000/g, ""));
+  return purifier.sanitize(html, {
+    ALLOWED_TAGS,
+    ALLOWED_ATTR,
+    ALLOWED_URI_REGEXP: SAFE_URL,
+    ALLOW_DATA_ATTR: false,
+    ALLOW_ARIA_ATTR: false,
+  });
+}
 
-  const flushParagraph = () => {
-    if (paragraph.length) out.push(`<p>${paragraph.map(renderInline).join("<br>")}</p>`);
-    paragraph = [];
-  };
-  const flushList = () => {
-    if (list) out.push(`<${list.tag}>${list.items.map((item) => `<li>${renderInline(item)}</li>`).join("")}</${list.tag}>`);
-    list = null;
-  };
+const highlighted = new Map(); // `${language}\n${code}` -> sanitised HTML (bounded)
 
-  for (let i = 0; i < lines.length; i += 1) {
-    const line = lines[i];
-    const fence = FENCE.exec(line);
-    if (fence) {
-      flushParagraph();
-      flushList();
-      const code = [];
-      i += 1;
-      while (i < lines.length && !FENCE.test(lines[i])) {
-        code.push(lines[i]);
-        i += 1;
-      }
-      const lang = fence[1] ? ` data-lang="${fence[1]}"` : "";
-      out.push(`<pre><code${lang}>${code.join("\n")}</code></pre>`);
-      continue;
-    }
-    if (!line.trim()) {
-      flushParagraph();
-      flushList();
-      continue;
-    }
-    const bullet = BULLET.exec(line);
-    const ordered = bullet ? null : ORDERED.exec(line);
-    if (bullet || ordered) {
-      flushParagraph();
-      const tag = bullet ? "ul" : "ol";
-      if (list && list.tag !== tag) flushList();
-      if (!list) list = { tag, items: [] };
-      list.items.push((bullet || ordered)[1]);
-      continue;
-    }
-    if (list && /^\s{2,}\S/.test(line)) {
-      list.items[list.items.length - 1] += ` ${line.trim()}`; // a continuation line of a list item
-      continue;
-    }
-    flushList();
-    paragraph.push(line);
+/** The code's HTML with highlight.js classes, or null when the language is not one we carry. */
+export function highlight(code, language) {
+  if (!language || !hljs.getLanguage(language)) return null;
+  const key = `${language}\n${code}`;
+  let html = highlighted.get(key);
+  if (html === undefined) {
+    const raw = hljs.highlight(code, { language, ignoreIllegals: true }).value;
+    html = purifier.sanitize(raw, { ALLOWED_TAGS: ["span"], ALLOWED_ATTR: ["class"] });
+    if (highlighted.size > 200) highlighted.clear();
+    highlighted.set(key, html);
   }
-  flushParagraph();
-  flushList();
-  return out.join("");
+  return html;
+}
+
+/** The language a fenced block names (`language-python` from markdown-it), lower-cased, or "". */
+export function codeLanguage(codeNode) {
+  const match = /(?:^|\s)language-([\w+#.-]+)/.exec(codeNode.className || "");
+  return match ? match[1].toLowerCase() : "";
 }

@@ -10,9 +10,13 @@ export function profileLabel(profile) {
   return `${profile.display_name || profile.slug}${profile.is_default ? " (default)" : ""}`;
 }
 
-export function starterSuggestions(profile) {
+/** The profile's starter suggestions, without those the server said this user may not run
+ * (`unavailable`: {"registry/slug": [text, ...]}, from the page config). */
+export function starterSuggestions(profile, unavailable = {}) {
   const ext = profile && profile.extensions && profile.extensions[STARTERS_KEY];
-  return ext && Array.isArray(ext.items) ? ext.items.filter((s) => typeof s === "string") : [];
+  const items = ext && Array.isArray(ext.items) ? ext.items.filter((s) => typeof s === "string") : [];
+  const denied = new Set((profile && unavailable[`${profile.registry}/${profile.slug}`]) || []);
+  return items.filter((text) => !denied.has(text));
 }
 
 function fillOptions(select, profiles, { leading = [] } = {}) {
@@ -26,10 +30,9 @@ function fillOptions(select, profiles, { leading = [] } = {}) {
 
 /** The user's current profile for this mount (stored server-side per user and mount). */
 export class ProfilePicker {
-  constructor({ api, select, description, noticeEl, storageKey, onChange = () => {} }) {
+  constructor({ api, select, noticeEl, storageKey, onChange = () => {} }) {
     this.api = api;
     this.select = select;
-    this.description = description;
     this.noticeEl = noticeEl;
     this.storageKey = storageKey;
     this.onChange = onChange;
@@ -47,6 +50,7 @@ export class ProfilePicker {
     try {
       const [profiles, current] = await Promise.all([this.api.profiles(), this.api.currentProfile()]);
       this.profiles = profiles;
+      this.rememberNames(profiles);
       this.show(current);
     } catch (err) {
       this.showNotice(`Profiles could not be loaded: ${err.message}`, "error");
@@ -67,19 +71,48 @@ export class ProfilePicker {
     this.select.value = current.slug;
     this.select.dataset.source = current.source;
     this.select.dataset.current = current.slug;
-    this.description.textContent = (current.profile && current.profile.description) || "";
     if (current.source === "selection") {
       this.remember(current);
     } else if (current.stale_selection) {
-      // The server says which stored selection no longer resolves; the display name is remembered locally.
+      // The server says which stored selection no longer resolves. Said once (not on every page load),
+      // with the display name the profile had (remembered locally: the server no longer has it).
       const stale = current.stale_selection;
-      const remembered = this.remembered();
-      const name = remembered && remembered.slug === stale.slug && remembered.registry === stale.registry
-        ? remembered.name : stale.slug;
-      this.showNotice(
-        `Profile '${name}' is no longer available; using the default '${current.profile.display_name || current.slug}'.`,
-        "warn",
-      );
+      const key = `${stale.registry}/${stale.slug}`;
+      if (this.storedValue("stale-shown") !== key) {
+        const remembered = this.remembered();
+        const name =
+          remembered && remembered.slug === stale.slug && remembered.registry === stale.registry
+            ? remembered.name
+            : (this.storedValue("names") || {})[key] || stale.slug;
+        this.showNotice(
+          `Profile '${name}' is no longer available; using the default '${current.profile.display_name || current.slug}'.`,
+          "warn",
+        );
+        this.storeValue("stale-shown", key);
+      }
+    }
+  }
+
+  /** Display names of the profiles seen, so a profile that goes away can still be named. */
+  rememberNames(profiles) {
+    const names = this.storedValue("names") || {};
+    for (const p of profiles) names[`${p.registry}/${p.slug}`] = p.display_name || p.slug;
+    this.storeValue("names", names);
+  }
+
+  storedValue(suffix) {
+    try {
+      return JSON.parse(window.localStorage.getItem(`${this.storageKey}:${suffix}`) || "null");
+    } catch {
+      return null;
+    }
+  }
+
+  storeValue(suffix, value) {
+    try {
+      window.localStorage.setItem(`${this.storageKey}:${suffix}`, JSON.stringify(value));
+    } catch {
+      /* storage disabled */
     }
   }
 
@@ -110,6 +143,7 @@ export class ProfilePicker {
       try {
         const [profiles, current] = await Promise.all([this.api.profiles(), this.api.currentProfile()]);
         this.profiles = profiles;
+        this.storeValue("stale-shown", current.stale_selection ? `${current.stale_selection.registry}/${current.stale_selection.slug}` : null);
         this.show(current);
         const what = err.status === 404 ? "is no longer available" : `cannot be selected (${err.message})`;
         this.showNotice(`Profile '${name}' ${what}; using '${current.profile.display_name || current.slug}'.`, "warn");

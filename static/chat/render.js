@@ -1,7 +1,8 @@
-// DOM builders. Everything that comes from the server is set with textContent (or through the
-// escaping markdown renderer): no server string is ever parsed as HTML.
+// DOM builders. Everything that comes from the server is set with textContent, or goes through the
+// markdown renderer (markdown-it with HTML disabled, then DOMPurify): no server string is ever parsed
+// as HTML on its own.
 
-import { renderMarkdown } from "./markdown.js";
+import { codeLanguage, highlight, renderMarkdown } from "./markdown.js";
 
 // Mount options the artifact renderers follow (the inventory mount sends its low-stock threshold).
 const options = { low_stock_threshold: null };
@@ -38,8 +39,171 @@ function append(node, children) {
   }
 }
 
+const SVG_NS = "http://www.w3.org/2000/svg";
+// 24x24 stroke icons (our own paths).
+const ICONS = {
+  menu: "M4 6h16M4 12h16M4 18h16",
+  plus: "M12 5v14M5 12h14",
+  pencil: "M4 20h4L19 9l-4-4L4 16v4zM13.5 6.5l4 4",
+  archive: "M3 4h18v4H3zM5 8v12h14V8M10 12h4",
+  unarchive: "M3 4h18v4H3zM5 8v12h14V8M12 18v-6M9 14l3-3 3 3",
+  trash: "M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13M10 11v6M14 11v6",
+  copy: "M9 9h11v11H9zM5 15H4V4h11v1",
+  check: "M5 12l5 5 9-9",
+  regenerate: "M20 12a8 8 0 1 1-2.3-5.7M20 4v5h-5",
+  edit: "M4 20h4L19 9l-4-4L4 16v4z",
+  down: "M12 5v14M6 13l6 6 6-6",
+  close: "M6 6l12 12M18 6L6 18",
+  search: "M11 4a7 7 0 1 0 0 14a7 7 0 1 0 0-14zM20 20l-4-4",
+  info: "M12 3a9 9 0 1 0 0 18a9 9 0 1 0 0-18zM12 11v6M12 7.5v.5",
+};
+
+/** An inline SVG icon (decorative: the button around it carries the name). */
+export function icon(name) {
+  const svg = document.createElementNS(SVG_NS, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  svg.setAttribute("class", `icon icon-${name}`);
+  const path = document.createElementNS(SVG_NS, "path");
+  path.setAttribute("d", ICONS[name] || "");
+  svg.append(path);
+  return svg;
+}
+
+/** A small icon button with an accessible name (and the same name as a tooltip). */
+export function iconButton(name, label, attrs = {}) {
+  return el("button", { type: "button", class: "icon-btn", "aria-label": label, title: label, ...attrs }, icon(name));
+}
+
+// A polite live region for short confirmations ("Copied"), created on first use.
+export function announce(text) {
+  let region = document.getElementById("sr-status");
+  if (!region) {
+    region = el("div", { id: "sr-status", class: "visually-hidden", role: "status", "aria-live": "polite" });
+    document.body.append(region);
+  }
+  region.textContent = "";
+  window.setTimeout(() => {
+    region.textContent = text;
+  }, 30);
+}
+
+/** Copy text to the clipboard (the async API, else a hidden textarea); resolves true on success. */
+export async function copyText(text) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return true;
+    }
+  } catch {
+    /* fall back below */
+  }
+  const area = el("textarea", { class: "visually-hidden", "aria-hidden": "true", tabindex: "-1" });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  let ok = false;
+  try {
+    ok = document.execCommand("copy");
+  } catch {
+    ok = false;
+  }
+  area.remove();
+  return ok;
+}
+
+/** A copy button: copies `getText()`, says "Copied" for a moment. */
+export function copyButton(getText, { label = "Copy", testid = "copy", className = "" } = {}) {
+  const button = iconButton("copy", label, { class: `icon-btn copy-btn ${className}`.trim(), "data-testid": testid });
+  button.addEventListener("click", async () => {
+    const ok = await copyText(getText());
+    button.classList.toggle("is-copied", ok);
+    button.replaceChildren(icon(ok ? "check" : "copy"));
+    button.dataset.copied = ok ? "true" : "false";
+    announce(ok ? "Copied to the clipboard" : "Could not copy");
+    window.setTimeout(() => {
+      button.classList.remove("is-copied");
+      button.replaceChildren(icon("copy"));
+    }, 1500);
+  });
+  return button;
+}
+
+/** Render markdown into `node`, then give each fenced code block a language label, highlighting and a
+ * copy button (built with DOM methods, after sanitising). */
 export function setMarkdown(node, text) {
-  node.innerHTML = renderMarkdown(text); // escaped first, see markdown.js
+  node.innerHTML = renderMarkdown(text); // markdown-it (HTML disabled) + DOMPurify, see markdown.js
+  for (const pre of node.querySelectorAll("pre")) {
+    const code = pre.querySelector("code");
+    if (!code) continue;
+    const language = codeLanguage(code);
+    const source = code.textContent;
+    const html = highlight(source, language);
+    if (html !== null) {
+      code.innerHTML = html; // highlight.js output, sanitised to spans with classes
+      code.classList.add("hljs");
+    }
+    const head = el(
+      "div",
+      { class: "code-head" },
+      el("span", { class: "code-lang", text: language || "text" }),
+      copyButton(() => source, { label: "Copy code", testid: "code-copy", className: "code-copy" }),
+    );
+    const block = el("div", { class: "code-block", "data-testid": "code-block", dataset: { lang: language } }, head);
+    pre.replaceWith(block);
+    block.append(pre);
+  }
+  for (const table of node.querySelectorAll("table")) {
+    if (table.parentElement && table.parentElement.classList.contains("table-wrap")) continue;
+    const wrap = el("div", { class: "table-wrap md-table" });
+    table.replaceWith(wrap);
+    wrap.append(table);
+  }
+}
+
+// ---------------------------------------------------------------------------------------- time
+
+const relative = typeof Intl !== "undefined" && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(undefined, { numeric: "auto" }) : null;
+
+/** "just now", "5 min ago", "yesterday", "Mar 3" */
+export function relativeTime(ms, now = Date.now()) {
+  if (!ms) return "";
+  const seconds = Math.round((ms - now) / 1000);
+  const abs = Math.abs(seconds);
+  if (abs < 45) return "just now";
+  if (!relative) return formatTime(ms);
+  if (abs < 45 * 60) return relative.format(Math.round(seconds / 60), "minute");
+  if (abs < 22 * 3600) return relative.format(Math.round(seconds / 3600), "hour");
+  if (abs < 6 * 86400) return relative.format(Math.round(seconds / 86400), "day");
+  return new Date(ms).toLocaleDateString([], { month: "short", day: "numeric", year: abs > 300 * 86400 ? "numeric" : undefined });
+}
+
+export function exactTime(ms) {
+  return ms ? new Date(ms).toLocaleString([], { dateStyle: "medium", timeStyle: "medium" }) : "";
+}
+
+/** <time> with the relative text, the exact time on hover; `refreshTimes` keeps the text current. */
+export function timeNode(ms, { testid = "msg-time" } = {}) {
+  const node = el("time", { class: "msg-time", "data-testid": testid });
+  setTime(node, ms);
+  return node;
+}
+
+export function setTime(node, ms) {
+  if (!ms) {
+    node.hidden = true;
+    return;
+  }
+  node.hidden = false;
+  node.dataset.ms = String(ms);
+  node.dateTime = new Date(ms).toISOString();
+  node.title = exactTime(ms);
+  node.textContent = relativeTime(ms);
+}
+
+export function refreshTimes(root = document) {
+  for (const node of root.querySelectorAll("time[data-ms]")) node.textContent = relativeTime(Number(node.dataset.ms));
 }
 
 export function shortFingerprint(fingerprint) {

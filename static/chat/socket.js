@@ -13,6 +13,7 @@ const FATAL_CLOSE = new Map([
   [4401, "Your session has ended. Please sign in again."],
   [4403, "This conversation belongs to another user."],
   [4404, "The conversation's profile was not found."],
+  [4410, "This conversation was deleted."],
 ]);
 const MAX_BACKOFF_MS = 5000;
 

@@ -1,17 +1,26 @@
 // The conversation on the page: turns built from stored turns (hydration) and from live frames.
 // Applying a frame twice never duplicates anything: turns are keyed by turn_id, answer parts by
 // message_id, tool calls by call_id, and a turn that is finished on the page ignores late frames.
+//
+// It also keeps the view at the latest message while the user follows it (scrolling up stops that and
+// shows "jump to latest"), and offers the message actions: copy, regenerate / retry and edit of the
+// last turn, and the runtime record behind "Answered by".
 
 import {
   artifact,
   chips,
+  copyButton,
   el,
   engineLabel,
   formatDuration,
+  icon,
+  iconButton,
   notice,
   setMarkdown,
+  setTime,
   shortFingerprint,
   switchNotice,
+  timeNode,
   toolCall,
   toolResult,
 } from "./render.js";
@@ -24,6 +33,14 @@ const STATUS_TEXT = {
   cancelled: "Cancelled",
   interrupted: "Interrupted",
 };
+// What the marker under an answer says, by the turn's status.
+const MARKER_LABEL = {
+  completed: "Answered by",
+  failed: "Failed on",
+  interrupted: "Failed on",
+  cancelled: "Stopped on",
+};
+const NEAR_END_PX = 80;
 
 /** {kind: "table", title: "Low stock"} -> 'kind table · title "Low stock"' */
 function describeDetail(detail) {
@@ -34,33 +51,83 @@ function describeDetail(detail) {
 }
 
 class TurnView {
-  constructor(turnId, prompt) {
+  /**
+   * @param {string} turnId
+   * @param {string} prompt
+   * @param {object} hooks onDraw(), actions {copy, regenerate(turn), edit(turn, prompt), runtime(turn)}
+   */
+  constructor(turnId, prompt, hooks) {
     this.id = turnId;
+    this.prompt = prompt ?? "";
+    this.hooks = hooks;
     this.status = "queued";
     this.finalized = false;
+    this.replaced = false;
     this.parts = new Map(); // message_id -> {node, text}
     this.tools = new Map(); // call_id -> tool view
     this.statusPill = el("span", { class: "turn-status", "data-testid": "turn-status" });
+    this.userTime = timeNode(0, { testid: "user-time" });
+    this.bubble = el("div", { class: "bubble", "data-testid": "user-text", text: this.prompt });
+    this.editButton = iconButton("edit", "Edit and resend", { class: "icon-btn", "data-testid": "edit-prompt", hidden: true });
+    this.editButton.addEventListener("click", () => this.startEdit());
+    this.userActions = el(
+      "div",
+      { class: "msg-actions" },
+      copyButton(() => this.prompt, { label: "Copy message", testid: "copy-prompt" }),
+      this.editButton,
+    );
     this.user = el(
       "div",
       { class: "msg msg-user", "data-testid": "user-message" },
-      el("div", { class: "bubble", "data-testid": "user-text", text: prompt ?? "" }),
-      this.statusPill,
+      this.bubble,
+      el("div", { class: "msg-meta" }, this.statusPill, this.userTime, this.userActions),
     );
     if (!prompt) this.user.hidden = true;
     this.notices = el("div", { class: "turn-notices" });
     this.body = el("div", { class: "assistant-body" });
     this.suggestions = el("div", { class: "chips turn-suggestions", "data-testid": "suggestions", hidden: true });
-    this.marker = el("footer", { class: "answer-marker", "data-testid": "answer-marker", hidden: true });
+    this.markerButton = el("button", {
+      type: "button",
+      class: "marker-button",
+      "data-testid": "runtime-open",
+      "aria-haspopup": "dialog",
+      title: "Show the runtime record of this answer",
+      onclick: () => this.hooks.actions.runtime(this),
+    });
+    this.marker = el("footer", { class: "answer-marker", "data-testid": "answer-marker", hidden: true }, this.markerButton);
+    this.answerTime = timeNode(0, { testid: "answer-time" });
+    this.regenerateButton = el(
+      "button",
+      { type: "button", class: "btn btn-sm btn-ghost", "data-testid": "regenerate", hidden: true },
+      icon("regenerate"),
+      el("span", { class: "btn-text", text: "Regenerate" }),
+    );
+    this.regenerateButton.addEventListener("click", () => this.hooks.actions.regenerate(this));
+    this.answerActions = el(
+      "div",
+      { class: "msg-actions" },
+      copyButton(() => this.answerText(), { label: "Copy answer", testid: "copy-answer" }),
+      this.regenerateButton,
+    );
+    this.meta = el("div", { class: "answer-meta" }, this.marker, this.answerTime, this.answerActions);
     this.assistant = el(
       "div",
       { class: "msg msg-assistant", "data-testid": "assistant-message", hidden: true },
       el("div", { class: "avatar", "aria-hidden": "true", text: "✦" }),
-      el("div", { class: "assistant-main" }, this.body, this.suggestions, this.marker),
+      el("div", { class: "assistant-main" }, this.body, this.suggestions, this.meta),
     );
+    this.replacedBar = el("button", {
+      type: "button",
+      class: "replaced-toggle",
+      "data-testid": "replaced-toggle",
+      "aria-expanded": "false",
+      hidden: true,
+      onclick: () => this.toggleReplaced(),
+    });
     this.node = el(
       "article",
       { class: "turn", "data-testid": "turn", dataset: { turnId, status: this.status } },
+      this.replacedBar,
       this.user,
       this.notices,
       this.assistant,
@@ -77,24 +144,39 @@ class TurnView {
     this.statusPill.className = `turn-status status-${status}`;
   }
 
+  setUserTime(ms) {
+    if (ms) setTime(this.userTime, ms);
+  }
+
+  setAnswerTime(ms) {
+    if (ms) setTime(this.answerTime, ms);
+  }
+
   showAssistant() {
     this.assistant.hidden = false;
   }
 
+  answerText() {
+    return [...this.parts.values()].map((p) => p.text).join("\n\n").trim();
+  }
+
   setMarker(marker, extra = {}) {
     if (!marker || !marker.runtime_key) return;
+    const label = this.finalized ? MARKER_LABEL[this.status] || "Answered by" : "Running on";
     const parts = [
-      el("span", { class: "marker-label", text: this.finalized ? "Answered by" : "Running on" }),
+      el("span", { class: "marker-label", text: label }),
       el("strong", { class: "marker-key", text: marker.runtime_key }),
       el("span", { class: "marker-version", text: `v${marker.profile_version ?? "?"}` }),
       el("code", { class: "marker-fp", text: shortFingerprint(marker.fingerprint), title: marker.fingerprint || "" }),
     ];
     if (extra.engine) parts.push(el("span", { class: "marker-engine", text: extra.engine }));
     if (extra.duration) parts.push(el("span", { class: "marker-duration", text: extra.duration }));
-    this.marker.replaceChildren(...parts);
+    parts.push(icon("info"), el("span", { class: "visually-hidden", text: ": show the runtime record" }));
+    this.markerButton.replaceChildren(...parts);
     this.marker.dataset.runtimeKey = marker.runtime_key;
     this.marker.dataset.profileVersion = marker.profile_version ?? "";
     this.marker.dataset.fingerprint = marker.fingerprint || "";
+    this.marker.dataset.label = label;
     this.marker.hidden = false;
     this.markerData = marker;
     this.markerExtra = extra;
@@ -139,6 +221,7 @@ class TurnView {
       part.pending = false;
       setMarkdown(part.node, part.text);
       this.showAssistant();
+      this.hooks.onDraw();
     };
     if (typeof requestAnimationFrame === "function" && !document.hidden) requestAnimationFrame(draw);
     else draw();
@@ -183,6 +266,7 @@ class TurnView {
         el("span", { class: "mw-what", text: data.event }),
       ),
     );
+    this.showAssistant();
   }
 
   setSuggestions(items, onPick) {
@@ -220,32 +304,133 @@ class TurnView {
     if (this.markerData) {
       this.setMarker(this.markerData, { ...this.markerExtra, duration: formatDuration(data.duration_ms) });
     }
+    this.regenerateButton.querySelector(".btn-text").textContent = status === "completed" ? "Regenerate" : "Retry";
+    this.regenerateButton.dataset.testid = status === "completed" ? "regenerate" : "retry";
     this.showAssistant();
+  }
+
+  /** Only the conversation's last turn, once finished, can be regenerated, retried or edited. */
+  setLast(isLast, idle) {
+    const can = isLast && this.finalized && idle && !this.replaced;
+    this.regenerateButton.hidden = !can;
+    this.editButton.hidden = !can || !this.prompt;
+    this.node.classList.toggle("is-last", isLast);
+  }
+
+  markReplaced() {
+    if (this.replaced) return;
+    this.replaced = true;
+    this.node.classList.add("is-replaced");
+    this.node.dataset.replaced = "true";
+    this.replacedBar.hidden = false;
+    this.updateReplacedBar(false);
+    this.cancelEdit();
+  }
+
+  updateReplacedBar(expanded) {
+    const short = this.prompt.length > 60 ? `${this.prompt.slice(0, 60)}…` : this.prompt;
+    this.replacedBar.textContent = expanded ? "Hide the replaced version" : `Replaced version of “${short}” · show`;
+    this.replacedBar.setAttribute("aria-expanded", String(expanded));
+  }
+
+  toggleReplaced() {
+    const expanded = !this.node.classList.contains("is-expanded");
+    this.node.classList.toggle("is-expanded", expanded);
+    this.updateReplacedBar(expanded);
+  }
+
+  // ---- edit and resend (the last prompt)
+
+  startEdit() {
+    if (this.editor) return;
+    const area = el("textarea", {
+      class: "edit-input",
+      "data-testid": "edit-input",
+      rows: "3",
+      maxlength: "8000",
+      "aria-label": "Edit your message",
+    });
+    area.value = this.prompt;
+    const send = el("button", { type: "submit", class: "btn btn-primary btn-sm", "data-testid": "edit-send", text: "Send" });
+    const cancel = el("button", { type: "button", class: "btn btn-sm", "data-testid": "edit-cancel", text: "Cancel" });
+    const form = el("form", { class: "edit-form", "data-testid": "edit-form" }, area, el("div", { class: "edit-actions" }, cancel, send));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const prompt = area.value.trim();
+      if (!prompt) return;
+      if (this.hooks.actions.edit(this, prompt)) this.cancelEdit();
+    });
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        this.cancelEdit();
+      }
+    });
+    cancel.addEventListener("click", () => this.cancelEdit());
+    this.editor = form;
+    this.bubble.hidden = true;
+    this.bubble.after(form);
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+    this.hooks.onDraw();
+  }
+
+  cancelEdit() {
+    if (!this.editor) return;
+    this.editor.remove();
+    this.editor = null;
+    this.bubble.hidden = false;
   }
 }
 
 export class Transcript {
   /**
    * @param {HTMLElement} container
-   * @param {object} hooks onSuggestion(text), onActivity(frame), onChange(), engineOf(fingerprint)
+   * @param {object} hooks onSuggestion(text), onActivity(frame), onChange(), engineOf(fingerprint),
+   *   onFollow(following), onMessage(turnId, data), actions {regenerate(turn), edit(turn, prompt), runtime(turn)}
    */
   constructor(
     container,
-    { onSuggestion = () => {}, onActivity = () => {}, onChange = () => {}, engineOf = () => "" } = {},
+    {
+      onSuggestion = () => {},
+      onActivity = () => {},
+      onChange = () => {},
+      engineOf = () => "",
+      onFollow = () => {},
+      actions = {},
+    } = {},
   ) {
     this.container = container;
     this.engineOf = engineOf;
     this.onSuggestion = onSuggestion;
     this.onActivity = onActivity;
     this.onChange = onChange;
+    this.onFollow = onFollow;
+    this.actions = {
+      regenerate: () => false,
+      edit: () => false,
+      runtime: () => {},
+      ...actions,
+    };
+    this.turnHooks = { onDraw: () => this.afterChange(), actions: this.actions };
+    this.following = true;
+    container.addEventListener("scroll", () => this.scrolled(), { passive: true });
+    // Whatever changes a height (the container, a turn's late rendering or highlighting) keeps the end in view.
+    this.resizer = typeof ResizeObserver === "function" ? new ResizeObserver(() => this.afterChange()) : null;
+    if (this.resizer) this.resizer.observe(container);
     this.clear();
   }
 
   clear() {
+    if (this.resizer && this.turns) for (const turn of this.turns.values()) this.resizer.unobserve(turn.node);
     this.turns = new Map();
     this.order = [];
     this.current = null;
     this.container.replaceChildren();
+    this.setFollowing(true);
   }
 
   get isEmpty() {
@@ -259,49 +444,60 @@ export class Transcript {
     });
   }
 
+  get lastTurn() {
+    return this.order.length ? this.turns.get(this.order[this.order.length - 1]) : null;
+  }
+
   // ------------------------------------------------------------------------------ hydration
 
   /** Render the stored turns of a conversation (finished ones only: the rest replays from events). */
   hydrate(turns) {
     let previous = null;
     const finished = turns.filter((t) => FINISHED.has(t.status));
+    const replaced = new Set(turns.map((t) => t.replaces).filter(Boolean));
     for (const stored of finished) {
       const turn = this.addTurn(stored.turn_id, stored.prompt);
+      turn.setUserTime(stored.created_at_ms);
       if (previous && previous.fingerprint && stored.fingerprint && previous.fingerprint !== stored.fingerprint) {
         turn.notices.append(switchNotice(previous, stored, ""));
       }
+      for (const event of stored.middleware_events || []) turn.addMiddlewareEvent(event);
       for (const call of stored.tool_calls || []) {
         turn.toolStart(call);
         turn.toolResult(call);
       }
       for (const item of stored.artifacts || []) turn.addArtifact(item);
       if (stored.text) turn.setText("stored", stored.text);
-      if (stored.runtime_key) {
-        turn.setMarker(
-          { runtime_key: stored.runtime_key, profile_version: stored.profile_version, fingerprint: stored.fingerprint },
-          { engine: engineLabel(stored.engine) },
-        );
-      }
       const duration =
         stored.finished_at_ms && stored.started_at_ms ? stored.finished_at_ms - stored.started_at_ms : undefined;
       turn.finish(stored.status, { error: stored.error, duration_ms: duration });
+      if (stored.runtime_key) {
+        turn.setMarker(
+          { runtime_key: stored.runtime_key, profile_version: stored.profile_version, fingerprint: stored.fingerprint },
+          { engine: engineLabel(stored.engine), duration: formatDuration(duration) },
+        );
+      }
+      turn.setAnswerTime(stored.finished_at_ms);
+      if (replaced.has(stored.turn_id)) turn.markReplaced();
       if (stored.runtime_key) previous = stored;
     }
     const last = finished[finished.length - 1];
     if (last && last.suggestions && last.suggestions.length && this.order[this.order.length - 1] === last.turn_id) {
       this.turns.get(last.turn_id).setSuggestions(last.suggestions, this.onSuggestion);
     }
-    this.scrollToEnd();
+    this.setFollowing(true);
     this.onChange();
+    this.afterChange();
   }
 
   addTurn(turnId, prompt) {
     let turn = this.turns.get(turnId);
     if (turn) return turn;
-    turn = new TurnView(turnId, prompt);
+    turn = new TurnView(turnId, prompt, this.turnHooks);
     this.turns.set(turnId, turn);
     this.order.push(turnId);
     this.container.append(turn.node);
+    if (this.resizer) this.resizer.observe(turn.node);
     return turn;
   }
 
@@ -316,7 +512,14 @@ export class Transcript {
 
   addNotice(node) {
     this.container.append(node);
-    this.scrollToEnd();
+    this.afterChange();
+  }
+
+  /** Which turn may be regenerated or edited now (the last one, finished, nothing running). */
+  updateLast() {
+    const idle = !this.busy;
+    const lastId = this.order[this.order.length - 1];
+    for (const id of this.order) this.turns.get(id).setLast(id === lastId, idle);
   }
 
   // ------------------------------------------------------------------------------ live frames
@@ -324,12 +527,13 @@ export class Transcript {
   /** Apply one conversation frame (already deduplicated by seq by the socket). */
   apply(frame) {
     const data = frame.data || {};
-    const stick = this.nearEnd();
     switch (frame.type) {
       case "chat.message": {
         if (!this.turns.has(data.turn_id)) {
           for (const id of this.order) this.turns.get(id).clearSuggestions();
-          this.addTurn(data.turn_id, data.text);
+          const turn = this.addTurn(data.turn_id, data.text);
+          turn.setUserTime(frame.ts_ms);
+          if (data.replaces && this.turns.has(data.replaces)) this.turns.get(data.replaces).markReplaced();
         }
         break;
       }
@@ -407,27 +611,28 @@ export class Transcript {
       case "turn.cancelled": {
         const turn = this.turns.get(data.turn_id);
         if (!turn || turn.finalized) break;
-        turn.finish(frame.type.slice("turn.".length), data);
+        const status = data.status === "interrupted" ? "interrupted" : frame.type.slice("turn.".length);
+        turn.finish(status, data);
+        turn.setAnswerTime(frame.ts_ms);
         if (this.current === turn) this.current = null;
         break;
       }
       default:
         break;
     }
-    if (stick) this.scrollToEnd();
-    this.onChange();
+    this.onChange(); // the controls may change the heights too (actions of the last turn)
+    this.afterChange();
   }
 
   /** An `error` frame (this socket only): shown inline. */
   showError(data) {
-    const stick = this.nearEnd();
     this.container.append(
       notice(`${data.message || "Something went wrong."}${data.code ? ` (${data.code})` : ""}`, {
         kind: "error",
         testid: "error-notice",
       }),
     );
-    if (stick) this.scrollToEnd();
+    this.afterChange();
   }
 
   live() {
@@ -439,12 +644,44 @@ export class Transcript {
     return this.turns.get(turnId) || this.live();
   }
 
+  // ------------------------------------------------------------------------------ following the end
+
   nearEnd() {
     const c = this.container;
-    return c.scrollHeight - c.scrollTop - c.clientHeight < 80;
+    return c.scrollHeight - c.scrollTop - c.clientHeight < NEAR_END_PX;
+  }
+
+  /** The user scrolled: following stops when they leave the end, resumes when they come back. */
+  scrolled() {
+    if (this.autoScrolling) return;
+    this.setFollowing(this.nearEnd());
+  }
+
+  setFollowing(following) {
+    if (this.following === following) return;
+    this.following = following;
+    this.onFollow(following);
+  }
+
+  /** After anything changed the transcript's height: stay at the end while following. */
+  afterChange() {
+    if (this.following) this.scrollToEnd();
+    else this.onFollow(false);
   }
 
   scrollToEnd() {
-    this.container.scrollTop = this.container.scrollHeight;
+    const c = this.container;
+    this.autoScrolling = true;
+    c.scrollTop = c.scrollHeight;
+    // The scroll event of this jump arrives asynchronously: ignore it, not the user's next one.
+    window.requestAnimationFrame(() => {
+      this.autoScrolling = false;
+    });
+  }
+
+  /** "Jump to latest": back to the end, and follow again. */
+  jumpToEnd() {
+    this.setFollowing(true);
+    this.scrollToEnd();
   }
 }

@@ -59,7 +59,7 @@ async def test_hello_is_the_first_frame_and_describes_the_runtime(open_ws):
     assert set(hello) == {"type", "id", "seq", "conv_id", "ts_ms", "data"}
     assert uuid.UUID(data["conv_id"]) and data["conv_id"] == hello["conv_id"]
     assert data["runtime_key"] == "default"
-    assert data["profile"] == {"registry": "default", "slug": "default", "version": 1}
+    assert data["profile"] == {"registry": "default", "slug": "default", "version": 1, "ref": "default", "label": None}
     expected = await db(profile_resolve)(registry_slug="default", profile_slug="default")
     assert data["fingerprint"] == expected.fingerprint
     assert data["fingerprint"].startswith("sha256:") and len(data["fingerprint"]) == len("sha256:") + 64

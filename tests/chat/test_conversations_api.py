@@ -64,7 +64,7 @@ def test_create_returns_201_with_a_conv_id(chat_api, chat_user, prefix, mount, r
 def test_create_with_a_profile_stores_it_as_the_conversations_selection(chat_api, prefix, mount, registry):
     body = create(chat_api, prefix, profile="analyst")
 
-    assert body["profile_selection"] == {"registry": registry, "slug": "analyst"}
+    assert body["profile_selection"] == {"registry": registry, "slug": "analyst", "ref": "analyst", "mode": "follow"}
     conversation = Conversation.objects.get(pk=body["conv_id"])
     assert (conversation.selected_registry, conversation.selected_profile) == (registry, "analyst")
 

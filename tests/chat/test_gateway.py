@@ -732,3 +732,17 @@ async def test_a_client_that_leaves_mid_stream_leaves_the_group_and_the_turn_com
             break
         await asyncio.sleep(0.05)
     assert turn.status == "completed" and turn.text
+
+
+def test_a_model_id_may_pin_a_version_or_follow_a_label(seeded_registries, db):
+    """`agent@1` answers from version 1 after version 2 exists; `agent@nope` names no model."""
+    from chat.gateway import services as gateway
+    from chat.mounts import CHAT_MOUNT
+    from profiles import services as profile_services
+
+    profile_services.profile_update(registry_slug="default", slug="agent", changes={"description": "two"})
+    registry, ref = gateway.model_ref("agent@1", CHAT_MOUNT)
+    assert (registry, str(ref), ref.mode) == ("default", "agent@1", "pinned")
+    assert gateway.model_get(mount=CHAT_MOUNT, model="agent@1").slug == "agent"
+    with pytest.raises(gateway.ModelNotFound):
+        gateway.model_get(mount=CHAT_MOUNT, model="agent@nope")

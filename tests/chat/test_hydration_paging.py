@@ -28,6 +28,9 @@ SUMMARY_KEYS = {
     "last_seq",
     "created_at_ms",
     "updated_at_ms",
+    "archived",
+    "archived_at_ms",
+    "turn_count",
 }
 
 

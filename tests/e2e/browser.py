@@ -27,7 +27,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 VIEWPORT = {"width": 1100, "height": 700}
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 10_000
+# axe-core, vendored for the tests only (MPL-2.0; see static/vendor/README.md).
+AXE = ROOT / "tests" / "e2e" / "vendor" / "axe-core-4.14.1" / "axe.min.js"
 
 
 def update_screenshots() -> bool:
@@ -67,8 +71,10 @@ class Watch:
         assert problems == [], "\n".join(problems)
 
 
-def new_page(browser: Browser, base_url: str) -> tuple[BrowserContext, Page, Watch]:
-    context = browser.new_context(base_url=base_url, viewport=VIEWPORT)
+def new_page(
+    browser: Browser, base_url: str, *, viewport: dict[str, int] | None = None, **options: Any
+) -> tuple[BrowserContext, Page, Watch]:
+    context = browser.new_context(base_url=base_url, viewport=viewport or VIEWPORT, **options)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     watch = Watch()
@@ -170,3 +176,29 @@ def api(base_url: str, method: str, path: str, token: str, body: Any = None) -> 
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         return exc.code, json.loads(raw) if raw else None
+
+
+def axe_violations(page: Page, *, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
+    """Run axe-core on the page as it is; one line per violation of these impacts (node targets included)."""
+    if not page.evaluate("typeof window.axe === 'object'"):
+        page.add_script_tag(path=str(AXE))
+    violations = page.evaluate(
+        """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations.map((v) => ({
+            id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 5).map((n) => n.target.join(" ") + " :: " + (n.failureSummary || "").split("\\n")[1]),
+        }))"""
+    )
+    return [
+        f"{v['impact']} {v['id']}: {v['help']} -> {'; '.join(v['nodes'])}" for v in violations if v["impact"] in impacts
+    ]
+
+
+def scroll_state(page: Page, testid: str = "messages") -> dict[str, float]:
+    """scrollTop, scrollHeight and clientHeight of an element (by test id)."""
+    return page.get_by_test_id(testid).evaluate(
+        "el => ({top: el.scrollTop, height: el.scrollHeight, client: el.clientHeight})"
+    )
+
+
+def at_end(state: dict[str, float]) -> bool:
+    return state["height"] - state["top"] - state["client"] <= 2

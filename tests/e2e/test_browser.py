@@ -106,12 +106,12 @@ def test_login_then_selector_lists_profiles_and_shows_the_servers_choice(browser
         expect(page.get_by_test_id("engine-label")).to_have_text("offline · offline-v1")
         shot(page, "chat-empty")
 
-        # A narrow window: the sidebar goes above the chat instead of beside it.
+        # A narrow window: the conversation list becomes a drawer behind a button; the chat keeps the width.
         page.set_viewport_size({"width": 640, "height": 900})
-        sidebar = page.get_by_test_id("sidebar").bounding_box()
+        expect(page.get_by_test_id("sidebar")).to_be_hidden()
+        expect(page.get_by_test_id("drawer-toggle")).to_be_visible()
         composer = page.get_by_test_id("composer").bounding_box()
-        assert sidebar["y"] + sidebar["height"] <= composer["y"]
-        assert composer["width"] > 560
+        assert composer["width"] > 600 and composer["y"] + composer["height"] <= 900
         shot(page, "chat-narrow")
 
         page.get_by_test_id("logout").click()
@@ -213,7 +213,7 @@ def test_conversation_profile_sidebar_rename_and_switch(ui, token):
     first_id = current_conv_id(page)
     status, stored = api(ui.url, "GET", f"/api/chat/conversations/{first_id}", token)
     assert status == 200
-    assert stored["profile_selection"] == {"registry": "default", "slug": "agent"}
+    assert {k: stored["profile_selection"][k] for k in ("registry", "slug")} == {"registry": "default", "slug": "agent"}
     assert stored["turns"][0]["runtime_key"] == "agent"
 
     item = page.locator(f"[data-testid=conversation-item][data-conv-id='{first_id}']")
@@ -295,16 +295,27 @@ MARKDOWN_ATTACKS = [
     '[a](https://y.com/"onmouseover="alert(1)) https://z.com/[b](https://q.com/x"y)',
     "`https://a.com/` [c`d`](https://b.com/`x`) https://c.com/**bold**",
     "[x](javascript:alert(1)) [y](data:text/html,<script>alert(1)</script>) <svg onload=alert(1)>",
+    # Tables, headings, quotes, lists and code carry no markup of their own either.
+    "| a <img src=x onerror=alert(1)> | [b](javascript:alert(1)) |\n|:--|--:|\n| <script>alert(1)</script> | `<b>` |",
+    "# <a href=javascript:alert(1)>h</a>\n> <iframe src=https://evil.example></iframe>\n> - [q](vbscript:x)",
+    "- a\n  - <style>*{display:none}</style>\n    1. ![i](https://evil.example/p.png) <img src=x>",
+    "```html\n<script>alert(1)</script><img src=x onerror=alert(1)>\n```\n[m](mailto:ann@example.com) [r](/admin/)",
+    '<a href="https://x.com" onclick="alert(1)">x</a> <div style="position:fixed">y</div> &lt;b&gt;',
 ]
+MARKDOWN_TAGS = [
+    "P", "BR", "STRONG", "EM", "DEL", "S", "CODE", "PRE", "BLOCKQUOTE", "HR", "UL", "OL", "LI", "A",
+    "H3", "H4", "H5", "H6", "TABLE", "THEAD", "TBODY", "TR", "TH", "TD", "SPAN",
+]  # fmt: skip
 
 
 def test_markdown_never_creates_handlers_or_script_links(ui):
     """The renderer, run in the real browser on crafted input (an LLM reply can echo anything)."""
     page = ui.page
     open_app(page)
+    rendered = {}
     for attack in MARKDOWN_ATTACKS:
         found = page.evaluate(
-            r"""async (source) => {
+            r"""async ([source, ALLOWED]) => {
                 const { renderMarkdown } = await import("/static/chat/markdown.js");
                 const box = document.createElement("div");
                 box.innerHTML = renderMarkdown(source);
@@ -313,17 +324,23 @@ def test_markdown_never_creates_handlers_or_script_links(ui):
                     for (const attr of node.attributes) {
                         if (attr.name.startsWith("on")) bad.push(`${node.tagName} ${attr.name}`);
                     }
-                    if (!["P", "BR", "STRONG", "EM", "CODE", "PRE", "UL", "OL", "LI", "A"].includes(node.tagName)) {
-                        bad.push(node.tagName);
-                    }
-                    if (node.tagName === "A" && !/^https?:\/\//.test(node.getAttribute("href"))) bad.push("href");
+                    if (!ALLOWED.includes(node.tagName)) bad.push(node.tagName);
+                    if (node.tagName === "A" && !/^(https?:\/\/|mailto:)/.test(node.getAttribute("href"))) bad.push("href");
+                    if (node.tagName === "A" && node.getAttribute("rel") !== "noopener noreferrer nofollow") bad.push("rel");
+                    if (node.hasAttribute("style") || node.hasAttribute("src")) bad.push(`${node.tagName} style/src`);
                     if (node.tagName === "A" && node.querySelector("a")) bad.push("nested link");
                 }
-                return bad;
+                return { bad, tags: [...new Set([...box.querySelectorAll("*")].map((n) => n.tagName))].sort() };
             }""",
-            attack,
+            [attack, MARKDOWN_TAGS],
         )
-        assert found == [], (attack, found)
+        assert found["bad"] == [], (attack, found)
+        rendered[attack] = found["tags"]
+    # The constructs themselves are rendered (and only then sanitised): a table, a heading, a quote, nested lists.
+    assert {"TABLE", "TH", "TD", "CODE"} <= set(rendered[MARKDOWN_ATTACKS[4]])
+    assert {"H3", "BLOCKQUOTE", "UL"} <= set(rendered[MARKDOWN_ATTACKS[5]])
+    assert {"UL", "OL", "LI"} <= set(rendered[MARKDOWN_ATTACKS[6]])
+    assert "IMG" not in rendered[MARKDOWN_ATTACKS[6]]
     ui.watch.assert_clean()
 
 

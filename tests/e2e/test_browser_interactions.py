@@ -170,7 +170,7 @@ def test_cancel_stops_the_running_turn_and_keeps_its_partial_text(open_ui, slow_
     expect(turn.locator(".turn-note")).to_have_text("Cancelled.")
     expect(turn.get_by_test_id("turn-error")).to_have_count(0)
     expect(turn.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "default")
-    expect(turn.get_by_test_id("answer-marker")).to_contain_text("Answered by")
+    expect(turn.get_by_test_id("answer-marker")).to_contain_text("Stopped on")
     expect(cancel).to_be_hidden()
     shot(page, "cancelled-turn")
 
@@ -196,7 +196,9 @@ def test_keyboard_shift_enter_adds_a_line_enter_sends_and_focus_stays(ui):
     open_app(page)
     box = page.get_by_test_id("composer-input")
     expect(box).to_have_accessible_name("Message")
-    expect(box).to_have_accessible_description("Enter sends the message; Shift+Enter starts a new line.")
+    expect(box).to_have_accessible_description(
+        "Enter sends the message; Shift+Enter starts a new line; Escape stops an answer."
+    )
     expect(page.get_by_test_id("send")).to_have_accessible_name("Send")
     expect(page.get_by_role("button", name="Send", exact=True)).to_have_attribute("type", "submit")
     expect(page.get_by_test_id("profile-select")).to_have_accessible_name("Profile")
@@ -309,21 +311,30 @@ def test_failed_turn_and_error_frame_are_shown_inline(ui, alice):
     ui.watch.assert_clean()
 
 
-def test_narrow_window_stacks_the_sidebar_above_a_usable_chat(open_ui, daphne_server):
+def test_narrow_window_puts_the_list_in_a_drawer_beside_a_full_width_chat(open_ui, daphne_server):
     ui = open_ui(daphne_server, viewport={"width": 600, "height": 900})
     page = ui.page
     open_app(page)
-    sidebar = page.get_by_test_id("sidebar").bounding_box()
+    sidebar = page.get_by_test_id("sidebar")
+    expect(sidebar).to_be_hidden()  # a drawer, closed
     chat = page.locator(".chat-panel").bounding_box()
-    assert sidebar["y"] + sidebar["height"] <= chat["y"] + 0.5, (sidebar, chat)  # above, not beside
-    assert sidebar["height"] <= 190
-    assert sidebar["width"] == pytest.approx(600, abs=1) and chat["width"] == pytest.approx(600, abs=1)
+    assert chat["width"] == pytest.approx(600, abs=1), chat
     assert page.evaluate("document.documentElement.scrollWidth") <= 600  # nothing sticks out sideways
 
+    toggle = page.get_by_test_id("drawer-toggle")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.click()
+    expect(sidebar).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(page.get_by_test_id("conversation-item")).to_have_count(1)
+    page.keyboard.press("Escape")
+    expect(sidebar).to_be_hidden()
+    expect(toggle).to_be_focused()
+
     composer = page.get_by_test_id("composer")
-    composer.scroll_into_view_if_needed()
     box = composer.bounding_box()
-    assert box["x"] >= 0 and box["x"] + box["width"] <= 600 and box["width"] > 540, box
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 600 and box["width"] > 560, box
+    assert box["y"] + box["height"] <= 900, box  # at the bottom of the window, without scrolling
     page.get_by_test_id("composer-input").fill("hello from a narrow window")
     page.get_by_test_id("send").click()  # the button, not Enter: it must be reachable
     wait_turns(page, 1)

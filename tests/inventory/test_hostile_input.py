@@ -238,3 +238,26 @@ def test_domain_errors_keep_their_status_and_field(seeded, writer_client):
     assert (missing.status_code, error_of(missing)["code"]) == (404, "not_found")
     in_use = writer_client.delete(f"{API}/items/A-1002")
     assert (in_use.status_code, error_of(in_use)["code"]) == (409, "conflict")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("post", "/inventory/api/sales", {"sku": "A-1002", "quantity": 1, "qty": 1}, "quantity"),
+        (
+            "post",
+            "/inventory/api/items",
+            {"sku": "Z-9001", "name": "n", "price": "1.00", "cost": "1.00", "stock": 5},
+            "stock",
+        ),
+        ("patch", "/inventory/api/items/A-1002", {"nmae": "typo"}, "nmae"),
+    ],
+)
+def test_an_unknown_body_key_is_a_400_naming_it_and_sells_or_writes_nothing(
+    seeded, writer_client, method, path, body, field
+):
+    before = (list(Item.objects.order_by("sku").values_list("sku", "qty", "name")), Sale.objects.count())
+    response = getattr(writer_client, method)(path, body, format="json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["field"] == field
+    assert (list(Item.objects.order_by("sku").values_list("sku", "qty", "name")), Sale.objects.count()) == before

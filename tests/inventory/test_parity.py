@@ -273,7 +273,14 @@ def _patterns(namespace: str) -> dict[str, URLPattern]:
 
 
 def _sample_kwargs(pattern: URLPattern) -> dict[str, Any]:
-    samples = {"slug": "parity", "version": 1, "conv_id": uuid.UUID(int=1), "model": "parity"}
+    samples = {
+        "slug": "parity",
+        "version": 1,
+        "conv_id": uuid.UUID(int=1),
+        "model": "parity",
+        "turn_id": uuid.UUID(int=2),
+        "name": "staging",
+    }
     return {name: samples[name] for name in pattern.pattern.converters}
 
 

@@ -62,6 +62,8 @@ RESOLUTION_KEYS = {
     "registry",
     "profile",
     "profile_version",
+    "ref",  # the profile as addressed (`slug`, `slug@3`, `slug@label`) and the label it followed
+    "label",
     "runtime_key",
     "effective_runtime",
     "engine",

@@ -260,7 +260,7 @@ def test_a_normal_file_with_a_few_aliases_still_imports(tmp_path):
         """,
     )
     output = import_(path)
-    assert output.strip() == f"{path}: 3 created, 0 updated, 0 unchanged, 0 deleted"
+    assert output.strip() == f"{path}: 3 created, 0 updated, 0 unchanged, 0 deleted, 0 label moves"
     runtimes = dict(Profile.objects.values_list("slug", "runtime"))
     assert runtimes["a"] == runtimes["c"]
     assert runtimes["b"] == {**runtimes["a"], "tools": ["current_time"]}

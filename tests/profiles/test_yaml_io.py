@@ -66,7 +66,7 @@ def line_of(path: Path, needle: str) -> int:
 
 def test_the_seed_imports():
     output = import_(SEED_FILE)
-    assert output.strip() == f"{SEED_FILE}: 6 created, 0 updated, 0 unchanged, 0 deleted"
+    assert output.strip() == f"{SEED_FILE}: 6 created, 0 updated, 0 unchanged, 0 deleted, 0 label moves"
     registries = {r.slug: r for r in Registry.objects.select_related("default_profile")}
     assert set(registries) == {"default", "inventory"}
     assert registries["default"].default_profile.slug == "default"
@@ -86,7 +86,7 @@ def test_the_seed_imports():
 def test_importing_twice_changes_nothing(seeded):
     before = state()
     output = import_(SEED_FILE)
-    assert output.strip().endswith("0 created, 0 updated, 6 unchanged, 0 deleted")
+    assert output.strip().endswith("0 created, 0 updated, 6 unchanged, 0 deleted, 0 label moves")
     assert state() == before
 
 
@@ -104,7 +104,7 @@ def test_replace_updates_changed_profiles_and_leaves_the_others_alone(seeded, tm
     path = write(tmp_path, text)
     before = versions()
     output = import_(path, "--replace")
-    assert output.strip().endswith("0 created, 1 updated, 5 unchanged, 0 deleted")
+    assert output.strip().endswith("0 created, 1 updated, 5 unchanged, 0 deleted, 0 label moves")
     after = versions()
     assert after == {**before, "inventory/inventory": 2}
     changed = Profile.objects.get(registry__slug="inventory", slug="inventory")
@@ -117,7 +117,7 @@ def test_replace_updates_changed_profiles_and_leaves_the_others_alone(seeded, tm
 def test_replace_with_the_same_file_changes_nothing(seeded):
     before = state()
     output = import_(SEED_FILE, "--replace")
-    assert output.strip().endswith("0 created, 0 updated, 6 unchanged, 0 deleted")
+    assert output.strip().endswith("0 created, 0 updated, 6 unchanged, 0 deleted, 0 label moves")
     assert state() == before  # registry versions included: nothing was written
 
 
@@ -135,7 +135,7 @@ def test_replace_of_a_profile_without_display_name_is_idempotent(tmp_path):
     import_(path)
     before = state()
     output = import_(path, "--replace")
-    assert output.strip().endswith("0 created, 0 updated, 1 unchanged, 0 deleted")
+    assert output.strip().endswith("0 created, 0 updated, 1 unchanged, 0 deleted, 0 label moves")
     assert state() == before
 
 
