@@ -100,8 +100,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         runtime = worker.runtime_for(self.mount.name, opened.resolution)
         await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
         self.joined = True
-        # A socket signed in by its session closes when that session logs out (in any tab).
-        self.session_key = await run_db(sessions.socket_session_key, self.scope, user)
+        # A socket signed in by its session closes when that session logs out (in any tab). API clients
+        # (a token, no session cookie) skip this: no database trip.
+        self.session_key = None
+        if getattr(self.scope.get("session"), "session_key", None):
+            self.session_key = await run_db(sessions.socket_session_key, self.scope, user)
         if self.session_key:
             await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
         await self._send_hello(runtime)

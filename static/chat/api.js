@@ -85,6 +85,15 @@ export class ChatApi {
     return request(this.url("profiles"));
   }
 
+  /** A profile's labels `[{name, version, protected, ...}]` and versions `[{version, ...}]` (newest first). */
+  labels(slug, registry) {
+    return request(this.url(`profiles/${encodeURIComponent(slug)}/labels`), { query: { registry } });
+  }
+
+  versions(slug, registry) {
+    return request(this.url(`profiles/${encodeURIComponent(slug)}/versions`), { query: { registry } });
+  }
+
   currentProfile() {
     return request(this.url("profile"));
   }

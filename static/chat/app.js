@@ -7,7 +7,7 @@
 
 import { ApiError, ChatApi } from "./api.js";
 import { ConversationList, conversationTitle } from "./conversations.js";
-import { ConversationProfile, ProfilePicker, starterSuggestions } from "./profiles.js";
+import { ConversationProfile, ConversationVersion, ProfilePicker, starterSuggestions } from "./profiles.js";
 import { chips, configureRender, el, engineLabel, notice, refreshTimes, renderBadge } from "./render.js";
 import { RuntimePanel } from "./runtime_panel.js";
 import { ChatSocket } from "./socket.js";
@@ -167,6 +167,14 @@ class ChatApp {
       select: $("conversation-profile-select"),
       picker: this.picker,
       send: (frame) => (this.socket ? this.socket.send(frame) : false),
+      onNotice: (text) => this.picker.showNotice(text, "warn"),
+    });
+    this.convVersion = new ConversationVersion({
+      select: $("conversation-version-select"),
+      status: $("conversation-follow"),
+      api: this.api,
+      send: (frame) => (this.socket ? this.socket.send(frame) : false),
+      conversation: this.convProfile,
       onNotice: (text) => this.picker.showNotice(text, "warn"),
     });
     this.conversations = new ConversationList({
@@ -334,6 +342,7 @@ class ChatApp {
         this.engines.set(data.fingerprint, engineLabel(data.engine));
         renderBadge(this.badge, frame);
         this.convProfile.onHello(frame);
+        this.convVersion.onHello(frame);
         this.refreshControls();
         break;
       case "ws.pong":
@@ -342,6 +351,7 @@ class ChatApp {
         if (data.code === "duplicate") break; // an idempotent resend: the turn exists already
         if (data.code === "not_authenticated") break; // the socket closes next (4401): that notice says it
         if (this.convProfile.onError(data)) break;
+        if (this.convVersion.onError(data)) break;
         this.transcript.showError(data);
         break;
       default: {

@@ -255,6 +255,13 @@ export class ConversationProfile {
     this.render();
   }
 
+  /** The conversation now has its own selection (chosen elsewhere, e.g. a version of its profile). */
+  adopt(selection) {
+    this.selection = selection;
+    this.pending = null;
+    this.render();
+  }
+
   /** An error frame while a selection is pending: it was refused. Returns true when handled. */
   onError(data) {
     if (!this.pending) return false;
@@ -263,6 +270,93 @@ export class ConversationProfile {
     this.selection = previous;
     this.render();
     this.onNotice(`This conversation could not switch to '${slug}': ${data.message || data.code}`);
+    return true;
+  }
+}
+
+/** "Pinned to v1", "Follows production (v2)", "Follows the latest version (v3)": how the runtime in
+ * `profile` (ws.hello's `{registry, slug, version, ref, label}`) follows its profile. */
+export function describeFollow(profile) {
+  const ref = profile.ref || profile.slug || "";
+  if (/@\d+$/.test(ref)) return { mode: "pinned", text: `Pinned to v${profile.version}` };
+  if (profile.label && profile.label !== "latest") {
+    return { mode: "label", text: `Follows ${profile.label} (v${profile.version})` };
+  }
+  return { mode: "follow", text: `Follows the latest version (v${profile.version})` };
+}
+
+/** How this conversation follows its profile: the serving label or the latest version, one of the
+ * profile's labels, or pinned to a version. Shows which, and changes it with `profile.select` and a ref
+ * (`slug`, `slug@label`, `slug@3`). */
+export class ConversationVersion {
+  constructor({ select, status, api, send, conversation, onNotice }) {
+    this.select = select;
+    this.status = status;
+    this.api = api;
+    this.send = send;
+    this.conversation = conversation;
+    this.onNotice = onNotice;
+    this.profile = null;
+    this.pending = false;
+    this.loads = 0;
+    select.addEventListener("change", () => this.choose(select.value));
+  }
+
+  /** ws.hello: the conversation's runtime from now on. */
+  async onHello(hello) {
+    const profile = (hello.data && hello.data.profile) || {};
+    this.profile = profile;
+    const { mode, text } = describeFollow(profile);
+    this.status.textContent = text;
+    this.status.dataset.mode = mode;
+    if (this.pending) {
+      this.pending = false;
+      this.conversation.adopt({ registry: profile.registry, slug: profile.slug });
+    }
+    await this.fill(profile);
+  }
+
+  async fill(profile) {
+    const load = ++this.loads;
+    let labels = [];
+    let versions = [];
+    try {
+      [labels, versions] = await Promise.all([
+        this.api.labels(profile.slug, profile.registry),
+        this.api.versions(profile.slug, profile.registry),
+      ]);
+    } catch {
+      /* a profile the list cannot show (deleted meanwhile): only "Latest" is offered */
+    }
+    if (load !== this.loads) return; // a newer hello has filled it
+    const ref = profile.ref || profile.slug || "";
+    const at = ref.includes("@") ? ref.slice(ref.indexOf("@") + 1) : "";
+    this.select.replaceChildren(
+      el("option", { value: "", text: "Latest (or the serving label)" }),
+      ...labels.map((l) => el("option", { value: l.name, text: `${l.name} (v${l.version})` })),
+      ...versions.map((v) => el("option", { value: String(v.version), text: `v${v.version} only` })),
+    );
+    this.select.value = [...this.select.options].some((o) => o.value === at) ? at : "";
+    this.select.disabled = false;
+  }
+
+  choose(value) {
+    if (!this.profile) return;
+    const ref = value ? `${this.profile.slug}@${value}` : this.profile.slug;
+    this.pending = true;
+    this.select.disabled = true;
+    if (!this.send({ type: "profile.select", slug: ref, registry: this.profile.registry })) {
+      this.pending = false; // no socket: the reconnect's hello shows what holds
+    }
+  }
+
+  /** An error frame while a choice is pending: it was refused. Returns true when handled. */
+  onError(data) {
+    if (!this.pending) return false;
+    this.pending = false;
+    this.select.disabled = false;
+    if (this.profile) this.fill(this.profile);
+    this.onNotice(`This conversation could not switch version: ${data.message || data.code}`);
     return true;
   }
 }

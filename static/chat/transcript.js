@@ -653,7 +653,9 @@ export class Transcript {
 
   /** The user scrolled: following stops when they leave the end, resumes when they come back. */
   scrolled() {
-    if (this.autoScrolling) return;
+    // Our own jump to the end lands at (or, when the content grew meanwhile, above) its target: not the
+    // user. Anything that moved up from it is the user, even while our jump's event is still due.
+    if (this.autoScrolling && this.container.scrollTop >= this.autoTop - 1) return;
     this.setFollowing(this.nearEnd());
   }
 
@@ -673,6 +675,7 @@ export class Transcript {
     const c = this.container;
     this.autoScrolling = true;
     c.scrollTop = c.scrollHeight;
+    this.autoTop = c.scrollTop;
     // The scroll event of this jump arrives asynchronously: ignore it, not the user's next one.
     window.requestAnimationFrame(() => {
       this.autoScrolling = false;

@@ -152,12 +152,16 @@ def current_conv_id(page: Page) -> str:
 
 
 def shot(page: Page, name: str, *, docs: bool = False) -> None:
-    """A screenshot for the test artifacts; with UPDATE_SCREENSHOTS=1 also the README's copy."""
+    """A screenshot for the test artifacts; with UPDATE_SCREENSHOTS=1 also the README's copy (made small)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), type="png")
     if docs and update_screenshots():
+        from .pngsmall import shrink
+
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"), type="png")
+        target = DOCS_SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(target), type="png")
+        shrink(target)  # a 256-colour palette: about a third of the size
 
 
 def api(base_url: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:

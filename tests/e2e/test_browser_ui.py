@@ -124,8 +124,6 @@ def make_conversation(user, *, title: str = "", prompts: tuple[str, ...] = (), m
         mount=mount,
         title=title,
         current_runtime_key="default" if prompts else "",
-        current_fingerprint="sha256:" + "ab" * 32 if prompts else "",
-        current_profile_version=1 if prompts else None,
     )
     Conversation.objects.filter(pk=conversation.pk).update(created_at_ms=stamp, updated_at_ms=stamp)
     for seq, prompt in enumerate(prompts, start=1):
@@ -174,13 +172,32 @@ def stored_turns(ui: SimpleNamespace, conv_id: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------- 1. phone layout
 
 
-def test_phone_layout_keeps_the_composer_in_view_after_a_long_conversation(open_ui, alice):
-    conv = make_conversation(alice, title="Long one", prompts=tuple(f"question number {n}" for n in range(1, 10)))
+PHONE_PROMPTS = [
+    "What is 17.5% of 2,340?",
+    "Compare two options and recommend one",
+    "What is 12 * 48?",
+    "Summarise the findings in two lines",
+    "What is sqrt(2) rounded to 3 places?",
+    "Which option is cheaper over a year?",
+    "What is 19% of 1,250?",
+    "List the risks",
+    "What is 3 ** 7?",
+]
+
+
+def test_phone_layout_keeps_the_composer_in_view_after_a_long_conversation(open_ui, daphne_server, alice):
     other = make_conversation(alice, title="Another one", age_min=5)
+    body = {"profile": "analyst", "title": "Budget check"}
+    status, created = api(daphne_server.url, "POST", "/api/chat/conversations", alice.token, body)
+    assert status == 201
+    conv_id = created["conv_id"]
+    for prompt in PHONE_PROMPTS:  # nine real turns (tools, suggestions), then the tenth live
+        path = f"/api/chat/conversations/{conv_id}/messages?wait=1"
+        assert api(daphne_server.url, "POST", path, alice.token, {"prompt": prompt})[0] == 200
     ui = open_ui(alice, viewport=PHONE)
     page = ui.page
-    open_app(page, f"/#conv={conv.pk}")
-    ask(page, "the tenth question, answered live")
+    open_app(page, f"/#conv={conv_id}")
+    ask(page, "What is 15% of 480?")
     expect(page.get_by_test_id("turn")).to_have_count(10)
 
     # The transcript is the only thing that scrolls; the page itself does not.
@@ -195,7 +212,7 @@ def test_phone_layout_keeps_the_composer_in_view_after_a_long_conversation(open_
     assert last["y"] + last["height"] <= composer["y"] + 1, (last, composer)  # the last line is not behind it
     messages = page.get_by_test_id("messages").bounding_box()
     assert messages["y"] + messages["height"] <= composer["y"] + 1
-    expect(page.get_by_test_id("conversation-heading")).to_have_text("Long one")
+    expect(page.get_by_test_id("conversation-heading")).to_have_text("Budget check")
     shot(page, "chat-phone", docs=True)
 
     # Reopened, it starts at the latest message.
@@ -212,7 +229,7 @@ def test_phone_layout_keeps_the_composer_in_view_after_a_long_conversation(open_
     page.get_by_test_id("drawer-toggle").click()
     expect(sidebar).to_be_visible()
     expect(sidebar).to_be_in_viewport(ratio=0.99)  # slid in completely
-    active = page.locator(f"[data-testid=conversation-item][data-conv-id='{conv.pk}']")
+    active = page.locator(f"[data-testid=conversation-item][data-conv-id='{conv_id}']")
     expect(active).to_have_attribute("data-active", "true")
     expect(active.locator(".conv-open")).to_have_attribute("aria-current", "true")
     page.locator(f"[data-testid=conversation-item][data-conv-id='{other.pk}'] .conv-open").click()

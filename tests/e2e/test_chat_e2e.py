@@ -82,7 +82,7 @@ async def test_hello_describes_the_conversation_runtime(server, alice):
     data = frame["data"]
     assert data["conv_id"] == str(conv_id)
     assert data["runtime_key"] == "default"
-    assert data["profile"] == {"registry": "default", "slug": "default", "version": 1}
+    assert data["profile"] == {"registry": "default", "slug": "default", "version": 1, "ref": "default", "label": None}
     assert data["engine"]["provider"] == "offline"
     assert data["engine"]["model"]
     assert data["tools"] == []
@@ -173,7 +173,13 @@ async def test_selected_profile_drives_new_and_existing_conversations(server, al
             async with ws_connect(server, alice, conv_id=new_conv_id()) as ws_2:
                 hello_2 = (await hello(ws_2))["data"]
             assert hello_2["runtime_key"] == "default"
-            assert hello_2["profile"] == {"registry": "default", "slug": "default", "version": 1}
+            assert hello_2["profile"] == {
+                "registry": "default",
+                "slug": "default",
+                "version": 1,
+                "ref": "default",
+                "label": None,
+            }
             assert hello_2["fingerprint"] == fp_b
 
             # The EXISTING conversation switches on its next turn.
@@ -375,7 +381,12 @@ async def test_plain_user_creates_a_conversation_over_rest(server, alice):
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["mount"] == "chat"
-        assert body["profile_selection"] == {"registry": "default", "slug": "analyst"}
+        assert body["profile_selection"] == {
+            "registry": "default",
+            "slug": "analyst",
+            "ref": "analyst",
+            "mode": "follow",
+        }
         listed = (await client.get("/api/chat/conversations")).json()
     assert [c["conv_id"] for c in listed["results"]] == [body["conv_id"]]
 

@@ -228,13 +228,13 @@ async def test_a_socket_with_another_profile_in_its_query_does_not_change_an_exi
     assert {k: reopened[k] for k in ("runtime_key", "profile", "fingerprint", "tools", "middlewares")} == {
         k: created[k] for k in ("runtime_key", "profile", "fingerprint", "tools", "middlewares")
     }
-    assert reopened["profile"] == {"registry": "default", "slug": "agent", "version": 1}
+    assert reopened["profile"] == {"registry": "default", "slug": "agent", "version": 1, "ref": "agent", "label": None}
     assert turn_shape(second) == AGENT_TURN, types_of(second)
     started = data_of(second, "turn.started")[0]
     assert (started["runtime_key"], started["fingerprint"]) == ("agent", created["fingerprint"])
     async with http(server, alice) as client:
         conversation = await get_conversation(client, conv_id)
-    assert conversation["profile_selection"] == {"registry": "default", "slug": "agent"}
+    assert conversation["profile_selection"] == {"registry": "default", "slug": "agent", "ref": "agent", "mode": "follow"}
     assert conversation["current_runtime_key"] == "agent"
     assert [t["runtime_key"] for t in conversation["turns"]] == ["agent", "agent"]
 

@@ -96,7 +96,13 @@ async def test_inventory_profile_calls_low_stock_and_emits_a_table(server, viewe
 async def test_default_profile_of_the_inventory_registry_calls_no_tool(server, viewer):
     async with ws_connect(server, viewer, conv_id=new_conv_id(), prefix=PREFIX, profile="default") as ws:
         greeting = (await hello(ws))["data"]
-        assert greeting["profile"] == {"registry": "inventory", "slug": "default", "version": 1}
+        assert greeting["profile"] == {
+            "registry": "inventory",
+            "slug": "default",
+            "version": 1,
+            "ref": "default",
+            "label": None,
+        }
         assert greeting["tools"] == []
         frames = await run_turn(ws, LOW_STOCK_PROMPT)
     kinds = types_of(frames)

@@ -1,0 +1,67 @@
+"""The chat page shows how a conversation follows its profile (latest, a label, or pinned to a version) and
+lets the user choose a label or a version of it (profile lifecycle issue), in Debian's Chromium against real
+daphne. The answers' records name the version that produced them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from django.contrib.auth import get_user_model
+from playwright.sync_api import expect
+
+from chat.models import Turn
+from profiles import services
+
+from .browser import ask, current_conv_id, new_page, open_app, select_profile, session_login
+from .helpers import seed
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+
+@pytest.fixture
+def ui(browser, daphne_server):
+    """The seed, `agent` at version 2 with `production` on version 1, and a signed-in superuser."""
+    seed()
+    user = get_user_model().objects.create_superuser("vera", "vera@example.com", "pw-vera-1")
+    services.profile_update(registry_slug="default", slug="agent", changes={"description": "Agent, version two"})
+    services.label_set(registry_slug="default", slug="agent", name="production", version=1, actor=user)
+    context, page, watch = new_page(browser, daphne_server.url)
+    session_login(context, daphne_server.url, user)
+    yield SimpleNamespace(page=page, watch=watch)
+    context.close()
+
+
+def test_the_user_sees_how_the_conversation_follows_its_profile_and_pins_a_version_or_a_label(ui):
+    page = ui.page
+    open_app(page)
+    select_profile(page, "agent")
+    follow = page.get_by_test_id("conversation-follow")
+    version = page.get_by_test_id("conversation-version-select")
+    expect(follow).to_have_text("Follows the latest version (v2)")
+    expect(follow).to_have_attribute("data-mode", "follow")
+    expect(version.locator("option")).to_have_text(
+        ["Latest (or the serving label)", "production (v1)", "v2 only", "v1 only"]
+    )
+
+    version.select_option("production")
+    expect(follow).to_have_text("Follows production (v1)")
+    expect(follow).to_have_attribute("data-mode", "label")
+    expect(page.get_by_test_id("conversation-profile-select")).to_have_value("agent")
+    ask(page, "hello from production")
+
+    version.select_option("2")
+    expect(follow).to_have_text("Pinned to v2")
+    expect(follow).to_have_attribute("data-mode", "pinned")
+    ask(page, "hello from version two")
+
+    conv_id = current_conv_id(page)
+    records = list(
+        Turn.objects.filter(conversation_id=conv_id).order_by("seq").values_list("profile_ref", "profile_version")
+    )
+    assert records == [("agent@production", 1), ("agent@2", 2)]
+
+    page.reload()
+    open_app(page, f"/#conv={conv_id}")
+    expect(follow).to_have_text("Pinned to v2")
+    expect(version).to_have_value("2")
