@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .fake_openai import RecordedRequest, free_port, split_text
+from .scripted_server import LocalServer, ScriptedServer
 
 __all__ = ["FakeAnthropicServer", "RecordedRequest", "anthropic_profile", "free_port", "split_text"]
 
@@ -27,7 +26,7 @@ Behaviour = Callable[["_Handler", dict[str, Any]], None]
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LocalServer
 
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr logging
         return
@@ -130,78 +129,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.event("message_stop")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeAnthropicServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hung up mid-stream (what the failure tests do) is not an error of the fake."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 @dataclass
-class FakeAnthropicServer:
+class FakeAnthropicServer(ScriptedServer):
     """Scripted Anthropic Messages server. Use as a context manager; `base_url` has no /v1 (the SDK's form)."""
+
+    handler_class = _Handler
 
     default_usage: dict[str, int] = field(default_factory=lambda: {"input_tokens": 11, "output_tokens": 7})
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._script: list[Behaviour] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-
-    def start(self) -> FakeAnthropicServer:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeAnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "server not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self._init_server()
 
     @property
     def default_runtime_usage(self) -> dict[str, int]:
         """`default_usage` in the runtime's keys (what the engine reports for one round)."""
         prompt, completion = self.default_usage["input_tokens"], self.default_usage["output_tokens"]
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    @property
-    def remaining(self) -> int:
-        """Scripted behaviours not consumed yet."""
-        with self._lock:
-            return len(self._script)
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
 
     def _next(self) -> Behaviour:
         with self._lock:

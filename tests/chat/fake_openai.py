@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .scripted_server import LocalServer, ScriptedServer
 
 Behaviour = Callable[["_Handler", dict[str, Any]], None]
 
@@ -52,7 +53,7 @@ def split_text(text: str, pieces: int) -> list[str]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LocalServer
 
     def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr logging
         return
@@ -116,11 +117,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.fake._stopping.wait(seconds)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeOpenAIServer
-
-
 def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
@@ -148,8 +144,11 @@ def _wants_usage(body: dict[str, Any]) -> bool:
 
 
 @dataclass
-class FakeOpenAIServer:
+class FakeOpenAIServer(ScriptedServer):
     """Scripted OpenAI-compatible server. Use as a context manager; `base_url` ends with /v1."""
+
+    handler_class = _Handler
+    url_path = "/v1"
 
     default_usage: dict[str, int] = field(
         default_factory=lambda: {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
@@ -157,53 +156,7 @@ class FakeOpenAIServer:
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._script: list[Behaviour] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-
-    def start(self) -> FakeOpenAIServer:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "server not started"
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def remaining(self) -> int:
-        """Scripted behaviours not consumed yet."""
-        with self._lock:
-            return len(self._script)
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
+        self._init_server()
 
     def _next(self) -> Behaviour:
         with self._lock:

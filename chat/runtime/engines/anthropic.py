@@ -9,44 +9,29 @@ is sent and where (see `build_engine`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import re
-import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import anthropic
-import httpx2
 
 from chat.runtime.base import (
     EngineDone,
     EngineError,
     EngineEvent,
     Message,
-    TextDelta,
     ToolCall,
     ToolCallsRequested,
     ToolSpec,
 )
 
+from .sdk import PLACEHOLDER_API_KEY, SDKEngine, url_host
+
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-# Sent when no key goes with the request (a profile's own server): the SDK wants a credential, and
-# without one it would look for ANTHROPIC_API_KEY in the environment itself.
-PLACEHOLDER_API_KEY = "not-needed"
 # The Messages API requires max_tokens; used when the profile sets no `ai-max-response-tokens`.
 DEFAULT_MAX_TOKENS = 4096
-# The whole round (request + stream) may take this many times the per-read timeout.
-TOTAL_TIMEOUT_FACTOR = 5.0
-_MAX_ERROR_CHARS = 300
-_SECRET_PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_*.\-]{4,}"),
-    re.compile(r"(?i)\bbearer\s+\S+"),
-    re.compile(r"(?i)\bx-api-key\b[\"']?\s*[:=]\s*[\"']?[^\s\"',}]+"),
-)
+ANTHROPIC_HOST = "api.anthropic.com"
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 # Anthropic's stop reasons -> the runtime's (the OpenAI engine's vocabulary): "stop", "length", ...
 _STOP_REASONS = {
@@ -59,12 +44,8 @@ _STOP_REASONS = {
 
 
 def base_url_host(base_url: str | None) -> str:
-    """host[:port] of a base URL (never its user-info), or the SDK default host."""
-    if not base_url:
-        return "api.anthropic.com"
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url
-    return f"{host}:{parts.port}" if parts.port else host
+    """host[:port] of a base URL (never its user-info), or Anthropic's host."""
+    return url_host(base_url, ANTHROPIC_HOST)
 
 
 def _text_block(text: str) -> list[dict[str, Any]]:
@@ -127,11 +108,6 @@ def _env_headers_omitted() -> dict[str, Any]:
         return {}
     names = [line[: line.find(":")].strip() for line in raw.split("\n") if ":" in line]
     return {name: anthropic.omit for name in names if name}
-
-
-def _debug_cause(exc: Exception) -> Exception | None:
-    """Chain unexpected exceptions for debugging; drop SDK errors, whose text may echo provider bodies."""
-    return None if isinstance(exc, anthropic.AnthropicError | httpx2.HTTPError | TimeoutError | ValueError) else exc
 
 
 @dataclass
@@ -252,14 +228,19 @@ class _StreamState:
         return EngineDone(stop_reason=_STOP_REASONS.get(self.stop_reason, self.stop_reason), usage=self.usage)
 
 
-class AnthropicEngine:
+class AnthropicEngine(SDKEngine):
     """Streams one model round from Anthropic's Messages API through the official SDK.
 
     Sampling settings (`ai-temperature`, `ai-top-p`) are not sent: the API version the SDK speaks
-    (2026-10-21) refuses them.
+    (2026-10-21) refuses them. The API requires `max_tokens`: DEFAULT_MAX_TOKENS when the profile sets none.
     """
 
     provider = "anthropic"
+    sdk = anthropic
+    sdk_error = anthropic.AnthropicError
+    default_host = ANTHROPIC_HOST
+    key_setting = "ANTHROPIC_API_KEY"
+    base_url_setting = "anthropic-chat.anthropic-base-url"
 
     def __init__(
         self,
@@ -271,36 +252,31 @@ class AnthropicEngine:
         max_tokens: int | None = None,
         total_timeout: float | None = None,
     ) -> None:
-        self.model = model
-        self.base_url = base_url or None
-        self.timeout = float(timeout)
-        self.total_timeout = float(total_timeout) if total_timeout else self.timeout * TOTAL_TIMEOUT_FACTOR
-        self.max_tokens = int(max_tokens) if max_tokens is not None else DEFAULT_MAX_TOKENS
-        self._api_key = api_key
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anthropic.AsyncAnthropic] = (
-            weakref.WeakKeyDictionary()
+        super().__init__(
+            model,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_tokens=int(max_tokens) if max_tokens is not None else DEFAULT_MAX_TOKENS,
+            total_timeout=total_timeout,
         )
 
-    def __repr__(self) -> str:  # never show the key
-        return f"AnthropicEngine(model={self.model!r}, host={base_url_host(self.base_url)!r})"
-
-    def _client(self) -> anthropic.AsyncAnthropic:
-        """One SDK client (and its connection pool) per event loop, reused by every round and turn of
-        this runtime: no new TLS handshake per round. An httpx client belongs to the loop it runs on.
-
-        The key, base URL and headers are always given, so the SDK never takes them from the process
+    def _new_client(self) -> anthropic.AsyncAnthropic:
+        """The key, base URL and headers are always given, so the SDK never takes them from the process
         environment (ANTHROPIC_API_KEY, ANTHROPIC_AUTH_TOKEN, profiles, ANTHROPIC_BASE_URL, ...)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = anthropic.AsyncAnthropic(
-                api_key=self._api_key or PLACEHOLDER_API_KEY,
-                base_url=self.base_url or DEFAULT_BASE_URL,
-                timeout=self.timeout,
-                max_retries=0,
-                default_headers=_env_headers_omitted(),
-            )
-        return client
+        return anthropic.AsyncAnthropic(
+            api_key=self._api_key or PLACEHOLDER_API_KEY,
+            base_url=self.base_url or DEFAULT_BASE_URL,
+            timeout=self.timeout,
+            max_retries=0,
+            default_headers=_env_headers_omitted(),
+        )
+
+    async def _open(self, client: anthropic.AsyncAnthropic, messages: list[Message], tools: list[ToolSpec]) -> Any:
+        return await client.messages.create(**self._request_kwargs(messages, tools))
+
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
     def _request_kwargs(self, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
         system, converted = to_anthropic_request(messages)
@@ -315,86 +291,3 @@ class AnthropicEngine:
         if tools:
             kwargs["tools"] = to_anthropic_tools(tools)
         return kwargs
-
-    def _redact(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        for pattern in _SECRET_PATTERNS:
-            text = pattern.sub("***", text)
-        text = " ".join(text.split())
-        return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
-
-    def _error_detail(self, exc: anthropic.APIStatusError) -> str:
-        body = exc.body
-        detail = ""
-        if isinstance(body, dict):
-            error = body.get("error", body)
-            detail = str(error.get("message", "")) if isinstance(error, dict) else str(error)
-        elif isinstance(body, str):
-            detail = body
-        return self._redact(detail) if detail else "no detail"
-
-    def _map_error(self, exc: BaseException, *, midstream: bool = False) -> EngineError:
-        host = base_url_host(self.base_url)
-        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-            return EngineError("timeout", f"the provider at {host} did not answer within {self.timeout:g}s")
-        if isinstance(exc, TimeoutError):  # the overall deadline of the round
-            return EngineError("timeout", f"the provider at {host} did not finish within {self.total_timeout:g}s")
-        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-            cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
-            detail = f": {type(cause).__name__}" if cause is not None else ""
-            if cause is not None and str(cause):
-                detail += f" ({self._redact(str(cause))})"
-            if midstream:
-                return EngineError("connection_error", f"the connection to the provider at {host} broke{detail}")
-            return EngineError("connection_error", f"could not reach the provider at {host}{detail}")
-        if isinstance(exc, anthropic.APIStatusError):
-            if midstream and exc.status_code < 400:  # an `error` event in a stream that had started well
-                kind = f" ({self._redact(str(exc.type))})" if isinstance(exc.type, str) and exc.type else ""
-                return EngineError(
-                    "provider_error",
-                    f"the provider at {host} reported an error mid-stream{kind}: {self._error_detail(exc)}",
-                )
-            return EngineError(
-                "provider_error", f"the provider at {host} answered HTTP {exc.status_code}: {self._error_detail(exc)}"
-            )
-        if isinstance(exc, anthropic.APIError):
-            return EngineError(
-                "provider_error", f"the provider at {host} reported an error: {self._redact(exc.message)}"
-            )
-        if isinstance(exc, ValueError):  # a data line that is not JSON
-            return EngineError("malformed_stream", f"the provider at {host} sent an invalid stream")
-        return EngineError("provider_error", f"the provider at {host} failed: {type(exc).__name__}")
-
-    async def stream(self, messages: list[Message], tools: list[ToolSpec]) -> AsyncIterator[EngineEvent]:
-        """One round: TextDelta* then ToolCallsRequested or EngineDone; failures raise EngineError."""
-        if not self._api_key and not self.base_url:
-            raise EngineError(
-                "provider_error",
-                "no API key: set ANTHROPIC_API_KEY on the server, or point anthropic-chat.anthropic-base-url at "
-                "a server that needs none",
-            )
-        deadline = asyncio.get_running_loop().time() + self.total_timeout
-        client = self._client()
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await client.messages.create(**self._request_kwargs(messages, tools))
-        except Exception as exc:
-            raise self._map_error(exc) from _debug_cause(exc)
-        state = _StreamState()
-        iterator = response.__aiter__()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        event = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    raise self._map_error(exc, midstream=True) from _debug_cause(exc)
-                text = state.feed(event)
-                if text:
-                    yield TextDelta(text)
-        finally:
-            await response.close()
-        yield state.finish()

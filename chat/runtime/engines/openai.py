@@ -6,14 +6,9 @@ whose message never carries the API key, so the runner can show it to the user a
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
-import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
 
@@ -22,30 +17,19 @@ from chat.runtime.base import (
     EngineError,
     EngineEvent,
     Message,
-    TextDelta,
     ToolCall,
     ToolCallsRequested,
     ToolSpec,
 )
 
-# Sent when no key is configured: local servers (Ollama, vLLM) ignore the key but the SDK wants one.
-PLACEHOLDER_API_KEY = "not-needed"
-# The whole round (request + stream) may take this many times the per-read timeout.
-TOTAL_TIMEOUT_FACTOR = 5.0
-_MAX_ERROR_CHARS = 300
-_SECRET_PATTERNS = (
-    re.compile(r"\bsk-[A-Za-z0-9_*.\-]{4,}"),
-    re.compile(r"(?i)\bbearer\s+\S+"),
-)
+from .sdk import PLACEHOLDER_API_KEY, SDKEngine, url_host
+
+OPENAI_HOST = "api.openai.com"
 
 
 def base_url_host(base_url: str | None) -> str:
-    """host[:port] of a base URL (never its user-info), or the SDK default host."""
-    if not base_url:
-        return "api.openai.com"
-    parts = urlsplit(base_url)
-    host = parts.hostname or base_url
-    return f"{host}:{parts.port}" if parts.port else host
+    """host[:port] of a base URL (never its user-info), or OpenAI's host."""
+    return url_host(base_url, OPENAI_HOST)
 
 
 def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -80,11 +64,6 @@ def to_openai_tools(tools: list[ToolSpec]) -> list[dict[str, Any]]:
         {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
         for t in tools
     ]
-
-
-def _debug_cause(exc: Exception) -> Exception | None:
-    """Chain unexpected exceptions for debugging; drop SDK errors, whose text may echo provider bodies."""
-    return None if isinstance(exc, openai.OpenAIError | TimeoutError | ValueError) else exc
 
 
 @dataclass
@@ -184,10 +163,15 @@ class _StreamState:
         return EngineDone(stop_reason=self.finish_reason or "stop", usage=dict(self.usage))
 
 
-class OpenAIEngine:
+class OpenAIEngine(SDKEngine):
     """Streams one model round from an OpenAI-compatible server through the official SDK."""
 
     provider = "openai"
+    sdk = openai
+    sdk_error = openai.OpenAIError
+    default_host = OPENAI_HOST
+    key_setting = "OPENAI_API_KEY"
+    base_url_setting = "openai-chat.openai-base-url"
 
     def __init__(
         self,
@@ -201,34 +185,27 @@ class OpenAIEngine:
         max_tokens: int | None = None,
         total_timeout: float | None = None,
     ) -> None:
-        self.model = model
-        self.base_url = base_url or None
-        self.timeout = float(timeout)
-        self.total_timeout = float(total_timeout) if total_timeout else self.timeout * TOTAL_TIMEOUT_FACTOR
+        super().__init__(
+            model,
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_tokens=max_tokens,
+            total_timeout=total_timeout,
+        )
         self.temperature = temperature
         self.top_p = top_p
-        self.max_tokens = max_tokens
-        self._api_key = api_key
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-            weakref.WeakKeyDictionary()
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=self._api_key or PLACEHOLDER_API_KEY, base_url=self.base_url, timeout=self.timeout, max_retries=0
         )
 
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAIEngine(model={self.model!r}, host={base_url_host(self.base_url)!r})"
+    async def _open(self, client: openai.AsyncOpenAI, messages: list[Message], tools: list[ToolSpec]) -> Any:
+        return await client.chat.completions.create(**self._request_kwargs(messages, tools))
 
-    def _client(self) -> openai.AsyncOpenAI:
-        """One SDK client (and its connection pool) per event loop, reused by every round and turn of
-        this runtime: no new TLS handshake per round. An httpx client belongs to the loop it runs on."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = openai.AsyncOpenAI(
-                api_key=self._api_key or PLACEHOLDER_API_KEY,
-                base_url=self.base_url,
-                timeout=self.timeout,
-                max_retries=0,
-            )
-        return client
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
     def _request_kwargs(self, messages: list[Message], tools: list[ToolSpec]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -246,79 +223,6 @@ class OpenAIEngine:
         if self.max_tokens is not None:
             # OpenAI's own API (reasoning models included) wants max_completion_tokens; compatible
             # servers (Ollama, llama.cpp, older vLLM) know max_tokens.
-            key = "max_completion_tokens" if base_url_host(self.base_url) == "api.openai.com" else "max_tokens"
+            key = "max_completion_tokens" if self.host == OPENAI_HOST else "max_tokens"
             kwargs[key] = self.max_tokens
         return kwargs
-
-    def _redact(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        for pattern in _SECRET_PATTERNS:
-            text = pattern.sub("***", text)
-        text = " ".join(text.split())
-        return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
-
-    def _map_error(self, exc: BaseException, *, midstream: bool = False) -> EngineError:
-        host = base_url_host(self.base_url)
-        if isinstance(exc, openai.APITimeoutError):
-            return EngineError("timeout", f"the provider at {host} did not answer within {self.timeout:g}s")
-        if isinstance(exc, TimeoutError):  # the overall deadline of the round
-            return EngineError("timeout", f"the provider at {host} did not finish within {self.total_timeout:g}s")
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__
-            detail = f": {type(cause).__name__}" if cause is not None else ""
-            if cause is not None and str(cause):
-                detail += f" ({self._redact(str(cause))})"
-            if midstream:
-                return EngineError("connection_error", f"the connection to the provider at {host} broke{detail}")
-            return EngineError("connection_error", f"could not reach the provider at {host}{detail}")
-        if isinstance(exc, openai.APIStatusError):
-            body = exc.body
-            detail = ""
-            if isinstance(body, dict):
-                error = body.get("error", body)
-                detail = str(error.get("message", "")) if isinstance(error, dict) else str(error)
-            elif isinstance(body, str):
-                detail = body
-            detail = self._redact(detail) if detail else "no detail"
-            return EngineError("provider_error", f"the provider at {host} answered HTTP {exc.status_code}: {detail}")
-        if isinstance(exc, openai.APIError):
-            return EngineError(
-                "provider_error", f"the provider at {host} reported an error: {self._redact(exc.message)}"
-            )
-        if isinstance(exc, ValueError):  # a data line that is not JSON
-            return EngineError("malformed_stream", f"the provider at {host} sent an invalid stream")
-        return EngineError("provider_error", f"the provider at {host} failed: {type(exc).__name__}")
-
-    async def stream(self, messages: list[Message], tools: list[ToolSpec]) -> AsyncIterator[EngineEvent]:
-        """One round: TextDelta* then ToolCallsRequested or EngineDone; failures raise EngineError."""
-        if not self._api_key and not self.base_url:
-            raise EngineError(
-                "provider_error",
-                "no API key: set OPENAI_API_KEY on the server, or point openai-chat.openai-base-url at a "
-                "server that needs none",
-            )
-        deadline = asyncio.get_running_loop().time() + self.total_timeout
-        client = self._client()
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await client.chat.completions.create(**self._request_kwargs(messages, tools))
-        except Exception as exc:
-            raise self._map_error(exc) from _debug_cause(exc)
-        state = _StreamState()
-        iterator = response.__aiter__()
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except Exception as exc:
-                    raise self._map_error(exc, midstream=True) from _debug_cause(exc)
-                text = state.feed(chunk)
-                if text:
-                    yield TextDelta(text)
-        finally:
-            await response.close()
-        yield state.finish()
