@@ -5,10 +5,17 @@ const KEY = "profile-chat:theme";
 const root = document.documentElement;
 const prefersDark = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
 
+function chosen() {
+  try {
+    const theme = window.localStorage.getItem(KEY);
+    return theme === "light" || theme === "dark" ? theme : null;
+  } catch {
+    return null;
+  }
+}
+
 export function currentTheme() {
-  const chosen = root.dataset.theme;
-  if (chosen === "light" || chosen === "dark") return chosen;
-  return prefersDark && prefersDark.matches ? "dark" : "light";
+  return root.dataset.theme === "dark" ? "dark" : "light";
 }
 
 function show(button) {
@@ -33,5 +40,11 @@ const button = document.getElementById("theme-toggle");
 if (button) {
   show(button);
   button.addEventListener("click", () => setTheme(currentTheme() === "dark" ? "light" : "dark"));
-  if (prefersDark && prefersDark.addEventListener) prefersDark.addEventListener("change", () => show(button));
+  if (prefersDark && prefersDark.addEventListener) {
+    prefersDark.addEventListener("change", () => {
+      if (chosen()) return; // the user's choice holds
+      root.dataset.theme = prefersDark.matches ? "dark" : "light";
+      show(button);
+    });
+  }
 }
