@@ -32,7 +32,7 @@ run: seed
 	@echo "  Inventory:  http://$(HOST):$(PORT)/inventory/"
 	@echo "  Admin:      http://$(HOST):$(PORT)/admin/"
 	@echo "  API docs:   http://$(HOST):$(PORT)/api/docs/"
-	@echo "  Logins:     admin / $${DEMO_ADMIN_PASSWORD:-admin} (superuser), demo / $${DEMO_USER_PASSWORD:-demo} (plain user)"
+	@echo "  Logins:     admin / $${DEMO_ADMIN_PASSWORD:-admin} (superuser), demo / $${DEMO_USER_PASSWORD:-demo} (plain user), support / $${DEMO_SUPPORT_PASSWORD:-support} (support group)"
 	@echo "              (passwords apply when the users are first created)"
 	@echo ""
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/daphne -b $(HOST) -p $(PORT) config.asgi:application

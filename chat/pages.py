@@ -32,7 +32,7 @@ def unavailable_starters(user: Any, mount: Mount) -> dict[str, list[str]]:
         return {}
     tools = {t.name: t for t in mount.tools() if t.implementation is not None}
     out: dict[str, list[str]] = {}
-    for row in profile_list(registry=registry):
+    for row in profile_list(registry=registry, user=user):
         items = ((row["extensions"] or {}).get(STARTERS_KEY) or {}).get("items") or []
         allowed = {
             name: tools[name].implementation for name in (row["runtime"] or {}).get("tools", []) if name in tools

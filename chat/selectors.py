@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import (
@@ -23,7 +23,7 @@ from django.db.models import (
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 
-from profiles.errors import NotFound
+from profiles.errors import NotFound, NotVisible
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import current_profile, profile_resolve, profile_resolve_at
@@ -147,31 +147,54 @@ def conversation_ref(conversation: Conversation) -> str:
 
 
 def conversation_resolve(*, conversation: Conversation, user: Any, request_overrides: Any = None) -> Resolution:
-    """The conversation's own selection, else the user's current profile for the mount, else the default.
+    """The conversation's own selection, else the user's current profile for the mount (their selection,
+    else their first group's default), else the default.
 
     The selection is a ref: `slug` follows the serving label or the latest version, `slug@3` stays on
     version 3, `slug@label` follows the label. A selection that no longer resolves (its profile, label or
-    version is gone) falls back to its registry's default: never an error for the user. The next turn
-    then says so with `runtime.switched`.
+    version is gone, or the user may no longer use it) falls back to its registry's default: never an
+    error for the user. The next turn then says so with `runtime.switched` (`access_revoked` when the
+    user lost the right to use it: `Resolution.fallback`). When the fingerprint moved away from the
+    conversation's and the profile is stacked, the lineage it ran on before comes along
+    (`Resolution.previous_lineage`, one query), so the switch can name the layer that changed.
     """
     default_registry = mount_default_registry(conversation)
+    resolution = None
     if conversation.selected_profile:
         try:
-            return profile_resolve(
+            resolution = profile_resolve(
                 registry_slug=conversation.selected_registry,
                 profile_slug=conversation_ref(conversation),
                 request_overrides=request_overrides,
+                user=user,
             )
         except NotFound as exc:
             if exc.field == "slug":
-                return profile_resolve(
+                resolution = profile_resolve(
                     registry_slug=conversation.selected_registry, request_overrides=request_overrides
                 )
+                if isinstance(exc, NotVisible):
+                    resolution = replace(resolution, fallback="access_revoked")
             # The registry itself is gone: follow the user's current profile.
     elif conversation.selected_registry:
         default_registry = conversation.selected_registry
-    current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
-    return profile_resolve_at(at=current.at, request_overrides=request_overrides)
+    if resolution is None:
+        current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
+        resolution = profile_resolve_at(at=current.at, request_overrides=request_overrides)
+        if current.access_revoked:
+            resolution = replace(resolution, fallback="access_revoked")
+    before = conversation.current_fingerprint
+    if before and before != resolution.fingerprint and len(resolution.lineage) > 1:
+        record = (
+            Turn.objects.filter(conversation_id=conversation.pk, fingerprint=before)
+            .order_by("-seq")
+            .values_list("runtime_config", flat=True)
+            .first()
+        )
+        lineage = (record or {}).get("lineage")
+        if lineage:
+            resolution = replace(resolution, previous_lineage=tuple(lineage))
+    return resolution
 
 
 def conversation_history(*, conversation: Conversation, before_seq: int, limit: int) -> list[tuple[str, str]]:

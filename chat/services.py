@@ -52,7 +52,7 @@ def conversation_create(
     if profile:
         ref = parse_profile_ref(profile, field="profile")
         resolution = profile_resolve(
-            registry_slug=registry or mount.default_registry, profile_slug=str(ref), field="profile"
+            registry_slug=registry or mount.default_registry, profile_slug=str(ref), field="profile", user=owner
         )
         selected_registry, selected_profile, selected_at = resolution.registry, resolution.profile, ref.at
     elif registry:
@@ -119,7 +119,7 @@ def conversation_select_profile(
         return conversation_resolve(conversation=conversation, user=user)
     ref = parse_profile_ref(slug, field="slug")
     mount_registry = conversation.selected_registry or mount_default_registry(conversation)
-    resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=str(ref))
+    resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=str(ref), user=user)
     Conversation.objects.filter(pk=conversation.pk).update(
         selected_registry=resolution.registry, selected_profile=resolution.profile, selected_at=ref.at
     )

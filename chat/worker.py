@@ -30,7 +30,7 @@ from django.conf import settings
 from profiles.definitions import definitions
 from profiles.errors import ProfileError
 from profiles.mounts import get_mount
-from profiles.resolution import Resolution
+from profiles.resolution import Resolution, lineage_changes
 from profiles.validation import LATEST
 
 from . import selectors, services
@@ -507,12 +507,12 @@ async def execute_turn(turn: Turn) -> bool:
                 "profile_version": conversation.current_profile_version,
             },
             "to": runtime.marker(),
-            "reason": _switch_reason(conversation, runtime),
+            **_switch_reason(conversation, runtime, resolution),
         }
         first.append(await new_frame(conv_id, "runtime.switched", switched))
     first.append(await new_frame(conv_id, "turn.started", {"turn_id": turn_id, **runtime.marker()}))
     # The runtime record and the first frames are stored with the claim, before the first delta.
-    record = {**runtime.record(), "runtime_config": runtime_config(runtime)}
+    record = {**runtime.record(), "runtime_config": {**runtime_config(runtime), **resolution.trace()}}
     if not await run_db(services.turn_start, turn=turn, record=record, frames=first):
         return False
 
@@ -593,13 +593,19 @@ async def execute_turn(turn: Turn) -> bool:
         return await _finish(live, started, outcome, recorder, status, error)
 
 
-def _switch_reason(conversation: Any, runtime: Runtime) -> str:
+def _switch_reason(conversation: Any, runtime: Runtime, resolution: Resolution) -> dict[str, Any]:
+    """`{"reason"}` of a `runtime.switched` frame, and for a base layer's new version `layers` (each
+    changed layer with its versions) and `layer` (the first of them)."""
     if conversation.current_runtime_key != runtime.runtime_key:
-        return "profile_changed"
+        # Away from a profile the user may no longer use (later switches have their own reasons).
+        return {"reason": "access_revoked" if resolution.fallback == "access_revoked" else "profile_changed"}
     if conversation.current_profile_version != runtime.profile_version:
         # A runtime that follows a label changes version only when the label moves.
-        return "label_moved" if runtime.label and runtime.label != LATEST else "profile_updated"
-    return "runtime_changed"
+        return {"reason": "label_moved" if runtime.label and runtime.label != LATEST else "profile_updated"}
+    changed = lineage_changes(resolution.previous_lineage, resolution.lineage)
+    if changed:
+        return {"reason": "profile_updated", "layer": changed[0], "layers": changed}
+    return {"reason": "runtime_changed"}
 
 
 async def _finish(

@@ -135,6 +135,13 @@ else:
     # idle sockets); ours sweeps expired messages at most once a second.
     CHANNEL_LAYERS = {"default": {"BACKEND": "chat.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
+# Object permissions (django-rules): who may edit a registry's profiles and use a profile are rules
+# over the object (`profiles.access`); the model permissions stay with Django's ModelBackend.
+AUTHENTICATION_BACKENDS = [
+    "rules.permissions.ObjectPermissionBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},

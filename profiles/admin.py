@@ -22,14 +22,16 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import formats, timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from .access import can_edit, visible_filter
 from .errors import NotFound, ProfileError
 from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
 from .selectors import (
     label_list,
+    profile_resolve,
     profile_revision_get,
     profile_revisions,
     profile_version_stats,
@@ -98,6 +100,19 @@ class ServiceAdmin(ServiceFormAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return tuple(self.readonly_fields) if obj is None else (*self.identity_fields, *self.readonly_fields)
 
+    @staticmethod
+    def registry_of(obj: Any) -> Registry:
+        return obj if isinstance(obj, Registry) else obj.registry
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """The model permission, and for one object the registry's editor groups (`profiles.access`)."""
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or can_edit(request.user, self.registry_of(obj)))
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        allowed = super().has_delete_permission(request, obj)
+        return allowed and (obj is None or can_edit(request.user, self.registry_of(obj)))
+
 
 # --------------------------------------------------------------------------- profiles
 
@@ -114,14 +129,27 @@ class ProfileAdmin(ServiceAdmin):
     actions = ("make_default", "delete_selected")
     identity_fields = ("registry", "slug")
     form_only_fields = ("expected_version", "set_default")
-    readonly_fields = ("version", "is_default", "created_by", "created", "updated_by", "updated", "source", "tags")
+    readonly_fields = (
+        "version",
+        "is_default",
+        "created_by",
+        "created",
+        "updated_by",
+        "updated",
+        "source",
+        "tags",
+        "effective",
+    )
     add_fieldsets = (
         (None, {"fields": ("registry", "slug", "display_name", "description", "set_default")}),
         ("Content", {"fields": ("runtime", "policy", "extensions")}),
+        ("Layers and access", {"fields": ("stack", "visible_to_groups")}),
     )
     fieldsets = (
         (None, {"fields": ("registry", "slug", "display_name", "description", "set_default", "expected_version")}),
         ("Content", {"fields": ("runtime", "policy", "extensions")}),
+        ("Layers and access", {"fields": ("stack", "visible_to_groups")}),
+        ("Effective runtime", {"fields": ("effective",)}),
         (
             "Metadata",
             {
@@ -138,6 +166,62 @@ class ProfileAdmin(ServiceAdmin):
     @admin.display(boolean=True, description="default")
     def is_default(self, obj: Profile) -> bool:
         return obj.registry.is_default(obj.pk)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Profile]:
+        """Profiles restricted to groups are listed to those who may use them (staff editors: all)."""
+        rows = super().get_queryset(request)
+        visible = visible_filter(request.user)
+        return rows if visible is None else rows.filter(visible)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        """A new profile goes into a registry the user may edit."""
+        if db_field.name == "registry":
+            editable = [r.pk for r in Registry.objects.all() if can_edit(request.user, r)]
+            kwargs["queryset"] = Registry.objects.filter(pk__in=editable)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="effective runtime")
+    def effective(self, obj: Profile) -> str:
+        """The latest version as it runs: its lineage, then each field with the layer that set it and the
+        values it replaced (the same resolution the API and the turns use)."""
+        if obj is None or obj.pk is None:
+            return "-"
+        try:
+            resolution = profile_resolve(registry_slug=obj.registry.slug, profile_slug=f"{obj.slug}@latest")
+        except ProfileError as exc:
+            return format_html('<p class="errornote">{}: {}</p>', exc.field or "stack", exc.message)
+
+        def layer(ref: dict[str, Any]) -> str:
+            if ref.get("request"):
+                return "request"
+            return f"{ref['registry']}/{ref['slug']} v{ref['version']}"
+
+        def short(value: Any) -> str:
+            text = json.dumps(value, ensure_ascii=False)
+            return text if len(text) <= 120 else text[:117] + "..."
+
+        lineage = " → ".join(layer(ref) for ref in resolution.lineage)
+        rows = format_html_join(
+            "",
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    path,
+                    short(entry["value"]),
+                    layer(entry["layer"]) + (f" ({entry['rule']})" if entry.get("rule") else ""),
+                    "; ".join(f"{layer(old['layer'])}: {short(old['value'])}" for old in entry["replaced"]) or "—",
+                )
+                for path, entry in resolution.provenance.items()
+            ),
+        )
+        return format_html(
+            '<p>Lineage: {}</p><p>Fingerprint: <code>{}</code></p><table class="effective-runtime">'
+            "<thead><tr><th>field</th><th>value</th><th>set by</th><th>replaced</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            lineage,
+            resolution.fingerprint,
+            rows,
+        )
 
     # ---- deleting: always `profile_delete`, which refuses read-only profiles and a default with siblings
 
@@ -204,7 +288,9 @@ class ProfileAdmin(ServiceAdmin):
             return
         profile = queryset.select_related("registry").get()
         try:
-            registry_set_default(registry_slug=profile.registry.slug, slug=profile.slug)
+            registry_set_default(
+                registry_slug=profile.registry.slug, slug=profile.slug, actor=request.user, source=ADMIN_SOURCE
+            )
         except ProfileError as exc:
             self.message_user(request, f"{profile} was not made the default: {exc.message}", messages.ERROR)
             return
@@ -403,10 +489,14 @@ class RegistryAdmin(ServiceAdmin):
     identity_fields = ("slug",)
     readonly_fields = ("version", "tags", "created", "updated")
     form_only_fields = ("expected_version", "protected_labels")
-    add_fieldsets = ((None, {"fields": ("slug", "display_name", "description", "protected_labels", "serve_label")}),)
+    add_fieldsets = (
+        (None, {"fields": ("slug", "display_name", "description", "protected_labels", "serve_label")}),
+        ("Access", {"fields": ("editor_groups",)}),
+    )
     fieldsets = (
         (None, {"fields": ("slug", "display_name", "description", "default_profile", "expected_version")}),
         ("Labels", {"fields": ("protected_labels", "serve_label")}),
+        ("Access", {"fields": ("editor_groups", "group_defaults")}),
         ("Metadata", {"fields": ("version", "tags", ("created", "updated"))}),
     )
 

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 # The parts of a profile document that a version changes (metadata is not content).
-CONTENT_PARTS = ("display_name", "description", "runtime", "policy", "extensions")
+CONTENT_PARTS = ("display_name", "description", "runtime", "policy", "extensions", "stack", "visible_to_groups")
+# Parts a document may leave out when empty (and older versions never had).
+LIST_PARTS = ("stack", "visible_to_groups")
 Change = dict[str, Any]
 
 
@@ -25,6 +27,8 @@ def document_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Change]:
         before, after = a.get(part), b.get(part)
         if part in ("runtime", "policy", "extensions"):
             before, after = before or {}, after or {}
+        elif part in LIST_PARTS:
+            before, after = before or [], after or []
         if part == "extensions":
             _keyed(changes, "extensions", before, after, lambda key: f"extensions[{key}]")
         elif part == "runtime":

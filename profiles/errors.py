@@ -44,6 +44,11 @@ class NotFound(ProfileError):
     code = "not_found"
 
 
+class NotVisible(NotFound):
+    """A profile the user may not use: answered exactly like a missing one (404, same message: nothing
+    leaks). Code that resolves a stored selection tells the two apart (`access_revoked`)."""
+
+
 class Forbidden(ProfileError):
     """The caller may not do this (whatever the input)."""
 

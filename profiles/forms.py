@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 
 from .errors import ProfileError, ReadOnly, VersionConflict
@@ -57,12 +58,13 @@ class JSONEditorWidget(forms.Textarea):
 
 
 class JSONObjectField(forms.JSONField):
-    """JSON text -> Python value. Empty means `{}`; invalid JSON says where it broke.
+    """JSON text -> Python value. Empty means `{}` (`[]` for a list field); invalid JSON says where it broke.
 
     The shape (object, keys, schemas) is the service's business, so it is not checked here.
     """
 
     widget = JSONEditorWidget
+    empty: Any = {}
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
@@ -70,7 +72,7 @@ class JSONObjectField(forms.JSONField):
 
     def to_python(self, value: Any) -> Any:
         if value in self.empty_values:
-            return {}
+            return type(self.empty)()
         if isinstance(value, str):
             try:
                 json.loads(value)
@@ -81,6 +83,38 @@ class JSONObjectField(forms.JSONField):
                     params={"reason": exc.msg, "line": exc.lineno, "column": exc.colno},
                 ) from None
         return super().to_python(value)
+
+
+class JSONListField(JSONObjectField):
+    """JSON text of a list; empty means `[]`."""
+
+    empty: Any = []
+
+
+class GroupNamesField(forms.CharField):
+    """Django group names, comma-separated (names may hold spaces) -> a list. A name no group has matches
+    nobody; `offer` lists the existing groups in the help text, so a typo is visible."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+        self.base_help = self.help_text
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, (list, tuple)) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, (list, tuple)):
+            return [str(v).strip() for v in value if str(v).strip()]
+        text = super().to_python(value) or ""
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        return sorted(self.to_python(initial or [])) != sorted(self.to_python(data))
+
+    def offer(self) -> None:
+        names = ", ".join(Group.objects.order_by("name").values_list("name", flat=True)) or "none yet"
+        self.help_text = f"{self.base_help} Comma-separated. Existing groups: {names}."
 
 
 # --------------------------------------------------------------------------- service errors on forms
@@ -161,16 +195,36 @@ class ProfileAdminForm(VersionedServiceForm):
     runtime = JSONObjectField(help_text="system_prompt, middlewares, tools, step_settings_patch")
     policy = JSONObjectField(help_text=", ".join(POLICY_KEYS))
     extensions = JSONObjectField(help_text="extension key (namespace.feature@vN) -> value")
+    stack = JSONListField(
+        help_text='Base layers applied in order before this profile: [{"registry"?, "slug", "version"?}] '
+        "(registry: this one when absent; version: the latest when absent).",
+        widget=JSONEditorWidget(attrs={"rows": 5}),
+    )
+    visible_to_groups = GroupNamesField(
+        label="Visible to groups",
+        help_text="Only members of these groups (and staff editors) see and use it; none: everyone.",
+    )
     set_default = forms.BooleanField(required=False, label="Make this the registry default")
 
     what = "profile"
 
     class Meta:
         model = Profile
-        fields = ("registry", "slug", "display_name", "description", "runtime", "policy", "extensions")
+        fields = (
+            "registry",
+            "slug",
+            "display_name",
+            "description",
+            "runtime",
+            "policy",
+            "extensions",
+            "stack",
+            "visible_to_groups",
+        )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["visible_to_groups"].offer()
         if self.instance.pk is not None:
             # A profile is identified by registry + slug: neither can change once it exists.
             for name in ("registry", "slug"):
@@ -180,7 +234,7 @@ class ProfileAdminForm(VersionedServiceForm):
 
     def _write(self) -> Profile:
         data = self.cleaned_data
-        content = {name: data[name] for name in EDITABLE_FIELDS}
+        content = {name: data[name] for name in EDITABLE_FIELDS if name in data}
         if self.instance.pk is None:
             return profile_create(
                 registry_slug=data["registry"].slug,
@@ -213,8 +267,9 @@ class ProfileSlugChoiceField(forms.ModelChoiceField):
 
 
 class RegistryAdminForm(VersionedServiceForm):
-    """Create through `registry_create`; edit the text, the default and the label settings through
-    `registry_update` (guarded by the registry version the form was loaded with)."""
+    """Create through `registry_create`; edit the text, the default, the label settings, the editor groups
+    and the group defaults through `registry_update` (guarded by the registry version the form was loaded
+    with; only the registry's editors may)."""
 
     default_profile = ProfileSlugChoiceField(queryset=Profile.objects.none(), required=False)
     protected_labels = forms.CharField(
@@ -226,6 +281,16 @@ class RegistryAdminForm(VersionedServiceForm):
         required=False,
         help_text="When set, a plain profile selection serves the version under this label (else the latest).",
     )
+    editor_groups = GroupNamesField(
+        help_text="Only members of these groups (with the profile permissions) and superusers may edit this "
+        "registry's profiles; none: whoever has the permissions."
+    )
+    group_defaults = JSONListField(
+        help_text="Each group's default profile, in order (the first group a user is in wins): "
+        '[{"group": "support", "profile": "support"}]. A user\'s own selection comes first; '
+        "users in none of these groups get the registry default.",
+        widget=JSONEditorWidget(attrs={"rows": 5}),
+    )
 
     what = "registry"
     error_aliases = {"registry": "slug"}
@@ -236,10 +301,14 @@ class RegistryAdminForm(VersionedServiceForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["editor_groups"].offer()
         if self.instance.pk is not None:
             self.initial["protected_labels"] = ", ".join(self.instance.protected_labels or [])
+            self.initial["editor_groups"] = list(self.instance.editor_groups or [])
+            self.initial["group_defaults"] = list(self.instance.group_defaults or [])
         if self.instance.pk is None:
             self.fields.pop("default_profile", None)  # a new registry has no profiles yet
+            self.fields.pop("group_defaults", None)  # nor profiles to name
             return
         self.fields.pop("slug", None)
         if "default_profile" in self.fields:
@@ -260,16 +329,24 @@ class RegistryAdminForm(VersionedServiceForm):
         }
         if self.instance.pk is None:
             return registry_create(
-                slug=data["slug"], display_name=data["display_name"], description=data["description"], **labels
+                slug=data["slug"],
+                display_name=data["display_name"],
+                description=data["description"],
+                editor_groups=data.get("editor_groups") or [],
+                **labels,
             )
         if not self.has_changed():
             return self.instance
         default = data.get("default_profile")
+        access = {name: data[name] for name in ("editor_groups", "group_defaults") if name in self.changed_data}
         return registry_update(
             slug=self.instance.slug,
             display_name=data["display_name"],
             description=data["description"],
             default_profile=default.slug if default is not None else None,
             expected_version=data["expected_version"],
+            actor=self.actor,
+            source=ADMIN_SOURCE,
             **labels,
+            **access,
         )

@@ -29,6 +29,12 @@ class Registry(TimestampedMs):
     protected_labels = models.JSONField(default=default_protected_labels, blank=True)
     # When set, a plain slug serves the profile's version under this label (its latest if it has none).
     serve_label = models.CharField(max_length=64, blank=True)
+    # Names of the groups whose members may edit this registry's profiles (with the model permissions);
+    # empty: whoever has the model permissions (`profiles.access`).
+    editor_groups = models.JSONField(default=list, blank=True)
+    # `[{"group": name, "profile": slug}]`, in order: a user without a selection of their own gets the
+    # profile of the first entry whose group they are in, else the registry default.
+    group_defaults = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["slug"]
@@ -50,6 +56,10 @@ class Profile(models.Model):
     runtime = models.JSONField(default=dict, blank=True)
     policy = models.JSONField(default=dict, blank=True)
     extensions = models.JSONField(default=dict, blank=True)
+    # Base layers applied in order before this profile: `[{"registry", "slug", "version"?}]`.
+    stack = models.JSONField(default=list, blank=True)
+    # Names of the groups that may see and use it (sorted); empty: everyone (`profiles.access`).
+    visible_to_groups = models.JSONField(default=list, blank=True)
     version = models.PositiveIntegerField(default=1)
     tags = models.JSONField(default=list, blank=True)
     created_at_ms = models.BigIntegerField()
@@ -72,6 +82,23 @@ class Profile(models.Model):
     @property
     def is_read_only(self) -> bool:
         return bool((self.policy or {}).get("read_only"))
+
+
+class ProfileGroupAccess(models.Model):
+    """One row per group named in a profile's `visible_to_groups`, written with it by the services: what
+    lets a list filter by the user's groups in the database (`profiles.access.visible_filter`)."""
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="group_access")
+    group_name = models.CharField(max_length=150)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "group_name"], name="profile_group_access_unique"),
+        ]
+        indexes = [models.Index(fields=["group_name"], name="profile_group_access_group")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id}:{self.group_name}"
 
 
 class ProfileRevision(models.Model):

@@ -6,18 +6,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
+from .access import can_use, user_group_names, visible_filter
 from .definitions import definitions
 from .diff import document_diff
-from .errors import InvalidInput, NotFound
+from .errors import InvalidInput, NotFound, NotVisible
 from .models import Profile, ProfileLabel, ProfileLabelMove, ProfileRevision, ProfileSelection, Registry
-from .resolution import Resolution, public_url, resolve_runtime
-from .validation import LATEST, ProfileRef, canonical_slug, parse_profile_ref
+from .resolution import Layer, Resolution, public_url, resolve_runtime
+from .validation import LATEST, MAX_STACK_LAYERS, ProfileRef, canonical_slug, parse_profile_ref
 
 
-def registry_list() -> QuerySet[Registry]:
-    return Registry.objects.select_related("default_profile").annotate(profile_count=Count("profiles")).order_by("slug")
+def registry_list(*, user: Any = None) -> QuerySet[Registry]:
+    """Every registry with its `profile_count`: the profiles `user` may see (None: all). One query."""
+    registries = Registry.objects.select_related("default_profile").order_by("slug")
+    visible = visible_filter(user)
+    if visible is None:
+        return registries.annotate(profile_count=Count("profiles"))
+    counted = (
+        Profile.objects.filter(registry=OuterRef("pk"))
+        .filter(visible)
+        .order_by()
+        .values("registry")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return registries.annotate(profile_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0))
 
 
 def registry_get(slug: str) -> Registry:
@@ -28,26 +43,36 @@ def registry_get(slug: str) -> Registry:
         raise NotFound(f"registry {slug!r} not found", field="registry") from None
 
 
-def profile_list(*, registry: Registry) -> QuerySet[Profile, dict[str, Any]]:
-    """The registry's profiles in slug order, as plain rows of the columns the list shows.
+def profile_list(*, registry: Registry, user: Any = None) -> QuerySet[Profile, dict[str, Any]]:
+    """The registry's profiles `user` may see (None: all), in slug order, as plain rows of the columns
+    the list shows.
 
-    One query whatever the number of profiles. Rows, not model instances: no `Registry` per row (the
-    caller already holds it) and no per-row object graph, so a long list leaves no garbage cycles.
+    One query whatever the number of profiles or of the user's groups (they are a subquery). Rows, not
+    model instances: no `Registry` per row (the caller already holds it) and no per-row object graph, so
+    a long list leaves no garbage cycles.
     """
-    return (
-        Profile.objects.filter(registry=registry)
-        .order_by("slug")
-        .values("id", "slug", "display_name", "description", "runtime", "extensions", "version")
-    )
+    rows = Profile.objects.filter(registry=registry)
+    visible = visible_filter(user)
+    if visible is not None:
+        rows = rows.filter(visible)
+    return rows.order_by("slug").values("id", "slug", "display_name", "description", "runtime", "extensions", "version")
 
 
-def profile_get(*, registry: Registry, slug: str) -> Profile:
-    slug = canonical_slug(slug)
+def _not_found(registry: Registry, slug: str, field: str = "slug") -> NotFound:
+    return NotFound(f"profile {slug!r} not found in registry {registry.slug!r}", field=field)
+
+
+def profile_get(*, registry: Registry, slug: str, user: Any = None, field: str = "slug") -> Profile:
+    """The profile, or 404; also 404 (never 403: nothing leaks) when `user` may not use it. `user` None:
+    no access check (the system's own reads)."""
+    slug = canonical_slug(slug, field=field)
     try:
         profile = Profile.objects.get(registry=registry, slug=slug)
     except Profile.DoesNotExist:
-        raise NotFound(f"profile {slug!r} not found in registry {registry.slug!r}", field="slug") from None
+        raise _not_found(registry, slug, field) from None
     profile.registry = registry
+    if not can_use(user, profile):
+        raise NotVisible(_not_found(registry, slug, field).message, field=field)
     return profile
 
 
@@ -77,7 +102,9 @@ def profile_versions_diff(*, profile: Profile, old: int, new: int) -> list[dict[
 def profile_restore_plan(*, profile: Profile, version: int) -> list[dict[str, Any]]:
     """The diff a restore of `version` would apply to the profile as it is now (nothing is written)."""
     current = profile_document_at(profile=profile, version=profile.version)
-    return document_diff(current, profile_document_at(profile=profile, version=version))
+    # A restore keeps today's `visible_to_groups` (who may use it is not content).
+    target = {**profile_document_at(profile=profile, version=version), "visible_to_groups": profile.visible_to_groups}
+    return document_diff(current, target)
 
 
 def label_list(*, profile: Profile) -> QuerySet[ProfileLabel]:
@@ -144,6 +171,7 @@ class ProfileAt:
     policy: dict[str, Any]
     extensions: dict[str, Any]
     label: str | None  # the label followed: the ref's, or the registry's serving label for a plain slug
+    stack: tuple[dict[str, Any], ...] = ()  # that version's base layers
 
 
 def label_version(*, profile: Profile, name: str) -> int | None:
@@ -168,7 +196,12 @@ def profile_at(*, registry: Registry, profile: Profile, ref: ProfileRef, field: 
         if found is not None:
             version, label = found, registry.serve_label
     if version == profile.version:
-        content = {"runtime": profile.runtime, "policy": profile.policy, "extensions": profile.extensions}
+        content = {
+            "runtime": profile.runtime,
+            "policy": profile.policy,
+            "extensions": profile.extensions,
+            "stack": tuple(profile.stack or ()),
+        }
     else:
         document = (
             ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version)
@@ -178,14 +211,14 @@ def profile_at(*, registry: Registry, profile: Profile, ref: ProfileRef, field: 
         if document is None:
             raise NotFound(f"profile {profile.slug!r} has no version {version}", field=field)
         content = {part: document.get(part) or {} for part in ("runtime", "policy", "extensions")}
+        content["stack"] = tuple(document.get("stack") or ())
     return ProfileAt(registry=registry, profile=profile, ref=ref, version=version, label=label, **content)
 
 
-def _pick_profile(registry: Registry, ref: ProfileRef | None, *, field: str = "slug") -> ProfileAt:
+def _pick_profile(registry: Registry, ref: ProfileRef | None, *, field: str = "slug", user: Any = None) -> ProfileAt:
     if ref is not None:
-        return profile_at(
-            registry=registry, profile=profile_get(registry=registry, slug=ref.slug), ref=ref, field=field
-        )
+        profile = profile_get(registry=registry, slug=ref.slug, user=user, field=field)
+        return profile_at(registry=registry, profile=profile, ref=ref, field=field)
     profile = registry.default_profile or Profile.objects.filter(registry=registry, slug="default").first()
     if profile is None:
         raise InvalidInput("profile slug is required and registry has no default", field="profile.slug")
@@ -194,20 +227,30 @@ def _pick_profile(registry: Registry, ref: ProfileRef | None, *, field: str = "s
 
 
 def profile_resolve(
-    *, registry_slug: str, profile_slug: str | None = None, request_overrides: Any = None, field: str = "slug"
+    *,
+    registry_slug: str,
+    profile_slug: str | None = None,
+    request_overrides: Any = None,
+    field: str = "slug",
+    user: Any = None,
 ) -> Resolution:
     """Registry (404) -> profile (a ref: `slug`, `slug@3`, `slug@label`), else the default, else `default`,
-    else 400 -> that version's content -> overrides -> fingerprint.
+    else 400 -> that version's content and its base layers -> overrides -> fingerprint.
 
-    Two queries for a plain slug whatever the number of registries or profiles (see `profile_at` for refs).
+    `user`: a profile they may not use is a 404 like a missing one (None: no check, the system's own).
+    Two queries for a plain slug of a profile without a stack whatever the number of registries or
+    profiles (see `profile_at` for refs, `stack_layers` for stacks).
     """
     registry = registry_get(registry_slug)
     ref = parse_profile_ref(profile_slug, field=field) if profile_slug is not None else None
-    return profile_resolve_at(at=_pick_profile(registry, ref, field=field), request_overrides=request_overrides)
+    at = _pick_profile(registry, ref, field=field, user=user)
+    return profile_resolve_at(at=at, request_overrides=request_overrides)
 
 
 def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None) -> Resolution:
-    """Resolution of a version the caller has already loaded (no query)."""
+    """Resolution of a version the caller has already loaded: no query for a profile without a stack;
+    a stacked one loads its base layers (`stack_layers`)."""
+    layers = stack_layers(registry=at.registry.slug, slug=at.profile.slug, stack=at.stack) if at.stack else []
     return resolve_runtime(
         registry=at.registry.slug,
         profile=at.profile.slug,
@@ -219,15 +262,80 @@ def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None) -> Resol
         server_defaults=server_engine_defaults(),
         ref=str(at.ref),
         label=at.label,
+        base_layers=layers,
     )
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def stack_layers(*, registry: str, slug: str, stack: Any, field: str = "stack", user: Any = None) -> list[Layer]:
+    """The base layers of profile `registry/slug` whose stack is `stack` (entries `{registry, slug,
+    version?}`, as `validation.validate_stack` gives them), bases first: each entry's own stack before
+    it, depth first; a layer reached twice (same registry, slug and version) is applied once, where it
+    first appears. An entry without a version is what a plain slug gets (the serving label's version,
+    else the latest).
+
+    Refused with a 400 on `stack[i]` (the entry of this profile that leads there): a layer that does not
+    exist (or, with `user`, that they may not see), a cycle, more than `MAX_STACK_LAYERS` layers. Use
+    rights are not needed otherwise: a layer nobody may select may still be a base. One query per
+    stack read (this one and each layer's own), plus one per pinned old version or serving label."""
+    layers: list[Layer] = []
+    seen: set[tuple[str, str, int]] = set()
+    top = (registry, slug)
+
+    def expand(entries: Any, path: tuple[tuple[str, str], ...], at_field: str | None) -> None:
+        keys = [(entry["registry"], entry["slug"]) for entry in entries]
+        query = Q()
+        for reg, layer_slug in keys:
+            query |= Q(registry__slug=reg, slug=layer_slug)
+        found = (
+            {(p.registry.slug, p.slug): p for p in Profile.objects.select_related("registry").filter(query)}
+            if keys
+            else {}
+        )
+        for index, entry in enumerate(entries):
+            where = at_field or f"{field}[{index}]"
+            key = (entry["registry"], entry["slug"])
+            name = f"{key[0]}/{key[1]}"
+            if key in path:
+                chain = " -> ".join(f"{r}/{s}" for r, s in (*path[path.index(key) :], key))
+                raise InvalidInput(f"stacking {name} makes a cycle: {chain}", field=where)
+            profile = found.get(key)
+            if profile is None or not can_use(user, profile):
+                raise InvalidInput(f"layer {name} not found", field=where)
+            ref = ProfileRef(profile.slug, version=entry.get("version"))
+            try:
+                at = profile_at(registry=profile.registry, profile=profile, ref=ref, field=where)
+            except NotFound:
+                raise InvalidInput(f"layer {name} has no version {entry.get('version')}", field=where) from None
+            if at.stack:
+                expand(at.stack, (*path, key), where)
+            identity = (key[0], key[1], at.version)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            layers.append(Layer(key[0], key[1], at.version, at.runtime, at.policy, at.extensions))
+            if len(layers) > MAX_STACK_LAYERS:
+                raise InvalidInput(f"a lineage holds at most {MAX_STACK_LAYERS} base layers", field=where)
+
+    expand(list(stack or ()), (top,), None)
+    return layers
+
+
+# --------------------------------------------------------------------------- the current profile
 
 
 @dataclass(frozen=True)
 class CurrentProfile:
     at: ProfileAt
-    source: str  # "selection" | "default"
-    # The stored selection that no longer resolves, so the UI can say what happened.
+    source: str  # "selection" | "group_default" | "default"
+    # The stored selection that no longer resolves (gone, or the user may no longer use it), so the UI
+    # can say what happened.
     stale_selection: dict[str, str] | None = None
+    group: str | None = None  # the group whose default it is (`source` "group_default")
+    # The selection fell back because the user may no longer use its profile.
+    access_revoked: bool = False
 
     @property
     def registry(self) -> Registry:
@@ -238,10 +346,32 @@ class CurrentProfile:
         return self.at.profile
 
 
+def user_default(*, user: Any, registry: Registry) -> tuple[ProfileAt, str | None]:
+    """What `user` gets in `registry` without a selection of their own: the profile of the first entry of
+    the registry's `group_defaults` whose group they are in (and that they may use), else the registry
+    default. Returns it and the group (None for the registry default). No query without group defaults."""
+    entries = registry.group_defaults or []
+    if entries and user is not None:
+        groups = user_group_names(user)
+        wanted = [entry for entry in entries if entry["group"] in groups]
+        if wanted:
+            profiles = {
+                p.slug: p for p in Profile.objects.filter(registry=registry, slug__in=[e["profile"] for e in wanted])
+            }
+            for entry in wanted:
+                profile = profiles.get(entry["profile"])
+                if profile is not None and can_use(user, profile):
+                    profile.registry = registry
+                    return profile_at(registry=registry, profile=profile, ref=ProfileRef(profile.slug)), entry["group"]
+    return _pick_profile(registry, None), None
+
+
 def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentProfile:
-    """The user's stored selection for this mount; a selection that no longer resolves (its profile, or
-    the label or version it names, is gone) falls back to the registry default."""
+    """The user's stored selection for this mount; else their first group's default; else the registry
+    default. A selection that no longer resolves (its profile, or the label or version it names, is gone,
+    or the user may no longer use it) falls back the same way and says so (`stale_selection`)."""
     selection = None
+    revoked = False
     if getattr(user, "is_authenticated", False):
         selection = ProfileSelection.objects.filter(user=user, mount=mount).first()
     if selection is not None:
@@ -250,7 +380,9 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
             .filter(registry__slug=selection.registry_slug, slug=selection.profile_slug)
             .first()
         )
-        if profile is not None:
+        if profile is not None and not can_use(user, profile):
+            revoked = True
+        elif profile is not None:
             try:
                 ref = parse_profile_ref(profile.slug, at=selection.profile_at)
                 at = profile_at(registry=profile.registry, profile=profile, ref=ref)
@@ -267,4 +399,11 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
         stale = {"registry": selection.registry_slug, "slug": selection.profile_slug}
         if selection.profile_at:
             stale["ref"] = f"{selection.profile_slug}@{selection.profile_at}"
-    return CurrentProfile(at=_pick_profile(registry, None), source="default", stale_selection=stale)
+    at, group = user_default(user=user, registry=registry)
+    return CurrentProfile(
+        at=at,
+        source="group_default" if group else "default",
+        stale_selection=stale,
+        group=group,
+        access_revoked=revoked,
+    )

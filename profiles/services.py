@@ -13,9 +13,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from . import selectors
+from .access import can_edit, can_use
 from .errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
 from .models import (
     Profile,
+    ProfileGroupAccess,
     ProfileLabel,
     ProfileLabelMove,
     ProfileRevision,
@@ -23,6 +25,7 @@ from .models import (
     Registry,
     default_protected_labels,
 )
+from .resolution import Layer, merge_validated, stack_merge
 from .selectors import profile_at, profile_get, registry_get
 from .timestamps import now_ms
 from .validation import (
@@ -32,12 +35,18 @@ from .validation import (
     parse_profile_ref,
     parse_version,
     validate_extensions,
+    validate_group_defaults,
+    validate_group_names,
     validate_policy,
     validate_profile_content,
     validate_runtime,
+    validate_stack,
 )
 
-EDITABLE_FIELDS = ("display_name", "description", "runtime", "policy", "extensions")
+EDITABLE_FIELDS = ("display_name", "description", "runtime", "policy", "extensions", "stack", "visible_to_groups")
+# What a version holds and a restore writes back. Who may use a profile is not content: a restore keeps
+# today's `visible_to_groups` (an old version must not reopen a profile that was restricted since).
+CONTENT_FIELDS = ("display_name", "description", "runtime", "policy", "extensions", "stack")
 # Files are the authority for what they contain: import and seed may rewrite read-only profiles.
 FILE_SOURCES = frozenset({"import", "seed"})
 # Moving or removing a protected label (promoting a version) needs this on top of the model permissions.
@@ -60,6 +69,9 @@ def profile_document(profile: Profile, *, registry_slug: str | None = None, is_d
         "runtime": profile.runtime,
         "policy": profile.policy,
         "extensions": profile.extensions,
+        # Present when set (a profile without them reads as before).
+        **({"stack": profile.stack} if profile.stack else {}),
+        **({"visible_to_groups": profile.visible_to_groups} if profile.visible_to_groups else {}),
         "metadata": {
             "version": profile.version,
             "created_at_ms": profile.created_at_ms,
@@ -100,6 +112,115 @@ def _locked_profile(registry: Registry, slug: str) -> Profile:
         raise NotFound(f"profile {slug!r} not found in registry {registry.slug!r}", field="slug") from None
 
 
+def _check_visible(registry: Registry, profile: Profile, actor: Any, source: str) -> Profile:
+    """A profile the acting user may not see is a 404 for them, like a missing one (nothing leaks)."""
+    profile.registry = registry
+    if source not in FILE_SOURCES and not can_use(actor, profile):
+        raise NotFound(f"profile {profile.slug!r} not found in registry {registry.slug!r}", field="slug")
+    return profile
+
+
+def _check_editor(registry: Registry, actor: Any, source: str) -> None:
+    """A registry that names `editor_groups` is edited by their members only (and superusers); the
+    importer and the seed are the authority for their files."""
+    if source in FILE_SOURCES or can_edit(actor, registry):
+        return
+    raise Forbidden(f"registry {registry.slug!r} is edited by the members of its editor groups only", field="registry")
+
+
+def _check_default_is_everyones(profile: Profile, groups: list[str], *, field: str = "visible_to_groups") -> None:
+    """Invariant: the registry default is everyone's fallback, so it is visible to everyone (409)."""
+    if groups:
+        raise Conflict(
+            f"profile {profile.slug!r} is restricted to groups, and the registry default is everyone's fallback: "
+            "it cannot be both (set another default first)",
+            field=field,
+        )
+
+
+def _check_group_defaults_visible(registry: Registry, profile: Profile, groups: list[str]) -> None:
+    """A group default must stay visible to its group."""
+    for entry in registry.group_defaults or []:
+        if entry["profile"] == profile.slug and groups and entry["group"] not in groups:
+            raise Conflict(
+                f"profile {profile.slug!r} is the default of group {entry['group']!r}, which would no longer "
+                "see it: change the registry's group defaults first",
+                field="visible_to_groups",
+            )
+
+
+def _set_group_access(profile: Profile, groups: list[str]) -> None:
+    """The rows the list filters on (`ProfileGroupAccess`), written with `visible_to_groups`."""
+    ProfileGroupAccess.objects.filter(profile=profile).exclude(group_name__in=groups).delete()
+    have = set(ProfileGroupAccess.objects.filter(profile=profile).values_list("group_name", flat=True))
+    ProfileGroupAccess.objects.bulk_create(
+        [ProfileGroupAccess(profile=profile, group_name=name) for name in groups if name not in have]
+    )
+
+
+def _check_stack(
+    registry: Registry, slug: str, stack: list[dict[str, Any]], content: dict[str, Any], actor: Any, source: str
+) -> None:
+    """The stack's layers exist (and the acting user may see them), make no cycle, stay within the
+    lineage size, and merge with this profile's own content into a valid runtime: 400 on `stack[i]`."""
+    if not stack:
+        return
+    user = None if source in FILE_SOURCES else actor
+    layers = selectors.stack_layers(registry=registry.slug, slug=slug, stack=stack, user=user)
+    own = Layer(registry.slug, slug, 0, content["runtime"], content["policy"], content["extensions"])
+    runtime, _, _, _ = stack_merge([*layers, own])
+    merge_validated(runtime)
+
+
+def stack_check(*, registry_slug: str, slug: str) -> None:
+    """Check a stored profile's stack as a write would (400 on `stack[i]`): for the importer, once every
+    profile of its file is in."""
+    registry = registry_get(registry_slug)
+    profile = profile_get(registry=registry, slug=slug)
+    content = {"runtime": profile.runtime, "policy": profile.policy, "extensions": profile.extensions}
+    _check_stack(registry, profile.slug, profile.stack, content, None, "import")
+
+
+def validate_access(access: dict[str, Any], *, registry: str) -> None:
+    """The shape of `stack` and `visible_to_groups` (400 on their paths), without writing anything."""
+    _validate_parts(access, registry=registry)
+
+
+def _dependents(profile: Profile) -> list[str]:
+    """`registry/slug` of the profiles whose stack names `profile` (any version)."""
+    target = {"registry": profile.registry.slug, "slug": profile.slug}
+    rows = Profile.objects.exclude(stack=[]).values_list("registry__slug", "slug", "stack")
+    return sorted(
+        f"{reg}/{slug}"
+        for reg, slug, stack in rows
+        if any({"registry": e.get("registry"), "slug": e.get("slug")} == target for e in stack or [])
+    )
+
+
+def _check_dependents(profile: Profile) -> None:
+    """A new version of a base layer must leave every profile built on it (directly or not) a valid
+    merged runtime: otherwise the write is refused (400 on the field that breaks it, naming the
+    dependent) and rolled back with the rest of the transaction. One scan of the stacked profiles."""
+    rows = list(Profile.objects.exclude(stack=[]).values_list("registry__slug", "slug", "stack"))
+    done: set[tuple[str, str]] = set()
+    todo = [(profile.registry.slug, profile.slug)]
+    while todo:
+        base = todo.pop()
+        for reg, slug, stack in rows:
+            if (reg, slug) in done or not any((e.get("registry"), e.get("slug")) == base for e in stack or []):
+                continue
+            done.add((reg, slug))
+            todo.append((reg, slug))
+            try:
+                stack_check(registry_slug=reg, slug=slug)
+            except InvalidInput as exc:
+                detail = exc.errors[0][1] if exc.errors else exc.message
+                raise InvalidInput(
+                    f"{reg}/{slug}, which is built on this profile, would break: {exc.field}: {detail}",
+                    field="runtime",
+                ) from None
+
+
 def _bump_registry(registry: Registry, *, by: int = 1, **changes: Any) -> None:
     """Each profile write and each default change adds 1 to the registry version."""
     Registry.objects.filter(pk=registry.pk).update(version=F("version") + by, **changes)
@@ -132,15 +253,29 @@ def registry_create(
     tags: list[str] | None = None,
     protected_labels: Any = None,
     serve_label: Any = None,
+    editor_groups: Any = None,
 ) -> Registry:
-    """`protected_labels` None: `["production"]`; `serve_label` None or "": plain slugs serve the latest."""
-    ensure_storable({"display_name": display_name, "description": description, "tags": tags}, field="")
+    """`protected_labels` None: `["production"]`; `serve_label` None or "": plain slugs serve the latest;
+    `editor_groups` None or []: whoever has the model permissions edits it. (Group defaults name
+    profiles: `registry_update` sets them once it has some.)"""
+    ensure_storable(
+        {"display_name": display_name, "description": description, "tags": tags, "editor_groups": editor_groups},
+        field="",
+    )
     slug = canonical_slug(slug, field="registry")
     labels = _label_settings(protected_labels=protected_labels, serve_label=serve_label)
+    editors, errors = validate_group_names(editor_groups, field="editor_groups")
+    if errors:
+        raise InvalidInput.from_errors(errors)
     try:
         with transaction.atomic():
             return Registry.objects.create(
-                slug=slug, display_name=display_name or slug, description=description, tags=list(tags or []), **labels
+                slug=slug,
+                display_name=display_name or slug,
+                description=description,
+                tags=list(tags or []),
+                editor_groups=editors,
+                **labels,
             )
     except IntegrityError:
         raise Conflict(f"registry {slug!r} already exists", field="registry") from None
@@ -155,15 +290,34 @@ def registry_update(
     default_profile: str | None = None,
     protected_labels: Any = None,
     serve_label: Any = None,
+    editor_groups: Any = None,
+    group_defaults: Any = None,
     expected_version: Any = None,
+    actor: Any = None,
+    source: str = "api",
 ) -> Registry:
-    """Change any of the text, the default profile (by slug) and the label settings in one version step;
-    None leaves a field. `expected_version` is the registry version the caller read (409 when it moved
-    meanwhile)."""
-    ensure_storable({"display_name": display_name, "description": description}, field="")
+    """Change any of the text, the default profile (by slug), the label settings, the editor groups and
+    the group defaults in one version step; None leaves a field. `expected_version` is the registry
+    version the caller read (409 when it moved meanwhile). Only the registry's editors may (`actor`)."""
+    ensure_storable(
+        {
+            "display_name": display_name,
+            "description": description,
+            "editor_groups": editor_groups,
+            "group_defaults": group_defaults,
+        },
+        field="",
+    )
     registry = _locked_registry(slug)
+    _check_editor(registry, actor, source)
     check_version(registry.version, expected_version=expected_version, what="registry")
-    fields = {"display_name": display_name, "description": description}
+    fields: dict[str, Any] = {"display_name": display_name, "description": description}
+    if editor_groups is not None:
+        fields["editor_groups"], errors = validate_group_names(editor_groups, field="editor_groups")
+        if errors:
+            raise InvalidInput.from_errors(errors)
+    if group_defaults is not None:
+        fields["group_defaults"] = _group_defaults(registry, group_defaults)
     if protected_labels is not None or serve_label is not None:
         settings = _label_settings(protected_labels=protected_labels, serve_label=serve_label)
         fields |= {
@@ -173,7 +327,11 @@ def registry_update(
         }
     changes: dict[str, Any] = {k: v for k, v in fields.items() if v is not None and getattr(registry, k) != v}
     if default_profile is not None:
-        profile = _locked_profile(registry, default_profile)
+        try:
+            profile = _locked_profile(registry, default_profile)
+        except NotFound as exc:
+            raise NotFound(exc.message, field="default_profile") from None
+        _check_default_is_everyones(profile, profile.visible_to_groups, field="default_profile")
         if not registry.is_default(profile.pk):
             changes["default_profile"] = profile
     if changes:
@@ -182,14 +340,43 @@ def registry_update(
     return registry
 
 
+def _group_defaults(registry: Registry, raw: Any) -> list[dict[str, str]]:
+    """`[{group, profile}]`: each profile one of the registry's, visible to its group (400 on the entry)."""
+    entries, errors = validate_group_defaults(raw)
+    if not errors:
+        visibility = dict(
+            Profile.objects.filter(registry=registry, slug__in=[e["profile"] for e in entries]).values_list(
+                "slug", "visible_to_groups"
+            )
+        )
+        for i, entry in enumerate(entries):
+            at = f"group_defaults[{i}].profile"
+            if entry["profile"] not in visibility:
+                errors.append((at, f"profile {entry['profile']!r} not found in registry {registry.slug!r}"))
+            elif visibility[entry["profile"]] and entry["group"] not in visibility[entry["profile"]]:
+                errors.append((at, f"profile {entry['profile']!r} is not visible to group {entry['group']!r}"))
+    if errors:
+        raise InvalidInput.from_errors(errors)
+    return entries
+
+
 @transaction.atomic
 def registry_set_default(
-    *, registry_slug: str, slug: str, expected_version: Any = None, if_match: int | None = None
+    *,
+    registry_slug: str,
+    slug: str,
+    expected_version: Any = None,
+    if_match: int | None = None,
+    actor: Any = None,
+    source: str = "api",
 ) -> Profile:
-    """Make `slug` the default. `expected_version` is the REGISTRY's version. Read-only profiles may be defaults."""
+    """Make `slug` the default. `expected_version` is the REGISTRY's version. Read-only profiles may be
+    defaults; profiles restricted to groups may not (everyone falls back to the default)."""
     registry = _locked_registry(registry_slug)
+    _check_editor(registry, actor, source)
     check_version(registry.version, expected_version=expected_version, if_match=if_match, what="registry")
-    profile = _locked_profile(registry, slug)
+    profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
+    _check_default_is_everyones(profile, profile.visible_to_groups, field="slug")
     if not registry.is_default(profile.pk):
         _bump_registry(registry, default_profile=profile)
     return profile
@@ -236,7 +423,8 @@ def label_set(
     name = canonical_label(name)
     version = parse_version(version, field="version")
     registry = _locked_registry(registry_slug)
-    profile = _locked_profile(registry, slug)
+    _check_editor(registry, actor, source)
+    profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     _check_label_move(registry, name, actor, source)
     if (
         version > profile.version
@@ -272,7 +460,8 @@ def label_delete(
     """Remove label `name` (404 when the profile has none); the removal is recorded as a move to None."""
     name = canonical_label(name)
     registry = _locked_registry(registry_slug)
-    profile = _locked_profile(registry, slug)
+    _check_editor(registry, actor, source)
+    profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     _check_label_move(registry, name, actor, source)
     label = ProfileLabel.objects.select_for_update().filter(profile=profile, name=name).first()
     if label is None:
@@ -306,11 +495,16 @@ def profile_create(
     runtime: Any = None,
     policy: Any = None,
     extensions: Any = None,
+    stack: Any = None,
+    visible_to_groups: Any = None,
     tags: list[str] | None = None,
     set_default: bool = False,
     actor: Any = None,
     source: str = "api",
+    check_stack: bool = True,
 ) -> Profile:
+    """`check_stack` False: the caller checks the stack (`stack_check`) before its transaction ends (the
+    importer: a layer may come later in its file)."""
     # First: text the database or the JSON encoder refuses must not reach a message or a row.
     ensure_storable(
         {
@@ -319,16 +513,23 @@ def profile_create(
             "runtime": runtime,
             "policy": policy,
             "extensions": extensions,
+            "stack": stack,
+            "visible_to_groups": visible_to_groups,
             "tags": tags,
         },
         field="",
     )
     slug = canonical_slug(slug)
+    registry_slug = canonical_slug(registry_slug, field="registry")
     content = validate_profile_content(runtime=runtime, policy=policy, extensions=extensions)
+    access = _validate_parts({"stack": stack, "visible_to_groups": visible_to_groups}, registry=registry_slug)
     _check_text_fields(display_name=display_name, description=description)
     registry = _locked_registry(registry_slug)
+    _check_editor(registry, actor, source)
     if Profile.objects.filter(registry=registry, slug=slug).exists():
         raise Conflict(f"profile {slug!r} already exists in registry {registry.slug!r}", field="slug")
+    if check_stack:
+        _check_stack(registry, slug, access["stack"], content, actor, source)
     stamp, who = now_ms(), _actor_name(actor)
     profile = Profile.objects.create(
         registry=registry,
@@ -343,8 +544,11 @@ def profile_create(
         updated_by=who,
         source=source,
         **content,
+        **access,
     )
+    _set_group_access(profile, access["visible_to_groups"])
     if set_default or registry.default_profile_id is None:
+        _check_default_is_everyones(profile, access["visible_to_groups"])
         _bump_registry(registry, by=2, default_profile=profile)
     else:
         _bump_registry(registry)
@@ -373,6 +577,7 @@ def profile_update(
     source: str = "api",
     change: str | None = None,
     always_write: bool = False,
+    check_stack: bool = True,
 ) -> Profile:
     """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part.
 
@@ -382,16 +587,25 @@ def profile_update(
     if unknown:
         raise InvalidInput(f"field cannot be changed: {unknown[0]}", field=unknown[0])
     registry = _locked_registry(registry_slug)
-    profile = _locked_profile(registry, slug)
+    _check_editor(registry, actor, source)
+    profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     check_version(profile.version, expected_version=expected_version, if_match=if_match)
     _check_text_fields(**{k: v for k, v in changes.items() if k in ("display_name", "description")})
-    validated = _validate_parts(changes)
+    validated = _validate_parts(changes, registry=registry.slug)
     fields = {**{k: v for k, v in changes.items() if k in ("display_name", "description")}, **validated}
     changed = sorted(k for k, v in fields.items() if getattr(profile, k) != v)
     writes = bool(changed) or always_write
     # A read-only profile refuses changes, but may still become the default (no content change).
     if writes and profile.is_read_only and source not in FILE_SOURCES:
         raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
+    after = {part: fields.get(part, getattr(profile, part)) for part in ("runtime", "policy", "extensions", "stack")}
+    if check_stack and {"runtime", "policy", "extensions", "stack"} & set(changed):
+        _check_stack(registry, profile.slug, after["stack"], after, actor, source)
+    groups = fields.get("visible_to_groups", profile.visible_to_groups)
+    if "visible_to_groups" in changed:
+        _check_group_defaults_visible(registry, profile, groups)
+    if ("visible_to_groups" in changed or set_default) and (set_default or registry.is_default(profile.pk)):
+        _check_default_is_everyones(profile, groups)
     if writes:
         stamp = now_ms()
         rows = Profile.objects.filter(pk=profile.pk, version=profile.version).update(
@@ -403,6 +617,10 @@ def profile_update(
                 raise NotFound(f"profile {profile.slug!r} not found in registry {registry.slug!r}", field="slug")
             raise VersionConflict(expected=profile.version, actual=actual)
         profile.refresh_from_db()
+        if "visible_to_groups" in changed:
+            _set_group_access(profile, profile.visible_to_groups)
+        if check_stack and {"runtime", "policy", "extensions", "stack"} & set(changed):
+            _check_dependents(profile)
         _record_revision(profile, registry=registry, change=change or f"updated {', '.join(changed)}")
     becomes_default = set_default and not registry.is_default(profile.pk)
     if writes or becomes_default:
@@ -414,13 +632,15 @@ def profile_update(
     return profile
 
 
-def _validate_parts(changes: dict[str, Any]) -> dict[str, Any]:
+def _validate_parts(changes: dict[str, Any], *, registry: str) -> dict[str, Any]:
     errors: list[tuple[str, str]] = []
     out: dict[str, Any] = {}
     for part, validate in (
         ("runtime", validate_runtime),
         ("policy", validate_policy),
         ("extensions", validate_extensions),
+        ("stack", lambda raw: validate_stack(raw, registry=registry)),
+        ("visible_to_groups", lambda raw: validate_group_names(raw, field="visible_to_groups")),
     ):
         if part in changes:
             out[part], found = validate(changes[part])
@@ -432,13 +652,33 @@ def _validate_parts(changes: dict[str, Any]) -> dict[str, Any]:
 
 @transaction.atomic
 def profile_delete(
-    *, registry_slug: str, slug: str, expected_version: Any = None, if_match: int | None = None, actor: Any = None
+    *,
+    registry_slug: str,
+    slug: str,
+    expected_version: Any = None,
+    if_match: int | None = None,
+    actor: Any = None,
+    source: str = "api",
 ) -> None:
     registry = _locked_registry(registry_slug)
-    profile = _locked_profile(registry, slug)
+    _check_editor(registry, actor, source)
+    profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     check_version(profile.version, expected_version=expected_version, if_match=if_match)
-    if profile.is_read_only:
+    if profile.is_read_only and source not in FILE_SOURCES:
         raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
+    for entry in registry.group_defaults or []:
+        if entry["profile"] == profile.slug:
+            raise Conflict(
+                f"profile {profile.slug!r} is the default of group {entry['group']!r}: change the registry's "
+                "group defaults first",
+                field="slug",
+            )
+    dependents = _dependents(profile)
+    if dependents:
+        raise Conflict(
+            f"profile {profile.slug!r} is a base layer of {', '.join(dependents)}: remove it from their stacks first",
+            field="slug",
+        )
     if registry.is_default(profile.pk):
         if Profile.objects.filter(registry=registry).exclude(pk=profile.pk).exists():
             raise Conflict(f"profile {profile.slug!r} is the registry default: set another default first", field="slug")
@@ -461,9 +701,11 @@ def profile_restore(
 ) -> Profile:
     """Write version n's content as a new version (history is never rewritten)."""
     registry = _locked_registry(registry_slug)
-    profile = _locked_profile(registry, slug)
+    _check_editor(registry, actor, source)
+    profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     revision = selectors.profile_revision_get(profile=profile, version=version)
-    content = {k: revision.document[k] for k in EDITABLE_FIELDS}
+    # Versions written before stacks existed have none.
+    content = {k: revision.document.get(k, [] if k == "stack" else None) for k in CONTENT_FIELDS}
     return profile_update(
         registry_slug=registry.slug,
         slug=profile.slug,
@@ -486,7 +728,7 @@ def profile_select(*, user: Any, mount: str, registry_slug: str, slug: str) -> P
     resolve now."""
     ref = parse_profile_ref(slug, field="slug")
     registry = registry_get(registry_slug)
-    profile_at(registry=registry, profile=profile_get(registry=registry, slug=ref.slug), ref=ref)
+    profile_at(registry=registry, profile=profile_get(registry=registry, slug=ref.slug, user=user), ref=ref)
     selection, _ = ProfileSelection.objects.update_or_create(
         user=user,
         mount=mount,

@@ -26,7 +26,18 @@ from .errors import ProfileError
 from .models import Profile, Registry, default_protected_labels
 from .validation import canonical_label, canonical_slug, parse_version, validate_profile_content
 
-PROFILE_KEYS = {"slug", "display_name", "description", "runtime", "policy", "extensions", "labels", "label_moves"}
+PROFILE_KEYS = {
+    "slug",
+    "display_name",
+    "description",
+    "runtime",
+    "policy",
+    "extensions",
+    "stack",
+    "visible_to_groups",
+    "labels",
+    "label_moves",
+}
 REGISTRY_KEYS = {
     "slug",
     "display_name",
@@ -35,6 +46,8 @@ REGISTRY_KEYS = {
     "profiles",
     "protected_labels",
     "serve_label",
+    "editor_groups",
+    "group_defaults",
 }
 
 
@@ -356,9 +369,16 @@ def import_text(
         with transaction.atomic():
             regs, prefix = _registries(data)
             report = ImportReport(dry_run=dry_run)
+            stacked: list[tuple[str, str, str]] = []  # (registry, slug, path) of the profiles with a stack
             for raw_slug, reg in regs.items():
                 path = f"{prefix}{raw_slug}" if prefix else ""
-                _import_registry(raw_slug, reg, path, replace=replace, source=source, report=report)
+                _import_registry(raw_slug, reg, path, replace=replace, source=source, report=report, stacked=stacked)
+            # Stacks are checked once every profile of the file is in: a layer may come later in the file.
+            for registry, slug, ppath in stacked:
+                try:
+                    services.stack_check(registry_slug=registry, slug=slug)
+                except ProfileError as exc:
+                    raise ProfileError(_reason(exc), field=f"{ppath}.{exc.field}") from None
             if dry_run:
                 transaction.set_rollback(True)
             return report
@@ -367,7 +387,16 @@ def import_text(
         raise ImportFailed(f"{label}:{lines.line(where)}: {where or '(document)'}: {exc.message}") from None
 
 
-def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, source: str, report: ImportReport) -> None:
+def _import_registry(
+    raw_slug: str,
+    reg: Any,
+    path: str,
+    *,
+    replace: bool,
+    source: str,
+    report: ImportReport,
+    stacked: list[tuple[str, str, str]],
+) -> None:
     def at(sub: str) -> str:
         return f"{path}.{sub}" if path else sub
 
@@ -400,6 +429,12 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
     if not isinstance(profiles, dict):
         raise ProfileError("must be a mapping of profile slug -> profile", field=at("profiles"))
     seen: set[str] = set()
+    default_slug = reg.get("default_profile_slug")
+    if created_registry and isinstance(default_slug, str):
+        # The first profile of a new registry becomes its default until the file's is set, and a default
+        # must be everyone's: the file's default goes first.
+        wanted = default_slug.strip().lower()
+        profiles = dict(sorted(profiles.items(), key=lambda item: str(item[0]).strip().lower() != wanted))
     for raw_profile_slug, body in profiles.items():
         ppath = at(f"profiles.{raw_profile_slug}")
         body = _check_keys(body or {}, PROFILE_KEYS, ppath)
@@ -407,18 +442,26 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             pslug = canonical_slug(body.get("slug", raw_profile_slug), field="slug")
             seen.add(pslug)
             content = {k: body.get(k) for k in ("runtime", "policy", "extensions")}
+            access = {"stack": body.get("stack") or [], "visible_to_groups": body.get("visible_to_groups") or []}
             # The same defaults as on create, so re-importing an unchanged file changes nothing.
             text = {"display_name": body.get("display_name") or pslug, "description": body.get("description") or ""}
             existing = Profile.objects.filter(registry=registry, slug=pslug).first()
             label = f"{slug}/{pslug}"
             if existing is None:
-                services.profile_create(registry_slug=slug, slug=pslug, source=source, **text, **content)
+                services.profile_create(
+                    registry_slug=slug, slug=pslug, source=source, check_stack=False, **text, **content, **access
+                )
                 report.created.append(label)
                 report.plan.append({"action": "create", "target": label})
             elif replace:
                 before = existing.version
                 updated = services.profile_update(
-                    registry_slug=slug, slug=pslug, changes={**text, **content}, source=source, change="imported"
+                    registry_slug=slug,
+                    slug=pslug,
+                    changes={**text, **content, **access},
+                    source=source,
+                    change="imported",
+                    check_stack=False,
                 )
                 if updated.version != before:
                     report.updated.append(label)
@@ -430,13 +473,15 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             else:
                 # Kept as stored, but a file that holds an invalid profile is refused all the same.
                 validate_profile_content(**content)
+                services.validate_access(access, registry=slug)
                 report.unchanged.append(label)
                 report.plan.append({"action": "unchanged", "target": label})
+            if (existing is None or replace) and access["stack"]:
+                stacked.append((slug, pslug, ppath))
             if existing is None or replace:
                 _import_labels(slug, pslug, body, source=source, replace=replace, report=report)
         except ProfileError as exc:
             raise ProfileError(_reason(exc), field=f"{ppath}.{exc.field}" if exc.field else ppath) from None
-    default_slug = reg.get("default_profile_slug")
     try:
         if default_slug and (replace or created_registry):
             services.registry_set_default(registry_slug=slug, slug=default_slug)
@@ -444,13 +489,57 @@ def _import_registry(raw_slug: str, reg: Any, path: str, *, replace: bool, sourc
             selectors.profile_get(registry=registry, slug=default_slug)
     except ProfileError as exc:
         raise ProfileError(_reason(exc), field=at("default_profile_slug")) from None
+    _import_access(slug, reg, at, replace=replace, report=report)
     if replace:
         registry.refresh_from_db()
-        for stale in Profile.objects.filter(registry=registry).exclude(slug__in=seen).order_by("slug"):
-            if registry.is_default(stale.pk):
+        stale = [p.slug for p in Profile.objects.filter(registry=registry).exclude(slug__in=seen).order_by("slug")]
+        for stale_slug in _dependents_first(slug, stale):
+            if registry.is_default(Profile.objects.get(registry=registry, slug=stale_slug).pk):
                 continue
-            services.profile_delete(registry_slug=slug, slug=stale.slug)
-            report.deleted.append(f"{slug}/{stale.slug}")
+            services.profile_delete(registry_slug=slug, slug=stale_slug, source=source)
+            report.deleted.append(f"{slug}/{stale_slug}")
+
+
+def _import_access(slug: str, reg: dict[str, Any], at: Any, *, replace: bool, report: ImportReport) -> None:
+    """The registry's `editor_groups` and `group_defaults` (once its profiles are in). Without `replace`,
+    each is set when the registry has none yet (what is missing is created); with it, as the file says."""
+    registry = Registry.objects.get(slug=slug)
+    changes = {}
+    for key in ("editor_groups", "group_defaults"):
+        value = reg.get(key)
+        if replace:
+            changes[key] = value or []
+        elif value and not getattr(registry, key):
+            changes[key] = value
+    if not changes:
+        return
+    before = registry.version
+    try:
+        updated = services.registry_update(slug=slug, source="import", **changes)
+    except ProfileError as exc:
+        raise ProfileError(_reason(exc), field=at(exc.field or "")) from None
+    if updated.version != before and not any(e.get("target") == slug for e in report.plan):
+        report.plan.append({"action": "update", "target": slug})
+
+
+def _dependents_first(registry: str, slugs: list[str]) -> list[str]:
+    """Profiles to delete, each after the ones among them that stack it (a base is deleted last)."""
+    stacks = dict(Profile.objects.filter(registry__slug=registry, slug__in=slugs).values_list("slug", "stack"))
+    ordered: list[str] = []
+    pending = list(slugs)
+    while pending:
+        ready = [
+            s
+            for s in pending
+            if not any(
+                e.get("registry") == registry and e.get("slug") == s for o in pending if o != s for e in stacks[o]
+            )
+        ]
+        if not ready:  # a cycle cannot be stored; keep the order and let the service explain
+            return ordered + pending
+        ordered += ready
+        pending = [s for s in pending if s not in ready]
+    return ordered
 
 
 def _import_labels(
@@ -523,6 +612,9 @@ def export_data(*, registry: str | None = None) -> dict[str, Any]:
             "default_profile_slug": reg.default_profile.slug if reg.default_profile_id else None,
             "protected_labels": list(reg.protected_labels or []),
             "serve_label": reg.serve_label,
+            # Present when set (a file without them reads as before).
+            **({"editor_groups": list(reg.editor_groups)} if reg.editor_groups else {}),
+            **({"group_defaults": [dict(e) for e in reg.group_defaults]} if reg.group_defaults else {}),
             "profiles": {
                 p.slug: _export_profile(p)
                 for p in reg.profiles.order_by("slug").prefetch_related("labels", "label_moves")
@@ -539,6 +631,10 @@ def _export_profile(profile: Profile) -> dict[str, Any]:
         "policy": profile.policy,
         "extensions": profile.extensions,
     }
+    if profile.stack:
+        document["stack"] = profile.stack
+    if profile.visible_to_groups:
+        document["visible_to_groups"] = profile.visible_to_groups
     labels = {label.name: label.version for label in profile.labels.all()}
     if labels:
         document["labels"] = labels

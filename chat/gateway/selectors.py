@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from profiles.access import visible_filter
 from profiles.models import Profile
 from profiles.mounts import Mount
 
@@ -20,20 +21,24 @@ class ModelRow:
     created_at_ms: int
 
 
-def model_list(*, mount: Mount) -> list[ModelRow]:
-    """Every profile of every registry (any signed-in user may use any of them, like the resolve API):
-    the mount's default registry first, then the others, each in slug order. One query."""
-    rows = Profile.objects.order_by("registry__slug", "slug").values_list("registry__slug", "slug", "created_at_ms")
+def model_list(*, mount: Mount, user: Any) -> list[ModelRow]:
+    """Every profile of every registry that `user` may use (its `visible_to_groups`, like the profile
+    API): the mount's default registry first, then the others, each in slug order. One query."""
+    rows = Profile.objects.all()
+    visible = visible_filter(user)
+    if visible is not None:
+        rows = rows.filter(visible)
+    rows = rows.order_by("registry__slug", "slug").values_list("registry__slug", "slug", "created_at_ms")
     models = [ModelRow(*row) for row in rows]
     return sorted(models, key=lambda m: m.registry != mount.default_registry)  # stable: keeps slug order
 
 
-def model_get(*, registry: str, slug: str) -> ModelRow | None:
-    row = (
-        Profile.objects.filter(registry__slug=registry, slug=slug)
-        .values_list("registry__slug", "slug", "created_at_ms")
-        .first()
-    )
+def model_get(*, registry: str, slug: str, user: Any) -> ModelRow | None:
+    rows = Profile.objects.filter(registry__slug=registry, slug=slug)
+    visible = visible_filter(user)
+    if visible is not None:
+        rows = rows.filter(visible)
+    row = rows.values_list("registry__slug", "slug", "created_at_ms").first()
     return ModelRow(*row) if row else None
 
 

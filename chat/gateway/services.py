@@ -85,18 +85,18 @@ def model_ref(model: str, mount: Mount) -> tuple[str, ProfileRef]:
         raise ModelNotFound(model) from None
 
 
-def model_list(*, mount: Mount) -> list[selectors.ModelRow]:
-    return selectors.model_list(mount=mount)
+def model_list(*, mount: Mount, user: Any) -> list[selectors.ModelRow]:
+    return selectors.model_list(mount=mount, user=user)
 
 
-def model_get(*, mount: Mount, model: str) -> selectors.ModelRow:
+def model_get(*, mount: Mount, model: str, user: Any) -> selectors.ModelRow:
     registry, ref = model_ref(model, mount)
-    row = selectors.model_get(registry=registry, slug=ref.slug)
+    row = selectors.model_get(registry=registry, slug=ref.slug, user=user)
     if row is None:
         raise ModelNotFound(model)
     if ref.mode != "follow":  # the version or label must exist too
         try:
-            profile_resolve(registry_slug=registry, profile_slug=str(ref))
+            profile_resolve(registry_slug=registry, profile_slug=str(ref), user=user)
         except NotFound:
             raise ModelNotFound(model) from None
     return row
@@ -260,7 +260,9 @@ def _conversation_for(
     last completed turns are the earlier messages sent), switched to the model if it selects another."""
     registry, ref = model_ref(data.model, mount)
     try:
-        resolution = profile_resolve(registry_slug=registry, profile_slug=str(ref), request_overrides=data.overrides())
+        resolution = profile_resolve(
+            registry_slug=registry, profile_slug=str(ref), request_overrides=data.overrides(), user=user
+        )
     except NotFound as exc:
         if exc.field in ("registry", "slug"):
             raise ModelNotFound(data.model) from None

@@ -111,7 +111,7 @@ class ModelListView(GatewayView):
         description="Every profile the caller may use, as OpenAI models.",
     )
     async def get(self, request: Request) -> Response:
-        rows = await run_db(services.model_list, mount=self.mount)
+        rows = await run_db(services.model_list, mount=self.mount, user=request.user)
         return Response(s.model_list_body(rows, self.mount))
 
 
@@ -122,7 +122,7 @@ class ModelDetailView(GatewayView):
         responses={200: s.ModelObjectSerializer, **openapi.errors(401, 404)},
     )
     async def get(self, request: Request, model: str) -> Response:
-        row = await run_db(services.model_get, mount=self.mount, model=model)
+        row = await run_db(services.model_get, mount=self.mount, model=model, user=request.user)
         return Response(s.model_object(row, self.mount))
 
 

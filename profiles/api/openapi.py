@@ -37,6 +37,22 @@ LABEL_SCHEMA = {"type": "string", "pattern": r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", "
 
 # A JSON object the services check in depth (runtime, policy, extensions, request overrides); null = none.
 JSON_OBJECT_SCHEMA = {"type": "object", "additionalProperties": {}}
+# A profile's base layers, in order (the services check that they exist, cycles and the lineage size).
+STACK_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "registry": SLUG_SCHEMA,
+            "slug": SLUG_SCHEMA,
+            "version": {"type": "integer", "minimum": 1},
+        },
+        "required": ["slug"],
+        "additionalProperties": False,
+    },
+}
+# Django group names (empty: everyone).
+GROUPS_SCHEMA = {"type": "array", "items": {"type": "string", "maxLength": 150}}
 # Text that must not be blank once trimmed, and without NUL (which no database stores).
 NON_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 

@@ -13,7 +13,7 @@ from profiles.models import ProfileRevision
 from profiles.services import profile_document
 from profiles.validation import POLICY_KEYS
 
-from .openapi import JSON_OBJECT_SCHEMA, REF_SCHEMA, SLUG_SCHEMA
+from .openapi import GROUPS_SCHEMA, JSON_OBJECT_SCHEMA, REF_SCHEMA, SLUG_SCHEMA, STACK_SCHEMA
 
 # --------------------------------------------------------------------------- read
 
@@ -27,11 +27,28 @@ class RegistrySummarySerializer(serializers.Serializer):
     display_name = serializers.CharField()
     description = serializers.CharField()
     default_profile_slug = serializers.SerializerMethodField()
-    profile_count = serializers.IntegerField()
+    profile_count = serializers.IntegerField(help_text="The profiles the caller may see.")
     version = serializers.IntegerField()
+    editor_groups = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Groups whose members may edit its profiles (shown to editors, when set).",
+    )
+    group_defaults = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="`[{group, profile}]`: each group's default profile, first match wins (shown to editors, when set).",
+    )
 
     def get_default_profile_slug(self, registry: Any) -> str | None:
         return registry.default_profile.slug if registry.default_profile_id else None
+
+    def to_representation(self, registry: Any) -> dict[str, Any]:
+        body = super().to_representation(registry)
+        for key in ("editor_groups", "group_defaults"):
+            if not (self.context.get("editor") and body.get(key)):
+                body.pop(key, None)
+        return body
 
 
 # One item of the profile list, from a `selectors.profile_list` row of `context["registry"]`.
@@ -82,6 +99,16 @@ class ProfileDocumentSerializer(serializers.Serializer):
     runtime = serializers.DictField(help_text="system_prompt, middlewares, tools, step_settings_patch")
     policy = serializers.DictField(help_text=", ".join(POLICY_KEYS))
     extensions = serializers.DictField(help_text="`namespace.feature@vN` keys")
+    stack = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="Base layers applied in order before it: `[{registry, slug, version?}]` (present when set).",
+    )
+    visible_to_groups = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="The groups that may see and use it (present when set; absent: everyone).",
+    )
     metadata = ProfileMetadataSerializer()
     is_default = serializers.BooleanField()
 
@@ -104,7 +131,11 @@ class CurrentProfileSerializer(serializers.Serializer):
     version = serializers.IntegerField(help_text="The version it resolves to now.")
     label = serializers.CharField(allow_null=True, help_text="The label it follows, if any.")
     mode = serializers.ChoiceField(choices=["follow", "pinned", "label"])
-    source = serializers.ChoiceField(choices=["selection", "default"])
+    source = serializers.ChoiceField(
+        choices=["selection", "group_default", "default"],
+        help_text="The caller's own selection, else their first group's default, else the registry default.",
+    )
+    group = serializers.CharField(required=False, help_text="The group whose default it is (`group_default`).")
     profile = ProfileDocumentSerializer(help_text="The profile's latest version.")
     stale_selection = StaleSelectionSerializer(
         required=False, help_text="The selected profile that no longer exists (`source` is then `default`)."
@@ -124,6 +155,14 @@ class ResolutionSerializer(serializers.Serializer):
     engine = serializers.DictField()
     overrides_applied = serializers.DictField()
     fingerprint = serializers.CharField()
+    lineage = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Every layer applied, bases first and the profile last: `[{registry, slug, version}]`.",
+    )
+    provenance = serializers.DictField(
+        help_text="Effective field path -> `{layer, value, replaced: [{layer, value}], rule?, overruled?}`; "
+        "`layer` is `{registry, slug, version}`, or `{request: true}` for a request override."
+    )
 
 
 # --------------------------------------------------------------------------- what profiles may contain
@@ -225,6 +264,16 @@ def canonical_or_none(value: Any) -> str | None:
     return value.strip().lower() if isinstance(value, str) else None
 
 
+@extend_schema_field(STACK_SCHEMA)
+class StackField(serializers.JSONField):
+    """`[{registry?, slug, version?}]` as parsed; the services check the layers."""
+
+
+@extend_schema_field(GROUPS_SCHEMA)
+class GroupNamesField(serializers.JSONField):
+    """A list of group names as parsed; the services check it."""
+
+
 class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
     ignored = DOCUMENT_ECHO
     registry = SlugTextField(required=False)
@@ -234,6 +283,8 @@ class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
     runtime = JSONObjectField(required=False, allow_null=True)
     policy = JSONObjectField(required=False, allow_null=True)
     extensions = JSONObjectField(required=False, allow_null=True)
+    stack = StackField(required=False, allow_null=True)
+    visible_to_groups = GroupNamesField(required=False, allow_null=True)
     set_default = serializers.BooleanField(required=False, default=False)
 
 
@@ -246,11 +297,13 @@ class ProfilePatchSerializer(StrictKeysMixin, serializers.Serializer):
     runtime = JSONObjectField(required=False, allow_null=True)
     policy = JSONObjectField(required=False, allow_null=True)
     extensions = JSONObjectField(required=False, allow_null=True)
+    stack = StackField(required=False, allow_null=True)
+    visible_to_groups = GroupNamesField(required=False, allow_null=True)
     expected_version = serializers.IntegerField(required=False, min_value=1)
     set_default = serializers.BooleanField(required=False, default=False)
 
     def changes(self) -> dict[str, Any]:
-        fields = ("display_name", "description", "runtime", "policy", "extensions")
+        fields = ("display_name", "description", "runtime", "policy", "extensions", "stack", "visible_to_groups")
         return {k: self.validated_data[k] for k in fields if k in self.validated_data}
 
 

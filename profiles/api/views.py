@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from profiles import selectors, services
+from profiles.access import sees_every_profile
 from profiles.definitions import definitions
 from profiles.mounts import Mount
 from profiles.validation import canonical_slug, parse_version
@@ -123,7 +124,9 @@ class TokenView(ObtainAuthToken):
 class RegistryViewSet(MountedViewSet):
     @extend_schema(responses=responses({200: s.RegistrySummarySerializer(many=True)}, AUTH))
     def list(self, request: Request) -> Response:
-        return Response(s.RegistrySummarySerializer(selectors.registry_list(), many=True).data)
+        registries = selectors.registry_list(user=request.user)
+        context = {"editor": sees_every_profile(request.user)}
+        return Response(s.RegistrySummarySerializer(registries, many=True, context=context).data)
 
 
 @extend_schema(parameters=[REGISTRY_PARAM])
@@ -131,8 +134,9 @@ class ProfileViewSet(MountedViewSet):
     lookup_field = "slug"
 
     def _profile(self, request: Request, slug: str) -> Any:
+        """The profile in the URL; 404 when it does not exist or the caller may not use it."""
         registry = selectors.registry_get(self.registry_slug(request))
-        return selectors.profile_get(registry=registry, slug=slug)
+        return selectors.profile_get(registry=registry, slug=slug, user=request.user)
 
     @extend_schema(responses=responses({200: s.ProfileListItemSerializer(many=True)}, AUTH, 400, 404))
     def list(self, request: Request) -> Response:
@@ -140,7 +144,8 @@ class ProfileViewSet(MountedViewSet):
         # One item serializer for every row, not `many=True`: a ListSerializer and its child reference
         # each other, and that cycle would keep every row alive until a full garbage collection.
         item = s.ProfileListItemSerializer(context={"registry": registry})
-        return Response([item.to_representation(row) for row in selectors.profile_list(registry=registry)])
+        rows = selectors.profile_list(registry=registry, user=request.user)
+        return Response([item.to_representation(row) for row in rows])
 
     @extend_schema(
         request=s.ProfileCreateSerializer,
@@ -216,6 +221,7 @@ class ProfileViewSet(MountedViewSet):
             slug=slug,
             expected_version=body.validated_data.get("expected_version"),
             if_match=if_match_version(request),
+            actor=request.user,
         )
         return document_response(profile)
 
@@ -287,6 +293,7 @@ class ProfileViewSet(MountedViewSet):
             registry_slug=self.registry_slug(request),
             profile_slug=slug,
             request_overrides=body.validated_data.get("request_overrides"),
+            user=request.user,
         )
         return Response(resolution.as_dict())
 
@@ -402,6 +409,8 @@ class CurrentProfileViewSet(MountedViewSet):
             "source": current.source,
             "profile": s.ProfileDocumentSerializer(current.profile).data,
         }
+        if current.group:
+            body["group"] = current.group
         if current.stale_selection:
             body["stale_selection"] = current.stale_selection
         value = f"{current.registry.slug}/{current.profile.slug}"

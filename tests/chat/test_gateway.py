@@ -153,14 +153,14 @@ def test_an_unknown_model_is_a_404_model_not_found(api, model):
 def test_listing_models_costs_one_query_whatever_the_number_of_profiles():
     def count() -> int:
         with CaptureQueriesContext(connection) as captured:
-            gateway_selectors.model_list(mount=CHAT_MOUNT)
+            gateway_selectors.model_list(mount=CHAT_MOUNT, user=None)
         return len(captured)
 
     before = count()
     for n in range(10):
         profile_create(registry_slug="inventory", slug=f"extra-{n}", runtime={"system_prompt": "x"})
     assert count() == before == 1
-    assert len(gateway_selectors.model_list(mount=INVENTORY_MOUNT)) == 16
+    assert len(gateway_selectors.model_list(mount=INVENTORY_MOUNT, user=None)) == 16
 
 
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/inventory/v1/completions", "/v1/models/"])
@@ -743,6 +743,30 @@ def test_a_model_id_may_pin_a_version_or_follow_a_label(seeded_registries, db):
     profile_services.profile_update(registry_slug="default", slug="agent", changes={"description": "two"})
     registry, ref = gateway.model_ref("agent@1", CHAT_MOUNT)
     assert (registry, str(ref), ref.mode) == ("default", "agent@1", "pinned")
-    assert gateway.model_get(mount=CHAT_MOUNT, model="agent@1").slug == "agent"
+    assert gateway.model_get(mount=CHAT_MOUNT, model="agent@1", user=None).slug == "agent"
     with pytest.raises(gateway.ModelNotFound):
-        gateway.model_get(mount=CHAT_MOUNT, model="agent@nope")
+        gateway.model_get(mount=CHAT_MOUNT, model="agent@nope", user=None)
+
+
+def test_a_profile_restricted_to_other_groups_is_neither_listed_nor_served(seeded_registries, db):
+    """`visible_to_groups`: the gateway lists and answers only the profiles the caller may use (404 as
+    for a missing model, nothing leaks)."""
+    from django.contrib.auth.models import Group
+
+    from chat.gateway import selectors as gateway_selectors
+    from chat.gateway import services as gateway
+    from chat.mounts import CHAT_MOUNT
+    from profiles import services as profile_services
+
+    Group.objects.create(name="support")
+    profile_services.profile_update(registry_slug="default", slug="analyst", changes={"visible_to_groups": ["support"]})
+    outsider = UserFactory(username="outsider")
+    member = UserFactory(username="member")
+    member.groups.add(Group.objects.get(name="support"))
+    listed = {(row.registry, row.slug) for row in gateway_selectors.model_list(mount=CHAT_MOUNT, user=outsider)}
+    assert ("default", "analyst") not in listed and ("default", "agent") in listed
+    member_list = gateway_selectors.model_list(mount=CHAT_MOUNT, user=member)
+    assert ("default", "analyst") in {(row.registry, row.slug) for row in member_list}
+    with pytest.raises(gateway.ModelNotFound):
+        gateway.model_get(mount=CHAT_MOUNT, model="analyst", user=outsider)
+    assert gateway.model_get(mount=CHAT_MOUNT, model="analyst", user=member).slug == "analyst"

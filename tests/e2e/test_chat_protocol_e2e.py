@@ -234,7 +234,12 @@ async def test_a_socket_with_another_profile_in_its_query_does_not_change_an_exi
     assert (started["runtime_key"], started["fingerprint"]) == ("agent", created["fingerprint"])
     async with http(server, alice) as client:
         conversation = await get_conversation(client, conv_id)
-    assert conversation["profile_selection"] == {"registry": "default", "slug": "agent", "ref": "agent", "mode": "follow"}
+    assert conversation["profile_selection"] == {
+        "registry": "default",
+        "slug": "agent",
+        "ref": "agent",
+        "mode": "follow",
+    }
     assert conversation["current_runtime_key"] == "agent"
     assert [t["runtime_key"] for t in conversation["turns"]] == ["agent", "agent"]
 

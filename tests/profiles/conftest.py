@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from profiles.yamlio import ImportReport
 from tests.helpers import import_seed
 
-from .factories import EditorFactory, UserFactory
+from .factories import EditorFactory, UserFactory, join
 from .support import MOUNTS, MountCase
 
 
@@ -69,3 +69,32 @@ def token_client(editor) -> APIClient:
 def mount(request) -> MountCase:
     """Each API test runs through both mounts: chat at /api/chat, inventory at /inventory/api/chat."""
     return request.param
+
+
+@pytest.fixture
+def supporter(db):
+    """A plain user in the group `support` (no profile permission)."""
+    user = UserFactory(username="supporter")
+    join(user, "support")
+    return _fresh(user)
+
+
+@pytest.fixture
+def api_supporter(supporter) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user=supporter)
+    return client
+
+
+@pytest.fixture
+def staff_editor(db):
+    """Staff with the profile permissions: sees every profile, in no group."""
+    user = EditorFactory(username="staff-editor", is_staff=True)
+    return _fresh(user)
+
+
+@pytest.fixture
+def api_staff_editor(staff_editor) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user=staff_editor)
+    return client

@@ -8,12 +8,22 @@ revision history) as the ones the API and the importer write.
 from __future__ import annotations
 
 import factory
+from django.contrib.auth.models import Group
 
 from profiles import services
 from profiles.models import Profile, Registry
 from tests.factories import PASSWORD, UserFactory, grant
 
-__all__ = ["PASSWORD", "EditorFactory", "ProfileFactory", "RegistryFactory", "UserFactory", "grant"]
+__all__ = [
+    "PASSWORD",
+    "EditorFactory",
+    "GroupFactory",
+    "ProfileFactory",
+    "RegistryFactory",
+    "UserFactory",
+    "grant",
+    "join",
+]
 
 PROFILE_EDITOR_PERMS = ["profiles.add_profile", "profiles.change_profile", "profiles.delete_profile"]
 
@@ -61,3 +71,18 @@ class ProfileFactory(factory.django.DjangoModelFactory):
     @classmethod
     def _create(cls, model_class, *args, registry: Registry, **kwargs) -> Profile:
         return services.profile_create(registry_slug=registry.slug, **kwargs)
+
+
+class GroupFactory(factory.django.DjangoModelFactory):
+    """A Django group (`GroupFactory(name="support")`)."""
+
+    class Meta:
+        model = Group
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"group-{n}")
+
+
+def join(user, *names: str) -> None:
+    """Put `user` in the groups named (created when missing)."""
+    user.groups.add(*(GroupFactory(name=name) for name in names))

@@ -69,4 +69,6 @@ RESOLUTION_KEYS = {
     "engine",
     "overrides_applied",
     "fingerprint",
+    "lineage",  # every layer applied (bases first) and, per effective field, the layer that set it
+    "provenance",
 }
