@@ -673,9 +673,12 @@ def conversation_group_is_empty(turn: Turn) -> bool:
     return not channel_layers["default"].groups.get(f"conv.{turn.conversation_id}")
 
 
-async def test_live_streaming_through_the_asgi_application(chat_user, fresh_layer):
+async def test_live_streaming_through_the_asgi_application(chat_user, fresh_layer, settings):
     """Through `config.asgi.application` (as daphne serves it): the dispatcher runs the turn as a task
     on this loop while the view follows its frames on the channel layer and streams the deltas."""
+    # A turn of a few seconds, so the view has joined the conversation's group long before it ends even
+    # on a loaded machine (a turn that ended first would come from the replay as one block).
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.1
     body = {
         "model": "agent",
         "stream": True,
