@@ -285,6 +285,12 @@ export function describeFollow(profile) {
   return { mode: "follow", text: `Follows the latest version (v${profile.version})` };
 }
 
+/** What follows `@` in the runtime's ref ("" for a plain slug). */
+function refAt(profile) {
+  const ref = profile.ref || profile.slug || "";
+  return ref.includes("@") ? ref.slice(ref.indexOf("@") + 1) : "";
+}
+
 /** How this conversation follows its profile: the serving label or the latest version, one of the
  * profile's labels, or pinned to a version. Shows which, and changes it with `profile.select` and a ref
  * (`slug`, `slug@label`, `slug@3`). */
@@ -299,7 +305,17 @@ export class ConversationVersion {
     this.profile = null;
     this.pending = false;
     this.loads = 0;
+    this.loaded = null; // the hello whose profile's labels and versions are listed
     select.addEventListener("change", () => this.choose(select.value));
+    // The labels and versions are fetched when the user goes to choose, not on every hello.
+    for (const type of ["focus", "pointerdown"]) select.addEventListener(type, () => this.load());
+  }
+
+  load() {
+    if (this.profile && this.loaded !== this.profile) {
+      this.loaded = this.profile;
+      this.fill(this.profile);
+    }
   }
 
   /** ws.hello: the conversation's runtime from now on. */
@@ -313,7 +329,14 @@ export class ConversationVersion {
       this.pending = false;
       this.conversation.adopt({ registry: profile.registry, slug: profile.slug });
     }
-    await this.fill(profile);
+    // Until the user opens the list: the current choice only.
+    const at = refAt(profile);
+    const current = at ? el("option", { value: at, text: /^\d+$/.test(at) ? `v${at} only` : `${at} (v${profile.version})` }) : null;
+    this.select.replaceChildren(el("option", { value: "", text: "Latest (or the serving label)" }), ...(current ? [current] : []));
+    this.select.value = at;
+    this.select.disabled = false;
+    this.loaded = null;
+    if (document.activeElement === this.select) this.load();
   }
 
   async fill(profile) {
@@ -328,9 +351,8 @@ export class ConversationVersion {
     } catch {
       /* a profile the list cannot show (deleted meanwhile): only "Latest" is offered */
     }
-    if (load !== this.loads) return; // a newer hello has filled it
-    const ref = profile.ref || profile.slug || "";
-    const at = ref.includes("@") ? ref.slice(ref.indexOf("@") + 1) : "";
+    if (load !== this.loads || profile !== this.profile) return; // a newer hello has come
+    const at = refAt(profile);
     this.select.replaceChildren(
       el("option", { value: "", text: "Latest (or the serving label)" }),
       ...labels.map((l) => el("option", { value: l.name, text: `${l.name} (v${l.version})` })),
@@ -355,7 +377,7 @@ export class ConversationVersion {
     if (!this.pending) return false;
     this.pending = false;
     this.select.disabled = false;
-    if (this.profile) this.fill(this.profile);
+    if (this.profile) this.onHello({ data: { profile: this.profile } });
     this.onNotice(`This conversation could not switch version: ${data.message || data.code}`);
     return true;
   }

@@ -40,6 +40,8 @@ def test_the_user_sees_how_the_conversation_follows_its_profile_and_pins_a_versi
     version = page.get_by_test_id("conversation-version-select")
     expect(follow).to_have_text("Follows the latest version (v2)")
     expect(follow).to_have_attribute("data-mode", "follow")
+    expect(version.locator("option")).to_have_text(["Latest (or the serving label)"])  # fetched on demand
+    version.focus()
     expect(version.locator("option")).to_have_text(
         ["Latest (or the serving label)", "production (v1)", "v2 only", "v1 only"]
     )
@@ -50,6 +52,8 @@ def test_the_user_sees_how_the_conversation_follows_its_profile_and_pins_a_versi
     expect(page.get_by_test_id("conversation-profile-select")).to_have_value("agent")
     ask(page, "hello from production")
 
+    version.focus()
+    expect(version.locator("option")).to_have_count(4)
     version.select_option("2")
     expect(follow).to_have_text("Pinned to v2")
     expect(follow).to_have_attribute("data-mode", "pinned")
