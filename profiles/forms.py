@@ -210,17 +210,7 @@ class ProfileAdminForm(VersionedServiceForm):
 
     class Meta:
         model = Profile
-        fields = (
-            "registry",
-            "slug",
-            "display_name",
-            "description",
-            "runtime",
-            "policy",
-            "extensions",
-            "stack",
-            "visible_to_groups",
-        )
+        fields = ("registry", "slug", *EDITABLE_FIELDS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -26,18 +26,7 @@ from .errors import ProfileError
 from .models import Profile, Registry, default_protected_labels
 from .validation import canonical_label, canonical_slug, parse_version, validate_profile_content
 
-PROFILE_KEYS = {
-    "slug",
-    "display_name",
-    "description",
-    "runtime",
-    "policy",
-    "extensions",
-    "stack",
-    "visible_to_groups",
-    "labels",
-    "label_moves",
-}
+PROFILE_KEYS = {"slug", *services.EDITABLE_FIELDS, "labels", "label_moves"}
 REGISTRY_KEYS = {
     "slug",
     "display_name",
