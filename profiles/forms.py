@@ -141,16 +141,13 @@ def add_service_error(
 
 
 class ServiceModelForm(forms.ModelForm):
-    """A ModelForm whose `_write()` (defined by each subclass) performs the service call; the admin never
-    saves the instance itself."""
+    """A ModelForm whose `_write()` (each subclass defines it: call the one service that writes the
+    validated form and return its instance) performs the write; its domain errors become form errors.
+    The admin never saves the instance itself."""
 
     actor: Any = None  # the acting user, set per request by the ModelAdmin's get_form()
     what = "object"
     error_aliases: dict[str, str] = {}
-
-    def _write(self) -> Any:
-        """Call the service that writes the validated form; its domain errors become form errors."""
-        raise NotImplementedError
 
     def _post_clean(self) -> None:
         super()._post_clean()

@@ -8,6 +8,7 @@ returning the event's text and `finish()` returning the round's last event).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import re
 import weakref
@@ -40,7 +41,7 @@ def url_host(base_url: str | None, default: str) -> str:
     return f"{host}:{parts.port}" if parts.port else host
 
 
-class SDKEngine:
+class SDKEngine(abc.ABC):
     """Streams one model round through a provider SDK (see the module docstring)."""
 
     provider: ClassVar[str]
@@ -77,15 +78,17 @@ class SDKEngine:
 
     # ---- what a provider defines
 
+    @abc.abstractmethod
     def _new_client(self) -> Any:
-        raise NotImplementedError
+        """The SDK's async client for this engine's key, base URL and timeout (retries off)."""
 
+    @abc.abstractmethod
     async def _open(self, client: Any, messages: list[Message], tools: list[ToolSpec]) -> Any:
         """Start the round's stream (an async iterable of events with `close()`)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _new_state(self) -> Any:
-        raise NotImplementedError
+        """A fresh reader of one round's events (`feed(event) -> text`, `finish() -> last event`)."""
 
     # ---- shared
 
