@@ -48,6 +48,7 @@ STAGE2_SKIPPED := $(VENV)/.stage2-skipped
 
 test: migrate browser
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -m "not scaleout"
 	@rm -f $(STAGE2_SKIPPED)
 	@if $(BIN)/python -c "import psycopg,redis,sys; psycopg.connect('$(SCALEOUT_DATABASE_URL)').close(); redis.Redis.from_url('$(SCALEOUT_REDIS_URL)').ping()" 2>/dev/null; then \
@@ -62,7 +63,7 @@ test: migrate browser
 	@# The last line says whether every stage ran: a skipped stage must not hide above the benchmarks.
 	@if [ -f $(STAGE2_SKIPPED) ]; then \
 	  echo "!! make test: SQLite suite and bench-quick passed, but the PostgreSQL + Redis stage did NOT run"; \
-	else echo "make test: every stage passed (ruff, SQLite suite, PostgreSQL + Redis suite, bench-quick)"; fi
+	else echo "make test: every stage passed (ruff, mypy, SQLite suite, PostgreSQL + Redis suite, bench-quick)"; fi
 
 # The OpenAPI fuzz of `make test` (tests/test_openapi_fuzz.py: schemathesis over the whole schema, as a
 # superuser and as a plain user) with more generated cases per operation; FUZZ_SEED=<n> explores
@@ -74,6 +75,7 @@ fuzz: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Benchmarks against real daphne processes on throwaway databases (SQLite; PostgreSQL + Redis when
 # reachable). bench-quick: every benchmark at small sizes (< 3 min); fails only if one crashes.

@@ -112,10 +112,10 @@ def _main(spec: dict[str, Any]) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from chat.composition import make_engine
     from chat.runtime.base import EngineDone, Message, TextDelta, ToolContext, TurnContext
     from chat.runtime.composer import Runtime, RuntimeCache, compose
     from chat.runtime.runner import TurnOutcome, run_turn
-    from chat.worker import make_engine
     from profiles import services
     from profiles.definitions import definitions
     from profiles.selectors import profile_resolve

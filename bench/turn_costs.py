@@ -1,7 +1,7 @@
 """Figure 8: what one turn costs the database, in-process (no daphne).
 
 The Django side runs in a subprocess (`python bench/turn_costs.py`, JSON spec on stdin, DATABASE_URL
-set) through the production turn path, `chat.worker.turn_enqueue(...)` called without a server loop,
+set) through the production turn path, `chat.turns.turn_enqueue(...)` called without a server loop,
 which runs the turn inline before returning. Queries are counted like CaptureQueriesContext does, on
 every thread's connection (the worker runs ORM code on its own thread pools).
 
@@ -191,7 +191,7 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
     from bench.dbtool import prepare
-    from chat import services, worker
+    from chat import services, turns
     from chat.models import Conversation, ConversationEvent, Turn
     from chat.mounts import CHAT_MOUNT
 
@@ -204,7 +204,7 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
     def one_turn(conversation: Conversation, prompt: str) -> dict[str, Any]:
         with CaptureAllThreads() as captured:
             start = time.perf_counter()
-            submitted = async_to_sync(worker.turn_enqueue)(conversation=conversation, user=user, prompt=prompt)
+            submitted = async_to_sync(turns.turn_enqueue)(conversation=conversation, user=user, prompt=prompt)
             seconds = time.perf_counter() - start
         turn = Turn.objects.get(pk=submitted.turn.pk)
         if turn.status != Turn.Status.COMPLETED:

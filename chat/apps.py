@@ -18,6 +18,9 @@ class ChatConfig(AppConfig):
         definitions.register_many(STEP_SETTINGS)
         definitions.register_extension(STARTER_SUGGESTIONS)
         definitions.default_models.update(DEFAULT_MODELS)
+        from .engines import register_engine_choice
+
+        register_engine_choice()  # the engine settings' server defaults and override bounds
         from .runtime.middlewares import MIDDLEWARE_DEFINITIONS
         from .runtime.tools import TOOL_DEFINITIONS
 

@@ -1,6 +1,6 @@
 """The chat websocket: parse a client frame, call one service, send the result.
 
-Turns do not run here: they run in `chat.worker` so a dropped socket never stops one.
+Turns do not run here: they run in `chat.dispatcher` so a dropped socket never stops one.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from django.conf import settings
 from profiles.errors import NotFound, ProfileError
 from profiles.mounts import Mount
 
-from . import services, sessions, worker
+from . import frames, services, sessions
 from .aio import db, run_db
+from .composition import runtime_for, runtime_summary
 from .errors import ConversationForbidden
+from .frames import LiveFilter
 from .models import Conversation
+from .replay import catch_up
 from .sequencer import get_sequencer
+from .turns import dispatcher, turn_enqueue
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -57,11 +61,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
-        worker.dispatcher.bind(asyncio.get_running_loop())
+        dispatcher.bind(asyncio.get_running_loop())
         self.conversation: Conversation | None = None
-        self.conv_id = None
-        self.replayed: set[int] = set()  # seqs sent by the replay: the same frames arriving live are dropped
-        self.snapshot_seq = 0  # deltas up to this seq are in the replay's `llm.snapshot`
+        self.conv_id: uuid.UUID | None = None
+        self.seen = LiveFilter()  # what the replay sent: the same frames arriving live are dropped
         self.limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE)
         self.frame_limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE * 10)
         user = self.scope.get("user")
@@ -97,8 +100,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation = opened.conversation
         if opened.created:
             get_sequencer().prime(self.conv_id)  # nothing numbered yet: no need to ask the database
-        runtime = worker.runtime_for(self.mount.name, opened.resolution)
-        await self.channel_layer.group_add(worker.group_name(self.conv_id), self.channel_name)
+        runtime = runtime_for(self.mount.name, opened.resolution)
+        await self.channel_layer.group_add(frames.group_name(self.conv_id), self.channel_name)
         self.joined = True
         # A socket signed in by its session closes when that session logs out (in any tab). API clients
         # (a token, no session cookie) skip this: no database trip.
@@ -113,23 +116,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _replay(self, since: int) -> None:
         """`?since_seq=N`: what this socket missed, before any live frame (which wait in its channel)."""
-        while True:
-            page = await worker.replay(self.conv_id, since)
-            for frame in page.frames:
-                if frame["type"] == "llm.snapshot":
-                    self.snapshot_seq = frame["seq"]
-                else:
-                    self.replayed.add(frame["seq"])
-                await self.send(text_data=json.dumps(frame))
-            since = page.next_since_seq
-            if not page.more:
-                return
+        async for frame in catch_up(self.conv_id, since, self.seen):
+            await self.send(text_data=json.dumps(frame))
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
-            await self.channel_layer.group_discard(worker.group_name(self.conv_id), self.channel_name)
-        if getattr(self, "session_key", None):
-            await self.channel_layer.group_discard(sessions.session_group(self.session_key), self.channel_name)
+            await self.channel_layer.group_discard(frames.group_name(self.conv_id), self.channel_name)
+        session_key = getattr(self, "session_key", None)
+        if session_key:
+            await self.channel_layer.group_discard(sessions.session_group(session_key), self.channel_name)
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         """The session logged out (in another tab, or anywhere): this socket ends too."""
@@ -150,40 +145,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ sending
 
-    async def _send_local(self, type: str, data: dict[str, Any]) -> None:
+    async def _send_local(self, frame: frames.Frame) -> None:
         """A frame for this socket only (hello, pong, error): not in the conversation's sequence
         (`seq` 0), never stored, and it writes nothing."""
-        frame = services.make_frame(type=type, conv_id=self.conv_id, seq=0, data=data)
         await self.send(text_data=json.dumps(frame))
 
     async def _error(self, code: str, message: str, **extra: Any) -> None:
-        await self._send_local("error", {"code": code, "message": message, **extra})
+        await self._send_local(frames.error(conv_id=self.conv_id, code=code, message=message, **extra))
 
     async def _refuse(self, close_code: int, code: str, message: str, conv_id: Any = None) -> None:
-        frame = services.make_frame(
-            type="error", conv_id=conv_id or self.conv_id, seq=0, data={"code": code, "message": message}
-        )
-        await self.send(text_data=json.dumps(frame))
+        await self._send_local(frames.error(conv_id=conv_id or self.conv_id, code=code, message=message))
         await self.close(code=close_code)
 
     async def _send_hello(self, runtime: Any) -> None:
         last_seq = await get_sequencer().current(self.conv_id)
-        await self._send_local(
-            "ws.hello",
-            {
-                "conv_id": str(self.conv_id),
-                **worker.runtime_summary(runtime),
-                "server_time_ms": services.now_ms(),
-                "last_seq": last_seq,
-            },
-        )
+        await self._send_local(frames.hello(conv_id=self.conv_id, summary=runtime_summary(runtime), last_seq=last_seq))
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A conversation frame from the group (any worker), unless the replay sent it already."""
         frame = event["frame"]
-        if frame["seq"] in self.replayed or (frame["type"] == "llm.delta" and frame["seq"] <= self.snapshot_seq):
-            return
-        await self.send(text_data=json.dumps(frame))
+        if self.seen.is_new(frame):
+            await self.send(text_data=json.dumps(frame))
 
     # ------------------------------------------------------------------ receiving
 
@@ -222,7 +204,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not self.limiter.allow():
             await self._error("rate_limited", f"at most {settings.CHAT_RATE_LIMIT_PER_MINUTE} messages a minute")
             return
-        submitted = await worker.turn_enqueue(
+        submitted = await turn_enqueue(
             conversation=self.conversation,
             user=self.user,
             prompt=frame.get("prompt"),
@@ -244,7 +226,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         resolution = await db(services.conversation_select_profile)(
             conversation=self.conversation, user=self.user, slug=frame["slug"], registry=frame.get("registry")
         )
-        await self._send_hello(worker.runtime_for(self.mount.name, resolution))
+        await self._send_hello(runtime_for(self.mount.name, resolution))
 
     async def on_regenerate(self, frame: dict[str, Any]) -> None:
         """`chat.regenerate`: a new turn replaces the conversation's last turn, with the same prompt
@@ -257,7 +239,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(frame.get("turn_id"), str):
             await self._error("bad_frame", "chat.regenerate needs `turn_id` (the conversation's last turn)")
             return
-        submitted = await worker.turn_enqueue(
+        submitted = await turn_enqueue(
             conversation=self.conversation,
             user=self.user,
             prompt=frame.get("prompt"),
@@ -273,11 +255,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
-        if not await worker.request_cancel(self.conv_id):
+        if not await dispatcher.request_cancel(self.conv_id):
             await self._error("nothing_to_cancel", "no turn is running in this conversation")
 
     async def on_ping(self, frame: dict[str, Any]) -> None:
-        await self._send_local("ws.pong", {"server_time_ms": services.now_ms()})
+        await self._send_local(frames.pong(conv_id=self.conv_id))
 
     HANDLERS = {
         "chat.send": on_send,

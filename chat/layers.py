@@ -33,7 +33,7 @@ class InMemoryChannelLayer(_ChannelsInMemoryChannelLayer):
     def __init__(self, *args: Any, sweep_interval: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # channels stores the raw {glob: capacity} dict, which get_capacity cannot read: compile it.
-        self.channel_capacity = self.compile_capacities(self.channel_capacity)
+        self.channel_capacity: Any = self.compile_capacities(self.channel_capacity)
         self.sweep_interval = sweep_interval
         self._next_sweep = float("-inf")
 

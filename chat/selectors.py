@@ -55,6 +55,11 @@ def turn_get(*, turn_id: Any) -> Turn:
     return Turn.objects.get(pk=turn_id)
 
 
+def turn_if_finished(*, turn_id: Any) -> Turn | None:
+    """The turn once it has finished (completed, failed, cancelled, interrupted), else None."""
+    return Turn.objects.filter(pk=turn_id, status__in=Turn.FINISHED).first()
+
+
 def conversation_turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
     """One turn of the conversation (its full runtime record), or NotFound."""
     turn = Turn.objects.filter(conversation_id=conversation.pk, pk=turn_id).first()
@@ -275,7 +280,8 @@ def profile_version_stats(
         .order_by("profile_version", "duration")
         .values_list("profile_version", "duration")
     ):
-        durations.setdefault(v, []).append(duration)
+        if v is not None:
+            durations.setdefault(v, []).append(duration)
     for v, row in stats.items():
         row["latency_ms_p50"] = _percentile(durations.get(v, []), 50)
         row["latency_ms_p95"] = _percentile(durations.get(v, []), 95)

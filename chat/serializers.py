@@ -135,7 +135,7 @@ class ConversationDetailSerializer(ConversationSummarySerializer):
         return page
 
     @extend_schema_field(TurnSerializer(many=True))
-    def get_turns(self, conversation: Conversation) -> list[dict[str, Any]]:
+    def get_turns(self, conversation: Conversation) -> Any:  # a ReturnList of TurnSerializer rows
         return TurnSerializer(self._page(conversation).turns, many=True, context=self.context).data
 
     def get_turns_more(self, conversation: Conversation) -> bool:
@@ -220,7 +220,7 @@ class EventsParamsSerializer(serializers.Serializer):
 
 
 class EventsPageSerializer(serializers.Serializer):
-    """A page of a conversation's frames (`chat.worker.Replay`)."""
+    """A page of a conversation's frames (`chat.replay.Replay`)."""
 
     frames = serializers.ListField(child=serializers.DictField())
     next_since_seq = serializers.IntegerField(help_text="pass as since_seq for what comes next")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from profiles.selectors import profile_resolve, registry_get
 from profiles.timestamps import now_ms
 from profiles.validation import canonical_slug, ensure_storable, parse_profile_ref
 
+from . import frames
 from .errors import ConversationForbidden, QueueFull
 from .models import Conversation, ConversationEvent, Turn
 from .selectors import conversation_get, conversation_resolve, mount_default_registry
@@ -157,7 +159,7 @@ def conversation_delete(*, conversation: Conversation, user: Any) -> list[str]:
     """Delete the owner's conversation with its turns and events. Its queued or running turns are
     cancelled first, in the same transaction: a worker's checkpoint and finish only write a turn that is
     still running, so the worker running one writes nothing more and stops at its next checkpoint
-    (`worker.conversation_delete` also asks it to stop at once). Returns the ids of the turns cancelled."""
+    (`turns.conversation_delete` also asks it to stop at once). Returns the ids of the turns cancelled."""
     if conversation.owner_id != user.pk:
         raise ConversationForbidden("this conversation belongs to another user", field="conv_id")
     open_turns = Turn.objects.filter(
@@ -175,10 +177,6 @@ def conversation_delete(*, conversation: Conversation, user: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------- events
-
-
-def make_frame(*, type: str, conv_id: Any, seq: int, data: dict[str, Any]) -> dict[str, Any]:
-    return {"type": type, "id": uuid.uuid4().hex, "seq": seq, "conv_id": str(conv_id), "ts_ms": now_ms(), "data": data}
 
 
 def _event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list[ConversationEvent]:
@@ -266,10 +264,8 @@ def turn_submit(
         )
         frame = None
         if message_seq:
-            data = {"turn_id": str(turn.pk), "text": prompt}
-            if replaced is not None:
-                data["replaces"] = str(replaced.pk)
-            frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
+            data = frames.chat_message(turn_id=turn.pk, text=prompt, replaces=replaced.pk if replaced else None)
+            frame = frames.make(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
             ConversationEvent.objects.create(
                 conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
             )
@@ -396,7 +392,7 @@ def turn_finish(
     tool_calls: list | None = None,
     artifacts: list | None = None,
     suggestions: list | None = None,
-    frames: list[dict[str, Any]] = (),
+    frames: Sequence[dict[str, Any]] = (),
     worker: str = WORKER_ID,
     middleware_events: list | None = None,
 ) -> Finished:

@@ -32,7 +32,7 @@ def socket_session_key(scope: dict[str, Any], user: Any) -> str | None:
     Synchronous: the session may be read from the database."""
     session = scope.get("session")
     key = getattr(session, "session_key", None)
-    if not key or user is None:
+    if not key or user is None or session is None:
         return None
     try:
         owner = session.get(SESSION_KEY)

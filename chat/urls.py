@@ -1,25 +1,29 @@
-"""`mount_urls(mount)`: everything a mount serves (profile API, conversations, OpenAI-compatible API, page),
-written once."""
+"""`conversation_urls(mount)`: the conversation routes and the page of a mount. `config.urls` composes
+each mount's URLs from these, the profile API and the OpenAI-compatible API."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, path
+from collections.abc import Callable
+from typing import Any
 
-from profiles.api.urls import profile_api_urls
+from django.http import HttpResponseBase
+from django.urls import URLPattern, path
+
 from profiles.mounts import Mount
 
-from .gateway.urls import gateway_urls
 from .pages import page_view
-from .views import ConversationViewSet
+from .views import ConversationMessagesView, ConversationViewSet
 
 
-def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
-    def view(actions):
+def page_urls(mount: Mount) -> list[URLPattern]:
+    return [path("", page_view, {"mount": mount}, name="page")]
+
+
+def conversation_urls(mount: Mount) -> list[URLPattern]:
+    def view(actions: dict[str, Any]) -> Callable[..., HttpResponseBase]:
         return ConversationViewSet.as_view(actions, mount=mount)
 
     return [
-        path("", page_view, {"mount": mount}, name="page"),
-        *profile_api_urls(mount),
         path("api/chat/conversations", view({"get": "list", "post": "create"}), name="conversation-list"),
         path(
             "api/chat/conversations/<uuid:conv_id>",
@@ -37,8 +41,9 @@ def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
             name="conversation-turn-regenerate",
         ),
         path(
-            "api/chat/conversations/<uuid:conv_id>/messages", view({"post": "messages"}), name="conversation-messages"
+            "api/chat/conversations/<uuid:conv_id>/messages",
+            ConversationMessagesView.as_view(mount=mount),
+            name="conversation-messages",
         ),
         path("api/chat/conversations/<uuid:conv_id>/events", view({"get": "events"}), name="conversation-events"),
-        *gateway_urls(mount),  # the OpenAI-compatible API: v1/models, v1/chat/completions
     ]

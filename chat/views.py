@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
@@ -15,11 +13,14 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from profiles.api.openapi import AUTH, BODY, RETRY_AFTER, responses
-from profiles.api.views import MountedViewSet
+from profiles.api.views import Mounted, MountedViewSet
 
-from . import selectors, services, worker
+from . import selectors, services
 from . import serializers as s
-from .models import Turn
+from .aio import run_db
+from .asyncviews import AsyncAPIView
+from .replay import replay
+from .turns import await_turn, conversation_delete, turn_enqueue
 
 
 class ConversationPagination(PageNumberPagination):
@@ -50,13 +51,13 @@ class ConversationViewSet(MountedViewSet):
 
     def get_throttles(self) -> list:
         """Sending a message starts a turn: throttled per user (websocket sends have their own limit)."""
-        if self.action in ("messages", "regenerate"):
+        if self.action == "regenerate":
             self.throttle_scope = "turns"
             return [ScopedRateThrottle()]
         return super().get_throttles()
 
     def _conversation(self, request: Request, conv_id: str):
-        return selectors.conversation_get(conv_id=conv_id, user=request.user, mount=self.mount)
+        return selectors.conversation_get(conv_id=conv_id, user=request.user, mount=self.mounted)
 
     @extend_schema(
         parameters=[s.ConversationListParamsSerializer],
@@ -66,7 +67,7 @@ class ConversationViewSet(MountedViewSet):
         """The caller's conversations, newest first; `?q=` searches titles, prompts and answers."""
         params = s.ConversationListParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        rows = selectors.conversation_list(user=request.user, mount=self.mount, **params.validated_data)
+        rows = selectors.conversation_list(user=request.user, mount=self.mounted, **params.validated_data)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(rows, request)
         return paginator.get_paginated_response(s.ConversationSummarySerializer(page, many=True).data)
@@ -78,7 +79,7 @@ class ConversationViewSet(MountedViewSet):
     def create(self, request: Request) -> Response:
         body = s.ConversationCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        conversation = services.conversation_create(owner=request.user, mount=self.mount, **body.validated_data)
+        conversation = services.conversation_create(owner=request.user, mount=self.mounted, **body.validated_data)
         return Response(s.ConversationDetailSerializer(conversation).data, status=201)
 
     @extend_schema(
@@ -113,7 +114,7 @@ class ConversationViewSet(MountedViewSet):
     @extend_schema(responses=responses({204: None}, AUTH, 403, 404))
     def destroy(self, request: Request, conv_id: str) -> Response:
         """Delete the conversation (owner only) with its turns and events; a running turn is cancelled first."""
-        async_to_sync(worker.conversation_delete)(conversation=self._conversation(request, conv_id), user=request.user)
+        async_to_sync(conversation_delete)(conversation=self._conversation(request, conv_id), user=request.user)
         return Response(status=204)
 
     @extend_schema(responses=responses({200: s.TurnSerializer}, AUTH, 403, 404))
@@ -141,7 +142,7 @@ class ConversationViewSet(MountedViewSet):
         conversation = self._conversation(request, conv_id)
         body = s.RegenerateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        submitted = async_to_sync(worker.turn_enqueue)(
+        submitted = async_to_sync(turn_enqueue)(
             conversation=conversation,
             user=request.user,
             prompt=body.validated_data.get("prompt"),
@@ -150,6 +151,27 @@ class ConversationViewSet(MountedViewSet):
         )
         turn = selectors.turn_get(turn_id=submitted.turn.pk)
         return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
+
+    @extend_schema(
+        parameters=[s.EventsParamsSerializer], responses=responses({200: s.EventsPageSerializer}, AUTH, 400, 403, 404)
+    )
+    def events(self, request: Request, conv_id: str) -> Response:
+        """Frames after `since_seq`, a page at a time: stored frames, the running turn's frames not
+        stored yet and its streaming message as `llm.snapshot`; `next_since_seq` continues."""
+        conversation = self._conversation(request, conv_id)
+        params = s.EventsParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        page = async_to_sync(replay)(conversation.pk, **params.validated_data)
+        return Response(s.EventsPageSerializer(page).data)
+
+
+class ConversationMessagesView(Mounted, AsyncAPIView):
+    """`POST …/conversations/{id}/messages`: a coroutine on the event loop, so `?wait=1` waits for the
+    turn (`chat.turns.await_turn`) without holding a thread."""
+
+    permission_classes = [permissions.IsAuthenticated]
+    throttle_classes = [ScopedRateThrottle]  # sending a message starts a turn: throttled per user
+    throttle_scope = "turns"
 
     @extend_schema(
         request=s.MessageCreateSerializer,
@@ -173,40 +195,20 @@ class ConversationViewSet(MountedViewSet):
             429,
         ),
     )
-    def messages(self, request: Request, conv_id: str) -> Response:
-        conversation = self._conversation(request, conv_id)
+    async def post(self, request: Request, conv_id: str) -> Response:
         body = s.MessageCreateSerializer(data=request.data)
+        conversation = await run_db(selectors.conversation_get, conv_id=conv_id, user=request.user, mount=self.mounted)
         body.is_valid(raise_exception=True)
-        submitted = async_to_sync(worker.turn_enqueue)(
-            conversation=conversation, user=request.user, **body.validated_data
-        )
+        submitted = await turn_enqueue(conversation=conversation, user=request.user, **body.validated_data)
         if request.query_params.get("wait") in ("1", "true"):
-            turn = _wait_for(submitted.turn.pk, timeout=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2)
-            if turn.status in Turn.FINISHED:
-                return Response(s.TurnSerializer(turn).data, status=200)
+            timeout = settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2
+            finished = await await_turn(
+                conv_id=conversation.pk, turn_id=submitted.turn.pk, timeout=timeout, read=selectors.turn_if_finished
+            )
+            if finished is not None:
+                return Response(s.TurnSerializer(finished).data, status=200)
             # Still queued or running after the wait: say so, and when to look again.
+            turn = await run_db(selectors.turn_get, turn_id=submitted.turn.pk)
             return Response(s.TurnSerializer(turn).data, status=202, headers={"Retry-After": "1"})
-        turn = selectors.turn_get(turn_id=submitted.turn.pk)
+        turn = await run_db(selectors.turn_get, turn_id=submitted.turn.pk)
         return Response({"turn_id": str(turn.pk), "status": turn.status, "created": submitted.created}, status=202)
-
-    @extend_schema(
-        parameters=[s.EventsParamsSerializer], responses=responses({200: s.EventsPageSerializer}, AUTH, 400, 403, 404)
-    )
-    def events(self, request: Request, conv_id: str) -> Response:
-        """Frames after `since_seq`, a page at a time: stored frames, the running turn's frames not
-        stored yet and its streaming message as `llm.snapshot`; `next_since_seq` continues."""
-        conversation = self._conversation(request, conv_id)
-        params = s.EventsParamsSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        page = async_to_sync(worker.replay)(conversation.pk, **params.validated_data)
-        return Response(s.EventsPageSerializer(page).data)
-
-
-def _wait_for(turn_id, *, timeout: float) -> Turn:
-    """The turn may run on another worker: poll its row until it finishes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        turn = selectors.turn_get(turn_id=turn_id)
-        if turn.status in Turn.FINISHED or time.monotonic() > deadline:
-            return turn
-        time.sleep(0.05)

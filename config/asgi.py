@@ -14,7 +14,7 @@ from django.urls import path  # noqa: E402
 from chat.mounts import CHAT_MOUNT  # noqa: E402
 from chat.routing import websocket_urls  # noqa: E402
 from chat.security import AllowedHostsOrigin, SessionOrTokenAuth  # noqa: E402
-from chat.worker import bind_server_loop  # noqa: E402
+from chat.turns import bind_server_loop  # noqa: E402
 from inventory.mounts import INVENTORY_MOUNT  # noqa: E402
 from inventory.realtime import InventoryChangesConsumer  # noqa: E402
 

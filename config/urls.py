@@ -2,16 +2,26 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from chat.gateway.urls import gateway_urls
 from chat.mounts import CHAT_MOUNT
 from chat.pages import profile_version_admin
-from chat.urls import mount_urls
+from chat.urls import conversation_urls, page_urls
 from inventory.mounts import INVENTORY_MOUNT
 from profiles.api.errors import ApiErrorPages
+from profiles.api.urls import profile_api_urls
 from profiles.api.views import TokenView
+from profiles.mounts import Mount
+
+
+def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
+    """Everything a mount serves, the same for every app: its page, the shared profile API, its
+    conversations and the OpenAI-compatible API (`v1/`)."""
+    return [*page_urls(mount), *profile_api_urls(mount), *conversation_urls(mount), *gateway_urls(mount)]
+
 
 urlpatterns = [
     path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),

@@ -41,6 +41,7 @@ class ItemAdminForm(ServiceModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean() returns cleaned_data
         loaded, now = cleaned.get("loaded_qty"), self.instance.qty if self.instance.pk else None
         if self.instance.pk is not None and loaded is not None and loaded != now:
             if cleaned.get("qty") == loaded:  # not edited here: keep the stock as it is now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -13,6 +14,9 @@ from django.db.models.functions import Lower
 from simple_history.models import HistoricalRecords
 
 from profiles.timestamps import CreatedMs, TimestampedMs
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
 
 SKU_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
@@ -49,6 +53,8 @@ class Item(TimestampedMs):
     search_text = models.TextField(default="", editable=False)
 
     history = HistoricalRecords(excluded_fields=["search_text"])
+    # Set before a save or delete: the user django-simple-history records on the history row.
+    _history_user: AbstractBaseUser | None
 
     class Meta:
         ordering = ["sku"]

@@ -16,7 +16,7 @@ SEARCH_LIMIT_MAX = 200
 LOW_STOCK_THRESHOLD = 3
 RECENT_SALES = 10
 ZERO = Decimal("0.00")
-MONEY = DecimalField(max_digits=20, decimal_places=2)
+MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=20, decimal_places=2)
 
 
 def _threshold(threshold: int) -> int:
@@ -27,13 +27,13 @@ def _threshold(threshold: int) -> int:
 
 def item_filter_search(queryset: QuerySet[Item], query: str) -> QuerySet[Item]:
     """Case-insensitive substring match over sku, name, category and tags (shared with the REST filter)."""
-    query = lookup_sku(query or "")
-    if query is None:  # NUL or a lone surrogate: no stored text contains it (and the driver would refuse it)
+    text = lookup_sku(query or "")
+    if text is None:  # NUL or a lone surrogate: no stored text contains it (and the driver would refuse it)
         return queryset.none()
-    query = query.lower()
-    if SEARCH_SEPARATOR in query:  # no single field contains the separator
+    text = text.lower()
+    if SEARCH_SEPARATOR in text:  # no single field contains the separator
         return queryset.none()
-    return queryset.filter(search_text__contains=query) if query else queryset
+    return queryset.filter(search_text__contains=text) if text else queryset
 
 
 def item_search(*, query: str, limit: int = SEARCH_LIMIT_DEFAULT) -> list[Item]:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -41,7 +41,12 @@ CAS_ATTEMPTS = 20
 # "tool", "admin", "seed", ...). Receivers (the page's live updates) never see rolled-back writes.
 inventory_changed = Signal()
 
-UserRef = AbstractBaseUser | int | None
+if TYPE_CHECKING:
+    # `User`: the AUTH_USER_MODEL, as django-stubs resolves `settings.AUTH_USER_MODEL`.
+    from django.contrib.auth.models import AnonymousUser, User
+
+# Who acts: a user, a user id (tools only know the id), or nobody (None or an anonymous user).
+UserRef: TypeAlias = "User | AnonymousUser | int | None"
 
 
 # --------------------------------------------------------------------------- errors
@@ -114,7 +119,7 @@ def inventory_notify(*, skus: Iterable[str], source: str) -> None:
     transaction.on_commit(send)
 
 
-def _user_ref(user: UserRef) -> AbstractBaseUser | None:
+def _user_ref(user: UserRef) -> User | None:
     """Services take a user or a user id (tools only know the id); a pk-only stub is enough for FKs."""
     if isinstance(user, AbstractBaseUser):
         return user if user.pk is not None else None
@@ -155,7 +160,7 @@ def _lock_existing(item: Item, sku: str) -> None:
         raise NoSuchItem(sku)
 
 
-def _record_history(item: Item, user: AbstractBaseUser | None, reason: str) -> None:
+def _record_history(item: Item, user: User | None, reason: str) -> None:
     """Conditional UPDATEs bypass save(), so write the history row ourselves."""
     item.refresh_from_db()
     Item.history.bulk_history_create([item], update=True, default_user=user, default_change_reason=reason)
@@ -245,7 +250,7 @@ ITEM_FIELDS = ("sku", "name", "category", "tags", "qty", "price", "cost")
 
 def _save_item(
     item: Item,
-    actor: AbstractBaseUser | None,
+    actor: User | None,
     source: str,
     *,
     update_fields: Iterable[str] | None = None,
@@ -261,9 +266,8 @@ def _save_item(
             try:
                 item.full_clean(exclude=["search_text"], validate_constraints=False)
             except ValidationError as exc:
-                field, messages = next(iter(exc.message_dict.items()))
-                field = None if field == NON_FIELD_ERRORS else field
-                raise InventoryError(messages[0], field=field) from exc
+                key, messages = next(iter(exc.message_dict.items()))
+                raise InventoryError(messages[0], field=None if key == NON_FIELD_ERRORS else key) from exc
             if Item.objects.filter(sku__iexact=item.sku).exclude(pk=item.pk).exists():
                 raise DuplicateSku(item.sku)
             if update_fields is None:

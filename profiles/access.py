@@ -20,7 +20,7 @@ from typing import Any
 
 import rules
 from django.contrib.auth.models import Group
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, Expression, OuterRef, Q
 
 USE_PROFILE = "profiles.use_profile"
 EDIT_REGISTRY = "profiles.edit_registry"
@@ -86,9 +86,10 @@ def can_edit(user: Any, registry: Any) -> bool:
     return user is None or user.has_perm(EDIT_REGISTRY, registry)
 
 
-def visible_filter(user: Any) -> Q | None:
-    """`USE_PROFILE` as a filter of Profile rows, or None when the user sees every profile. One query
-    whatever the number of groups: the user's group names are a subquery, not a Python list."""
+def visible_filter(user: Any) -> Q | Expression | None:
+    """`USE_PROFILE` as a filter of Profile rows (a Q, or a negated `Exists` for an anonymous user), or
+    None when the user sees every profile. One query whatever the number of groups: the user's group
+    names are a subquery, not a Python list."""
     if user is None or sees_every_profile(user):
         return None
     from .models import ProfileGroupAccess  # models import this module's constants

@@ -9,7 +9,7 @@ default-profile invariant.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as confirm_delete_selected
@@ -27,7 +27,7 @@ from django.views.decorators.http import require_POST
 
 from .access import can_edit, visible_filter
 from .errors import NotFound, ProfileError
-from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm
+from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm, ServiceModelForm
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
 from .selectors import (
     label_list,
@@ -41,7 +41,16 @@ from .services import label_delete, label_set, profile_delete, profile_restore, 
 from .timestamps import from_ms
 from .validation import parse_version
 
-Fieldsets = tuple[tuple[str | None, dict[str, Any]], ...]
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from django.contrib.admin.options import _FieldsetSpec as Fieldsets
+    from django_stubs_ext import WithAnnotations
+
+    class ProfileCount(TypedDict):
+        """The annotation `RegistryAdmin.get_queryset` adds to each registry."""
+
+        profile_count: int
 
 
 def _when(ms: int | None) -> str | None:
@@ -71,7 +80,8 @@ class ServiceFormAdmin(TimestampsAdmin):
     acting user; the admin saves nothing itself."""
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> type[ModelForm]:
-        form = super().get_form(request, obj, change=change, **kwargs)
+        # ModelAdmin.get_form() subclasses `self.form`, a ServiceModelForm in every admin built on this one.
+        form = cast("type[ServiceModelForm]", super().get_form(request, obj, change=change, **kwargs))
         form.actor = request.user  # a fresh class per call, so this is per request
         return form
 
@@ -89,12 +99,13 @@ class ServiceAdmin(ServiceFormAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Fieldsets:
         if obj is None:
             return self.add_fieldsets
+        fieldsets = super().get_fieldsets(request, obj)  # the class's `fieldsets`
         if self.has_change_permission(request, obj):
-            return self.fieldsets
+            return fieldsets
         # A view-only page renders model values: inputs that exist only on the form have none.
         return tuple(
             (name, {**options, "fields": tuple(f for f in options["fields"] if f not in self.form_only_fields)})
-            for name, options in self.fieldsets
+            for name, options in fieldsets
         )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -270,7 +281,8 @@ class ProfileAdmin(ServiceAdmin):
         for profile in profiles:
             try:
                 with transaction.atomic():
-                    self.log_deletions(request, [profile])
+                    # Django iterates what it is given; django-stubs only admit a QuerySet.
+                    self.log_deletions(request, [profile])  # type: ignore[arg-type]
                     profile_delete(registry_slug=profile.registry.slug, slug=profile.slug, actor=request.user)
             except ProfileError as exc:
                 self.message_user(request, f"{profile} was not deleted: {exc.message}", messages.ERROR)
@@ -505,10 +517,11 @@ class RegistryAdmin(ServiceAdmin):
 
     @admin.display(description="default profile", ordering="default_profile__slug")
     def default(self, obj: Registry) -> str | None:
-        return obj.default_profile.slug if obj.default_profile_id else None
+        default = obj.default_profile  # no query when there is none
+        return default.slug if default is not None else None
 
     @admin.display(description="profiles", ordering="profile_count")
-    def profile_count(self, obj: Registry) -> int:
+    def profile_count(self, obj: WithAnnotations[Registry, ProfileCount]) -> int:
         return obj.profile_count
 
     def has_delete_permission(self, request: HttpRequest, obj: Registry | None = None) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.core.checks import Error, Tags, register
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -33,19 +32,6 @@ def check_definitions(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if tool.writes and not tool.permission:
             errors.append(Error(f"writing tool {tool.name} declares no permission", id="profiles.E004"))
     return errors
-
-
-@register()
-def check_engine_defaults(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    api_type = definitions.step_settings.get(("ai-chat", "ai-api-type"))
-    if api_type is not None and api_type.enum and settings.CHAT_DEFAULT_API_TYPE not in api_type.enum:
-        return [
-            Error(
-                f"CHAT_DEFAULT_API_TYPE={settings.CHAT_DEFAULT_API_TYPE!r} is not one of {list(api_type.enum)}",
-                id="profiles.E010",
-            )
-        ]
-    return []
 
 
 @register(Tags.database)

@@ -7,7 +7,7 @@ Python (no ORM), so validation and composition unit-test without a database.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,42 @@ class StepSettingField:
         return schema
 
 
+@dataclass(frozen=True)
+class EngineChoice:
+    """The step settings that choose a conversation's engine and bound what a request may change, and
+    the server's own values for them. Registered by the app that runs engines, so `profiles` reads no
+    setting of that app and names none of its sections."""
+
+    section: str  # the step-settings section that picks the engine
+    api_type: str  # its field naming the engine
+    model: str  # its field naming the model ("": the engine's default model)
+    max_response_tokens: str  # the fields a request override is bounded on
+    timeout_seconds: str
+    fallback_api_type: str  # the engine when nothing names one
+    # The lowest layer of engine settings (server defaults < profile < request): part of every fingerprint.
+    server_defaults: Callable[[], dict[str, dict[str, Any]]]
+    # The server's bounds on request overrides: {api_types, models, max_timeout_seconds, max_response_tokens}.
+    override_bounds: Callable[[], dict[str, Any]]
+    # Each bound and the server setting an admin changes to move it (shown in refusals).
+    bound_names: Mapping[str, str]
+
+    def bounded_fields(self) -> tuple[str, ...]:
+        return (self.api_type, self.model, self.max_response_tokens, self.timeout_seconds)
+
+
+NO_ENGINE = EngineChoice(
+    section="engine",
+    api_type="api-type",
+    model="model",
+    max_response_tokens="max-response-tokens",
+    timeout_seconds="timeout-seconds",
+    fallback_api_type="",
+    server_defaults=dict,
+    override_bounds=lambda: {"api_types": (), "models": (), "max_timeout_seconds": 0, "max_response_tokens": 0},
+    bound_names={},
+)
+
+
 class DefinitionError(RuntimeError):
     """Raised at start-up when two apps register the same name."""
 
@@ -81,11 +117,14 @@ class Definitions:
     tools: dict[str, ToolDefinition] = field(default_factory=dict)
     extensions: dict[str, ExtensionCodec] = field(default_factory=dict)
     step_settings: dict[tuple[str, str], StepSettingField] = field(default_factory=dict)
-    # provider -> model used when `ai-chat.ai-engine` is empty (registered by the engine's app).
+    # provider -> model used when the engine choice names no model (registered by the engine's app).
     default_models: dict[str, str] = field(default_factory=dict)
     # How each version of a profile behaved, computed by the app that records turns:
     # version_stats(registry=, slug=, since_ms=) -> {version: {turns, completed, ...}}.
     version_stats: Callable[..., dict[int, dict[str, Any]]] | None = None
+    # Which settings choose the engine, with the server's defaults and bounds (NO_ENGINE until an app
+    # that runs engines registers).
+    engine: EngineChoice = NO_ENGINE
 
     def register_middleware(self, definition: MiddlewareDefinition) -> MiddlewareDefinition:
         self._add(self.middlewares, definition.name, definition, "middleware")
@@ -102,6 +141,11 @@ class Definitions:
     def register_step_setting(self, setting: StepSettingField) -> StepSettingField:
         self._add(self.step_settings, (setting.section, setting.field), setting, "step setting")
         return setting
+
+    def register_engine_choice(self, choice: EngineChoice) -> None:
+        if self.engine not in (NO_ENGINE, choice):
+            raise DefinitionError("the engine choice is registered twice")
+        self.engine = choice
 
     def register_version_stats(self, provider: Callable[..., dict[int, dict[str, Any]]]) -> None:
         if self.version_stats not in (None, provider):
@@ -126,12 +170,13 @@ class Definitions:
 
     def register_many(self, items: Iterable[Any]) -> None:
         for item in items:
-            {
+            register: dict[type, Callable[[Any], Any]] = {
                 MiddlewareDefinition: self.register_middleware,
                 ToolDefinition: self.register_tool,
                 ExtensionCodec: self.register_extension,
                 StepSettingField: self.register_step_setting,
-            }[type(item)](item)
+            }
+            register[type(item)](item)
 
 
 # The process-wide registry. Apps fill it in AppConfig.ready().

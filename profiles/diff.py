@@ -24,7 +24,8 @@ def document_diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Change]:
     """What changes from document `a` to document `b`; `[]` when their content is the same."""
     changes: list[Change] = []
     for part in CONTENT_PARTS:
-        before, after = a.get(part), b.get(part)
+        before: Any = a.get(part)
+        after: Any = b.get(part)
         if part in ("runtime", "policy", "extensions"):
             before, after = before or {}, after or {}
         elif part in LIST_PARTS:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.models import Group
@@ -103,7 +104,8 @@ class GroupNamesField(forms.CharField):
     def prepare_value(self, value: Any) -> Any:
         return ", ".join(value) if isinstance(value, (list, tuple)) else value
 
-    def to_python(self, value: Any) -> list[str]:
+    # A CharField that cleans to a list of names: the stubs type CharField.to_python as str | None.
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
         if isinstance(value, (list, tuple)):
             return [str(v).strip() for v in value if str(v).strip()]
         text = super().to_python(value) or ""
@@ -148,9 +150,10 @@ class ServiceModelForm(forms.ModelForm):
     actor: Any = None  # the acting user, set per request by the ModelAdmin's get_form()
     what = "object"
     error_aliases: dict[str, str] = {}
+    _write: Callable[[], Any]  # declared for the type checker only: each subclass defines the method
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # Django's private hook, absent from django-stubs
         if self.errors:
             return
         try:
@@ -211,7 +214,7 @@ class ProfileAdminForm(VersionedServiceForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["visible_to_groups"].offer()
+        cast(GroupNamesField, self.fields["visible_to_groups"]).offer()
         if self.instance.pk is not None:
             # A profile is identified by registry + slug: neither can change once it exists.
             for name in ("registry", "slug"):
@@ -288,7 +291,7 @@ class RegistryAdminForm(VersionedServiceForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["editor_groups"].offer()
+        cast(GroupNamesField, self.fields["editor_groups"]).offer()
         if self.instance.pk is not None:
             self.initial["protected_labels"] = ", ".join(self.instance.protected_labels or [])
             self.initial["editor_groups"] = list(self.instance.editor_groups or [])
@@ -300,7 +303,7 @@ class RegistryAdminForm(VersionedServiceForm):
         self.fields.pop("slug", None)
         if "default_profile" in self.fields:
             own = Profile.objects.filter(registry=self.instance).order_by("slug")
-            field = self.fields["default_profile"]
+            field = cast(ProfileSlugChoiceField, self.fields["default_profile"])
             field.queryset = own
             # Invariant: a registry with profiles has a default, so it cannot be cleared.
             field.required = own.exists()
@@ -310,7 +313,7 @@ class RegistryAdminForm(VersionedServiceForm):
 
     def _write(self) -> Registry:
         data = self.cleaned_data
-        labels = {
+        labels: dict[str, Any] = {
             "protected_labels": [n for n in (data.get("protected_labels") or "").replace(",", " ").split() if n],
             "serve_label": data.get("serve_label") or "",
         }

@@ -235,8 +235,9 @@ def apply_overrides(
 
 @dataclass(frozen=True)
 class OverrideBounds:
-    """Bounds on the engine-setting values a request override may choose: the server's (CHAT_OVERRIDE_*),
-    each replaced by the profile's `policy.value_bounds` where it sets one.
+    """Bounds on the engine-setting values a request override may choose: the server's (registered with
+    the engine choice, see `Definitions.engine`), each replaced by the profile's `policy.value_bounds`
+    where it sets one.
 
     The policy allows keys; these bound values, so a request cannot spend the server's key unchecked.
     They only refuse requests (403 `policy_violation`, like a refused key): they never change an
@@ -244,51 +245,37 @@ class OverrideBounds:
     what the profile (or the server default) already uses, and lower a limit the profile set higher.
     """
 
-    api_types: tuple[str, ...]  # `ai-chat.ai-api-type` a request may switch to; "*" = any
+    api_types: tuple[str, ...]  # engines a request may switch to; "*" = any
     models: tuple[str, ...]  # effective model a request may switch to; "" = the engine's default; "*" = any
-    max_timeout_seconds: float  # highest `ai-chat.ai-timeout-seconds` a request may set
-    max_response_tokens: int  # highest `ai-chat.ai-max-response-tokens` a request may set
+    max_timeout_seconds: float  # highest timeout a request may set
+    max_response_tokens: int  # highest response token limit a request may set
     # The bounds the profile's policy set (the others are the server's), for messages.
     from_policy: frozenset[str] = frozenset()
 
     def with_policy(self, value_bounds: Mapping[str, Any] | None) -> OverrideBounds:
         """These bounds with the profile's `policy.value_bounds` (validated) replacing them field by field."""
-        chosen = {key: value for key, value in (value_bounds or {}).items() if key in SERVER_BOUNDS}
+        chosen = {key: value for key, value in (value_bounds or {}).items() if key in BOUNDS}
         if not chosen:
             return self
-        changes = {key: tuple(value) if isinstance(value, list) else value for key, value in chosen.items()}
+        changes: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in chosen.items()}
         return replace(self, **changes, from_policy=self.from_policy | set(chosen))
 
-    def source(self, key: str) -> str:
+    def source(self, key: str, *, defs: Definitions | None = None) -> str:
         """Where the bound on `key` comes from, as an admin would look it up."""
         if key in self.from_policy:
             return f"the profile's override bound policy.value_bounds.{key}"
-        return f"the server's override bound {SERVER_BOUNDS[key]}"
+        names = (defs or default_definitions).engine.bound_names
+        return f"the server's override bound {names.get(key, key)}"
 
     @classmethod
-    def from_settings(cls) -> OverrideBounds:
-        """The bounds of `config/settings.py` (CHAT_OVERRIDE_*); an empty list means the server default."""
-        from django.conf import settings
-
-        default_type = str(settings.CHAT_DEFAULT_API_TYPE).strip().lower()
-        types = tuple(t.strip().lower() for t in settings.CHAT_OVERRIDE_ALLOWED_API_TYPES if t.strip())
-        models = tuple(m.strip() for m in settings.CHAT_OVERRIDE_ALLOWED_MODELS)
-        return cls(
-            api_types=types or (default_type,),
-            models=models or (str(settings.CHAT_DEFAULT_MODEL).strip(),),
-            max_timeout_seconds=settings.CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS,
-            max_response_tokens=settings.CHAT_OVERRIDE_MAX_RESPONSE_TOKENS,
-        )
+    def server(cls, *, defs: Definitions | None = None) -> OverrideBounds:
+        """The server's bounds, as the app that runs engines registered them."""
+        bounds = (defs or default_definitions).engine.override_bounds()
+        return cls(**{key: bounds[key] for key in BOUNDS})
 
 
-BOUNDED_FIELDS = ("ai-api-type", "ai-engine", "ai-max-response-tokens", "ai-timeout-seconds")
-# Each bound (a key of policy.value_bounds) and the server setting that bounds it when the profile does not.
-SERVER_BOUNDS = {
-    "api_types": "CHAT_OVERRIDE_ALLOWED_API_TYPES",
-    "models": "CHAT_OVERRIDE_ALLOWED_MODELS",
-    "max_timeout_seconds": "CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS",
-    "max_response_tokens": "CHAT_OVERRIDE_MAX_RESPONSE_TOKENS",
-}
+# The bounds (keys of policy.value_bounds).
+BOUNDS = ("api_types", "models", "max_timeout_seconds", "max_response_tokens")
 
 
 def _model_allowed(models: tuple[str, ...], provider: str, model: str, defs: Definitions) -> bool:
@@ -310,50 +297,55 @@ def check_bounds(
     `before`/`after` are the engine settings without/with the request. Only what the request touched
     and changed is checked, in sorted field order so the first violation reported is deterministic.
     """
-    touched = {name for name in ((request_patch or {}).get("ai-chat") or {}) if name in BOUNDED_FIELDS}
+    defs = defs or default_definitions
+    choice = defs.engine
+    section = choice.section
+    touched = {name for name in ((request_patch or {}).get(section) or {}) if name in choice.bounded_fields()}
     if not touched:
         return
-    defs = defs or default_definitions
-    bounds = bounds or OverrideBounds.from_settings()
-    old, new = before.get("ai-chat", {}), after.get("ai-chat", {})
+    bounds = bounds or OverrideBounds.server(defs=defs)
+    old, new = before.get(section, {}), after.get(section, {})
     old_engine, new_engine = engine_summary(before, defs=defs), engine_summary(after, defs=defs)
 
     def path(name: str) -> str:
-        return f"request_overrides.step_settings_patch.ai-chat.{name}"
+        return f"request_overrides.step_settings_patch.{section}.{name}"
+
+    def source(key: str) -> str:
+        return bounds.source(key, defs=defs)
 
     provider, model = new_engine["provider"], new_engine["model"]
-    type_changed = "ai-api-type" in touched and provider != old_engine["provider"]
+    type_changed = choice.api_type in touched and provider != old_engine["provider"]
     if type_changed and ANY not in bounds.api_types and provider not in bounds.api_types:
         raise PolicyViolation(
-            f"ai-chat.ai-api-type {provider!r} is outside {bounds.source('api_types')} ({', '.join(bounds.api_types)})",
-            field=path("ai-api-type"),
+            f"{section}.{choice.api_type} {provider!r} is outside {source('api_types')} ({', '.join(bounds.api_types)})",
+            field=path(choice.api_type),
         )
     model_changed = (provider, model) != (old_engine["provider"], old_engine["model"])
     if (
-        touched & {"ai-api-type", "ai-engine"}
+        touched & {choice.api_type, choice.model}
         and model_changed
         and not _model_allowed(bounds.models, provider, model, defs)
     ):
         shown = ", ".join(m or "(the engine's default)" for m in bounds.models)
         raise PolicyViolation(
-            f"model {model!r} ({provider}) is outside {bounds.source('models')} ({shown})",
-            field=path("ai-engine" if "ai-engine" in touched else "ai-api-type"),
+            f"model {model!r} ({provider}) is outside {source('models')} ({shown})",
+            field=path(choice.model if choice.model in touched else choice.api_type),
         )
     for name, bound, key in (
-        ("ai-max-response-tokens", bounds.max_response_tokens, "max_response_tokens"),
-        ("ai-timeout-seconds", bounds.max_timeout_seconds, "max_timeout_seconds"),
+        (choice.max_response_tokens, bounds.max_response_tokens, "max_response_tokens"),
+        (choice.timeout_seconds, bounds.max_timeout_seconds, "max_timeout_seconds"),
     ):
         value, previous = new.get(name), old.get(name)
         if name not in touched or value == previous:
             continue
         if value is None:  # cleared: the profile's limit would be lifted
             raise PolicyViolation(
-                f"ai-chat.{name} cannot be cleared by a request ({bounds.source(key)}: {bound:g})",
+                f"{section}.{name} cannot be cleared by a request ({source(key)}: {bound:g})",
                 field=path(name),
             )
         if value > bound and (previous is None or value > previous):
             raise PolicyViolation(
-                f"ai-chat.{name} {value:g} is above {bounds.source(key)} ({bound:g})",
+                f"{section}.{name} {value:g} is above {source(key)} ({bound:g})",
                 field=path(name),
             )
 
@@ -379,9 +371,10 @@ def engine_settings(
 
 def engine_summary(settings: Mapping[str, Mapping[str, Any]], *, defs: Definitions | None = None) -> dict[str, Any]:
     defs = defs or default_definitions
-    chat = settings.get("ai-chat", {})
-    provider = chat.get("ai-api-type", "offline")
-    model = chat.get("ai-engine") or defs.default_models.get(provider, "")
+    choice = defs.engine
+    chosen = settings.get(choice.section, {})
+    provider = chosen.get(choice.api_type, choice.fallback_api_type)
+    model = chosen.get(choice.model) or defs.default_models.get(provider, "")
     return {"provider": provider, "model": model, "settings": settings}
 
 
@@ -500,9 +493,9 @@ def _stack_policy(policy: dict[str, Any], own: Mapping[str, Any], layer: Mapping
     flags = (("allow_overrides", "and", all), ("read_only", "or", any))
     for key, rule, combine in flags:
         stated = bool(own.get(key, False))
-        result = stated if key not in policy else combine((policy[key], stated))
-        policy[key] = result
-        trace.combine(f"policy.{key}", layer, stated, result, rule)
+        allowed_now = stated if key not in policy else combine((policy[key], stated))
+        policy[key] = allowed_now
+        trace.combine(f"policy.{key}", layer, stated, allowed_now, rule)
     allowed = list(own.get("allowed_override_keys") or [])
     if allowed:
         before = policy.get("allowed_override_keys") or []
@@ -624,7 +617,7 @@ def resolve_runtime(
     label: str | None = None,
     base_layers: list[Layer] | tuple[Layer, ...] = (),
 ) -> Resolution:
-    """`bounds`: the override value bounds; None = the server's (`OverrideBounds.from_settings`).
+    """`bounds`: the override value bounds; None = the server's (`OverrideBounds.server`).
     `ref`/`label`: how the version was chosen (recorded, not part of the fingerprint: the same version's
     runtime is the same whichever way it was reached). `base_layers`: the lineage of a stacked profile
     before the profile itself (`stack_merge`); its versions are part of the fingerprint."""
@@ -638,7 +631,7 @@ def resolve_runtime(
     settings = engine_settings(server_defaults or {}, effective.get("step_settings_patch"), defs=defs)
     if applied.get("step_settings_patch"):
         before = engine_settings(server_defaults or {}, runtime.get("step_settings_patch"), defs=defs)
-        bounds = (bounds or OverrideBounds.from_settings()).with_policy(policy.get("value_bounds"))
+        bounds = (bounds or OverrideBounds.server(defs=defs)).with_policy(policy.get("value_bounds"))
         check_bounds(applied["step_settings_patch"], before, settings, bounds, defs=defs)
     refs = [layer.ref for layer in lineage]
     return Resolution(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -14,7 +13,7 @@ from .definitions import definitions
 from .diff import document_diff
 from .errors import InvalidInput, NotFound, NotVisible
 from .models import Profile, ProfileLabel, ProfileLabelMove, ProfileRevision, ProfileSelection, Registry
-from .resolution import Layer, Resolution, public_url, resolve_runtime
+from .resolution import Layer, Resolution, resolve_runtime
 from .validation import LATEST, MAX_STACK_LAYERS, ProfileRef, canonical_slug, parse_profile_ref
 
 
@@ -43,7 +42,7 @@ def registry_get(slug: str) -> Registry:
         raise NotFound(f"registry {slug!r} not found", field="registry") from None
 
 
-def profile_list(*, registry: Registry, user: Any = None) -> QuerySet[Profile, dict[str, Any]]:
+def profile_list(*, registry: Registry, user: Any = None) -> QuerySet[Profile, Any]:
     """The registry's profiles `user` may see (None: all), in slug order, as plain rows of the columns
     the list shows.
 
@@ -150,15 +149,6 @@ def profile_version_stats(*, profile: Profile, version: int | None = None, since
     return [{"version": v, **EMPTY_VERSION_STATS, **computed.get(v, {})} for v in versions]
 
 
-def server_engine_defaults() -> dict[str, dict[str, Any]]:
-    """The lowest layer of engine settings; part of every fingerprint, so nothing changes unseen."""
-    return {
-        "ai-chat": {"ai-api-type": settings.CHAT_DEFAULT_API_TYPE, "ai-engine": settings.CHAT_DEFAULT_MODEL},
-        "openai-chat": {"openai-base-url": public_url(settings.OPENAI_BASE_URL)},
-        "anthropic-chat": {"anthropic-base-url": public_url(settings.ANTHROPIC_BASE_URL)},
-    }
-
-
 @dataclass(frozen=True)
 class ProfileAt:
     """A profile at the version a ref chose, with that version's own content."""
@@ -219,11 +209,11 @@ def _pick_profile(registry: Registry, ref: ProfileRef | None, *, field: str = "s
     if ref is not None:
         profile = profile_get(registry=registry, slug=ref.slug, user=user, field=field)
         return profile_at(registry=registry, profile=profile, ref=ref, field=field)
-    profile = registry.default_profile or Profile.objects.filter(registry=registry, slug="default").first()
-    if profile is None:
+    fallback = registry.default_profile or Profile.objects.filter(registry=registry, slug="default").first()
+    if fallback is None:
         raise InvalidInput("profile slug is required and registry has no default", field="profile.slug")
-    profile.registry = registry
-    return profile_at(registry=registry, profile=profile, ref=ProfileRef(profile.slug))
+    fallback.registry = registry
+    return profile_at(registry=registry, profile=fallback, ref=ProfileRef(fallback.slug))
 
 
 def profile_resolve(
@@ -259,7 +249,7 @@ def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None) -> Resol
         policy=at.policy,
         extensions=at.extensions,
         request_overrides=request_overrides,
-        server_defaults=server_engine_defaults(),
+        server_defaults=definitions.engine.server_defaults(),
         ref=str(at.ref),
         label=at.label,
         base_layers=layers,

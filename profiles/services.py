@@ -437,7 +437,7 @@ def label_set(
         expected = parse_version(expected_version, field="expected_version")
         if expected != current:
             raise VersionConflict(expected=expected, actual=current, what=f"label {name!r}")
-    if current == version:
+    if label is not None and label.version == version:
         return label
     stamp, who = now_ms(), _actor_name(actor)
     if label is None:

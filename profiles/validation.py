@@ -647,7 +647,7 @@ def validate_group_defaults(raw: Any, *, field: str = "group_defaults") -> tuple
         try:
             profile = canonical_slug(entry.get("profile"), field=f"{at}.profile")
         except InvalidInput as exc:
-            errors.append((exc.field, exc.message))
+            errors.append((exc.field or f"{at}.profile", exc.message))
             continue
         seen[group] = i
         out.append({"group": group, "profile": profile})

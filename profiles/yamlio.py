@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import yaml
 from django.db import transaction
@@ -146,10 +146,20 @@ _SEQ, _MAP, _MERGE = f"{_CORE}seq", f"{_CORE}map", f"{_CORE}merge"
 _MERGE_KEY = object()  # the identity of `<<` among the keys of a mapping
 
 
+class _Mark(Protocol):
+    """A position in the input (PyYAML's `Mark`, or the C extension's)."""
+
+    @property
+    def line(self) -> int: ...
+
+
+_CollectionNode = TypeVar("_CollectionNode", bound=yaml.CollectionNode)
+
+
 class _Refused(yaml.YAMLError):
     """Well-formed YAML that the import does not accept, at `path` (line `line`)."""
 
-    def __init__(self, path: str, mark: yaml.Mark, reason: str) -> None:
+    def __init__(self, path: str, mark: _Mark, reason: str) -> None:
         super().__init__(reason)
         self.path, self.line, self.reason = path, mark.line + 1, reason
 
@@ -186,7 +196,8 @@ class _StrictLoader(yaml.SafeLoader):
         self._aliases = 0
         self._alias_nodes = 0
 
-    def _refuse(self, mark: yaml.Mark, reason: str) -> None:
+    def _refuse(self, mark: _Mark | None, reason: str) -> NoReturn:
+        assert mark is not None  # the parser marks every event and node
         raise _Refused(self._path, mark, reason)
 
     def _child_path(self, key: str) -> str:
@@ -208,7 +219,7 @@ class _StrictLoader(yaml.SafeLoader):
             self._refuse(node.start_mark, "NaN and infinity are not JSON numbers")
         return value
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             self._charge_alias(event)
@@ -222,6 +233,7 @@ class _StrictLoader(yaml.SafeLoader):
 
     def _charge_alias(self, event: yaml.AliasEvent) -> None:
         anchor = event.anchor
+        assert anchor is not None  # an alias always names its anchor
         if anchor in self._open:
             self._refuse(event.start_mark, f"alias *{_short(anchor)} refers to a node that contains it")
         if anchor not in self.anchors:
@@ -237,14 +249,14 @@ class _StrictLoader(yaml.SafeLoader):
             self._refuse(event.start_mark, f"alias *{_short(anchor)} nests deeper than {MAX_DEPTH} levels")
         self._last = (nodes, nesting)
 
-    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
-        node = super().compose_scalar_node(anchor)
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:  # type: ignore[override]  # stub bug: `anchor` is a name, not a dict
+        node = super().compose_scalar_node(anchor)  # type: ignore[arg-type]  # the same stub bug
         if not self._in_key:  # keys are checked by the mapping, with their own path
             self._scalar(node)
         self._last = (1, 0)
         return node
 
-    def _open_collection(self, node_class: type, expected: str, anchor: str | None) -> yaml.CollectionNode:
+    def _open_collection(self, node_class: type[_CollectionNode], expected: str, anchor: str | None) -> _CollectionNode:
         start = self.get_event()
         tag = start.tag
         if tag is None or tag == "!":
@@ -266,7 +278,7 @@ class _StrictLoader(yaml.SafeLoader):
             self._open.discard(anchor)
             self._expansion[anchor] = self._last
 
-    def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:
+    def compose_sequence_node(self, anchor: str | None) -> yaml.SequenceNode:  # type: ignore[override]  # stub bug: `anchor` is a name, not a dict
         node = self._open_collection(yaml.SequenceNode, _SEQ, anchor)
         path, nodes, nesting = self._path, 1, 0
         while not self.check_event(yaml.SequenceEndEvent):
@@ -280,7 +292,7 @@ class _StrictLoader(yaml.SafeLoader):
         self._close_collection(node, anchor, nodes, nesting)
         return node
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:  # type: ignore[override]  # stub bug: `anchor` is a name, not a dict
         node = self._open_collection(yaml.MappingNode, _MAP, anchor)
         path, nodes, nesting = self._path, 1, 0
         first_line: dict[Any, int] = {}
@@ -430,10 +442,16 @@ def _import_registry(
         try:
             pslug = canonical_slug(body.get("slug", raw_profile_slug), field="slug")
             seen.add(pslug)
-            content = {k: body.get(k) for k in ("runtime", "policy", "extensions")}
-            access = {"stack": body.get("stack") or [], "visible_to_groups": body.get("visible_to_groups") or []}
+            content: dict[str, Any] = {k: body.get(k) for k in ("runtime", "policy", "extensions")}
+            access: dict[str, Any] = {
+                "stack": body.get("stack") or [],
+                "visible_to_groups": body.get("visible_to_groups") or [],
+            }
             # The same defaults as on create, so re-importing an unchanged file changes nothing.
-            text = {"display_name": body.get("display_name") or pslug, "description": body.get("description") or ""}
+            text: dict[str, Any] = {
+                "display_name": body.get("display_name") or pslug,
+                "description": body.get("description") or "",
+            }
             existing = Profile.objects.filter(registry=registry, slug=pslug).first()
             label = f"{slug}/{pslug}"
             if existing is None:
@@ -493,7 +511,7 @@ def _import_access(slug: str, reg: dict[str, Any], at: Any, *, replace: bool, re
     """The registry's `editor_groups` and `group_defaults` (once its profiles are in). Without `replace`,
     each is set when the registry has none yet (what is missing is created); with it, as the file says."""
     registry = Registry.objects.get(slug=slug)
-    changes = {}
+    changes: dict[str, Any] = {}
     for key in ("editor_groups", "group_defaults"):
         value = reg.get(key)
         if replace:
@@ -598,7 +616,7 @@ def export_data(*, registry: str | None = None) -> dict[str, Any]:
             "slug": reg.slug,
             "display_name": reg.display_name,
             "description": reg.description,
-            "default_profile_slug": reg.default_profile.slug if reg.default_profile_id else None,
+            "default_profile_slug": reg.default_profile.slug if reg.default_profile is not None else None,
             "protected_labels": list(reg.protected_labels or []),
             "serve_label": reg.serve_label,
             # Present when set (a file without them reads as before).

@@ -11,7 +11,7 @@ def _fast_password_hasher(settings):
 @pytest.fixture(autouse=True)
 def _fresh_runtime_cache():
     """Runtime cache counters are asserted on; each test starts from an empty cache."""
-    from chat.worker import runtime_cache
+    from chat.composition import runtime_cache
 
     runtime_cache.clear()
     yield

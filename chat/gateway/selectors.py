@@ -9,9 +9,8 @@ from profiles.access import visible_filter
 from profiles.models import Profile
 from profiles.mounts import Mount
 
+from .. import frames
 from ..models import ConversationEvent, Turn
-
-TERMINAL_FRAMES = ("turn.completed", "turn.failed", "turn.cancelled")
 
 
 @dataclass(frozen=True)
@@ -28,8 +27,8 @@ def model_list(*, mount: Mount, user: Any) -> list[ModelRow]:
     visible = visible_filter(user)
     if visible is not None:
         rows = rows.filter(visible)
-    rows = rows.order_by("registry__slug", "slug").values_list("registry__slug", "slug", "created_at_ms")
-    models = [ModelRow(*row) for row in rows]
+    columns = rows.order_by("registry__slug", "slug").values_list("registry__slug", "slug", "created_at_ms")
+    models = [ModelRow(*row) for row in columns]
     return sorted(models, key=lambda m: m.registry != mount.default_registry)  # stable: keeps slug order
 
 
@@ -54,7 +53,7 @@ def turn_result(*, turn_id: Any) -> TurnResult | None:
     if turn is None or turn.status not in Turn.FINISHED:
         return None
     frame = (
-        ConversationEvent.objects.filter(turn_id=turn_id, type__in=TERMINAL_FRAMES)
+        ConversationEvent.objects.filter(turn_id=turn_id, type__in=frames.TERMINAL)
         .order_by("-seq")
         .values_list("frame", flat=True)
         .first()

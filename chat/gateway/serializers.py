@@ -235,7 +235,7 @@ class ModelObjectSerializer(serializers.Serializer):
 
 class ModelListSerializer(serializers.Serializer):
     object = serializers.ChoiceField(choices=["list"])
-    data = ModelObjectSerializer(many=True)
+    data = ModelObjectSerializer(many=True)  # type: ignore[assignment]  # OpenAI's field name; DRF drops the attribute
 
 
 class AssistantMessageSerializer(serializers.Serializer):

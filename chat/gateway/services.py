@@ -3,7 +3,7 @@
 `completion_create` turns an OpenAI request into what the REST API and the websocket send: a prompt
 and request overrides (a `system` message -> `system_prompt`; `temperature`, `top_p`, `max_tokens` /
 `max_completion_tokens` -> `step_settings_patch.ai-chat.*`), checked against the profile's policy
-before anything is written, then submits it through `chat.worker.turn_enqueue` (the one path of every
+before anything is written, then submits it through `chat.turns.turn_enqueue` (the one path of every
 turn: same queue, same runtime record). The model picks the profile: a new conversation is created
 with it as its own selection, or the conversation named by `X-Conversation-Id` is switched to it.
 
@@ -22,16 +22,14 @@ CHAT_ENGINE_TIMEOUT_SECONDS, like `?wait=1`), look at the stored turn after a se
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from profiles.errors import InvalidInput, NotFound, ProfileError
@@ -39,18 +37,18 @@ from profiles.mounts import Mount
 from profiles.selectors import profile_resolve
 from profiles.validation import ProfileRef, canonical_slug, parse_profile_ref
 
+from .. import frames, replay
 from .. import selectors as chat_selectors
 from .. import services as chat_services
-from .. import worker
 from ..aio import run_db
 from ..models import Conversation, Turn
 from ..sequencer import get_sequencer
+from ..turns import SILENCE_CHECK_SECONDS, await_turn, turn_enqueue
 from . import selectors
 from .errors import ModelNotFound, TurnOutcomeError, UnsupportedParameter
 
 log = logging.getLogger(__name__)
 
-SILENCE_CHECK_SECONDS = 1.0  # no frame for this long: look at the stored turn
 CONVERSATION_HEADER = "X-Conversation-Id"
 TURN_HEADER = "X-Turn-Id"
 CLIENT_TOOL_KEYS = ("tools", "functions", "tool_choice", "function_call", "parallel_tool_calls")
@@ -310,7 +308,7 @@ def _conversation_for(
 async def completion_create(
     *, user: Any, mount: Mount, body: Mapping[str, Any], conversation_id: str | None = None
 ) -> Completion:
-    """Submit the request as a turn (one path for every client: `worker.turn_enqueue`). A refused
+    """Submit the request as a turn (one path for every client: `turns.turn_enqueue`). A refused
     override, an unknown model or a full queue raises before anything is stored."""
     data = completion_input(body)
     conv_id = _conversation_id(conversation_id)
@@ -319,7 +317,7 @@ async def completion_create(
         conversation, created = await run_db(_conversation_for, user=user, mount=mount, data=data, conv_id=conv_id)
         if created:
             get_sequencer().prime(conversation.pk)  # nothing numbered yet
-        submitted = await worker.turn_enqueue(
+        submitted = await turn_enqueue(
             conversation=conversation, user=user, prompt=data.prompt, request_overrides=data.overrides() or None
         )
     return Completion(
@@ -334,53 +332,6 @@ async def completion_create(
 
 
 # --------------------------------------------------------------------------- following the turn
-
-
-class Subscription:
-    """The conversation's frames as they are sent, on a channel of this request's own in the
-    conversation's group. A receive is never cancelled while the subscription is used (channels-redis
-    unsubscribes a channel whose receive is cancelled): `next()` waits for it with a timeout instead."""
-
-    def __init__(self, conv_id: str) -> None:
-        self.group = worker.group_name(conv_id)
-        self.layer: Any = None
-        self.channel = ""
-        self.pending: asyncio.Future | None = None
-
-    async def __aenter__(self) -> Subscription:
-        self.layer = get_channel_layer()
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        # Leaving (also when the client went away and the request is cancelled): the receive may go now,
-        # with the channel, and the channel leaves the group.
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            pending.cancel()
-        try:
-            with contextlib.suppress(Exception):
-                await self.layer.group_discard(self.group, self.channel)
-        finally:
-            if pending is not None:
-                await asyncio.gather(pending, return_exceptions=True)
-
-    async def next(self, timeout: float) -> dict[str, Any] | None:
-        """The next frame, or None when none came within `timeout` seconds."""
-        if self.pending is None:
-            self.pending = asyncio.ensure_future(self.layer.receive(self.channel))
-        done, _ = await asyncio.wait({self.pending}, timeout=max(0.0, timeout))
-        if not done:
-            return None
-        pending, self.pending = self.pending, None
-        try:
-            message = pending.result()
-        except Exception:  # a broken layer connection: the caller looks at the stored turn
-            log.warning("channel layer receive failed for %s", self.group, exc_info=True)
-            await asyncio.sleep(timeout)
-            return None
-        return message.get("frame") if isinstance(message, dict) else None
 
 
 @dataclass(frozen=True)
@@ -476,68 +427,42 @@ class Completion:
             http_status=504,
         )
 
-    def _is_end(self, frame: dict[str, Any]) -> bool:
-        return frame["type"] in selectors.TERMINAL_FRAMES and frame["data"].get("turn_id") == self.turn_id
-
     async def result(self) -> selectors.TurnResult:
-        """The finished turn (completed), or the error its outcome is. Waits for the turn's terminal
-        frame; the stored turn is read before, after it and after each second of silence."""
-        async with Subscription(self.conv_id) as frames:
-            while True:
-                result = await run_db(selectors.turn_result, turn_id=self.turn_id)
-                if result is not None:
-                    error = outcome_error(result)
-                    if error is not None:
-                        raise error
-                    return result
-                while True:
-                    remaining = self.deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise self._timed_out()
-                    frame = await frames.next(min(SILENCE_CHECK_SECONDS, remaining))
-                    if frame is None or self._is_end(frame):
-                        break
+        """The finished turn (completed), or the error its outcome is (`chat.turns.await_turn`)."""
+        result = await await_turn(
+            conv_id=self.conv_id,
+            turn_id=self.turn_id,
+            timeout=self.deadline - time.monotonic(),
+            read=selectors.turn_result,
+        )
+        if result is None:
+            raise self._timed_out()
+        error = outcome_error(result)
+        if error is not None:
+            raise error
+        return result
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         """`Started`, then `Delta`s of the answer as it streams, then `Finished` (or `TimedOut`)."""
         follow = _Follow(self.turn_id)
-        async with Subscription(self.conv_id) as live:
-            # What was sent before the subscription: the same replay as `GET …/events?since_seq=`.
-            replayed: set[int] = set()
-            snapshot_seq, since = 0, self.message_seq
-            while True:
-                page = await worker.replay(self.conv_id, since)
-                for frame in page.frames:
-                    if frame["type"] == "llm.snapshot":
-                        snapshot_seq = frame["seq"]
-                    else:
-                        replayed.add(frame["seq"])
-                    for event in await self._follow(follow, frame):
-                        yield event
-                    if follow.done:
-                        return
-                since = page.next_since_seq
-                if not page.more:
-                    break
-            while not follow.done:
-                remaining = self.deadline - time.monotonic()
-                if remaining <= 0:
-                    yield TimedOut(self._timed_out())
-                    return
-                frame = await live.next(min(SILENCE_CHECK_SECONDS, remaining))
+        # What was sent before the subscription comes first: the same replay as `GET …/events?since_seq=`.
+        stream = replay.follow(self.conv_id, self.message_seq, silence=SILENCE_CHECK_SECONDS, deadline=self.deadline)
+        async with contextlib.aclosing(stream):
+            async for frame in stream:
                 if frame is None:
                     result = await run_db(selectors.turn_result, turn_id=self.turn_id)
                     events = self._finish(follow, result) if result is not None else []
-                elif frame["seq"] in replayed or (frame["type"] == "llm.delta" and frame["seq"] <= snapshot_seq):
-                    continue  # the replay had it
                 else:
                     events = await self._follow(follow, frame)
                 for event in events:
                     yield event
+                if follow.done:
+                    return
+        yield TimedOut(self._timed_out())
 
     async def _follow(self, follow: _Follow, frame: dict[str, Any]) -> list[Event]:
         kind, data = frame["type"], frame["data"]
-        if kind in selectors.TERMINAL_FRAMES:
+        if kind in frames.TERMINAL:
             if data.get("turn_id") != self.turn_id:
                 follow.ours = False
                 return []

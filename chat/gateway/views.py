@@ -1,13 +1,13 @@
 """The OpenAI-compatible routes of a mount: thin async views (parse, one service, serialise).
 
 They are DRF views (authentication, permissions, throttles, the schema) whose handlers are coroutines
-on the server's event loop: a request that waits for its turn holds no thread. DRF's own request
-pipeline (the token lookup, throttles) runs on the database pool.
+on the server's event loop (`chat.asyncviews.AsyncAPIView`): a request that waits for its turn holds no
+thread.
 """
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Iterable
 from typing import Any
 
 from django.http import StreamingHttpResponse
@@ -15,18 +15,18 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
-from rest_framework.views import APIView
 
 from profiles.api.parsers import SafeJSONParser
-from profiles.api.views import release_after_render
-from profiles.mounts import Mount
+from profiles.api.views import Mounted
 
 from ..aio import run_db
+from ..asyncviews import AsyncAPIView
 from . import errors, openapi, services
 from . import serializers as s
 
@@ -40,36 +40,17 @@ class BearerTokenAuthentication(TokenAuthentication):
 class JSONAnswers(BaseContentNegotiation):
     """Answers are JSON (or a stream of JSON events): an SSE client's `Accept` never makes a 406."""
 
-    def select_parser(self, request: Request, parsers: list) -> Any:
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> Any:
         return DefaultContentNegotiation().select_parser(request, parsers)
 
-    def select_renderer(self, request: Request, renderers: list, format_suffix: str | None = None) -> Any:
-        return renderers[0], renderers[0].media_type
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> Any:
+        first = next(iter(renderers))
+        return first, first.media_type
 
 
-class AsyncAPIView(APIView):
-    """An APIView whose handlers are coroutines (DRF's `dispatch` is synchronous only)."""
-
-    async def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        self.args, self.kwargs = args, kwargs
-        request = self.initialize_request(request, *args, **kwargs)
-        self.request = request
-        self.headers = self.default_response_headers
-        try:
-            await run_db(self.initial, request, *args, **kwargs)  # authentication, permissions, throttles
-            method = request.method.lower()
-            handler = getattr(self, method, None) if method in self.http_method_names else None
-            response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
-            if inspect.isawaitable(response):
-                response = await response
-        except Exception as exc:
-            response = self.handle_exception(exc)
-        self.response = self.finalize_response(request, response, *args, **kwargs)
-        return self.response
-
-
-class GatewayView(AsyncAPIView):
-    mount: Mount | None = None  # set per mount by `gateway_urls`
+class GatewayView(Mounted, AsyncAPIView):
     authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
     permission_classes = [IsAuthenticated]
     parser_classes = [SafeJSONParser]
@@ -85,8 +66,6 @@ class GatewayView(AsyncAPIView):
         response = super().finalize_response(request, response, *args, **kwargs)
         for name, value in (self.trace_headers or {}).items():
             response[name] = value
-        if isinstance(response, Response):
-            response.add_post_render_callback(release_after_render)
         return response
 
 
@@ -111,8 +90,8 @@ class ModelListView(GatewayView):
         description="Every profile the caller may use, as OpenAI models.",
     )
     async def get(self, request: Request) -> Response:
-        rows = await run_db(services.model_list, mount=self.mount, user=request.user)
-        return Response(s.model_list_body(rows, self.mount))
+        rows = await run_db(services.model_list, mount=self.mounted, user=request.user)
+        return Response(s.model_list_body(rows, self.mounted))
 
 
 class ModelDetailView(GatewayView):
@@ -122,8 +101,8 @@ class ModelDetailView(GatewayView):
         responses={200: s.ModelObjectSerializer, **openapi.errors(401, 404)},
     )
     async def get(self, request: Request, model: str) -> Response:
-        row = await run_db(services.model_get, mount=self.mount, model=model, user=request.user)
-        return Response(s.model_object(row, self.mount))
+        row = await run_db(services.model_get, mount=self.mounted, model=model, user=request.user)
+        return Response(s.model_object(row, self.mounted))
 
 
 class ChatCompletionView(GatewayView):
@@ -144,7 +123,7 @@ class ChatCompletionView(GatewayView):
         body.is_valid(raise_exception=True)
         completion = await services.completion_create(
             user=request.user,
-            mount=self.mount,
+            mount=self.mounted,
             body=body.validated_data,
             conversation_id=request.headers.get(services.CONVERSATION_HEADER),
         )

@@ -79,8 +79,11 @@ class EngineError(Exception):
 
 
 class Engine(Protocol):
-    provider: str
-    model: str
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
 
     def stream(self, messages: list[Message], tools: list[ToolSpec]) -> AsyncIterator[EngineEvent]:
         """One model round. Yields TextDelta*, then either ToolCallsRequested or EngineDone last.

@@ -75,7 +75,8 @@ def _round(args: list[Decimal]) -> Decimal:
     if digits != digits.to_integral_value(context=_CONTEXT) or abs(digits) > 50:
         raise ToolError("round() digits must be a whole number between -50 and 50")
     places = int(digits)
-    if x.as_tuple().exponent >= -places:  # already has no more decimals than asked
+    exponent = x.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -places:  # already has no more decimals than asked
         return x
     return x.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP, context=_CONTEXT)
 

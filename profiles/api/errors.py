@@ -103,11 +103,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if not isinstance(exc, exceptions.APIException):
         return None
     headers: dict[str, str] = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
+    auth_header = getattr(exc, "auth_header", None)  # set by DRF on authentication failures only
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
     if isinstance(exc, exceptions.Throttled):
         # Always said on a 429 (the schema requires it): at least 1 s, also when DRF has no estimate.
-        headers["Retry-After"] = str(max(1, int(exc.wait or 0)))
+        headers["Retry-After"] = str(max(1, int(exc.wait or 0)))  # type: ignore[attr-defined]  # stubs omit `wait`
     code = CODES.get(exc.status_code, "error")
     if isinstance(exc, exceptions.ValidationError):
         field, message = first_error(exc.detail)

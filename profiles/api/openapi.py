@@ -71,7 +71,7 @@ class ApiErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Stable machine-readable code, e.g. `invalid`, `not_found`.")
     message = serializers.CharField()
     field = serializers.CharField(required=False, help_text="Path of the offending input, e.g. `runtime.tools[0]`.")
-    errors = ApiErrorItemSerializer(many=True, required=False, help_text="Every problem, when there are several.")
+    errors = ApiErrorItemSerializer(many=True, required=False, help_text="Every problem, when there are several.")  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
     expected = serializers.IntegerField(required=False, allow_null=True)
     actual = serializers.IntegerField(required=False, allow_null=True)
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.parsers import JSONParser, get_encoding  # type: ignore[attr-defined]  # newer than the DRF stubs
 
 
 class NonFiniteNumber(ValueError):

@@ -4,7 +4,7 @@ service layer owns every rule, so the admin and the importer get the same ones).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -85,7 +85,7 @@ class ProfileMetadataSerializer(serializers.Serializer):
     updated_at_ms = serializers.IntegerField()
     created_by = serializers.CharField(allow_blank=True)
     updated_by = serializers.CharField(allow_blank=True)
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
     tags = serializers.ListField(child=serializers.CharField())
 
 
@@ -129,9 +129,9 @@ class CurrentProfileSerializer(serializers.Serializer):
     slug = serializers.CharField()
     ref = serializers.CharField(help_text="The selection as chosen: `slug`, `slug@3` or `slug@label`.")
     version = serializers.IntegerField(help_text="The version it resolves to now.")
-    label = serializers.CharField(allow_null=True, help_text="The label it follows, if any.")
+    label = serializers.CharField(allow_null=True, help_text="The label it follows, if any.")  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
     mode = serializers.ChoiceField(choices=["follow", "pinned", "label"])
-    source = serializers.ChoiceField(
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
         choices=["selection", "group_default", "default"],
         help_text="The caller's own selection, else their first group's default, else the registry default.",
     )
@@ -149,7 +149,7 @@ class ResolutionSerializer(serializers.Serializer):
     profile = serializers.CharField()
     profile_version = serializers.IntegerField()
     ref = serializers.CharField(help_text="The profile as addressed: `slug`, `slug@3` or `slug@label`.")
-    label = serializers.CharField(allow_null=True, help_text="The label followed, if any.")
+    label = serializers.CharField(allow_null=True, help_text="The label followed, if any.")  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
     runtime_key = serializers.CharField()
     effective_runtime = serializers.DictField()
     engine = serializers.DictField()
@@ -199,7 +199,7 @@ class StepSettingFieldSerializer(serializers.Serializer):
 
 class StepSettingSectionSerializer(serializers.Serializer):
     name = serializers.CharField()
-    fields = StepSettingFieldSerializer(many=True)
+    fields = StepSettingFieldSerializer(many=True)  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
 
 
 class StepSettingsSchemaSerializer(serializers.Serializer):
@@ -219,7 +219,13 @@ class RevisionSummarySerializer(serializers.ModelSerializer):
 DOCUMENT_ECHO = frozenset({"metadata", "is_default"})
 
 
-class StrictKeysMixin:
+if TYPE_CHECKING:
+    _StrictKeysBase = serializers.Serializer  # what the mixin is mixed into
+else:
+    _StrictKeysBase = object
+
+
+class StrictKeysMixin(_StrictKeysBase):
     """The one rule for request bodies: an unknown key is a 400 naming it (a typo must not look like
     success), at any depth (a nested serializer checks its own object). `ignored`: keys a client may
     echo back from a document it read; `fixed`: keys naming the target (`registry`, `slug` on a PATCH),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from django.urls import reverse
@@ -63,15 +64,25 @@ def release_after_render(response: Response) -> None:
     context -> response, and -> view -> response). Nothing reads them once the body is rendered;
     without them the response data is freed by reference counting when the request ends instead of
     waiting, with every row it holds, for a full garbage collection."""
-    context = response.renderer_context or {}
+    context = response.renderer_context or {}  # type: ignore[attr-defined]  # set by finalize_response; not in the stubs
     context.pop("response", None)
     view = context.pop("view", None)
     if getattr(view, "response", None) is response:
         view.response = None
 
 
-class MountedViewSet(viewsets.ViewSet):
-    mount: Mount | None = None  # set per mount by `profile_api_urls`
+class Mounted:
+    """A view routed per mount (`as_view(mount=...)`): `mounted` is the mount it serves."""
+
+    mount: Mount | None = None  # set per mount by the URLs
+
+    @property
+    def mounted(self) -> Mount:
+        assert self.mount is not None, "a mounted view is routed with as_view(mount=...)"
+        return self.mount
+
+
+class MountedViewSet(Mounted, viewsets.ViewSet):
     permission_classes = [permissions.IsAuthenticated, ProfileWritePermission]
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
@@ -81,13 +92,13 @@ class MountedViewSet(viewsets.ViewSet):
         return response
 
     def registry_slug(self, request: Request, body: dict[str, Any] | None = None) -> str:
-        raw = (body or {}).get("registry") or request.query_params.get("registry") or self.mount.default_registry
+        raw = (body or {}).get("registry") or request.query_params.get("registry") or self.mounted.default_registry
         return canonical_slug(raw, field="registry")
 
     def profile_url(self, request: Request, registry: str, slug: str) -> str:
-        url = reverse(f"{self.mount.name}:profile-detail", kwargs={"slug": slug})
+        url = reverse(f"{self.mounted.name}:profile-detail", kwargs={"slug": slug})
         return request.build_absolute_uri(
-            url + ("" if registry == self.mount.default_registry else f"?registry={registry}")
+            url + ("" if registry == self.mounted.default_registry else f"?registry={registry}")
         )
 
 
@@ -385,7 +396,7 @@ class ProfileViewSet(MountedViewSet):
     def version_stats(self, request: Request, slug: str, version: int) -> Response:
         return Response(self._stats(request, slug, version)[0])
 
-    def _stats(self, request: Request, slug: str, version: int | None = None) -> list[dict[str, Any]]:
+    def _stats(self, request: Request, slug: str, version: int | None = None) -> builtins.list[dict[str, Any]]:
         params = s.StatsParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         profile = self._profile(request, slug)
@@ -398,7 +409,7 @@ class CurrentProfileViewSet(MountedViewSet):
     def _current(self, request: Request) -> Response:
         # `?registry=` picks the registry to fall back to; it must exist like on every profile route.
         registry = selectors.registry_get(self.registry_slug(request)).slug
-        current = selectors.current_profile(user=request.user, mount=self.mount.name, default_registry=registry)
+        current = selectors.current_profile(user=request.user, mount=self.mounted.name, default_registry=registry)
         body = {
             "registry": current.registry.slug,
             "slug": current.profile.slug,
@@ -415,9 +426,9 @@ class CurrentProfileViewSet(MountedViewSet):
             body["stale_selection"] = current.stale_selection
         value = f"{current.registry.slug}/{current.profile.slug}"
         if not isinstance(request.successful_authenticator, TokenAuthentication):
-            request.session[SESSION_KEY.format(mount=self.mount.name)] = value  # token clients get no session
+            request.session[SESSION_KEY.format(mount=self.mounted.name)] = value  # token clients get no session
         response = Response(body)
-        response.set_cookie(COOKIE_NAME, value, path=self.mount.path, samesite="Lax", max_age=365 * 24 * 3600)
+        response.set_cookie(COOKIE_NAME, value, path=self.mounted.path, samesite="Lax", max_age=365 * 24 * 3600)
         # "/" is a valid cookie octet (RFC 6265) but Python quotes it; clients read `<registry>/<slug>`.
         response.cookies[COOKIE_NAME].set(COOKIE_NAME, value, value)
         return response
@@ -436,7 +447,7 @@ class CurrentProfileViewSet(MountedViewSet):
         body.is_valid(raise_exception=True)
         services.profile_select(
             user=request.user,
-            mount=self.mount.name,
+            mount=self.mounted.name,
             registry_slug=self.registry_slug(request, body.validated_data),
             slug=body.validated_data["slug"],
         )
@@ -466,7 +477,7 @@ class SchemaViewSet(MountedViewSet):
         return Response(
             [
                 {"name": t.name, "description": t.description, "parameters": t.parameters, "writes": t.writes}
-                for t in self.mount.tools()
+                for t in self.mounted.tools()
             ]
         )
 

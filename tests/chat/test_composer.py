@@ -233,7 +233,7 @@ def test_cache_evicts_the_least_recently_used():
 
 
 def test_worker_runtime_for_goes_through_the_process_cache():
-    from chat.worker import runtime_cache, runtime_for
+    from chat.composition import runtime_cache, runtime_for
 
     res = resolution({"system_prompt": "You are a concise assistant.", "tools": ["calculator", "inventory_report"]})
 

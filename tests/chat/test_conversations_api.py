@@ -15,7 +15,7 @@ from django.core.management import call_command
 
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.services import now_ms, turns_mark_interrupted
-from chat.worker import dispatcher
+from chat.turns import dispatcher
 
 from .factories import ConversationFactory, TurnFactory
 

@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 
 from chat import selectors, services
 from chat.models import Conversation, ConversationEvent, Turn
-from chat.worker import dispatcher
+from chat.turns import dispatcher
 
 from .factories import ConversationFactory, TurnFactory, UserFactory
 
@@ -195,7 +195,7 @@ def test_delete_cancels_the_running_turn_first(chat_api, chat_user, monkeypatch)
         asked.append((str(conv_id), await database_sync_to_async(Turn.objects.filter(conversation_id=conv_id).count)()))
         return True
 
-    monkeypatch.setattr("chat.worker.request_cancel", request_cancel)
+    monkeypatch.setattr(dispatcher, "request_cancel", request_cancel)
     assert chat_api.delete(f"{BASE}/{conversation.pk}").status_code == 204
     assert asked == [(str(conversation.pk), 2)]  # asked while its turns still existed
     assert not Turn.objects.filter(conversation_id=conversation.pk).exists()

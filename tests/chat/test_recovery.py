@@ -4,7 +4,7 @@ turns queued behind them."""
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import worker
+from chat import turns
 from chat.models import Conversation, Turn
 from chat.services import now_ms
 
@@ -27,7 +27,7 @@ async def test_the_first_connection_interrupts_dead_turns_and_runs_the_queued_on
     seeded_registries, chat_user, fast_turns, settings, open_ws, wait_turn
 ):
     dead, waiting = await _orphaned_conversation(chat_user)
-    worker.dispatcher.loop = None  # a process that has not served anything yet
+    turns.dispatcher.loop = None  # a process that has not served anything yet
 
     await open_ws()  # any request binds the server loop, which starts the recovery
 
@@ -40,9 +40,9 @@ async def test_the_first_connection_interrupts_dead_turns_and_runs_the_queued_on
 async def test_a_running_turn_with_a_live_lease_is_left_alone(seeded_registries, chat_user, settings, open_ws):
     dead, _ = await _orphaned_conversation(chat_user)
     await database_sync_to_async(Turn.objects.filter(pk=dead).update)(lease_until_ms=now_ms() + 60_000)
-    worker.dispatcher.loop = None
+    turns.dispatcher.loop = None
 
     await open_ws()
-    await worker.dispatcher.recover()
+    await turns.dispatcher.recover()
 
     assert (await database_sync_to_async(Turn.objects.get)(pk=dead)).status == Turn.Status.RUNNING

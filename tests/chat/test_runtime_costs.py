@@ -10,8 +10,8 @@ from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from chat import composition
 from chat import selectors as chat_selectors
-from chat import worker
 from chat.models import Conversation, Turn
 from chat.mounts import CHAT_MOUNT  # registers the `chat` mount conversations resolve through
 from profiles.selectors import profile_resolve
@@ -163,9 +163,9 @@ async def test_the_turn_row_and_its_runtime_exist_before_the_first_delta(open_ws
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("seeded_registries", "fast_turns")
 async def test_an_unchanged_profile_is_built_once_across_three_turns(open_ws, frames_until):
-    assert (worker.runtime_cache.builds, worker.runtime_cache.hits) == (0, 0)
+    assert (composition.runtime_cache.builds, composition.runtime_cache.hits) == (0, 0)
     communicator, hello = await connect(open_ws, conv_id=uuid.uuid4(), profile="agent")
-    assert (worker.runtime_cache.builds, worker.runtime_cache.hits) == (1, 0)
+    assert (composition.runtime_cache.builds, composition.runtime_cache.hits) == (1, 0)
 
     fingerprints = []
     for n in range(1, 4):
@@ -175,7 +175,7 @@ async def test_an_unchanged_profile_is_built_once_across_three_turns(open_ws, fr
         assert kinds[-1] == "turn.completed", kinds
         assert "runtime.switched" not in kinds
         fingerprints += [f["data"]["fingerprint"] for f in frames if f["type"] == "turn.started"]
-        assert (worker.runtime_cache.builds, worker.runtime_cache.hits) == (1, n)
+        assert (composition.runtime_cache.builds, composition.runtime_cache.hits) == (1, n)
 
     assert fingerprints == [hello["data"]["fingerprint"]] * 3
-    assert len(worker.runtime_cache) == 1
+    assert len(composition.runtime_cache) == 1

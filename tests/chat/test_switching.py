@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
-from chat import worker
+from chat import composition
 from chat.models import Conversation, Turn
 
 from .factories import UserFactory
@@ -115,7 +115,7 @@ async def test_selecting_a_then_b_switches_the_next_conversation_and_the_next_tu
 async def test_editing_the_selected_profile_switches_with_reason_profile_updated(open_ws, frames_until, editor_api):
     communicator, hello = await connect(open_ws, conv_id=uuid.uuid4(), profile="agent")
     await turn(communicator, frames_until)
-    builds = worker.runtime_cache.builds
+    builds = composition.runtime_cache.builds
 
     document = (await sync_to_async(editor_api.get)("/api/chat/profiles/agent")).json()
     runtime = {**document["runtime"], "system_prompt": "You are a meticulous agent. Use tools when they help."}
@@ -129,7 +129,7 @@ async def test_editing_the_selected_profile_switches_with_reason_profile_updated
     assert switched["to"]["profile_version"] == 2
     assert switched["from"]["runtime_key"] == switched["to"]["runtime_key"] == "agent"
     assert switched["from"]["fingerprint"] == hello["data"]["fingerprint"] != switched["to"]["fingerprint"]
-    assert worker.runtime_cache.builds > builds
+    assert composition.runtime_cache.builds > builds
     first, second = await stored_turns(hello["conv_id"])
     assert (first.profile_version, second.profile_version) == (1, 2)
     assert second.fingerprint == switched["to"]["fingerprint"]
@@ -139,13 +139,13 @@ async def test_editing_the_selected_profile_switches_with_reason_profile_updated
 async def test_unchanged_profile_reuses_the_runtime_without_a_switch(open_ws, frames_until):
     communicator, hello = await connect(open_ws, conv_id=uuid.uuid4(), profile="agent")
     await turn(communicator, frames_until)
-    builds, hits = worker.runtime_cache.builds, worker.runtime_cache.hits
+    builds, hits = composition.runtime_cache.builds, composition.runtime_cache.hits
 
     frames = await turn(communicator, frames_until, "hello again")
 
     assert "runtime.switched" not in types(frames)
-    assert worker.runtime_cache.builds == builds
-    assert worker.runtime_cache.hits > hits
+    assert composition.runtime_cache.builds == builds
+    assert composition.runtime_cache.hits > hits
     first, second = await stored_turns(hello["conv_id"])
     assert first.fingerprint == second.fingerprint == hello["data"]["fingerprint"]
 

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 from django.db.backends.utils import CursorWrapper
 
-from chat import services
+from chat import frames, services
 from chat.aio import run_db
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.runtime import tools as chat_tools
-from chat.worker import dispatcher
+from chat.turns import dispatcher
 
 from .factories import ConversationFactory, TurnFactory
 from .fake_openai import FakeOpenAIServer, remote_profile
@@ -281,7 +281,7 @@ def test_a_turn_interrupted_while_running_cannot_be_finished_as_completed(chat_u
     assert services.turn_start(turn=turn, record=None, frames=[], worker="w1")
     assert services.turns_mark_interrupted(turn_ids=[turn.pk]) == 1
 
-    frame = services.make_frame(type="turn.completed", conv_id=conversation.pk, seq=9, data={})
+    frame = frames.make(type="turn.completed", conv_id=conversation.pk, seq=9, data={})
     result = services.turn_finish(turn_id=turn.pk, status="completed", text="late", frames=[frame], worker="w1")
 
     turn.refresh_from_db()
@@ -332,9 +332,9 @@ async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, con
 async def test_a_queue_left_behind_is_restarted_by_the_timer(
     connected, chat_user, settings, fast_turns, monkeypatch, wait_turn
 ):
-    from chat import worker
+    from chat import dispatcher as dispatcher_module
 
-    monkeypatch.setattr(worker, "RECOVER_SECONDS", 0.2)
+    monkeypatch.setattr(dispatcher_module, "RECOVER_SECONDS", 0.2)
     settings.CHAT_TURN_LEASE_SECONDS = 0.6  # a tick every 0.2 s
     await connected()  # a serving process: its timer runs (and has done its start-up recovery)
     conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from chat.worker import RECOVER_SECONDS
+from chat.dispatcher import RECOVER_SECONDS
 
 from .helpers import (
     ApiUser,

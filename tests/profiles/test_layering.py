@@ -29,11 +29,32 @@ def test_profiles_never_imports_the_apps_that_use_it():
     assert len(offenders) > 10  # the walk really read the package
 
 
+def test_profiles_reads_no_setting_and_names_no_section_of_an_app():
+    """Chat registers its engine defaults and override bounds (`definitions.register_engine_choice`):
+    the platform reads none of chat's settings and names none of its step-settings sections."""
+    from chat.engines import ENGINE_CHOICE
+
+    app_settings = ("CHAT_", "OPENAI_", "ANTHROPIC_")
+    sections = {ENGINE_CHOICE.section, *ENGINE_CHOICE.server_defaults()}
+    assert "ai-chat" in sections  # the probe knows what to look for
+    found = set()
+    for path in PROFILES.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith(app_settings):
+                found.add((path.name, node.attr))
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.update((path.name, word) for word in sections | set(app_settings) if word in node.value)
+    assert found == set()
+
+
 # --------------------------------------------------------------------------- chat/runtime
 
 RUNTIME = PROFILES.parent / "chat" / "runtime"
 ROOT = PROFILES.parent
-# Web-framework packages: the runtime is plain Python, driven by chat.worker / chat.consumers.
+# Web-framework packages: the runtime is plain Python, driven by chat.turns / chat.consumers.
 FRAMEWORKS = ("django", "channels", "rest_framework", "asgiref", "daphne", "drf_spectacular")
 # The framework-free part of the platform that the runtime may use (no models, no settings).
 PLATFORM_MODULES = {"profiles.definitions", "profiles.resolution", "profiles.validation", "profiles.errors"}

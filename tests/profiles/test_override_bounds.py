@@ -131,7 +131,7 @@ def test_without_explicit_bounds_resolution_uses_the_server_settings(settings):
     any(k.startswith(("CHAT_OVERRIDE_", "CHAT_DEFAULT_")) for k in os.environ), reason="bounds set in the environment"
 )
 def test_the_default_bounds_are_the_servers_engine_and_model_60_seconds_and_4096_tokens(settings):
-    assert OverrideBounds.from_settings() == OverrideBounds(("offline",), ("",), 60.0, 4096)
+    assert OverrideBounds.server() == OverrideBounds(("offline",), ("",), 60.0, 4096)
 
 
 # --------------------------------------------------------------------------- resolve endpoint (both mounts)

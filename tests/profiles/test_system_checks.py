@@ -49,7 +49,7 @@ def test_it_flags_a_writing_tool_without_permission(extra_definitions):
 
 def test_it_rejects_an_unknown_default_engine(settings):
     settings.CHAT_DEFAULT_API_TYPE = "bogus"
-    assert _ids() == ["profiles.E010"]
+    assert _ids() == ["chat.E010"]
 
 
 @pytest.mark.django_db

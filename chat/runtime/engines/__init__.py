@@ -61,19 +61,19 @@ def build_engine(
 
     timeout_setting = _number(_setting(settings, "ai-chat", "ai-timeout-seconds"), "ai-timeout-seconds")
     max_tokens = _number(_setting(settings, "ai-chat", "ai-max-response-tokens"), "ai-max-response-tokens")
-    common = {
-        "timeout": timeout_setting if timeout_setting is not None else timeout,
-        "max_tokens": int(max_tokens) if max_tokens is not None else None,
-    }
+    round_timeout = timeout_setting if timeout_setting is not None else timeout
+    token_cap = int(max_tokens) if max_tokens is not None else None
     if api_type == "anthropic":
         # ai-temperature and ai-top-p are not passed: the Messages API version of the SDK refuses them.
         chosen = str(_setting(settings, "anthropic-chat", "anthropic-base-url") or "")
-        return AnthropicEngine(model, **_target(chosen, anthropic_base_url, anthropic_api_key), **common)
+        target = _target(chosen, anthropic_base_url, anthropic_api_key)
+        return AnthropicEngine(model, **target, timeout=round_timeout, max_tokens=token_cap)
     chosen = str(_setting(settings, "openai-chat", "openai-base-url") or "")
     return OpenAIEngine(
         model,
         **_target(chosen, base_url, api_key),
-        **common,
+        timeout=round_timeout,
+        max_tokens=token_cap,
         temperature=_number(_setting(settings, "ai-chat", "ai-temperature"), "ai-temperature"),
         top_p=_number(_setting(settings, "ai-chat", "ai-top-p"), "ai-top-p"),
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import anthropic
 
@@ -236,7 +236,7 @@ class AnthropicEngine(SDKEngine):
     """
 
     provider = "anthropic"
-    sdk = anthropic
+    sdk: ClassVar[Any] = anthropic
     sdk_error = anthropic.AnthropicError
     default_host = ANTHROPIC_HOST
     key_setting = "ANTHROPIC_API_KEY"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 
@@ -167,7 +167,7 @@ class OpenAIEngine(SDKEngine):
     """Streams one model round from an OpenAI-compatible server through the official SDK."""
 
     provider = "openai"
-    sdk = openai
+    sdk: ClassVar[Any] = openai
     sdk_error = openai.OpenAIError
     default_host = OPENAI_HOST
     key_setting = "OPENAI_API_KEY"

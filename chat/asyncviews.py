@@ -1,0 +1,43 @@
+"""DRF views whose handlers are coroutines on the server's event loop: a request that waits for a turn
+holds no thread. DRF's own request pipeline (authentication, permissions, throttles) runs on the
+database pool."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from profiles.api.views import release_after_render
+
+from .aio import run_db
+
+
+class AsyncAPIView(APIView):
+    """An APIView whose handlers are coroutines (DRF's `dispatch` is synchronous only)."""
+
+    async def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            await run_db(self.initial, request, *args, **kwargs)  # authentication, permissions, throttles
+            method = request.method.lower()
+            handler = getattr(self, method, None) if method in self.http_method_names else None
+            response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response):
+            response.add_post_render_callback(release_after_render)
+        return response

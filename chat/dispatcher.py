@@ -1,0 +1,308 @@
+"""Where turns run: one dispatcher per process drains each conversation's queue on the server's event
+loop, independent of any socket, and keeps the running turns' leases, checkpoints and control channel.
+
+A running turn holds a lease its worker renews on a timer (with a checkpoint of its partial text and
+the frames sent since the last one); every worker interrupts turns whose lease expired. A worker that
+cannot renew in time stops its own turn before anyone else may take it. A socket or REST client that
+joins mid-turn asks the turn's worker, through the conversation's control group, for what is not stored
+yet (`ask_replay`); cancel requests take the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import frames, selectors, services, streams
+from .aio import run_db
+from .frames import Frame
+from .models import Turn
+
+log = logging.getLogger(__name__)
+REPLAY_TIMEOUT_SECONDS = 2.0
+RECOVER_SECONDS = 10.0
+
+
+class LeaseLost(Exception):
+    """This worker could not renew the turn's lease in time: another worker may interrupt it."""
+
+
+@dataclass
+class LiveTurn:
+    """What a running turn has sent and not stored yet, and the text of the message streaming now."""
+
+    turn_id: str
+    conv_id: str
+    task: asyncio.Task | None = None
+    pending: list[Frame] = field(default_factory=list)  # sent, not stored yet (no deltas)
+    published_seq: int = 0
+    message_id: str | None = None
+    parts: list[str] = field(default_factory=list)  # the streaming message's deltas
+    done_texts: list[str] = field(default_factory=list)  # finished messages of the turn
+    checkpointed_chars: int = -1
+    lease_deadline: float = 0.0  # monotonic: stop before the stored lease can expire
+    cancelled: bool = False
+    lease_lost: bool = False
+    # Held while its frames are being stored (a checkpoint or the finish): a frame is stored once.
+    store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def sent(self, frame: Frame) -> None:
+        """Called as a frame goes out: keeps what a replay needs (no await: always consistent)."""
+        type, data = frame["type"], frame["data"]
+        if type in frames.NOT_STORED:
+            self.parts.append(data["delta"])
+        else:
+            self.pending.append(frame)
+            if type == "llm.start":
+                self.message_id, self.parts = data["message_id"], []
+            elif type == "llm.final":
+                self.done_texts.append(data.get("text", ""))
+                self.message_id, self.parts = None, []
+        self.published_seq = frame["seq"]
+
+    def partial_text(self) -> str:
+        return "".join([*self.done_texts, *self.parts])
+
+    def replay(self) -> dict[str, Any]:
+        message = None
+        if self.message_id is not None:
+            message = {"message_id": self.message_id, "text": "".join(self.parts)}
+        return {"seq": self.published_seq, "frames": list(self.pending), "message": message}
+
+    def check_lease(self) -> None:
+        if time.monotonic() > self.lease_deadline:
+            raise LeaseLost(self.turn_id)
+
+    def renewed(self, at: float) -> None:
+        # A margin of a fifth: clocks of two hosts and a slow commit must not let two workers overlap.
+        self.lease_deadline = at + settings.CHAT_TURN_LEASE_SECONDS * 0.8
+
+
+Execute = Callable[[Turn], Awaitable[bool]]
+
+
+class Dispatcher:
+    """One per process. Drains each conversation's queue (one turn at a time) with `execute`, renews
+    leases and checkpoints on a timer, sweeps expired leases, and answers cancel and replay requests.
+
+    `execute(turn)` runs one queued turn to its end: True when turns may wait behind it (the drain looks
+    again at once), False when none does or it could not be claimed."""
+
+    def __init__(self, execute: Execute) -> None:
+        self.execute = execute
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._drains: dict[str, asyncio.Task] = {}
+        self._again: set[str] = set()
+        # One control channel per process, listened to for as long as the process lives: a
+        # channel-layer receive must never be cancelled (channels-redis can drop a message then).
+        self._control: tuple[Any, Any, str, asyncio.Task] | None = None
+        self._ticker: asyncio.Task | None = None
+        self.live: dict[str, LiveTurn] = {}  # turn_id -> running here
+        self._replies: dict[str, asyncio.Future] = {}
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the server loop; start the timer that renews leases and sweeps expired ones."""
+        if self.loop is not loop:
+            self.loop = loop
+            self._drains.clear()
+            self.live.clear()
+            self._ticker = loop.create_task(self._tick_forever(), context=contextvars.Context())
+
+    def coalesce_interval(self) -> float:
+        """The delta interval widens once all streams together would exceed CHAT_FRAME_BUDGET frames/s."""
+        return max(settings.CHAT_DELTA_COALESCE_SECONDS, len(self.live) / settings.CHAT_FRAME_BUDGET)
+
+    async def kick(self, conv_id: Any) -> asyncio.Task | None:
+        """Make sure queued turns of this conversation run. Without a server loop (management
+        commands, the test client) the turns run to completion before this returns."""
+        loop = asyncio.get_running_loop()
+        key = str(conv_id)
+        if self.loop is not loop:
+            await self._drain(key)
+            return None
+        task = self._drains.get(key)
+        if task is not None and not task.done():
+            self._again.add(key)
+            return task
+        # A fresh context: the drain must not inherit the request's thread-sensitive executor.
+        task = loop.create_task(self._drain(key), context=contextvars.Context())
+        self._drains[key] = task
+        return task
+
+    async def _drain(self, key: str) -> None:
+        try:
+            while True:
+                self._again.discard(key)
+                # Loaded afresh: the conversation's selection and current runtime may have changed.
+                turn = await run_db(selectors.turn_next_queued, conv_id=key)
+                if turn is None or not await self.execute(turn):
+                    if key in self._again:
+                        continue
+                    return
+        except Exception:
+            log.exception("the queue of conversation %s stopped", key)
+        finally:
+            if self._drains.get(key) is asyncio.current_task():
+                del self._drains[key]
+
+    # ------------------------------------------------------------------ the timer
+
+    async def _tick_forever(self) -> None:
+        interval = min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
+        every = max(1, round(RECOVER_SECONDS / interval))
+        for tick in itertools.count():
+            # Every tick: renew and checkpoint, then sweep. At start-up and every RECOVER_SECONDS: also
+            # restart queues that wait for nothing (a drain that stopped on an error leaves one behind).
+            steps = [self.checkpoint, self.recover if tick % every == 0 else self.sweep]
+            for step in steps:
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a database hiccup must not end lease renewal or sweeping
+                    log.warning("%s failed; retrying at the next tick", step.__name__, exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def checkpoint(self) -> None:
+        # A turn that is finishing stores its own frames; the others are locked until this commit.
+        live = [t for t in self.live.values() if not t.store_lock.locked()]
+        if not live:
+            return
+        for turn in live:
+            await turn.store_lock.acquire()  # free: returns at once
+        try:
+            texts = [t.partial_text() for t in live]
+            stored = [len(t.pending) for t in live]
+            checkpoints = [
+                services.Checkpoint(
+                    t.turn_id, t.conv_id, text if len(text) != t.checkpointed_chars else None, t.pending[:n]
+                )
+                for t, text, n in zip(live, texts, stored, strict=True)
+            ]
+            started = time.monotonic()
+            held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
+            for turn, text, n in zip(live, texts, stored, strict=True):
+                if turn.turn_id in held:
+                    del turn.pending[:n]
+                    turn.checkpointed_chars = len(text)
+                    turn.renewed(started)
+                elif turn.task is not None and not turn.task.done():
+                    turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more
+                    turn.task.cancel()
+        finally:
+            for turn in live:
+                turn.store_lock.release()
+
+    async def sweep(self) -> None:
+        for conv_id, turn_id, text in await run_db(services.turns_interrupt_expired):
+            log.warning("turn %s lost its worker (lease expired): interrupted", turn_id)
+            type, data = frames.turn_end(
+                turn_id=turn_id, status="interrupted", text=text, error=services.INTERRUPTED_ERROR
+            )
+            await streams.publish(conv_id, type, data, turn_id)
+            await self.kick(conv_id)
+
+    async def recover(self) -> None:
+        """Sweep, then start queued turns that wait for nothing (after a restart, or a failed drain)."""
+        await self.sweep()
+        for conv_id in await run_db(selectors.conversations_with_queued_turns):
+            await self.kick(conv_id)
+
+    # ------------------------------------------------------------------ the control channel
+
+    async def control_channel(self) -> str:
+        loop, layer = asyncio.get_running_loop(), get_channel_layer()
+        if self._control and self._control[0] is loop and self._control[1] is layer and not self._control[3].done():
+            return self._control[2]
+        channel = await layer.new_channel()
+        task = loop.create_task(self._listen(layer, channel), context=contextvars.Context())
+        self._control = (loop, layer, channel, task)
+        return channel
+
+    async def _listen(self, layer: Any, channel: str) -> None:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken connection must not end cancellation for this process
+                log.warning("control channel receive failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self._control_message(layer, message)
+            except Exception:
+                log.warning("control message %r failed", message.get("type"), exc_info=True)
+
+    async def _control_message(self, layer: Any, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "turn.replay.reply":
+            future = self._replies.get(message.get("request_id", ""))
+            if future is not None and not future.done():
+                future.set_result(message)
+            return
+        live = self.live.get(message.get("turn_id", "")) if message.get("turn_id") else None
+        if kind == "turn.cancel" and live is not None and live.task is not None and not live.task.done():
+            live.cancelled = True
+            live.task.cancel()
+        elif kind == "turn.replay":
+            live = next((t for t in self.live.values() if t.conv_id == message.get("conv_id")), None)
+            if live is not None:
+                reply = {"type": "turn.replay.reply", "request_id": message["request_id"], **live.replay()}
+                await layer.send(message["reply_to"], reply)
+
+    @contextlib.asynccontextmanager
+    async def running(self, live: LiveTurn) -> AsyncIterator[None]:
+        """While the turn runs, this process answers cancel and replay requests sent to the conversation."""
+        layer = get_channel_layer()
+        group = frames.control_group_name(live.conv_id)
+        await layer.group_add(group, await self.control_channel())
+        self.live[live.turn_id] = live
+        try:
+            yield
+        finally:
+            self.live.pop(live.turn_id, None)
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, await self.control_channel())
+
+    async def ask_replay(self, conv_id: Any) -> dict[str, Any] | None:
+        """What the worker running this conversation's turn has not stored: None if nobody answers."""
+        request_id = uuid.uuid4().hex
+        future = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        try:
+            await get_channel_layer().group_send(
+                frames.control_group_name(conv_id),
+                {
+                    "type": "turn.replay",
+                    "conv_id": str(conv_id),
+                    "request_id": request_id,
+                    "reply_to": await self.control_channel(),
+                },
+            )
+            return await asyncio.wait_for(future, REPLAY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return None
+        finally:
+            self._replies.pop(request_id, None)
+
+    async def request_cancel(self, conv_id: Any) -> bool:
+        """Ask whichever worker runs this conversation's turn to cancel it. False: none runs."""
+        turn_id = await run_db(selectors.conversation_running_turn_id, conv_id=conv_id)
+        if turn_id is None:
+            return False
+        await get_channel_layer().group_send(
+            frames.control_group_name(conv_id), {"type": "turn.cancel", "turn_id": str(turn_id)}
+        )
+        return True

@@ -1,0 +1,138 @@
+"""The frame catalog: every frame the chat app sends is shaped here, and the one rule that drops a live
+frame a replay already gave a client.
+
+A frame is `{type, id, seq, conv_id, ts_ms, data}`. Conversation frames carry the conversation's next
+`seq` (see `chat.streams` for numbering and sending); frames for one socket only (`ws.hello`,
+`ws.pong`, `error`) are `seq` 0 and never stored. The runtime's own frames (`llm.*`, `tool.*`,
+`artifact`, `suggestions`, `middleware.event`) get their `data` from `chat.runtime` and their envelope
+here. Plain Python: no database, no channel layer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from profiles.timestamps import now_ms
+
+Frame = dict[str, Any]
+
+LOCAL_SEQ = 0  # a frame for one socket: not in the conversation's sequence
+TERMINAL = frozenset({"turn.completed", "turn.failed", "turn.cancelled"})
+NOT_STORED = frozenset({"llm.delta"})  # fanned out only: each message's `llm.final` has its text
+
+
+def group_name(conv_id: Any) -> str:
+    """The channel-layer group of a conversation's sockets and followers, on every worker."""
+    return f"conv.{conv_id}"
+
+
+def control_group_name(conv_id: Any) -> str:
+    """The group of the worker running the conversation's turn: cancel and replay requests."""
+    return f"conv-control.{conv_id}"
+
+
+def make(*, type: str, conv_id: Any, seq: int, data: Mapping[str, Any]) -> Frame:
+    """The envelope every frame has."""
+    return {"type": type, "id": uuid.uuid4().hex, "seq": seq, "conv_id": str(conv_id), "ts_ms": now_ms(), "data": data}
+
+
+def local(*, type: str, conv_id: Any, data: Mapping[str, Any]) -> Frame:
+    """A frame for one socket only (`seq` 0): written nowhere."""
+    return make(type=type, conv_id=conv_id, seq=LOCAL_SEQ, data=data)
+
+
+# --------------------------------------------------------------------------- data of each frame type
+
+
+def chat_message(*, turn_id: Any, text: str, replaces: Any = None) -> dict[str, Any]:
+    data = {"turn_id": str(turn_id), "text": text}
+    if replaces is not None:
+        data["replaces"] = str(replaces)
+    return data
+
+
+def chat_queued(*, turn_id: Any, position: int) -> dict[str, Any]:
+    return {"turn_id": str(turn_id), "position": position}
+
+
+def runtime_switched(
+    *, previous: Mapping[str, Any], to: Mapping[str, Any], reason: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`previous`: the conversation's runtime before (key, fingerprint, version); `reason`: `{"reason"}`
+    and, for a base layer's new version, `layer` and `layers`."""
+    return {"from": dict(previous), "to": dict(to), **reason}
+
+
+def turn_started(*, turn_id: Any, marker: Mapping[str, Any]) -> dict[str, Any]:
+    return {"turn_id": str(turn_id), **marker}
+
+
+def turn_end(
+    *,
+    turn_id: Any,
+    status: str,
+    text: str,
+    duration_ms: int | None = None,
+    error: Any = None,
+    usage: Any = None,
+    stop_reason: Any = None,
+) -> tuple[str, dict[str, Any]]:
+    """The terminal frame of a turn: its type and data. An interrupted turn is announced as
+    `turn.failed` with `status: "interrupted"` (clients know that frame)."""
+    data: dict[str, Any] = {"turn_id": str(turn_id)}
+    if duration_ms is not None:
+        data["duration_ms"] = duration_ms
+    if status in ("failed", "interrupted"):
+        data.update(error=error, text=text, status=status)
+        return "turn.failed", data
+    data.update(usage=usage, text=text, stop_reason=stop_reason)
+    return f"turn.{status}", data
+
+
+def llm_snapshot(*, conv_id: Any, seq: int, message: Mapping[str, Any]) -> Frame:
+    """The text so far of the message streaming at `seq` (`{message_id, text}`), for a client that joins."""
+    return make(type="llm.snapshot", conv_id=conv_id, seq=seq, data=message)
+
+
+def error(*, conv_id: Any, code: str, message: str, **extra: Any) -> Frame:
+    return local(type="error", conv_id=conv_id, data={"code": code, "message": message, **extra})
+
+
+def hello(*, conv_id: Any, summary: Mapping[str, Any], last_seq: int) -> Frame:
+    data = {"conv_id": str(conv_id), **summary, "server_time_ms": now_ms(), "last_seq": last_seq}
+    return local(type="ws.hello", conv_id=conv_id, data=data)
+
+
+def pong(*, conv_id: Any) -> Frame:
+    return local(type="ws.pong", conv_id=conv_id, data={"server_time_ms": now_ms()})
+
+
+def is_end_of(frame: Frame, turn_id: Any) -> bool:
+    return frame["type"] in TERMINAL and frame["data"].get("turn_id") == str(turn_id)
+
+
+# --------------------------------------------------------------------------- replay and live
+
+
+@dataclass
+class LiveFilter:
+    """What a client was given by a replay, so the same frames arriving live are dropped: a frame
+    recorded for replays before it was sent comes either live or in the replay, and may come both ways.
+    Deltas up to the replay's `llm.snapshot` are in the snapshot's text."""
+
+    replayed: set[int] = field(default_factory=set)
+    snapshot_seq: int = 0
+
+    def replaying(self, frame: Frame) -> None:
+        if frame["type"] == "llm.snapshot":
+            self.snapshot_seq = frame["seq"]
+        else:
+            self.replayed.add(frame["seq"])
+
+    def is_new(self, frame: Frame) -> bool:
+        if frame["seq"] in self.replayed:
+            return False
+        return not (frame["type"] == "llm.delta" and frame["seq"] <= self.snapshot_seq)

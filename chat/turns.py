@@ -1,0 +1,282 @@
+"""A turn from submission to its end: `turn_enqueue` (the one way in, for the websocket, REST and the
+gateway), `execute_turn` (run by the dispatcher on the server's loop), and `await_turn` (the one way
+to wait for a turn's end, on the event loop: REST `?wait=1` and the gateway).
+
+A turn is stored in a few transactions (submission; claim with its runtime record and first frames;
+a checkpoint about once a second, see `chat.dispatcher`; finish), and its frames are sent as they are
+made: `llm.delta` frames are never stored (each message's `llm.final` has its text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from profiles.errors import ProfileError
+
+from . import frames, selectors, services, streams
+from .aio import run_db, run_tool
+from .composition import runtime_for, runtime_record, switch_reason, switched_from
+from .dispatcher import Dispatcher, LeaseLost, LiveTurn
+from .models import Turn
+from .runtime.base import EngineError, Message, ToolContext, TurnContext
+from .runtime.runner import TurnOutcome, run_turn
+from .sequencer import get_sequencer
+from .streams import Subscription
+
+log = logging.getLogger(__name__)
+SILENCE_CHECK_SECONDS = 1.0  # a waiter that hears no frame for this long looks at the stored turn
+T = TypeVar("T")
+
+
+async def turn_enqueue(
+    *,
+    conversation: Any,
+    user: Any,
+    prompt: Any,
+    request_overrides: Any = None,
+    idempotency_key: Any = None,
+    replaces: Any = None,
+) -> services.Submitted:
+    """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
+    runs. `replaces`: the id of the conversation's last turn, regenerated (prompt None: the same
+    prompt) or edited."""
+    submitted = await run_db(
+        services.turn_submit,
+        conversation=conversation,
+        user=user,
+        prompt=prompt,
+        request_overrides=request_overrides,
+        idempotency_key=idempotency_key,
+        message_seq=await get_sequencer().next(conversation.pk),
+        replaces=replaces,
+    )
+    if submitted.created:
+        if submitted.frame is not None:
+            await streams.fan_out(submitted.frame)
+        if submitted.position:
+            turn_id = str(submitted.turn.pk)
+            queued = frames.chat_queued(turn_id=turn_id, position=submitted.position)
+            await streams.publish(conversation.pk, "chat.queued", queued, turn_id)
+        await dispatcher.kick(conversation.pk)
+    return submitted
+
+
+async def await_turn(*, conv_id: Any, turn_id: Any, timeout: float, read: Callable[..., T | None]) -> T | None:
+    """Wait on the event loop until the turn has finished (whichever worker runs it) and return
+    `read(turn_id=...)`, which is None while the turn runs; None after `timeout` seconds.
+
+    It listens for the turn's terminal frame on the conversation's group and reads the stored turn
+    before, after that frame and after each second of silence, so a frame a layer lost cannot hang it."""
+    deadline = time.monotonic() + timeout
+    async with Subscription(conv_id) as live:
+        while True:
+            result = await run_db(read, turn_id=turn_id)
+            if result is not None:
+                return result
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                frame = await live.next(min(SILENCE_CHECK_SECONDS, remaining))
+                if frame is None or frames.is_end_of(frame, turn_id):
+                    break
+
+
+class _Recorder:
+    """Collects what the turn record stores besides text (artifacts, suggestions, middleware events)."""
+
+    def __init__(self) -> None:
+        self.artifacts: list[dict[str, Any]] = []
+        self.suggestions: list[str] = []
+        self.middleware_events: list[dict[str, Any]] = []
+
+    def observe(self, type: str, data: dict[str, Any]) -> None:
+        if type == "artifact":
+            self.artifacts.append(data)
+        elif type == "middleware.event":
+            self.middleware_events.append(data)
+        elif type == "suggestions":
+            self.suggestions = list(data.get("items", []))
+
+
+async def execute_turn(turn: Turn) -> bool:
+    """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
+    False: none does, or it could not be claimed (another runs, or another worker took it)."""
+    conversation, user = turn.conversation, turn.conversation.owner  # loaded with the turn
+    conv_id, turn_id = str(conversation.pk), str(turn.pk)
+    started = time.monotonic()
+    live = LiveTurn(turn_id, conv_id)
+    live.renewed(started)
+
+    try:
+        resolution = await run_db(
+            selectors.conversation_resolve,
+            conversation=conversation,
+            user=user,
+            request_overrides=turn.request_overrides or None,
+        )
+        runtime = runtime_for(conversation.mount, resolution)
+    except (ProfileError, LookupError, ValueError) as exc:
+        message = getattr(exc, "message", str(exc))
+        if not await run_db(services.turn_start, turn=turn, record=None, frames=[]):
+            return False
+        failure = {"code": "resolution_failed", "message": message}
+        return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
+
+    first: list[frames.Frame] = []
+    previous = switched_from(conversation, runtime)
+    if previous is not None:
+        reason = switch_reason(conversation, runtime, resolution)
+        switched = frames.runtime_switched(previous=previous, to=runtime.marker(), reason=reason)
+        first.append(await streams.number(conv_id, "runtime.switched", switched))
+    first.append(
+        await streams.number(conv_id, "turn.started", frames.turn_started(turn_id=turn_id, marker=runtime.marker()))
+    )
+    # The runtime record and the first frames are stored with the claim, before the first delta.
+    record = runtime_record(runtime, resolution)
+    if not await run_db(services.turn_start, turn=turn, record=record, frames=first):
+        return False
+
+    recorder, outcome = _Recorder(), TurnOutcome()
+
+    async def emit(type: str, data: dict[str, Any]) -> None:
+        live.check_lease()
+        recorder.observe(type, data)
+        frame = await streams.number(conv_id, type, data)
+        # Recorded for replays before it goes out: a socket that joins while it is on its way either
+        # gets it live or finds it in the replay (then the live copy is dropped by seq), never neither.
+        live.sent(frame)
+        await streams.fan_out(frame)
+
+    status = "completed"
+    error: dict[str, Any] | None = None
+    async with dispatcher.running(live):
+        try:
+            for frame in first:
+                await streams.fan_out(frame)
+                live.published_seq = frame["seq"]
+            history = await run_db(
+                selectors.conversation_history,
+                conversation=conversation,
+                before_seq=turn.seq,
+                limit=runtime.history_turns,
+            )
+            messages: list[Message] = []
+            for prompt, reply in history:
+                messages += [Message("user", prompt), Message("assistant", reply)]
+            messages.append(Message("user", turn.prompt))
+            ctx = TurnContext(
+                conv_id=conv_id,
+                turn_id=turn_id,
+                prompt=turn.prompt,
+                messages=messages,
+                system_prompt=runtime.system_prompt,
+                emit=emit,
+            )
+            tool_ctx = ToolContext(
+                user_id=user.pk,
+                username=user.get_username(),
+                mount=conversation.mount,
+                has_perm=user.has_perm,
+                emit=emit,
+            )
+            live.task = asyncio.ensure_future(
+                run_turn(
+                    runtime,
+                    ctx,
+                    outcome,
+                    tool_ctx=tool_ctx,
+                    run_sync=run_tool,
+                    tool_timeout=settings.CHAT_TOOL_TIMEOUT_SECONDS,
+                    coalesce_seconds=dispatcher.coalesce_interval,
+                )
+            )
+            await live.task
+        except asyncio.CancelledError:
+            if live.lease_lost:
+                return True  # another worker interrupted it: nothing more is ours to write
+            if not live.cancelled:  # the server is stopping: keep the partial text, then stop
+                outcome.text = outcome.text or live.partial_text()
+                with contextlib.suppress(Exception):
+                    await _finish(live, started, outcome, recorder, "interrupted", services.INTERRUPTED_ERROR)
+                raise
+            status = "cancelled"
+        except LeaseLost:
+            log.warning("turn %s stopped: its lease could not be renewed in time", turn_id)
+            return True
+        except EngineError as exc:
+            status, error = "failed", {"code": exc.code, "message": exc.message}
+        except Exception:
+            log.exception("turn %s failed", turn_id)
+            status = "failed"
+            error = {"code": "internal_error", "message": "the turn failed on the server; see the server log"}
+        if not outcome.text:
+            outcome.text = live.partial_text()
+        return await _finish(live, started, outcome, recorder, status, error)
+
+
+async def _finish(
+    live: LiveTurn, started: float, outcome: TurnOutcome, recorder: _Recorder, status: str, error: Any
+) -> bool:
+    """Store the turn's end with every frame not stored yet, then announce it. Writes nothing when
+    the lease was lost meanwhile (the turn is `interrupted` already). True: turns wait behind it."""
+    type, data = frames.turn_end(
+        turn_id=live.turn_id,
+        status=status,
+        text=outcome.text,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        error=error,
+        usage=outcome.usage,
+        stop_reason=outcome.stop_reason,
+    )
+    last = await streams.number(live.conv_id, type, data)
+    async with live.store_lock:
+        result = await run_db(
+            services.turn_finish,
+            turn_id=live.turn_id,
+            status=status,
+            text=outcome.text,
+            usage=outcome.usage,
+            error=error,
+            tool_calls=outcome.tool_calls,
+            artifacts=recorder.artifacts,
+            suggestions=recorder.suggestions,
+            middleware_events=recorder.middleware_events,
+            frames=[*live.pending, last],
+        )
+        if result.finished:
+            live.pending.clear()
+    if result.finished:
+        await streams.fan_out(last)
+    return result.more_queued
+
+
+async def conversation_delete(*, conversation: Any, user: Any) -> None:
+    """Delete a conversation: its running turn is asked to stop first (whichever worker runs it), then
+    `services.conversation_delete` cancels what is left and deletes it; the sockets still open on it are
+    told (`chat.deleted`: they close)."""
+    await dispatcher.request_cancel(conversation.pk)
+    await run_db(services.conversation_delete, conversation=conversation, user=user)
+    await get_channel_layer().group_send(frames.group_name(conversation.pk), {"type": "chat.deleted"})
+
+
+dispatcher = Dispatcher(execute_turn)
+
+
+def bind_server_loop(app: Any) -> Any:
+    """Wrap the ASGI app so the dispatcher knows the server loop (REST-submitted turns run there)."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] in ("http", "websocket"):
+            dispatcher.bind(asyncio.get_running_loop())
+        return await app(scope, receive, send)
+
+    return asgi
