@@ -47,11 +47,6 @@ def test_it_flags_a_writing_tool_without_permission(extra_definitions):
     assert _ids() == ["profiles.E004"]
 
 
-def test_it_rejects_an_unknown_default_engine(settings):
-    settings.CHAT_DEFAULT_API_TYPE = "bogus"
-    assert _ids() == ["chat.E010"]
-
-
 @pytest.mark.django_db
 def test_the_database_check_finds_a_registry_without_default():
     import_file("config/seed/registries.yaml")
