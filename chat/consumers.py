@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from profiles.errors import NotFound, ProfileError
+from profiles.errors import NotFound, ProfileError, is_outage, outage_error
 from profiles.mounts import Mount
 
 from . import frames, services, sessions
@@ -33,6 +33,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_DELETED = 4410
+CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455: the server cannot serve the socket now (an outage)
 
 
 class RateLimiter:
@@ -65,6 +66,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation: Conversation | None = None
         self.conv_id: uuid.UUID | None = None
         self.seen = LiveFilter()  # what the replay sent: the same frames arriving live are dropped
+        self.sent_seq = 0  # the highest conversation frame this socket was sent
         self.limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE)
         self.frame_limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE * 10)
         user = self.scope.get("user")
@@ -97,6 +99,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ProfileError as exc:
             await self._refuse(CLOSE_NOT_FOUND if isinstance(exc, NotFound) else CLOSE_INVALID, exc.code, exc.message)
             return
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            unavailable = outage_error(exc)  # nothing to serve the socket with: the client reconnects later
+            await self._refuse(CLOSE_TRY_AGAIN_LATER, unavailable.code, unavailable.message)
+            return
         self.conversation = opened.conversation
         if opened.created:
             get_sequencer().prime(self.conv_id)  # nothing numbered yet: no need to ask the database
@@ -117,7 +125,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _replay(self, since: int) -> None:
         """`?since_seq=N`: what this socket missed, before any live frame (which wait in its channel)."""
         async for frame in catch_up(self.conv_id, since, self.seen):
-            await self.send(text_data=json.dumps(frame))
+            await self._send_frame(frame)
+
+    async def _send_frame(self, frame: frames.Frame) -> None:
+        self.sent_seq = max(self.sent_seq, frame["seq"])
+        await self.send(text_data=json.dumps(frame))
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
@@ -164,8 +176,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A conversation frame from the group (any worker), unless the replay sent it already."""
         frame = event["frame"]
+        if self.sent_seq and frame["seq"] > self.sent_seq + 1 and self.seen.is_new(frame):
+            # Frames between never reached this socket (the channel layer was away): the replay has them.
+            try:
+                await self._replay(self.sent_seq)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
         if self.seen.is_new(frame):
-            await self.send(text_data=json.dumps(frame))
+            await self._send_frame(frame)
 
     # ------------------------------------------------------------------ receiving
 
@@ -195,8 +214,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             await handler(self, frame)
-        except ProfileError as exc:
-            await self._error(exc.code, exc.message, **({"field": exc.field} if exc.field else {}))
+        except Exception as exc:
+            if is_outage(exc):  # the socket stays open: the client may try again in a few seconds
+                exc = outage_error(exc)
+            if not isinstance(exc, ProfileError):
+                raise
+            extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
+            if exc.retry_after:
+                extra["retry_after"] = exc.retry_after
+            await self._error(exc.code, exc.message, **extra)
 
     async def on_send(self, frame: dict[str, Any]) -> None:
         if not await self._signed_in():

@@ -3,7 +3,14 @@ loop, independent of any socket, and keeps the running turns' leases, checkpoint
 
 A running turn holds a lease its worker renews on a timer (with a checkpoint of its partial text and
 the frames sent since the last one); every worker interrupts turns whose lease expired. A worker that
-cannot renew in time stops its own turn before anyone else may take it. A socket or REST client that
+cannot renew in time while the database answers stops its own turn before anyone else may take it.
+
+Outages are normal. While the database does not answer, running turns go on streaming and keep what
+they have not stored in memory; leases are judged when it answers again (every worker waits a lease
+period after an outage before it sweeps, so the owners renew first). An outage longer than
+CHAT_OUTAGE_GRACE_SECONDS ends the running turns `failed` (`storage_unavailable`); their text is
+written when the database is back. Frames the channel layer could not take (Redis away) reach clients
+through the replay; terminal frames are sent again once it answers. A socket or REST client that
 joins mid-turn asks the turn's worker, through the conversation's control group, for what is not stored
 yet (`ask_replay`); cancel requests take the same way.
 """
@@ -24,6 +31,8 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from profiles.errors import is_outage
+
 from . import frames, selectors, services, streams
 from .aio import run_db
 from .frames import Frame
@@ -36,6 +45,10 @@ RECOVER_SECONDS = 10.0
 
 class LeaseLost(Exception):
     """This worker could not renew the turn's lease in time: another worker may interrupt it."""
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -54,6 +67,9 @@ class LiveTurn:
     lease_deadline: float = 0.0  # monotonic: stop before the stored lease can expire
     cancelled: bool = False
     lease_lost: bool = False
+    storage_lost: bool = False  # stopped by an outage longer than the grace (or too much held in memory)
+    # True while the database does not answer: the lease is judged when it answers again.
+    storage_down: Callable[[], bool] = _never
     # Held while its frames are being stored (a checkpoint or the finish): a frame is stored once.
     store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -81,7 +97,7 @@ class LiveTurn:
         return {"seq": self.published_seq, "frames": list(self.pending), "message": message}
 
     def check_lease(self) -> None:
-        if time.monotonic() > self.lease_deadline:
+        if time.monotonic() > self.lease_deadline and not self.storage_down():
             raise LeaseLost(self.turn_id)
 
     def renewed(self, at: float) -> None:
@@ -110,6 +126,9 @@ class Dispatcher:
         self._ticker: asyncio.Task | None = None
         self.live: dict[str, LiveTurn] = {}  # turn_id -> running here
         self._replies: dict[str, asyncio.Future] = {}
+        self.storage_down_since: float | None = None  # monotonic: when the database stopped answering
+        self.storage_back_at = float("-inf")  # monotonic: when it answered again
+        self._unsent: list[Frame] = []  # terminal frames the channel layer did not take: sent again
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the server loop; start the timer that renews leases and sweeps expired ones."""
@@ -158,27 +177,91 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ the timer
 
+    # ------------------------------------------------------------------ outages
+
+    def storage_down(self) -> bool:
+        return self.storage_down_since is not None
+
+    def storage_failed(self) -> None:
+        """A database call could not reach the database."""
+        if self.storage_down_since is None:
+            self.storage_down_since = time.monotonic()
+            log.warning("the database is not answering: running turns go on and are stored when it answers")
+
+    def storage_answered(self) -> None:
+        if self.storage_down_since is not None:
+            log.warning("the database answers again after %.1f s", time.monotonic() - self.storage_down_since)
+            self.storage_down_since = None
+            self.storage_back_at = time.monotonic()
+
+    def sweep_paused(self) -> bool:
+        """No sweeping while the database is away, nor for a lease period after: owners renew first."""
+        return self.storage_down() or time.monotonic() < self.storage_back_at + settings.CHAT_TURN_LEASE_SECONDS
+
+    def _stop_turns_past_grace(self) -> None:
+        """An outage longer than the grace, or more unstored frames than memory may hold: the turns end
+        `failed` (`storage_unavailable`) and are written when the database answers."""
+        if self.storage_down_since is None:
+            return
+        past_grace = time.monotonic() - self.storage_down_since > settings.CHAT_OUTAGE_GRACE_SECONDS
+        for live in self.live.values():
+            too_much = len(live.pending) > settings.CHAT_OUTAGE_MAX_PENDING_FRAMES
+            if (past_grace or too_much) and not live.storage_lost and live.task is not None and not live.task.done():
+                live.storage_lost = True
+                live.task.cancel()
+
+    def resend(self, frame: Frame) -> None:
+        """A terminal frame the channel layer did not take: sent again at the next tick."""
+        self._unsent.append(frame)
+
+    async def _resend_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        for frame in unsent:
+            if not await streams.fan_out(frame):
+                self._unsent.append(frame)
+
+    # ------------------------------------------------------------------ the timer
+
     async def _tick_forever(self) -> None:
         interval = min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
         every = max(1, round(RECOVER_SECONDS / interval))
         for tick in itertools.count():
-            # Every tick: renew and checkpoint, then sweep. At start-up and every RECOVER_SECONDS: also
-            # restart queues that wait for nothing (a drain that stopped on an error leaves one behind).
-            steps = [self.checkpoint, self.recover if tick % every == 0 else self.sweep]
-            for step in steps:
-                try:
-                    await step()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # a database hiccup must not end lease renewal or sweeping
-                    log.warning("%s failed; retrying at the next tick", step.__name__, exc_info=True)
+            # Every tick: renew and checkpoint (or, while the database is away, ask it whether it is back),
+            # then sweep. At start-up and every RECOVER_SECONDS: also restart queues that wait for nothing
+            # (a drain that stopped on an error leaves one behind).
+            await self._step(self.renew)
+            self._stop_turns_past_grace()
+            await self._step(self._resend_unsent)
+            if not self.sweep_paused():
+                await self._step(self.sweep)
+            if tick % every == 0:
+                await self._step(self.restart_queues)
             await asyncio.sleep(interval)
 
-    async def checkpoint(self) -> None:
+    async def _step(self, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a database hiccup must not end lease renewal or sweeping
+            if is_outage(exc):
+                self.storage_failed()
+            else:
+                log.warning("%s failed; retrying at the next tick", step.__name__, exc_info=True)
+
+    async def renew(self) -> None:
+        """Checkpoint and renew; with nothing to checkpoint during an outage, ask whether it is over."""
+        if not await self.checkpoint() and self.storage_down():
+            await run_db(selectors.database_answers)
+        self.storage_answered()
+
+    async def checkpoint(self) -> bool:
+        """Store what the running turns sent since the last checkpoint and renew their leases. False:
+        nothing to store (the database was not asked)."""
         # A turn that is finishing stores its own frames; the others are locked until this commit.
         live = [t for t in self.live.values() if not t.store_lock.locked()]
         if not live:
-            return
+            return False
         for turn in live:
             await turn.store_lock.acquire()  # free: returns at once
         try:
@@ -203,21 +286,26 @@ class Dispatcher:
         finally:
             for turn in live:
                 turn.store_lock.release()
+        return True
 
     async def sweep(self) -> None:
         for conv_id, turn_id, text in await run_db(services.turns_interrupt_expired):
             log.warning("turn %s lost its worker (lease expired): interrupted", turn_id)
             type, data = frames.turn_end(
-                turn_id=turn_id, status="interrupted", text=text, error=services.INTERRUPTED_ERROR
+                turn_id=turn_id, status="interrupted", text=text, error=services.LEASE_EXPIRED_ERROR
             )
             await streams.publish(conv_id, type, data, turn_id)
             await self.kick(conv_id)
 
-    async def recover(self) -> None:
-        """Sweep, then start queued turns that wait for nothing (after a restart, or a failed drain)."""
-        await self.sweep()
+    async def restart_queues(self) -> None:
+        """Start queued turns that wait for nothing (after a restart, an outage, or a failed drain)."""
         for conv_id in await run_db(selectors.conversations_with_queued_turns):
             await self.kick(conv_id)
+
+    async def recover(self) -> None:
+        """Sweep, then start queued turns that wait for nothing."""
+        await self.sweep()
+        await self.restart_queues()
 
     # ------------------------------------------------------------------ the control channel
 
@@ -267,7 +355,13 @@ class Dispatcher:
         """While the turn runs, this process answers cancel and replay requests sent to the conversation."""
         layer = get_channel_layer()
         group = frames.control_group_name(live.conv_id)
-        await layer.group_add(group, await self.control_channel())
+        try:
+            await layer.group_add(group, await self.control_channel())
+        except Exception as exc:  # Redis away: the turn runs; cancel and replay requests cannot reach it
+            if not is_outage(exc):
+                raise
+            log.warning("turn %s runs without its control channel (the channel layer is away)", live.turn_id)
+        live.storage_down = self.storage_down
         self.live[live.turn_id] = live
         try:
             yield

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.db import connection
 from django.db.models import (
     BigIntegerField,
     Count,
@@ -53,6 +54,13 @@ def conversation_list(*, user: Any, mount: Mount, q: str = "", archived: bool | 
 
 def turn_get(*, turn_id: Any) -> Turn:
     return Turn.objects.get(pk=turn_id)
+
+
+def database_answers() -> bool:
+    """One round trip: whether the database is back after an outage."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return True
 
 
 def turn_if_finished(*, turn_id: Any) -> Turn | None:

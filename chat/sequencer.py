@@ -7,6 +7,11 @@ workers. The counter lives where the channel layer lives: in the process for the
 of `BLOCK`, so a conversation costs one database write per `BLOCK` frames, and a counter that is
 lost (a process restart, a Redis flush) starts again above every number already sent. Numbers are
 therefore strictly increasing but not contiguous.
+
+While Redis does not answer, the process that runs a conversation's turn numbers its frames on from
+the last number it had (`running_here`), reserving them in the database first; when Redis answers
+again its counter is raised above them before it hands out another. Nobody else numbers that
+conversation meanwhile: a submission needs Redis (it is refused as unavailable).
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from collections import OrderedDict
 from typing import Any
 
 from django.conf import settings
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .aio import run_db
 
@@ -64,7 +73,7 @@ class LocalSequencer:
         self.values.setdefault(key, 0)
         self.marks.setdefault(key, 0)
 
-    async def next(self, conv_id: Any) -> int:
+    async def next(self, conv_id: Any, *, running_here: bool = False) -> int:
         key = str(conv_id)
         if key not in self.values:
             await self._load(key, conv_id)
@@ -114,6 +123,9 @@ class RedisSequencer:
     def __init__(self, url: str) -> None:
         self.url = url
         self._clients: dict[int, Any] = {}
+        self._last: OrderedDict[str, int] = OrderedDict()  # the last number handed out here, per conversation
+        self._reserved: dict[str, int] = {}  # numbered alone: reserved in the database up to
+        self._ahead: dict[str, int] = {}  # numbered alone up to: Redis' counter is raised first
 
     def _client(self) -> Any:
         import redis.asyncio as redis
@@ -122,7 +134,13 @@ class RedisSequencer:
         client = self._clients.get(id(loop))
         if client is None or client[0] is not loop:
             # Bounded: past the pool's size a caller waits for a connection instead of failing.
-            pool = redis.BlockingConnectionPool.from_url(self.url, max_connections=64, timeout=10)
+            pool = redis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=64,
+                timeout=10,
+                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 1),  # a Redis that is away fails fast: the caller falls back
+            )
             client = self._clients[id(loop)] = (loop, redis.Redis(connection_pool=pool))
         return client[1]
 
@@ -141,8 +159,27 @@ class RedisSequencer:
     def prime(self, conv_id: Any) -> None:
         """Nothing to do: the first number loads the floor (0) from the database once."""
 
-    async def next(self, conv_id: Any) -> int:
+    async def next(self, conv_id: Any, *, running_here: bool = False) -> int:
+        key = str(conv_id)
+        try:
+            value = await self._next(conv_id, key)
+        except (RedisConnectionError, RedisTimeoutError):
+            if not running_here or key not in self._last:
+                raise
+            value = await self._next_alone(conv_id, key)
+        self._last[key] = value
+        self._last.move_to_end(key)
+        while len(self._last) > LOCAL_CAPACITY:
+            old, _ = self._last.popitem(last=False)
+            self._reserved.pop(old, None)
+        return value
+
+    async def _next(self, conv_id: Any, key: str) -> int:
         keys = self._keys(conv_id)
+        if key in self._ahead:  # numbered alone during an outage: Redis' counter goes above that first
+            await self._client().eval(_INIT, 2, *keys, self._ahead[key], REDIS_TTL_SECONDS)
+            del self._ahead[key]
+            self._reserved.pop(key, None)
         for _ in range(3):
             value, reserve = await self._client().eval(_NEXT, 2, *keys, REDIS_TTL_SECONDS, BLOCK)
             value = int(value)
@@ -152,6 +189,16 @@ class RedisSequencer:
                 return value
             await self._init(conv_id)
         raise RuntimeError(f"could not initialise the sequence counter of conversation {conv_id}")
+
+    async def _next_alone(self, conv_id: Any, key: str) -> int:
+        """Redis is away: the next number after the last one handed out here, reserved in the database
+        (so a counter Redis lost starts above it) before it is used."""
+        value = self._last[key] + 1
+        if value > self._reserved.get(key, 0):
+            await run_db(_reserve, conv_id, value + BLOCK)
+            self._reserved[key] = value + BLOCK
+        self._ahead[key] = value
+        return value
 
 
 _sequencer: LocalSequencer | RedisSequencer | None = None

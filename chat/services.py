@@ -419,6 +419,18 @@ def turn_finish(
 
 
 INTERRUPTED_ERROR = {"code": "interrupted", "message": "the server stopped while this turn was running"}
+LEASE_EXPIRED_ERROR = {
+    "code": "interrupted",
+    "message": "the worker running this turn stopped renewing it (it stopped, or lost the database) before it finished",
+}
+
+
+def storage_unavailable_error() -> dict[str, str]:
+    return {
+        "code": "storage_unavailable",
+        "message": f"the database did not answer for more than {settings.CHAT_OUTAGE_GRACE_SECONDS:g} s while this "
+        "turn was running; the text so far is kept",
+    }
 
 
 def turns_interrupt_expired() -> list[tuple[str, str, str]]:
@@ -436,7 +448,7 @@ def turns_interrupt_expired() -> list[tuple[str, str, str]]:
         for turn_id, conv_id, text in expired:
             # Conditional per turn: its worker may have finished or renewed it meanwhile.
             if Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, lease_until_ms__lt=now_ms()).update(
-                status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=INTERRUPTED_ERROR, lease_until_ms=None
+                status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=LEASE_EXPIRED_ERROR, lease_until_ms=None
             ):
                 Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
                 done.append((str(conv_id), str(turn_id), text))

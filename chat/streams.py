@@ -14,6 +14,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from profiles.errors import is_outage
+
 from . import frames, services
 from .aio import run_db
 from .frames import Frame
@@ -22,13 +24,35 @@ from .sequencer import get_sequencer
 log = logging.getLogger(__name__)
 
 
-async def number(conv_id: Any, type: str, data: dict[str, Any]) -> Frame:
-    """A conversation frame with the next seq."""
-    return frames.make(type=type, conv_id=conv_id, seq=await get_sequencer().next(conv_id), data=data)
+async def number(conv_id: Any, type: str, data: dict[str, Any], *, running_here: bool = False) -> Frame:
+    """A conversation frame with the next seq. `running_here`: a frame of the turn this process runs,
+    which may be numbered on while Redis is away (see `chat.sequencer`)."""
+    seq = await get_sequencer().next(conv_id, running_here=running_here)
+    return frames.make(type=type, conv_id=conv_id, seq=seq, data=data)
 
 
-async def fan_out(frame: Frame) -> None:
-    await get_channel_layer().group_send(frames.group_name(frame["conv_id"]), {"type": "chat.frame", "frame": frame})
+_layer_down = False
+
+
+async def fan_out(frame: Frame) -> bool:
+    """Send a frame to the conversation's group. False: the channel layer is away (Redis); the frame
+    reaches clients through the replay, which never depended on the layer."""
+    global _layer_down
+    try:
+        await get_channel_layer().group_send(
+            frames.group_name(frame["conv_id"]), {"type": "chat.frame", "frame": frame}
+        )
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        if not _layer_down:
+            log.warning("the channel layer is not answering: frames reach clients through the replay")
+            _layer_down = True
+        return False
+    if _layer_down:
+        log.warning("the channel layer answers again")
+        _layer_down = False
+    return True
 
 
 async def publish(conv_id: Any, type: str, data: dict[str, Any], turn_id: Any = None) -> Frame:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from profiles.errors import ProfileError
+from profiles.errors import ProfileError, is_outage
 
 from . import frames, selectors, services, streams
 from .aio import run_db, run_tool
@@ -33,6 +33,8 @@ from .streams import Subscription
 
 log = logging.getLogger(__name__)
 SILENCE_CHECK_SECONDS = 1.0  # a waiter that hears no frame for this long looks at the stored turn
+FINISH_RETRY_FIRST_SECONDS = 0.25  # a turn's end stored during an outage: tried again after this, doubling
+FINISH_RETRY_MAX_SECONDS = 5.0
 T = TypeVar("T")
 
 
@@ -136,10 +138,9 @@ async def execute_turn(turn: Turn) -> bool:
     if previous is not None:
         reason = switch_reason(conversation, runtime, resolution)
         switched = frames.runtime_switched(previous=previous, to=runtime.marker(), reason=reason)
-        first.append(await streams.number(conv_id, "runtime.switched", switched))
-    first.append(
-        await streams.number(conv_id, "turn.started", frames.turn_started(turn_id=turn_id, marker=runtime.marker()))
-    )
+        first.append(await streams.number(conv_id, "runtime.switched", switched, running_here=True))
+    started_data = frames.turn_started(turn_id=turn_id, marker=runtime.marker())
+    first.append(await streams.number(conv_id, "turn.started", started_data, running_here=True))
     # The runtime record and the first frames are stored with the claim, before the first delta.
     record = runtime_record(runtime, resolution)
     if not await run_db(services.turn_start, turn=turn, record=record, frames=first):
@@ -150,9 +151,10 @@ async def execute_turn(turn: Turn) -> bool:
     async def emit(type: str, data: dict[str, Any]) -> None:
         live.check_lease()
         recorder.observe(type, data)
-        frame = await streams.number(conv_id, type, data)
+        frame = await streams.number(conv_id, type, data, running_here=True)
         # Recorded for replays before it goes out: a socket that joins while it is on its way either
         # gets it live or finds it in the replay (then the live copy is dropped by seq), never neither.
+        # A frame the channel layer could not take (Redis away) reaches clients through the replay.
         live.sent(frame)
         await streams.fan_out(frame)
 
@@ -203,31 +205,49 @@ async def execute_turn(turn: Turn) -> bool:
         except asyncio.CancelledError:
             if live.lease_lost:
                 return True  # another worker interrupted it: nothing more is ours to write
-            if not live.cancelled:  # the server is stopping: keep the partial text, then stop
+            if live.storage_lost:  # the outage outlasted the grace: written when the database answers
+                status, error = "failed", services.storage_unavailable_error()
+            elif not live.cancelled:  # the server is stopping: keep the partial text, then stop
                 outcome.text = outcome.text or live.partial_text()
                 with contextlib.suppress(Exception):
-                    await _finish(live, started, outcome, recorder, "interrupted", services.INTERRUPTED_ERROR)
+                    await _finish(
+                        live, started, outcome, recorder, "interrupted", services.INTERRUPTED_ERROR, retry=False
+                    )
                 raise
-            status = "cancelled"
+            else:
+                status = "cancelled"
         except LeaseLost:
             log.warning("turn %s stopped: its lease could not be renewed in time", turn_id)
             return True
         except EngineError as exc:
             status, error = "failed", {"code": exc.code, "message": exc.message}
-        except Exception:
-            log.exception("turn %s failed", turn_id)
+        except Exception as exc:
             status = "failed"
-            error = {"code": "internal_error", "message": "the turn failed on the server; see the server log"}
+            if is_outage(exc):  # e.g. its history could not be read
+                error = services.storage_unavailable_error()
+            else:
+                log.exception("turn %s failed", turn_id)
+                error = {"code": "internal_error", "message": "the turn failed on the server; see the server log"}
         if not outcome.text:
             outcome.text = live.partial_text()
         return await _finish(live, started, outcome, recorder, status, error)
 
 
 async def _finish(
-    live: LiveTurn, started: float, outcome: TurnOutcome, recorder: _Recorder, status: str, error: Any
+    live: LiveTurn,
+    started: float,
+    outcome: TurnOutcome,
+    recorder: _Recorder,
+    status: str,
+    error: Any,
+    *,
+    retry: bool = True,
 ) -> bool:
     """Store the turn's end with every frame not stored yet, then announce it. Writes nothing when
-    the lease was lost meanwhile (the turn is `interrupted` already). True: turns wait behind it."""
+    the lease was lost meanwhile (the turn is `interrupted` already). True: turns wait behind it.
+
+    While the database does not answer, the end is announced at once (clients see it) and stored
+    when the database answers again, retried with a growing pause (`retry`: not when the server stops)."""
     type, data = frames.turn_end(
         turn_id=live.turn_id,
         status=status,
@@ -237,26 +257,47 @@ async def _finish(
         usage=outcome.usage,
         stop_reason=outcome.stop_reason,
     )
-    last = await streams.number(live.conv_id, type, data)
-    async with live.store_lock:
-        result = await run_db(
-            services.turn_finish,
-            turn_id=live.turn_id,
-            status=status,
-            text=outcome.text,
-            usage=outcome.usage,
-            error=error,
-            tool_calls=outcome.tool_calls,
-            artifacts=recorder.artifacts,
-            suggestions=recorder.suggestions,
-            middleware_events=recorder.middleware_events,
-            frames=[*live.pending, last],
-        )
-        if result.finished:
-            live.pending.clear()
-    if result.finished:
-        await streams.fan_out(last)
+    last = await streams.number(live.conv_id, type, data, running_here=True)
+    announced, pause = False, FINISH_RETRY_FIRST_SECONDS
+    while True:
+        try:
+            async with live.store_lock:
+                result = await run_db(
+                    services.turn_finish,
+                    turn_id=live.turn_id,
+                    status=status,
+                    text=outcome.text,
+                    usage=outcome.usage,
+                    error=error,
+                    tool_calls=outcome.tool_calls,
+                    artifacts=recorder.artifacts,
+                    suggestions=recorder.suggestions,
+                    middleware_events=recorder.middleware_events,
+                    frames=[*live.pending, last],
+                )
+                if result.finished:
+                    live.pending.clear()
+            break
+        except Exception as exc:
+            if not (retry and is_outage(exc)):
+                raise
+            dispatcher.storage_failed()
+            if not announced:
+                log.warning("turn %s ended during an outage: stored when the database answers", live.turn_id)
+                announced = True
+                await _announce(last)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, FINISH_RETRY_MAX_SECONDS)
+    dispatcher.storage_answered()
+    if result.finished and not announced:
+        await _announce(last)
     return result.more_queued
+
+
+async def _announce(last: frames.Frame) -> None:
+    """Send a turn's terminal frame; if the channel layer cannot take it now, again at the next tick."""
+    if not await streams.fan_out(last):
+        dispatcher.resend(last)
 
 
 async def conversation_delete(*, conversation: Any, user: Any) -> None:

@@ -9,6 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from chat.mounts import CHAT_MOUNT  # noqa: E402
@@ -18,6 +19,7 @@ from chat.turns import bind_server_loop  # noqa: E402
 from inventory.mounts import INVENTORY_MOUNT  # noqa: E402
 from inventory.realtime import InventoryChangesConsumer  # noqa: E402
 
+from .threads import BoundedSyncThreads  # noqa: E402
 from .websocket_limits import close_oversized_messages_cleanly  # noqa: E402
 
 close_oversized_messages_cleanly()
@@ -34,6 +36,7 @@ websocket_app = AllowedHostsOrigin(
     )
 )
 
-application = bind_server_loop(ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app}))
+http_app = BoundedSyncThreads(django_asgi_app, size=settings.HTTP_SYNC_THREADS)
+application = bind_server_loop(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app}))
 
 gc.freeze()  # start-up objects live forever: keep ~170,000 of them out of every full collection's scan

@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # The demo registries `make run` seeds (a copy of ../shared/fixtures/registries.yaml, kept equal by a test).
@@ -97,10 +99,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so end-to-end tests can share it with a real server process.
     # Per process, so test runs side by side do not share one file.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f".test_db.{os.getpid()}.sqlite3")}
-# Persistent connections: turns and sockets use bounded thread pools (CHAT_DB_THREADS), each thread
-# keeps its connection, so a turn no longer opens ~20 connections (a backend fork each on PostgreSQL,
-# a WAL checkpoint at each close on SQLite). Size: workers x (CHAT_DB_THREADS + CHAT_TOOL_THREADS + 2)
-# must stay under the server's max_connections.
+# SQLite: persistent connections: turns and sockets use bounded thread pools (CHAT_DB_THREADS), each
+# thread keeps its connection (a WAL checkpoint at each close otherwise). PostgreSQL: Django's psycopg
+# connection pool instead (below, sized from the thread pools), so a worker never opens more than
+# DB_POOL_MAX_SIZE connections and a burst waits for one (then answers 503) instead of failing.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
 # Off by default: a health check is an extra round trip (`SELECT 1` on PostgreSQL) before the first
 # query of every pool call; a connection that broke fails one call and is then replaced.
@@ -115,6 +117,7 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Channels: Redis when REDIS_URL is set (scale-out), otherwise the in-process layer.
 REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=1000)
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=2.0)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -126,8 +129,18 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             # No client read timeout: redis-py's own 5 s socket timeout would close idle subscriptions.
             # redis-py refuses a command past its pool's size (100 by default) instead of waiting.
+            # A Redis that is away fails a send within REDIS_CONNECT_TIMEOUT (one immediate retry, no
+            # backoff): the frame reaches clients through the replay instead of stalling the turn.
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": REDIS_MAX_CONNECTIONS}]
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                        "retry": Retry(NoBackoff(), 1),
+                        "max_connections": REDIS_MAX_CONNECTIONS,
+                    }
+                ]
             },
         }
     }
@@ -217,6 +230,11 @@ CHAT_OFFLINE_DELAY_SECONDS = env.float("CHAT_OFFLINE_DELAY_SECONDS", default=0.0
 CHAT_TURN_LEASE_SECONDS = env.float("CHAT_TURN_LEASE_SECONDS", default=15.0)
 # Partial text (and frames not yet stored) are written at most this often while a turn runs.
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
+# Outages: a running turn rides through a database outage (it streams on and keeps what it has not
+# stored in memory, at most this many frames) up to the grace; past it, it ends `failed`
+# (`storage_unavailable`) and its text is written when the database answers again.
+CHAT_OUTAGE_GRACE_SECONDS = env.float("CHAT_OUTAGE_GRACE_SECONDS", default=60.0)
+CHAT_OUTAGE_MAX_PENDING_FRAMES = env.int("CHAT_OUTAGE_MAX_PENDING_FRAMES", default=10_000)
 CHAT_DELTA_COALESCE_SECONDS = env.float("CHAT_DELTA_COALESCE_MS", default=30.0) / 1000
 # Delta frames per second one worker aims to send in all: past it, coalescing widens (an idle
 # stream still gets its first delta at once). A bare Channels consumer sends ~10-15k frames/s here.
@@ -224,6 +242,26 @@ CHAT_FRAME_BUDGET = env.int("CHAT_FRAME_BUDGET", default=4000)
 # Bounded pools: database work of all conversations, and tool calls (isolated from the database pool).
 CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=8)
 CHAT_TOOL_THREADS = env.int("CHAT_TOOL_THREADS", default=8)
+# Threads that run synchronous HTTP views (the profile API, pages, the admin): shared by all requests
+# (config.asgi), so a burst of requests queues instead of starting a thread each.
+HTTP_SYNC_THREADS = env.int("HTTP_SYNC_THREADS", default=4)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # One connection per thread that may hold one at a time: the sizing rule is
+    # workers x DB_POOL_MAX_SIZE (+ other clients) <= PostgreSQL's max_connections (100 by default).
+    DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=CHAT_DB_THREADS + CHAT_TOOL_THREADS + HTTP_SYNC_THREADS)
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # A server that does not answer fails a call within seconds (an outage is then a 503).
+            "connect_timeout": env.int("DB_CONNECT_TIMEOUT", default=5),
+            "pool": {
+                "min_size": min(2, DB_POOL_MAX_SIZE),
+                "max_size": DB_POOL_MAX_SIZE,
+                # Waiting longer for a free connection answers 503 with Retry-After.
+                "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+            },
+        }
+    )
 # Turns of history sent to the engine when the profile has no `context_window` middleware.
 CHAT_DEFAULT_CONTEXT_TURNS = env.int("CHAT_DEFAULT_CONTEXT_TURNS", default=20)
 

@@ -98,3 +98,30 @@ class PreconditionFailed(ProfileError):
             expected=expected,
             actual=actual,
         )
+
+
+class Unavailable(ProfileError):
+    """503: the database or Redis did not answer. Nothing was written; trying again after
+    `retry_after` seconds may succeed (outages are normal: they last seconds)."""
+
+    code = "unavailable"
+    retry_after = 5
+
+
+# The exceptions that mean "the infrastructure is away", not "the request is wrong": connection
+# refused or lost, a pool with no free connection, a timed-out lock. psycopg's errors reach Django code
+# as django.db errors; redis-py's come from the sequencer, the channel layer and a Redis cache.
+def is_outage(exc: BaseException) -> bool:
+    from django.db import InterfaceError, OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(exc, OperationalError | InterfaceError | RedisConnectionError | RedisTimeoutError)
+
+
+def outage_error(exc: BaseException) -> Unavailable:
+    """The error a client gets for an outage: what was away, never the driver's text (it may name hosts)."""
+    from django.db import Error as DatabaseError
+
+    what = "the database" if isinstance(exc, DatabaseError) else "the message broker (Redis)"
+    return Unavailable(f"{what} is not answering; nothing was changed: try again in a few seconds")

@@ -8,6 +8,7 @@ exceptions no handler knew).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +19,17 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from profiles.errors import Busy, Conflict, Forbidden, NotFound, PreconditionFailed, ProfileError
+from profiles.errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ProfileError,
+    Unavailable,
+    is_outage,
+    outage_error,
+)
 
 CODES = {
     status.HTTP_400_BAD_REQUEST: "invalid",
@@ -31,6 +42,7 @@ CODES = {
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
     status.HTTP_429_TOO_MANY_REQUESTS: "throttled",
     status.HTTP_500_INTERNAL_SERVER_ERROR: "server_error",
+    status.HTTP_503_SERVICE_UNAVAILABLE: "unavailable",
 }
 
 
@@ -82,6 +94,7 @@ HTTP_STATUS: tuple[tuple[type[ProfileError], int], ...] = (
     (PreconditionFailed, 412),
     (Conflict, 409),
     (Busy, 429),
+    (Unavailable, 503),
     (ProfileError, 400),
 )
 
@@ -91,6 +104,8 @@ def http_status(exc: ProfileError) -> int:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if is_outage(exc):
+        exc = outage_error(exc)
     if isinstance(exc, ProfileError):
         retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return error_response(http_status(exc), exc.as_dict(), retry)
@@ -131,6 +146,7 @@ class ApiErrorPages:
         403: "permission denied",
         404: "no API resource at this URL",
         500: "internal server error",
+        503: "the database or Redis is not answering: try again in a few seconds",
     }
 
     def __init__(self, api_prefixes: Iterable[str]) -> None:
@@ -153,4 +169,23 @@ class ApiErrorPages:
         return self.json(404) if self.is_api(request) else defaults.page_not_found(request, exception)
 
     def server_error(self, request: HttpRequest) -> HttpResponse:
+        """An exception nothing handled (in a view, a middleware, a session save): an outage is a 503
+        with `Retry-After`, never a 500."""
+        exc = sys.exc_info()[1]
+        if exc is not None and is_outage(exc):
+            retry = str(Unavailable.retry_after)
+            if self.is_api(request):
+                response: HttpResponse = self.json(503)
+            else:
+                response = HttpResponse(OUTAGE_PAGE, status=503, content_type="text/html; charset=utf-8")
+            response["Retry-After"] = retry
+            return response
         return self.json(500) if self.is_api(request) else defaults.server_error(request)
+
+
+# A page without templates or the database (both may be what is away): it reloads itself.
+OUTAGE_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">'
+    "<title>Back in a moment</title></head><body><h1>Back in a moment</h1>"
+    "<p>The database is not answering. This page tries again every 5 seconds.</p></body></html>"
+)

@@ -6,12 +6,14 @@ Tests using `daphne_server` need committed data: they use `transactional_db` (th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .browser import CHROMIUM, launch
 from .helpers import make_user, seed
+from .own_servers import OwnPostgres, OwnRedis
 from .server import LiveServer
 
 
@@ -55,3 +57,20 @@ def browser():
         browser = launch(playwright)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A PostgreSQL server of this test's own (tests/e2e/own_servers.py), started, with an empty
+    database at `own_postgres.url` (`migrate_database(own_postgres.url)` migrates it). The test may
+    stop, pause and restart it; it is closed (stopped, its files removed) whatever the outcome."""
+    with OwnPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    """A redis-server of this test's own (no persistence), started, at `own_redis.url`; closed in
+    teardown whatever the outcome."""
+    with OwnRedis() as server:
+        yield server
