@@ -63,7 +63,11 @@ class LiveTurn:
     message_id: str | None = None
     parts: list[str] = field(default_factory=list)  # the streaming message's deltas
     done_texts: list[str] = field(default_factory=list)  # finished messages of the turn
-    checkpointed_chars: int = -1
+    # The text since the last checkpoint, appended as it streams; `rewritten`: the text changed before
+    # it (a message's final text differs from its deltas), so the next checkpoint stores it whole.
+    fresh: list[str] = field(default_factory=list)
+    rewritten: bool = False
+    stored_chars: int = 0  # characters of the text the checkpoints stored
     lease_deadline: float = 0.0  # monotonic: stop before the stored lease can expire
     cancelled: bool = False
     lease_lost: bool = False
@@ -78,14 +82,37 @@ class LiveTurn:
         type, data = frame["type"], frame["data"]
         if type in frames.NOT_STORED:
             self.parts.append(data["delta"])
+            self.fresh.append(data["delta"])
         else:
             self.pending.append(frame)
             if type == "llm.start":
+                self.rewritten |= bool(self.parts)  # a message left unfinished: its text goes
                 self.message_id, self.parts = data["message_id"], []
             elif type == "llm.final":
-                self.done_texts.append(data.get("text", ""))
+                text = data.get("text", "")
+                if text != "".join(self.parts):
+                    self.rewritten = True
+                self.done_texts.append(text)
                 self.message_id, self.parts = None, []
         self.published_seq = frame["seq"]
+
+    def text_checkpoint(self) -> tuple[str | None, int, bool]:
+        """What the next checkpoint stores of the text: (text, start, rewrite) and forgets it as new."""
+        if self.rewritten:
+            text = self.partial_text()
+            self.rewritten, self.fresh = False, []
+            return text, 0, True
+        if not self.fresh:
+            return None, self.stored_chars, False
+        text, self.fresh = "".join(self.fresh), []
+        return text, self.stored_chars, False
+
+    def unstored(self, text: str | None, rewrite: bool) -> None:
+        """A checkpoint failed: what it took is new again (before what came since)."""
+        if rewrite:
+            self.rewritten = True
+        elif text:
+            self.fresh.insert(0, text)
 
     def partial_text(self) -> str:
         return "".join([*self.done_texts, *self.parts])
@@ -265,20 +292,23 @@ class Dispatcher:
         for turn in live:
             await turn.store_lock.acquire()  # free: returns at once
         try:
-            texts = [t.partial_text() for t in live]
             stored = [len(t.pending) for t in live]
+            texts = [t.text_checkpoint() for t in live]
             checkpoints = [
-                services.Checkpoint(
-                    t.turn_id, t.conv_id, text if len(text) != t.checkpointed_chars else None, t.pending[:n]
-                )
-                for t, text, n in zip(live, texts, stored, strict=True)
+                services.Checkpoint(t.turn_id, t.conv_id, text, t.pending[:n], start=start, rewrite=rewrite)
+                for t, (text, start, rewrite), n in zip(live, texts, stored, strict=True)
             ]
             started = time.monotonic()
-            held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
-            for turn, text, n in zip(live, texts, stored, strict=True):
+            try:
+                held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
+            except BaseException:
+                for turn, (text, _start, rewrite) in zip(live, texts, strict=True):
+                    turn.unstored(text, rewrite)  # not stored: the next checkpoint tries again
+                raise
+            for turn, (text, start, rewrite), n in zip(live, texts, stored, strict=True):
                 if turn.turn_id in held:
                     del turn.pending[:n]
-                    turn.checkpointed_chars = len(text)
+                    turn.stored_chars = (0 if rewrite else start) + len(text or "")
                     turn.renewed(started)
                 elif turn.task is not None and not turn.task.done():
                     turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more

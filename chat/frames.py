@@ -110,6 +110,21 @@ def pong(*, conv_id: Any) -> Frame:
     return local(type="ws.pong", conv_id=conv_id, data={"server_time_ms": now_ms()})
 
 
+def for_storage(frame: Frame) -> Frame:
+    """The stored copy of a frame: a terminal frame without its `text` (the turn's row has it; the replay
+    puts it back), so a turn's text is stored in its row and its messages' `llm.final` frames only."""
+    if frame["type"] in TERMINAL and "text" in frame["data"]:
+        return {**frame, "data": {k: v for k, v in frame["data"].items() if k != "text"}}
+    return frame
+
+
+def from_storage(frame: Frame, turn_text: str | None) -> Frame:
+    """A stored frame as it was sent (see `for_storage`)."""
+    if frame["type"] in TERMINAL and "text" not in frame["data"] and turn_text is not None:
+        return {**frame, "data": {**frame["data"], "text": turn_text}}
+    return frame
+
+
 def is_end_of(frame: Frame, turn_id: Any) -> bool:
     return frame["type"] in TERMINAL and frame["data"].get("turn_id") == str(turn_id)
 

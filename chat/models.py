@@ -108,6 +108,23 @@ class Turn(models.Model):
         return f"{self.conversation_id}#{self.seq} {self.status}"
 
 
+class TurnChunk(models.Model):
+    """A piece of a running turn's text, stored by a checkpoint: checkpoints append what is new since the
+    last one (written bytes stay linear in the answer), and the turn's end writes `Turn.text` whole and
+    deletes its chunks. A running turn's text so far is `Turn.text` followed by its chunks by `start`."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="chunks")
+    start = models.PositiveIntegerField()  # where the piece begins in the text (characters)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["turn", "start"]
+        constraints = [models.UniqueConstraint(fields=["turn", "start"], name="turn_chunk_unique_start")]
+
+    def __str__(self) -> str:
+        return f"{self.turn_id}@{self.start}"
+
+
 class ConversationEvent(models.Model):
     """The stored frames of a conversation, by seq, for replay after a reconnect. `llm.delta` frames
     are not stored (each message's `llm.final` holds its text), so storage grows linearly."""

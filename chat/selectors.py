@@ -29,8 +29,9 @@ from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import current_profile, profile_resolve, profile_resolve_at
 
+from . import frames
 from .errors import ConversationForbidden
-from .models import Conversation, ConversationEvent, Turn
+from .models import Conversation, ConversationEvent, Turn, TurnChunk
 
 
 def conversation_list(*, user: Any, mount: Mount, q: str = "", archived: bool | None = False) -> QuerySet[Conversation]:
@@ -73,7 +74,19 @@ def conversation_turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
     turn = Turn.objects.filter(conversation_id=conversation.pk, pk=turn_id).first()
     if turn is None:
         raise NotFound("turn not found in this conversation", field="turn_id")
-    return turn
+    return with_text_so_far([turn])[0]
+
+
+def with_text_so_far(turns: list[Turn]) -> list[Turn]:
+    """Running turns with the text their checkpoints stored (`Turn.text` + its chunks, in memory only):
+    one more query when one of `turns` runs, none otherwise."""
+    running = {turn.pk: turn for turn in turns if turn.status == Turn.Status.RUNNING}
+    if running:
+        for turn_id, text in (
+            TurnChunk.objects.filter(turn_id__in=list(running)).order_by("start").values_list("turn_id", "text")
+        ):
+            running[turn_id].text += text
+    return turns
 
 
 TURNS_PAGE_DEFAULT = 50
@@ -100,7 +113,7 @@ def conversation_turns_page(
         rows = rows.filter(seq__lt=before_seq)
     newest = list(rows.order_by("-seq")[: limit + 1])
     more = len(newest) > limit
-    turns = newest[:limit][::-1]
+    turns = with_text_so_far(newest[:limit][::-1])
     return TurnsPage(turns=turns, more=more, before_seq=turns[0].seq if more else None)
 
 
@@ -109,8 +122,8 @@ def events_after(*, conv_id: Any, since_seq: int, upto_seq: int | None, limit: i
     rows = ConversationEvent.objects.filter(conversation_id=conv_id, seq__gt=since_seq)
     if upto_seq is not None:
         rows = rows.filter(seq__lte=upto_seq)
-    frames = list(rows.order_by("seq").values_list("frame", flat=True)[: limit + 1])
-    return frames[:limit], len(frames) > limit
+    stored = list(rows.order_by("seq").values_list("frame", "turn__text")[: limit + 1])
+    return [frames.from_storage(frame, text) for frame, text in stored[:limit]], len(stored) > limit
 
 
 def conversation_active_turn(*, conv_id: Any) -> Any:

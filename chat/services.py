@@ -26,9 +26,10 @@ from profiles.selectors import profile_resolve, registry_get
 from profiles.timestamps import now_ms
 from profiles.validation import canonical_slug, ensure_storable, parse_profile_ref
 
-from . import frames
 from .errors import ConversationForbidden, QueueFull
-from .models import Conversation, ConversationEvent, Turn
+from .frames import chat_message, for_storage
+from .frames import make as make_frame
+from .models import Conversation, ConversationEvent, Turn, TurnChunk
 from .selectors import conversation_get, conversation_resolve, mount_default_registry
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -181,7 +182,7 @@ def conversation_delete(*, conversation: Conversation, user: Any) -> list[str]:
 
 def _event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list[ConversationEvent]:
     return [
-        ConversationEvent(conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=f)
+        ConversationEvent(conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=for_storage(f))
         for f in frames
     ]
 
@@ -264,8 +265,8 @@ def turn_submit(
         )
         frame = None
         if message_seq:
-            data = frames.chat_message(turn_id=turn.pk, text=prompt, replaces=replaced.pk if replaced else None)
-            frame = frames.make(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
+            data = chat_message(turn_id=turn.pk, text=prompt, replaces=replaced.pk if replaced else None)
+            frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
             ConversationEvent.objects.create(
                 conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
             )
@@ -344,8 +345,10 @@ def _lease_until(stamp: int) -> int:
 class Checkpoint:
     turn_id: str
     conv_id: str
-    text: str | None  # None: unchanged since the last checkpoint
+    text: str | None  # the text new since the last checkpoint (None: nothing new)
     frames: list[dict[str, Any]]
+    start: int = 0  # where `text` begins in the turn's text
+    rewrite: bool = False  # `text` is the whole text so far (it changed before `start`): replace it
 
 
 @transaction.atomic
@@ -365,14 +368,32 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) 
         lease_until_ms=_lease_until(now_ms())
     )
     rows: list[ConversationEvent] = []
+    chunks: list[TurnChunk] = []
     for c in checkpoints:
         if c.turn_id not in held:
             continue
-        if c.text is not None:
-            Turn.objects.filter(pk=c.turn_id).update(text=c.text)
+        if c.rewrite:  # rare: a message's final text differs from its deltas
+            TurnChunk.objects.filter(turn_id=c.turn_id).delete()
+            Turn.objects.filter(pk=c.turn_id).update(text=c.text or "")
+        elif c.text:
+            chunks.append(TurnChunk(turn_id=c.turn_id, start=c.start, text=c.text))
         rows += _event_rows(c.conv_id, c.turn_id, c.frames)
-    ConversationEvent.objects.bulk_create(rows)
+    if chunks:
+        TurnChunk.objects.bulk_create(chunks)  # appended: a checkpoint never rewrites the text so far
+    if rows:
+        ConversationEvent.objects.bulk_create(rows)
     return held
+
+
+def _consolidated_texts(turn_ids: list[Any]) -> dict[Any, str]:
+    """The text so far of running turns that have chunks (`Turn.text` + chunks), for turns that end
+    without their worker: one query."""
+    texts: dict[Any, list[str]] = {}
+    for turn_id, text in (
+        TurnChunk.objects.filter(turn_id__in=turn_ids).order_by("turn_id", "start").values_list("turn_id", "text")
+    ):
+        texts.setdefault(turn_id, []).append(text)
+    return {turn_id: "".join(parts) for turn_id, parts in texts.items()}
 
 
 @dataclass(frozen=True)
@@ -395,8 +416,10 @@ def turn_finish(
     frames: Sequence[dict[str, Any]] = (),
     worker: str = WORKER_ID,
     middleware_events: list | None = None,
+    has_chunks: bool = False,
 ) -> Finished:
-    """End a turn this worker still holds, with the frames not stored yet (its terminal frame last).
+    """End a turn this worker still holds, with the frames not stored yet (its terminal frame last),
+    its whole text (and, `has_chunks`, without the pieces its checkpoints stored).
     Not `finished`: the lease was lost (the turn is `interrupted` already) and nothing is written."""
     finished = Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, worker=worker).update(
         status=status,
@@ -412,6 +435,8 @@ def turn_finish(
     )
     if not finished:
         return Finished(False, False)
+    if has_chunks:
+        TurnChunk.objects.filter(turn_id=turn_id).delete()
     conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
     ConversationEvent.objects.bulk_create(_event_rows(conv_id, turn_id, list(frames)))
     Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
@@ -445,13 +470,21 @@ def turns_interrupt_expired() -> list[tuple[str, str, str]]:
         return []
     with transaction.atomic():
         done = []
+        pieces = _consolidated_texts([turn_id for turn_id, _, _ in expired])
         for turn_id, conv_id, text in expired:
+            text += pieces.get(turn_id, "")
             # Conditional per turn: its worker may have finished or renewed it meanwhile.
             if Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, lease_until_ms__lt=now_ms()).update(
-                status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=LEASE_EXPIRED_ERROR, lease_until_ms=None
+                status=Turn.Status.INTERRUPTED,
+                finished_at_ms=now_ms(),
+                error=LEASE_EXPIRED_ERROR,
+                lease_until_ms=None,
+                text=text,
             ):
                 Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
                 done.append((str(conv_id), str(turn_id), text))
+        if pieces:
+            TurnChunk.objects.filter(turn_id__in=list(pieces)).delete()
     return done
 
 
@@ -464,6 +497,10 @@ def turns_mark_interrupted(*, turn_ids: list[Any] | None = None, worker_prefix: 
         running = running.filter(worker__startswith=worker_prefix)
     with transaction.atomic():
         ids = list(running.values_list("pk", flat=True))
+        pieces = _consolidated_texts(ids)
+        for turn_id, text in Turn.objects.filter(pk__in=list(pieces)).values_list("pk", "text"):
+            Turn.objects.filter(pk=turn_id).update(text=text + pieces[turn_id])
+        TurnChunk.objects.filter(turn_id__in=list(pieces)).delete()
         count = Turn.objects.filter(pk__in=ids).update(
             status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=INTERRUPTED_ERROR, lease_until_ms=None
         )

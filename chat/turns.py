@@ -274,6 +274,7 @@ async def _finish(
                     suggestions=recorder.suggestions,
                     middleware_events=recorder.middleware_events,
                     frames=[*live.pending, last],
+                    has_chunks=live.stored_chars > 0,
                 )
                 if result.finished:
                     live.pending.clear()

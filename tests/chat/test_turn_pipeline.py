@@ -15,7 +15,7 @@ from django.db.backends.utils import CursorWrapper
 
 from chat import frames, services
 from chat.aio import run_db
-from chat.models import Conversation, ConversationEvent, Turn
+from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
 from chat.runtime import tools as chat_tools
 from chat.turns import dispatcher
 
@@ -86,6 +86,67 @@ async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
     assert len(few) == len(many), (few, many)
     # submit + chat.message, the claim with the runtime record and first frames, the finish with the rest
     assert len(few) <= 12, few
+
+
+@pytest.fixture
+def written(monkeypatch) -> list[tuple[str, object]]:
+    """(statement, parameters) of every INSERT, UPDATE and DELETE, on any thread."""
+    log: list[tuple[str, object]] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def recording(self, sql, params, many, executor):
+        if sql.lstrip().upper().startswith(WRITES):
+            log.append((sql, params))
+        return original(self, sql, params, many, executor)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", recording)
+    return log
+
+
+def text_bytes(log: list[tuple[str, object]]) -> int:
+    """Characters of text parameters written (the turn's text, its chunks, stored frames)."""
+
+    def size(value: object) -> int:
+        if isinstance(value, str):
+            return len(value)
+        if isinstance(value, list | tuple):
+            return sum(size(v) for v in value)
+        return 0
+
+    return sum(size(params) for _, params in log)
+
+
+async def test_checkpoints_append_only_what_is_new_and_the_text_is_written_whole_once(
+    connected, frames_until, fake, written, settings
+):
+    """At a realistic pace a turn is checkpointed many times: each checkpoint appends only the text new
+    since the last one (a chunk), the turn's row gets its text once, at the end, and the chunks go: the
+    text written stays linear in the answer, never its square."""
+    settings.CHAT_DELTA_COALESCE_SECONDS = 0
+    settings.CHAT_FRAME_BUDGET = 10**9
+    settings.CHAT_CHECKPOINT_SECONDS = 0.1
+    settings.CHAT_TURN_LEASE_SECONDS = 600
+    await run_db(remote_profile, fake)
+    fake.stream_text([f"word{i:04d}-of-the-answer " for i in range(150)], chunk_delay=0.01)
+    communicator, _ = await connected(profile="remote")
+    written.clear()
+
+    await communicator.send_json_to({"type": "chat.send", "prompt": "go"})
+    frames = await frames_until(communicator, timeout=30)
+
+    assert types(frames)[-1] == "turn.completed"
+    answer = frames[-1]["data"]["text"]
+    chunk_inserts = [
+        params for sql, params in written if sql.lstrip().upper().startswith('INSERT INTO "CHAT_TURNCHUNK"')
+    ]
+    chunk_chars = text_bytes([("", params) for params in chunk_inserts])
+    text_updates = [sql for sql, _ in written if sql.startswith('UPDATE "chat_turn" SET') and '"text" =' in sql]
+    assert len(chunk_inserts) >= 5  # the pace really made several checkpoints
+    assert chunk_chars < len(answer) + 40 * len(chunk_inserts)  # each character once (+ ids and offsets)
+    assert len(text_updates) == 1  # the end; no checkpoint rewrote the text so far
+    turn = await run_db(Turn.objects.get, pk=frames[-1]["data"]["turn_id"])
+    assert turn.text == answer
+    assert not await run_db(TurnChunk.objects.filter(turn=turn).exists)  # the end consolidated
 
 
 async def test_hello_pong_and_error_frames_write_nothing(connected, chat_user, sql_log):
