@@ -37,6 +37,7 @@ from . import frames, selectors, services, streams
 from .aio import run_db
 from .frames import Frame
 from .models import Turn
+from .writer import writer
 
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT_SECONDS = 2.0
@@ -161,6 +162,7 @@ class Dispatcher:
         """Remember the server loop; start the timer that renews leases and sweeps expired ones."""
         if self.loop is not loop:
             self.loop = loop
+            writer.bind(loop)
             self._drains.clear()
             self.live.clear()
             self._ticker = loop.create_task(self._tick_forever(), context=contextvars.Context())

@@ -30,6 +30,7 @@ from .runtime.base import EngineError, Message, ToolContext, TurnContext
 from .runtime.runner import TurnOutcome, run_turn
 from .sequencer import get_sequencer
 from .streams import Subscription
+from .writer import writer
 
 log = logging.getLogger(__name__)
 SILENCE_CHECK_SECONDS = 1.0  # a waiter that hears no frame for this long looks at the stored turn
@@ -50,7 +51,7 @@ async def turn_enqueue(
     """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
     runs. `replaces`: the id of the conversation's last turn, regenerated (prompt None: the same
     prompt) or edited."""
-    submitted = await run_db(
+    submitted = await writer.write(
         services.turn_submit,
         conversation=conversation,
         user=user,
@@ -128,7 +129,7 @@ async def execute_turn(turn: Turn) -> bool:
         runtime = runtime_for(conversation.mount, resolution)
     except (ProfileError, LookupError, ValueError) as exc:
         message = getattr(exc, "message", str(exc))
-        if not await run_db(services.turn_start, turn=turn, record=None, frames=[]):
+        if not await writer.write(services.turn_start, turn=turn, record=None, frames=[]):
             return False
         failure = {"code": "resolution_failed", "message": message}
         return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
@@ -143,7 +144,7 @@ async def execute_turn(turn: Turn) -> bool:
     first.append(await streams.number(conv_id, "turn.started", started_data, running_here=True))
     # The runtime record and the first frames are stored with the claim, before the first delta.
     record = runtime_record(runtime, resolution)
-    if not await run_db(services.turn_start, turn=turn, record=record, frames=first):
+    if not await writer.write(services.turn_start, turn=turn, record=record, frames=first):
         return False
 
     recorder, outcome = _Recorder(), TurnOutcome()
@@ -262,7 +263,7 @@ async def _finish(
     while True:
         try:
             async with live.store_lock:
-                result = await run_db(
+                result = await writer.write(
                     services.turn_finish,
                     turn_id=live.turn_id,
                     status=status,

@@ -1,0 +1,89 @@
+"""Group commit (chat.writer): the submissions, claims and finishes of concurrent turns share
+transactions, each write keeping its own rule (savepoints)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+
+from chat import services
+from chat.aio import run_db
+from chat.models import Conversation
+from chat.writer import writer
+
+from .factories import ConversationFactory, TurnFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_registries")]
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+@pytest.fixture
+def write_transactions(monkeypatch) -> list[int]:
+    """Transactions that wrote, on any thread: committed atomic blocks with a write, and writes made in
+    autocommit mode (each its own transaction)."""
+    count = [0]
+    wrote = threading.local()
+    original_execute, original_commit = CursorWrapper._execute_with_wrappers, BaseDatabaseWrapper.commit
+
+    def execute(self, sql, params, many, executor):
+        if sql.lstrip().upper().startswith(WRITES):
+            if self.db.get_autocommit():
+                count[0] += 1
+            else:
+                wrote.flag = True
+        return original_execute(self, sql, params, many, executor)
+
+    def commit(self):
+        if getattr(wrote, "flag", False):
+            count[0] += 1
+            wrote.flag = False
+        return original_commit(self)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", execute)
+    monkeypatch.setattr(BaseDatabaseWrapper, "commit", commit)
+    return count
+
+
+async def test_concurrent_turns_share_their_write_transactions(connected, frames_until, settings, write_transactions):
+    settings.CHAT_CHECKPOINT_SECONDS = 60  # no checkpoint during these short turns
+    settings.CHAT_TURN_LEASE_SECONDS = 600
+    settings.CHAT_WRITE_BATCH_MS = 20
+    sockets = [(await connected())[0] for _ in range(10)]
+    for communicator in sockets:  # numbered once: the reservation writes of new conversations are not counted
+        await communicator.send_json_to({"type": "ws.ping"})
+        await communicator.receive_json_from(timeout=5)
+    write_transactions[0] = 0
+    batches = writer.batches
+
+    await asyncio.gather(*(c.send_json_to({"type": "chat.send", "prompt": "2 + 2"}) for c in sockets))
+    ends = await asyncio.gather(*(frames_until(c, timeout=20) for c in sockets))
+
+    assert [frames[-1]["type"] for frames in ends] == ["turn.completed"] * 10
+    # 10 turns x 3 writes (submission, claim, finish) would be 30 transactions one by one.
+    assert writer.batches > batches
+    assert write_transactions[0] <= 10 + 10, write_transactions[0]  # + the sequencers' first reservations
+
+
+async def test_a_write_rolled_back_in_a_batch_takes_only_its_own_rows(chat_user, connected, settings):
+    """Two claims in one batch: one wins; the other's turn is not queued any more, so it rolls back after
+    it had claimed its conversation, and that conversation stays free."""
+    settings.CHAT_WRITE_BATCH_MS = 50  # both writes join one batch
+    await connected()  # a serving loop: the writer batches
+    first, second = [await run_db(ConversationFactory, owner=chat_user, mount="chat") for _ in range(2)]
+    queued = await run_db(TurnFactory, conversation=first, seq=1, prompt="a")
+    gone = await run_db(TurnFactory, conversation=second, seq=1, prompt="b", status="cancelled")
+    batches = writer.batches
+
+    claimed = await asyncio.gather(
+        writer.write(services.turn_start, turn=queued, record=None, frames=[], worker="w1"),
+        writer.write(services.turn_start, turn=gone, record=None, frames=[], worker="w1"),
+    )
+
+    assert claimed == [True, False]
+    assert writer.batches == batches + 1  # one transaction for both
+    assert await run_db(lambda: Conversation.objects.get(pk=first.pk).active_turn_id) == queued.pk
+    assert await run_db(lambda: Conversation.objects.get(pk=second.pk).active_turn_id) is None
