@@ -5,8 +5,10 @@ set) through the production turn path, `chat.turns.turn_enqueue(...)` called wit
 which runs the turn inline before returning. Queries are counted like CaptureQueriesContext does, on
 every thread's connection (the worker runs ORM code on its own thread pools).
 
-  - database writes (INSERT/UPDATE/DELETE) per turn at 10 and at 1,000 deltas (CHAT_DELTA_COALESCE_MS=0
-    unless the environment sets it, so every engine delta is one llm.delta frame);
+  - database writes (INSERT/UPDATE/DELETE) and written bytes (the write statements' text, values
+    included) per turn at 10 and at 1,000 deltas, at delay 0 and at 20 ms between deltas (a 20 s answer:
+    the checkpoint timer runs, as on a server: the turn runs on a served loop), CHAT_DELTA_COALESCE_MS=0
+    unless the environment sets it, so every engine delta is one llm.delta frame;
   - stored bytes per turn (the turn row's text + its stored event frames' JSON) at 1 KB and 100 KB answers
     (the openai engine against bench/fake_llm.py: exact sizes, ~100-byte deltas);
   - turn time and queries per turn as the conversation grows to 10, 100, 1,000 earlier completed turns
@@ -32,6 +34,9 @@ from bench.report import Row  # noqa: E402
 from bench.servers import Unavailable, base_env, run_json  # noqa: E402
 
 SHAPES = [(10, 1024), (1000, 102_400)]  # (deltas, answer bytes)
+# (deltas, answer bytes, ms between deltas): the paced 1,000-delta turn lasts 20 s (4 s in quick mode).
+PACED = [(10, 1024, 0), (1000, 102_400, 0), (10, 1024, 20), (1000, 102_400, 20)]
+PACED_QUICK = [(10, 1024, 0), (1000, 102_400, 0), (10, 1024, 20), (200, 102_400, 20)]
 HISTORY = [10, 100, 1000]
 WRITE_PREFIXES = ("INSERT", "UPDATE", "DELETE")
 
@@ -55,7 +60,8 @@ def figure8(cfg, dbs) -> list[Row]:
                 CHAT_OFFLINE_DELAY_SECONDS="0",
                 CHAT_DELTA_COALESCE_MS=os.environ.get("CHAT_DELTA_COALESCE_MS", "0"),
             )
-            spec = {"runs": cfg.runs, "shapes": SHAPES, "history": HISTORY}
+            paced = PACED_QUICK if cfg.quick else PACED
+            spec = {"runs": cfg.runs, "shapes": SHAPES, "history": HISTORY, "paced": paced}
             result = run_json(["bench/turn_costs.py"], env=env, timeout=600, stdin=json.dumps(spec))
         finally:
             dbs.drop(url)
@@ -93,6 +99,37 @@ def figure8(cfg, dbs) -> list[Row]:
                     ratio="value/base",
                     goal="—",
                     note=f"llm.delta rows stored: {shape['deltas']}",
+                )
+            )
+        for deltas, size, delay in spec["paced"]:
+            point = result["paced"][f"{deltas}/{delay}"]
+            what = f"{deltas:,} deltas, {delay} ms apart, {size // 1024} KB"
+            paced_goal = bool(deltas >= 200 and delay)
+            rows.append(
+                Row(
+                    8,
+                    f"writes/turn, {what}",
+                    label,
+                    "writes",
+                    point["writes"],
+                    goal="≤ 12" if paced_goal else "—",
+                    checks=[("value", "<=", 12)] if paced_goal else [],
+                    note="served loop",
+                )
+            )
+            rows.append(
+                Row(
+                    8,
+                    f"written bytes/turn, {what}",
+                    label,
+                    "bytes",
+                    point["written"],
+                    baseline=[size] * len(point["written"]),
+                    baseline_label="answer bytes",
+                    ratio="value/base",
+                    goal="≤ 3x" if paced_goal else "—",
+                    checks=[("ratio", "<=", 3)] if paced_goal else [],
+                    note=f"write transactions {_median(point['transactions'])}, statements {_median(point['queries'])}",
                 )
             )
         base = result["history"][str(HISTORY[0])]
@@ -222,6 +259,33 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
             "deltas": deltas,
         }
 
+    def served_turn(conversation: Conversation, prompt: str) -> dict[str, Any]:
+        """A turn on a served loop, as daphne runs it: the dispatcher's timer checkpoints and renews."""
+        import asyncio
+
+        from chat import selectors
+        from chat.turns import dispatcher
+
+        async def run() -> Any:
+            dispatcher.bind(asyncio.get_running_loop())
+            submitted = await turns.turn_enqueue(conversation=conversation, user=user, prompt=prompt)
+            return await turns.await_turn(
+                conv_id=conversation.pk, turn_id=submitted.turn.pk, timeout=300, read=selectors.turn_if_finished
+            )
+
+        with CaptureAllThreads() as captured, WriteTransactions() as transactions:
+            turn = asyncio.run(run())
+        if turn is None or turn.status != Turn.Status.COMPLETED:
+            raise RuntimeError(f"turn ended {getattr(turn, 'status', 'unfinished')}")
+        sqls = [q["sql"].lstrip() for q in captured.captured_queries]
+        written = [sql for sql in sqls if sql.upper().startswith(WRITE_PREFIXES)]
+        return {
+            "writes": len(written),
+            "written": sum(len(sql.encode()) for sql in written),
+            "queries": len(sqls),
+            "transactions": transactions.count,
+        }
+
     # Warm-up: the first turn of a process pays for imports and caches.
     one_turn(new_conversation(), "warm up")
     one_turn(new_conversation("bench-openai"), "n=5 bytes=100")
@@ -238,6 +302,15 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
             "deltas": runs[0]["deltas"],
         }
         out["summary"][f"{deltas} deltas"] = {"writes": runs[0]["writes"], "stored": runs[0]["stored"]}
+
+    out["paced"] = {}
+    for deltas, size, delay in spec.get("paced", []):
+        runs = [
+            served_turn(new_conversation("bench-openai"), f"n={deltas} bytes={size} delay_ms={delay}")
+            for _ in range(spec["runs"])
+        ]
+        out["paced"][f"{deltas}/{delay}"] = {key: [r[key] for r in runs] for key in runs[0]}
+        out["summary"][f"{deltas} deltas {delay} ms"] = runs[0]
 
     stamp = services.now_ms() if hasattr(services, "now_ms") else int(time.time() * 1000)
     for count in spec["history"]:
@@ -268,6 +341,52 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
         }
         out["summary"][f"{count} earlier"] = {"ms": round(runs[0]["ms"], 1), "queries": runs[0]["queries"]}
     return out
+
+
+class WriteTransactions:
+    """Transactions that wrote, on every thread: commits after a write, and writes in autocommit mode
+    (each its own transaction)."""
+
+    def __enter__(self) -> WriteTransactions:
+        import threading
+
+        from django.db.backends.base.base import BaseDatabaseWrapper
+        from django.db.backends.utils import CursorWrapper
+
+        self.count, wrote, lock = 0, threading.local(), threading.Lock()
+        self._patched = (
+            CursorWrapper,
+            CursorWrapper._execute_with_wrappers,
+            BaseDatabaseWrapper,
+            BaseDatabaseWrapper.commit,
+        )
+        execute, commit = self._patched[1], self._patched[3]
+        outer = self
+
+        def counting_execute(cursor, sql, params, many, executor):  # type: ignore[no-untyped-def]
+            if sql.lstrip().upper().startswith(WRITE_PREFIXES):
+                if cursor.db.get_autocommit():
+                    with lock:
+                        outer.count += 1
+                else:
+                    wrote.flag = True
+            return execute(cursor, sql, params, many, executor)
+
+        def counting_commit(db):  # type: ignore[no-untyped-def]
+            if getattr(wrote, "flag", False):
+                with lock:
+                    outer.count += 1
+                wrote.flag = False
+            return commit(db)
+
+        CursorWrapper._execute_with_wrappers = counting_execute
+        BaseDatabaseWrapper.commit = counting_commit
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cursor_class, execute, wrapper_class, commit = self._patched
+        cursor_class._execute_with_wrappers = execute
+        wrapper_class.commit = commit
 
 
 if __name__ == "__main__":

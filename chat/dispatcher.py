@@ -42,6 +42,9 @@ from .writer import writer
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT_SECONDS = 2.0
 RECOVER_SECONDS = 10.0
+# A turn's own deadline is 80% of its lease; it is renewed when less than this fraction of the lease is
+# left before that deadline (a third of the lease has passed since the last renewal).
+RENEW_WHEN_LEFT = 0.8 - 1 / 3
 
 
 class LeaseLost(Exception):
@@ -301,8 +304,10 @@ class Dispatcher:
                 for t, (text, start, rewrite), n in zip(live, texts, stored, strict=True)
             ]
             started = time.monotonic()
+            # Leases are renewed once a third of them has passed, not at every checkpoint.
+            renew = any(t.lease_deadline - started < RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS for t in live)
             try:
-                held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
+                held = await run_db(services.turns_checkpoint, checkpoints=checkpoints, renew=renew)
             except BaseException:
                 for turn, (text, _start, rewrite) in zip(live, texts, strict=True):
                     turn.unstored(text, rewrite)  # not stored: the next checkpoint tries again
@@ -311,7 +316,8 @@ class Dispatcher:
                 if turn.turn_id in held:
                     del turn.pending[:n]
                     turn.stored_chars = (0 if rewrite else start) + len(text or "")
-                    turn.renewed(started)
+                    if renew:
+                        turn.renewed(started)
                 elif turn.task is not None and not turn.task.done():
                     turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more
                     turn.task.cancel()

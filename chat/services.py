@@ -352,7 +352,7 @@ class Checkpoint:
 
 
 @transaction.atomic
-def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) -> set[str]:
+def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID, renew: bool = True) -> set[str]:
     """A worker's timer: renew the leases of its running turns, store their partial text and the
     frames sent since the last checkpoint. Returns the turns it still holds (a turn whose lease
     expired and was interrupted elsewhere is not written to)."""
@@ -364,9 +364,10 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) 
     }
     if not held:
         return held
-    Turn.objects.filter(pk__in=held, status=Turn.Status.RUNNING, worker=worker).update(
-        lease_until_ms=_lease_until(now_ms())
-    )
+    if renew:
+        Turn.objects.filter(pk__in=held, status=Turn.Status.RUNNING, worker=worker).update(
+            lease_until_ms=_lease_until(now_ms())
+        )
     rows: list[ConversationEvent] = []
     chunks: list[TurnChunk] = []
     for c in checkpoints:
