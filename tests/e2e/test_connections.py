@@ -19,7 +19,7 @@ from .server import LiveServer
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.e2e]
 
-TOKEN = "0123456789abcdef0123456789abcdef01234567"  # noqa: S105 - a test token on a throwaway database
+TOKEN = "0123456789abcdef0123456789abcdef01234567"
 MAKE_USER = (
     "from django.contrib.auth import get_user_model; from rest_framework.authtoken.models import Token; "
     f"u = get_user_model().objects.create_user('load', password='x'); Token.objects.create(user=u, key='{TOKEN}')"
