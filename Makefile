@@ -9,7 +9,7 @@ SCALEOUT_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 SCALEOUT_REDIS_URL ?= redis://127.0.0.1:6379/0
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: run test install migrate seed browser lint bench clean fuzz
+.PHONY: run test install migrate seed browser lint bench clean fuzz port-free
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ migrate: install
 seed: migrate
 	$(BIN)/python manage.py seed_demo
 
-run: seed
+# The port first: a server already listening there must not see its running turns marked interrupted.
+port-free:
+	@$(PYTHON) -c "import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('$(HOST)', $(PORT)))" 2>/dev/null || \
+	  { echo "make run: $(HOST):$(PORT) is already in use (another server?): stop it, or run PORT=8001 make run"; exit 1; }
+
+run: port-free seed
 	$(BIN)/python manage.py chat_recover
 	@echo ""
 	@echo "  Chat:       http://$(HOST):$(PORT)/"
