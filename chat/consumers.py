@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from profiles.api.parsers import loads as strict_json
 from profiles.errors import NotFound, ProfileError, is_outage, outage_error
 from profiles.mounts import Mount
 
@@ -199,7 +200,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error("rate_limited", "too many frames: slow down")
             return
         try:
-            frame = json.loads(raw)
+            frame = strict_json(raw)
         except (ValueError, RecursionError):
             await self._error("bad_frame", "frames must be JSON objects")
             return

@@ -143,7 +143,6 @@ MAX_ALIAS_NODES = 2000  # nodes the aliases of a document expand to, summed
 _CORE = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {f"{_CORE}{name}" for name in ("null", "bool", "int", "float", "str")}
 _SEQ, _MAP, _MERGE = f"{_CORE}seq", f"{_CORE}map", f"{_CORE}merge"
-_MERGE_KEY = object()  # the identity of `<<` among the keys of a mapping
 
 
 class _Mark(Protocol):
@@ -305,8 +304,10 @@ class _StrictLoader(yaml.SafeLoader):
             self._in_key = False
             if not isinstance(key, yaml.ScalarNode):  # an alias of a list or mapping
                 self._refuse(event.start_mark, "a mapping key must be a plain value, not a list or mapping")
+            if key.tag == _MERGE:  # `<<: *base` merges another mapping in: keys would come from elsewhere
+                self._refuse(key.start_mark, "merge keys (<<) are not allowed: write the keys out")
             self._path = self._child_path(_short(str(key.value), 80))
-            identity = _MERGE_KEY if key.tag == _MERGE else self._scalar(key)
+            identity = self._scalar(key)
             if identity in first_line:
                 self._refuse(key.start_mark, f"duplicate key (first on line {first_line[identity]})")
             first_line[identity] = key.start_mark.line + 1

@@ -108,11 +108,14 @@ def if_match_version(request: Request) -> int | None:
     return None if header is None else parse_version(header, field="If-Match")
 
 
+def etag(profile: Any) -> dict[str, str]:
+    """The profile's version as an ETag: what `If-Match` sends back."""
+    return {"ETag": f'"{profile.version}"'}
+
+
 def document_response(profile: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        s.ProfileDocumentSerializer(profile).data,
-        status=status,
-        headers={"ETag": f'"{profile.version}"', **(headers or {})},
+        s.ProfileDocumentSerializer(profile).data, status=status, headers={**etag(profile), **(headers or {})}
     )
 
 
@@ -281,7 +284,7 @@ class ProfileViewSet(MountedViewSet):
         params.is_valid(raise_exception=True)
         if params.validated_data["dry_run"]:
             profile = self._profile(request, slug)
-            return Response(selectors.profile_restore_plan(profile=profile, version=version))
+            return Response(selectors.profile_restore_plan(profile=profile, version=version), headers=etag(profile))
         profile = services.profile_restore(
             registry_slug=self.registry_slug(request),
             slug=slug,

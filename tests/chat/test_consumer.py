@@ -610,3 +610,13 @@ async def test_a_deeply_nested_frame_is_a_bad_frame_and_the_socket_stays_open(op
 
     assert (error["type"], error["data"]["code"]) == ("error", "bad_frame")
     assert (await communicator.receive_json_from(timeout=5))["type"] == "ws.pong"
+
+
+async def test_a_frame_naming_a_key_twice_is_a_bad_frame_and_nothing_is_sent(open_ws):
+    communicator, _ = await connect(open_ws)
+
+    await communicator.send_to(text_data='{"type": "chat.send", "prompt": "a", "prompt": "b"}')
+    error = await communicator.receive_json_from(timeout=5)
+
+    assert (error["type"], error["data"]["code"]) == ("error", "bad_frame")
+    assert await communicator.receive_nothing(timeout=0.3)

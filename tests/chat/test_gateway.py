@@ -773,3 +773,11 @@ def test_a_profile_restricted_to_other_groups_is_neither_listed_nor_served(seede
     with pytest.raises(gateway.ModelNotFound):
         gateway.model_get(mount=CHAT_MOUNT, model="analyst", user=outsider)
     assert gateway.model_get(mount=CHAT_MOUNT, model="analyst", user=member).slug == "analyst"
+
+
+def test_a_body_naming_a_key_twice_is_a_400_and_stores_nothing(api):
+    raw = '{"model": "default", "model": "agent", "messages": [{"role": "user", "content": "hi"}]}'
+    response = api.generic("POST", "/v1/chat/completions", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert "given twice" in response.json()["error"]["message"]
+    assert not Conversation.objects.exists()

@@ -259,6 +259,12 @@ def test_api_restore_dry_run_answers_the_diff_and_writes_nothing(mount, agent, a
     same = api_editor.post(url(mount, "/profiles/agent/versions/2/restore?dry_run=1"), {}, format="json")
     assert same.json() == []
     assert (Profile.objects.get(pk=agent.pk).version, ProfileRevision.objects.count()) == before
+    # The documented ETag: the version a restore with If-Match would build on.
+    assert response["ETag"] == f'"{before[0]}"'
+    restored = api_editor.post(
+        url(mount, "/profiles/agent/versions/1/restore"), {}, format="json", HTTP_IF_MATCH=response["ETag"]
+    )
+    assert restored.status_code == 200, restored.content
 
 
 def test_registry_label_settings_are_validated(db):

@@ -35,3 +35,21 @@ def test_an_unknown_body_key_is_a_400_naming_it_and_nothing_is_written(mount, se
     assert response.status_code == 400, response.content
     assert error_of(response)["field"] == field
     assert state() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/profiles/analyst/resolve?registry=default", '{"overrides": {}, "overrides": {"x": 1}}'),
+        ("/profile?registry=default", '{"slug": "analyst", "slug": "agent"}'),
+        ("/conversations", '{"title": "a", "title": "b"}'),
+        ("/profiles?registry=default", '{"slug": "twice", "runtime": {"system_prompt": "a", "system_prompt": "b"}}'),
+    ],
+)
+def test_a_key_given_twice_in_one_object_is_a_400_and_nothing_is_written(mount, seeded, api_editor, path, raw):
+    """JSON decoders keep the last of two equal keys silently: which one the client meant is a guess."""
+    before = state()
+    response = api_editor.generic("POST", mount.url(path), raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert "given twice" in error_of(response)["message"]
+    assert state() == before

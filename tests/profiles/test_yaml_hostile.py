@@ -265,3 +265,13 @@ def test_a_normal_file_with_a_few_aliases_still_imports(tmp_path):
     assert runtimes["a"] == runtimes["c"]
     assert runtimes["b"] == {**runtimes["a"], "tools": ["current_time"]}
     assert counts() == (1, 3, 3)
+
+
+def test_a_merge_key_is_refused_with_its_line(seeded, tmp_path):
+    """`<<: *base` would take keys from elsewhere in the file: refused like anything not plainly written."""
+    text = IN_PROFILE.format(value="{a: 1}").replace(
+        "        extensions:", "        base: &base {x: 1}\n        extensions:"
+    )
+    text += "      q:\n        <<: *base\n"
+    path = write(tmp_path, text)
+    assert_refused(path, 10, "registries.team.profiles.q", "merge keys (<<) are not allowed: write the keys out")
