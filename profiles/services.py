@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from . import selectors
@@ -98,7 +98,21 @@ def check_version(
         raise PreconditionFailed(expected=if_match, actual=actual)
 
 
+STACK_LOCK = 0x70726F66  # the advisory lock every profile write takes first on PostgreSQL ("prof")
+
+
+def _lock_stacks() -> None:
+    """Stacks span registries: a write in one registry may make a cycle or a dangling layer with a write
+    in another, which each lock only their own registry. So every write that locks a registry first
+    takes one lock for all of them (`_locked_registry`): always in that order, so two writes never wait
+    for each other crosswise. SQLite's IMMEDIATE transactions already let one writer in at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [STACK_LOCK])
+
+
 def _locked_registry(slug: str) -> Registry:
+    _lock_stacks()
     try:
         return Registry.objects.select_for_update().get(slug=canonical_slug(slug, field="registry"))
     except Registry.DoesNotExist:

@@ -136,3 +136,93 @@ def test_concurrent_creates_of_the_first_profile_leave_exactly_one_default(edito
     assert registry.default_profile.registry_id == registry.pk
     # one create took the empty registry (+2: create and default), the three others +1 each
     assert registry.version == 1 + 2 + 3
+
+
+# --------------------------------------------------------------------------- stacks across registries
+
+
+def _stack_state() -> tuple[set[tuple[str, str]], list[str]]:
+    """The stored stack edges (registry/slug -> registry/slug) and the layers that name no profile."""
+    from profiles.models import Profile
+
+    profiles = {
+        (reg, slug): stack for reg, slug, stack in Profile.objects.values_list("registry__slug", "slug", "stack")
+    }
+    edges, dangling = set(), []
+    for (reg, slug), stack in profiles.items():
+        for entry in stack or []:
+            target = (entry.get("registry") or reg, entry["slug"])
+            if target not in profiles:
+                dangling.append(f"{reg}/{slug} -> {target[0]}/{target[1]}")
+            edges.add((f"{reg}/{slug}", f"{target[0]}/{target[1]}"))
+    return edges, dangling
+
+
+def _has_cycle(edges: set[tuple[str, str]]) -> bool:
+    graph: dict[str, list[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, []).append(b)
+    seen, on_path = set(), set()
+
+    def visit(node: str) -> bool:
+        if node in on_path:
+            return True
+        if node in seen:
+            return False
+        seen.add(node)
+        on_path.add(node)
+        found = any(visit(nxt) for nxt in graph.get(node, []))
+        on_path.discard(node)
+        return found
+
+    return any(visit(node) for node in list(graph))
+
+
+def test_concurrent_stack_writes_across_registries_store_no_cycle_and_no_dangling_layer(editor_user):
+    """Two writers in two registries at once, 25 rounds: `a` stacks on `b` while `b` stacks on `a` (a
+    cycle if both land), and `a` stacks on `c` while `c` is deleted (a dangling layer if both land)."""
+    from profiles import services
+
+    from .factories import ProfileFactory, RegistryFactory
+
+    left, right = RegistryFactory(slug="left"), RegistryFactory(slug="right")
+    ProfileFactory(registry=left, slug="anchor")
+    ProfileFactory(registry=right, slug="anchor")
+    problems = []
+    for round_ in range(25):
+        ProfileFactory(registry=left, slug="a")
+        ProfileFactory(registry=right, slug="b")
+        ProfileFactory(registry=right, slug="c")
+        writes = (
+            [
+                lambda: services.profile_update(
+                    registry_slug="left", slug="a", changes={"stack": [{"registry": "right", "slug": "b"}]}
+                ),
+                lambda: services.profile_update(
+                    registry_slug="right", slug="b", changes={"stack": [{"registry": "left", "slug": "a"}]}
+                ),
+            ]
+            if round_ % 2 == 0
+            else [
+                lambda: services.profile_update(
+                    registry_slug="left", slug="a", changes={"stack": [{"registry": "right", "slug": "c"}]}
+                ),
+                lambda: services.profile_delete(registry_slug="right", slug="c"),
+            ]
+        )
+
+        def work(i: int, client: APIClient, writes=writes):
+            try:
+                writes[i]()
+                return "ok"
+            except Exception as exc:  # the loser is refused: a 400 or 409 kind of error
+                return type(exc).__name__
+
+        run_in_threads(2, work, editor_user)
+        edges, dangling = _stack_state()
+        if _has_cycle(edges) or dangling:
+            problems.append((round_, sorted(edges), dangling))
+        for reg, slug in (("left", "a"), ("right", "b"), ("right", "c")):  # the next round starts clean
+            Profile.objects.filter(registry__slug=reg, slug=slug).update(stack=[])
+        Profile.objects.filter(slug__in=["a", "b", "c"]).delete()
+    assert problems == []

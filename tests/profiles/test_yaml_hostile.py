@@ -248,13 +248,13 @@ def test_a_normal_file_with_a_few_aliases_still_imports(tmp_path):
               a:
                 runtime: &runtime
                   tools: [calculator]
-                  middlewares:
+                  middlewares: &middlewares
                     - name: context_window
                       config: {max_turns: 4}
               b:
                 runtime:
-                  <<: *runtime
                   tools: [current_time]
+                  middlewares: *middlewares
               c:
                 runtime: *runtime
         """,
