@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from profiles.api.parsers import loads as strict_json
+from profiles.api.parsers import unique_keys
 from profiles.errors import NotFound, ProfileError, is_outage, outage_error
 from profiles.mounts import Mount
 
@@ -121,6 +121,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
         await self._send_hello(runtime)
         if since is not None:
+            # The client has everything up to `since`: a later gap in seq is repaired from there.
+            self.sent_seq = int(since)
             await self._replay(int(since))
 
     async def _replay(self, since: int) -> None:
@@ -200,7 +202,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._error("rate_limited", "too many frames: slow down")
             return
         try:
-            frame = strict_json(raw)
+            # A key given twice is refused; NaN is refused later with the field it is in (ensure_storable).
+            frame = json.loads(raw, object_pairs_hook=unique_keys)
         except (ValueError, RecursionError):
             await self._error("bad_frame", "frames must be JSON objects")
             return

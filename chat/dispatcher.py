@@ -41,6 +41,7 @@ from .writer import writer
 
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT_SECONDS = 2.0
+REPLAY_RESEND_SECONDS = 0.4
 RECOVER_SECONDS = 10.0
 # A turn's own deadline is 80% of its lease; it is renewed when less than this fraction of the lease is
 # left before that deadline (a third of the lease has passed since the last renewal).
@@ -261,6 +262,7 @@ class Dispatcher:
             # Every tick: renew and checkpoint (or, while the database is away, ask it whether it is back),
             # then sweep. At start-up and every RECOVER_SECONDS: also restart queues that wait for nothing
             # (a drain that stopped on an error leaves one behind).
+            self._stop_turns_past_grace()
             await self._step(self.renew)
             self._stop_turns_past_grace()
             await self._step(self._resend_unsent)
@@ -409,22 +411,26 @@ class Dispatcher:
                 await layer.group_discard(group, await self.control_channel())
 
     async def ask_replay(self, conv_id: Any) -> dict[str, Any] | None:
-        """What the worker running this conversation's turn has not stored: None if nobody answers."""
+        """What the worker running this conversation's turn has not stored: None if nobody answers.
+
+        Pub/sub delivers at most once, and a worker that just got Redis back may not have subscribed to
+        the conversation's control group again yet: the request is sent again every
+        REPLAY_RESEND_SECONDS until an answer comes (answers are matched by request id)."""
         request_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
+        deadline = time.monotonic() + REPLAY_TIMEOUT_SECONDS
+        request = {"type": "turn.replay", "conv_id": str(conv_id), "request_id": request_id}
         try:
-            await get_channel_layer().group_send(
-                frames.control_group_name(conv_id),
-                {
-                    "type": "turn.replay",
-                    "conv_id": str(conv_id),
-                    "request_id": request_id,
-                    "reply_to": await self.control_channel(),
-                },
-            )
-            return await asyncio.wait_for(future, REPLAY_TIMEOUT_SECONDS)
-        except TimeoutError:
+            while (remaining := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(Exception):  # the layer is away: try again until the deadline
+                    reply_to = await self.control_channel()
+                    await get_channel_layer().group_send(
+                        frames.control_group_name(conv_id), {**request, "reply_to": reply_to}
+                    )
+                done, _ = await asyncio.wait({future}, timeout=min(REPLAY_RESEND_SECONDS, remaining))
+                if done:
+                    return future.result()
             return None
         finally:
             self._replies.pop(request_id, None)

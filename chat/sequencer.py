@@ -80,10 +80,13 @@ class LocalSequencer:
         self.values.move_to_end(key)
         value = self.values[key] = self.values[key] + 1
         if value > self.marks[key]:
-            self.marks[key] = value + BLOCK
+            mark, self.marks[key] = self.marks[key], value + BLOCK
             self.pending[key] = future = asyncio.ensure_future(run_db(_reserve, conv_id, value + BLOCK))
             try:
                 await future
+            except BaseException:
+                self.marks[key] = mark  # not reserved: the next number tries again
+                raise
             finally:
                 if self.pending.get(key) is future:
                     del self.pending[key]

@@ -260,6 +260,9 @@ async def _finish(
     )
     last = await streams.number(live.conv_id, type, data, running_here=True)
     announced, pause = False, FINISH_RETRY_FIRST_SECONDS
+    if retry and dispatcher.storage_down():  # known away: clients see the end now, it is stored later
+        announced = True
+        await _announce(last)
     while True:
         try:
             async with live.store_lock:

@@ -261,8 +261,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "pool": {
                 "min_size": min(2, DB_POOL_MAX_SIZE),
                 "max_size": DB_POOL_MAX_SIZE,
-                # Waiting longer for a free connection answers 503 with Retry-After.
-                "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+                # Waiting longer for a free connection (or for a database that is away) answers 503 with
+                # Retry-After: short, so an outage is told within seconds.
+                "timeout": env.float("DB_POOL_TIMEOUT", default=3.0),
             },
         }
     )

@@ -36,11 +36,6 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def loads(text: str) -> Any:
-    """Strict JSON: finite numbers, each key once per object."""
-    return json.loads(text, parse_constant=refuse_constant, object_pairs_hook=unique_keys)
-
-
 class SafeJSONParser(JSONParser):
     """Refuses NaN and Infinity, and duplicate keys, whatever DRF's STRICT_JSON setting says."""
 
