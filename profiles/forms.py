@@ -226,6 +226,8 @@ class ProfileAdminForm(VersionedServiceForm):
         data = self.cleaned_data
         content = {name: data[name] for name in EDITABLE_FIELDS if name in data}
         if self.instance.pk is None:
+            if not (content.get("display_name") or "").strip():
+                content.pop("display_name", None)  # a new profile left unnamed is named by its slug
             return profile_create(
                 registry_slug=data["registry"].slug,
                 slug=data["slug"],

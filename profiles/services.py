@@ -504,7 +504,7 @@ def profile_create(
     *,
     registry_slug: str,
     slug: str,
-    display_name: str = "",
+    display_name: str | None = None,
     description: str = "",
     runtime: Any = None,
     policy: Any = None,
@@ -548,7 +548,7 @@ def profile_create(
     profile = Profile.objects.create(
         registry=registry,
         slug=slug,
-        display_name=display_name or slug,
+        display_name=slug if display_name is None else display_name,
         description=description,
         version=1,
         tags=list(tags or []),
@@ -576,6 +576,8 @@ def _check_text_fields(**fields: Any) -> None:
             raise InvalidInput("must be a string", field=name)
         if name == "display_name" and value is not None and len(value) > 200:
             raise InvalidInput("at most 200 characters", field=name)
+        if name == "display_name" and value is not None and not value.strip():
+            raise InvalidInput("must not be blank (leave it out to use the slug)", field=name)
 
 
 @transaction.atomic

@@ -513,3 +513,15 @@ def test_revisions_and_selections_are_read_only(admin_client: Client, adm_regist
     assert admin_client.get(reverse("admin:profiles_profilerevision_add")).status_code == 403
     assert admin_client.get(reverse("admin:profiles_profileselection_add")).status_code == 403
     assert ProfileRevision.objects.get(pk=revision.pk).change == "created"
+
+
+def test_a_blank_display_name_is_a_field_error_in_the_admin_and_writes_no_version(
+    admin_client: Client, adm_registry: Registry
+) -> None:
+    alpha = profile("alpha")
+    before = versions(alpha)
+    errors = form_errors(
+        admin_client.post(change_url(alpha), browser_data(admin_client, change_url(alpha), display_name=""))
+    )
+    assert "must not be blank" in errors["display_name"][0]
+    assert versions(alpha) == before

@@ -1154,3 +1154,10 @@ def test_token_clients_get_no_session_from_the_current_profile(seeded, token_cli
     response = token_client.get("/api/chat/profile")
     assert response.status_code == 200
     assert "sessionid" not in response.cookies
+
+
+def test_a_blank_display_name_is_a_field_error_and_writes_no_version(mount, fresh, api_editor):
+    response = patch(api_editor, mount, "fresh", {"display_name": "   "})
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "display_name"
+    assert get_profile(api_editor, mount, "fresh")["metadata"]["version"] == 1
