@@ -23,7 +23,7 @@ from . import frames, services, sessions
 from .aio import db, run_db
 from .composition import runtime_for, runtime_summary
 from .errors import ConversationForbidden
-from .frames import LiveFilter
+from .frames import GapWatch, LiveFilter
 from .models import Conversation
 from .replay import catch_up
 from .sequencer import get_sequencer
@@ -67,7 +67,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation: Conversation | None = None
         self.conv_id: uuid.UUID | None = None
         self.seen = LiveFilter()  # what the replay sent: the same frames arriving live are dropped
-        self.sent_seq = 0  # the highest conversation frame this socket was sent
+        self.gaps = GapWatch()  # the conversation frames this socket was sent
+        self.repair: asyncio.Task | None = None
         self.limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE)
         self.frame_limiter = RateLimiter(settings.CHAT_RATE_LIMIT_PER_MINUTE * 10)
         user = self.scope.get("user")
@@ -121,8 +122,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
         await self._send_hello(runtime)
         if since is not None:
-            # The client has everything up to `since`: a later gap in seq is repaired from there.
-            self.sent_seq = int(since)
+            self.gaps.begin(int(since))  # the client has everything up to it
             await self._replay(int(since))
 
     async def _replay(self, since: int) -> None:
@@ -131,10 +131,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send_frame(frame)
 
     async def _send_frame(self, frame: frames.Frame) -> None:
-        self.sent_seq = max(self.sent_seq, frame["seq"])
+        self.gaps.sent(frame)
         await self.send(text_data=json.dumps(frame))
 
+    async def _repair_gap(self) -> None:
+        """A hole in the frames sent that did not fill: what the channel layer dropped, from the replay."""
+        try:
+            await asyncio.sleep(frames.GAP_REPAIR_SECONDS)
+            if self.gaps.has_hole():
+                async for frame in catch_up(self.conv_id, self.gaps.upto, self.seen):
+                    if not self.gaps.was_sent(frame):
+                        await self._send_frame(frame)
+                self.gaps.close()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+        finally:
+            self.repair = None
+
     async def disconnect(self, code: int) -> None:
+        repair = getattr(self, "repair", None)
+        if repair is not None:
+            repair.cancel()
         if getattr(self, "joined", False):
             await self.channel_layer.group_discard(frames.group_name(self.conv_id), self.channel_name)
         session_key = getattr(self, "session_key", None)
@@ -179,15 +197,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A conversation frame from the group (any worker), unless the replay sent it already."""
         frame = event["frame"]
-        if self.sent_seq and frame["seq"] > self.sent_seq + 1 and self.seen.is_new(frame):
-            # Frames between never reached this socket (the channel layer was away): the replay has them.
-            try:
-                await self._replay(self.sent_seq)
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-        if self.seen.is_new(frame):
+        if self.seen.is_new(frame) and not self.gaps.was_sent(frame):
             await self._send_frame(frame)
+            if self.gaps.has_hole() and self.repair is None:
+                self.repair = asyncio.ensure_future(self._repair_gap())
 
     # ------------------------------------------------------------------ receiving
 

@@ -136,18 +136,70 @@ def is_end_of(frame: Frame, turn_id: Any) -> bool:
 class LiveFilter:
     """What a client was given by a replay, so the same frames arriving live are dropped: a frame
     recorded for replays before it was sent comes either live or in the replay, and may come both ways.
-    Deltas up to the replay's `llm.snapshot` are in the snapshot's text."""
+    Deltas up to the seq a replay covers are in its text: the streaming message's `llm.snapshot`, or a
+    finished message's `llm.final` (only the turn's worker sends deltas, and it answered the replay).
+    Other frames are dropped only if the replay had them: one numbered elsewhere may still be on its way."""
 
     replayed: set[int] = field(default_factory=set)
-    snapshot_seq: int = 0
+    covered: int = 0  # deltas up to this seq are in the replay's text
 
     def replaying(self, frame: Frame) -> None:
-        if frame["type"] == "llm.snapshot":
-            self.snapshot_seq = frame["seq"]
-        else:
-            self.replayed.add(frame["seq"])
+        self.replayed.add(frame["seq"])
+
+    def covers(self, seq: int) -> None:
+        """A replay page covers everything the turn's worker sent up to `seq`."""
+        self.covered = max(self.covered, seq)
 
     def is_new(self, frame: Frame) -> bool:
         if frame["seq"] in self.replayed:
             return False
-        return not (frame["type"] == "llm.delta" and frame["seq"] <= self.snapshot_seq)
+        return not (frame["type"] == "llm.delta" and frame["seq"] <= self.covered)
+
+
+GAP_REPAIR_SECONDS = 1.0
+
+
+@dataclass
+class GapWatch:
+    """Which conversation frames a client was sent. Frames of one conversation come from several
+    publishers (the worker running the turn, the workers taking submissions), so one may overtake
+    another for a moment; a gap still open after GAP_REPAIR_SECONDS means frames the channel layer
+    dropped (Redis was away), and the replay is asked for them. Numbers may skip (a restarted counter),
+    so a repaired gap is closed whatever the replay had."""
+
+    start: int | None = None  # frames up to this one are not watched (sent before, or another's business)
+    upto: int = 0  # every seq after `start` up to this one was sent, or is given up on
+    above: set[int] = field(default_factory=set)  # seqs sent beyond a hole
+
+    def begin(self, seq: int) -> None:
+        """Watch the frames after `seq` (a client that replays from `since_seq` has everything up to it)."""
+        self.start = self.upto = seq
+
+    def sent(self, frame: Frame) -> None:
+        seq = frame["seq"]
+        if self.start is None:
+            self.begin(seq - 1)  # a new socket: its first frame starts the watch
+        if frame["type"] == "llm.snapshot":  # the text up to it: no hole below it is left to fill
+            self.above = {s for s in self.above if s > seq}
+            self.upto = max(self.upto, seq)
+        elif seq > self.upto:
+            self.above.add(seq)
+        while self.upto + 1 in self.above:
+            self.upto += 1
+            self.above.discard(self.upto)
+
+    def has_hole(self) -> bool:
+        return bool(self.above)
+
+    def was_sent(self, frame: Frame) -> bool:
+        """A frame the client has (its seq was sent, or given up on), whatever its type: a client never
+        gets one seq twice. A repair's snapshot at a seq already sent is not needed: the message's
+        `llm.final` brings its whole text."""
+        if self.start is None:
+            return False
+        return self.start < frame["seq"] <= self.upto or frame["seq"] in self.above
+
+    def close(self) -> None:
+        """After a repair: what the replay did not have is not coming."""
+        self.upto = max([self.upto, *self.above])
+        self.above.clear()

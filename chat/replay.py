@@ -52,6 +52,7 @@ async def catch_up(conv_id: Any, since_seq: int, seen: LiveFilter) -> AsyncItera
     live are dropped. Join the conversation's group first: a frame sent meanwhile comes either way."""
     while True:
         page = await replay(conv_id, since_seq)
+        seen.covers(page.next_since_seq)
         for frame in page.frames:
             seen.replaying(frame)
             yield frame

@@ -70,13 +70,13 @@ def test_frames_are_shaped_only_in_the_catalog():
 
 
 def test_the_replay_and_live_deduplication_is_written_once():
-    """`snapshot_seq` (deltas covered by a replay's snapshot) appears in the catalog's filter only."""
+    """`.covers(` / `.covered` (deltas covered by a replay's text) appear in the catalog and the replay only."""
     users = {
         name
         for name, tree in chat_modules().items()
-        if any(isinstance(n, ast.Attribute | ast.Name) and "snapshot_seq" in ast.unparse(n) for n in ast.walk(tree))
+        if any(isinstance(n, ast.Attribute) and n.attr in ("covers", "covered") for n in ast.walk(tree))
     }
-    assert users == {"frames.py"}
+    assert users == {"frames.py", "replay.py"}
 
 
 def test_nothing_in_the_app_waits_by_sleeping_on_a_thread():
@@ -92,21 +92,21 @@ def test_nothing_in_the_app_waits_by_sleeping_on_a_thread():
 
 
 @pytest.mark.parametrize(
-    ("frame", "replayed", "snapshot_seq", "new"),
+    ("frame", "replayed", "covered", "new"),
     [
-        ({"type": "llm.final", "seq": 5}, {5}, 0, False),  # the replay sent it
-        ({"type": "llm.final", "seq": 6}, {5}, 0, True),
-        ({"type": "llm.delta", "seq": 7}, set(), 7, False),  # in the snapshot's text
+        ({"type": "llm.final", "seq": 5}, {5}, 5, False),  # the replay sent it
+        ({"type": "llm.final", "seq": 6}, {5}, 5, True),
+        ({"type": "llm.delta", "seq": 7}, set(), 7, False),  # in the replay's text (snapshot or final)
         ({"type": "llm.delta", "seq": 8}, set(), 7, True),
-        ({"type": "turn.completed", "seq": 7}, set(), 7, True),  # a snapshot covers deltas only
+        ({"type": "chat.message", "seq": 4}, {3, 5}, 7, True),  # numbered elsewhere, not stored yet: delivered
+        ({"type": "turn.completed", "seq": 7}, set(), 7, True),  # only deltas are covered by the text
     ],
 )
-def test_a_live_frame_is_dropped_only_when_the_replay_covered_it(frame, replayed, snapshot_seq, new):
+def test_a_live_frame_is_dropped_only_when_the_replay_covered_it(frame, replayed, covered, new):
     seen = LiveFilter()
     for seq in replayed:
         seen.replaying({"type": "llm.start", "seq": seq})
-    if snapshot_seq:
-        seen.replaying({"type": "llm.snapshot", "seq": snapshot_seq})
+    seen.covers(covered)
     assert seen.is_new(frame) is new
 
 
@@ -115,3 +115,23 @@ def test_an_interrupted_turn_is_announced_as_failed_with_its_status():
     assert (type, data["status"], data["text"]) == ("turn.failed", "interrupted", "part")
     type, data = frames.turn_end(turn_id="t", status="completed", text="all", usage={}, stop_reason="end")
     assert (type, data["stop_reason"]) == ("turn.completed", "end")
+
+
+def test_a_hole_in_the_frames_sent_is_watched_from_the_first_frame_and_closed_by_a_repair():
+    from chat.frames import GapWatch
+
+    gaps = GapWatch()
+    for seq in (12, 11, 13):  # one publisher's frame overtook another's for a moment: no hole is left
+        assert not gaps.was_sent({"type": "llm.delta", "seq": seq})
+        gaps.sent({"type": "llm.delta", "seq": seq})
+    assert not gaps.has_hole()
+    assert gaps.was_sent({"type": "llm.delta", "seq": 12})
+    gaps.sent({"type": "llm.delta", "seq": 17})  # 14-16 never came (the channel layer dropped them)
+    assert gaps.has_hole() and not gaps.was_sent({"type": "llm.final", "seq": 15})
+    assert not gaps.was_sent({"type": "llm.snapshot", "seq": 18})  # a snapshot beyond what was sent covers the hole
+    assert gaps.was_sent({"type": "llm.snapshot", "seq": 17})  # never one seq twice
+    gaps.close()
+    assert not gaps.has_hole() and gaps.upto == 17
+    gaps.sent({"type": "llm.delta", "seq": 30})
+    gaps.sent({"type": "llm.snapshot", "seq": 29})  # a replay's snapshot: the text up to 29, no hole left
+    assert not gaps.has_hole() and gaps.upto == 30
