@@ -6,10 +6,12 @@ Reads one JSON spec line on stdin and prints one JSON result line on stdout. Sce
     probe    one socket, a few turns; every frame's type, size and arrival time (the turn's shape)
     turns    sequential turns on each socket for a fixed window: turns/s
     streams  one turn on every socket, all sent at once: first-delta latency, delta gaps, frames/s
+    steady   turns arriving at a fixed rate on a pool of sockets (~rate x length at once): the same, steady
     open     open N sockets (each until its ws.hello): sockets/s
     idle     open N sockets, report, hold them until stdin closes, then close them
     blast    (bare consumer) every socket asks for K frames at once: the frame ceiling
     http     GET one URL from C concurrent clients for a fixed window: requests/s
+    openai   one chat completion (official openai SDK) to the upstream and through the gateway: latencies
 
 Protocol (chat websocket): every server frame is JSON {"type","id","seq","conv_id","ts_ms","data"};
 first `ws.hello`; the client sends {"type": "chat.send", "prompt": ...}; a turn ends with
@@ -181,6 +183,21 @@ async def run_turn(ws: ClientConnection, frame: dict[str, Any], timeout: float, 
     return turn
 
 
+async def cancelled_turn(ws: ClientConnection, frame: dict[str, Any], timeout: float) -> None:
+    """Send a turn, cancel it (`chat.cancel`) at its first delta and read up to its end."""
+    await ws.send(json.dumps(frame))
+    async with asyncio.timeout(timeout):
+        cancelled = False
+        while True:
+            raw = await ws.recv()
+            kind = frame_type(raw) or json.loads(raw).get("type")
+            if kind in DELTAS and not cancelled:
+                await ws.send(json.dumps({"type": "chat.cancel"}))
+                cancelled = True
+            elif kind in FINISHED or kind == "error":
+                return
+
+
 async def set_bare_shape(ws: ClientConnection, shape: dict[str, Any]) -> None:
     """Tell the bare consumer (its process) which frames a turn sends."""
     await ws.send(json.dumps({"type": "bench.shape", **shape}))
@@ -210,6 +227,8 @@ async def scenario_probe(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         if spec.get("bare_shape"):
             await set_bare_shape(ws, spec["bare_shape"])
+        if spec.get("warm_cancel"):  # a first turn (imports, caches) cancelled at its first delta: not recorded
+            await cancelled_turn(ws, turn_frame(spec), spec.get("turn_timeout", 60))
         turns = [
             await run_turn(ws, turn_frame(spec), spec.get("turn_timeout", 60), record=True)
             for _ in range(spec.get("turns", 2))
@@ -300,6 +319,159 @@ async def scenario_streams(spec: dict[str, Any]) -> dict[str, Any]:
         "frames": frames,
         "seconds": end - start,
         "frames_per_second": frames / (end - start) if end > start else None,
+    }
+
+
+@dataclass
+class LiveTurn:
+    """A turn of the steady scenario: delta gaps with their arrival time; `stopping` once the client
+    ends it (cancel or close) after the window: what follows is no error."""
+
+    sent: float = 0.0
+    finished: float = 0.0
+    first_delta: float | None = None
+    gaps: list[tuple[float, float]] = field(default_factory=list)  # (arrived, gap)
+    completed: bool = False
+    error: str | None = None
+    stopping: bool = False
+
+
+async def follow_turn(ws: ClientConnection, payload: str, turn: LiveTurn, timeout: float, counter: list) -> None:
+    """run_turn for the steady scenario (same first-delta and gap rules); `counter[0]` counts frames
+    arriving inside the window `counter[1:3]`."""
+    last: float | None = None
+    turn.sent = now()
+    try:
+        await ws.send(payload)
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await ws.recv()
+                arrived = now()
+                if counter[1] <= arrived <= counter[2]:
+                    counter[0] += 1
+                kind = frame_type(raw)
+                if kind is None or kind not in DELTAS:
+                    data = json.loads(raw)
+                    kind = data.get("type")
+                if kind in DELTAS:
+                    if turn.first_delta is None:
+                        turn.first_delta = arrived - turn.sent
+                    if kind == "llm.delta" and last is not None:
+                        turn.gaps.append((arrived, arrived - last))
+                    last = arrived
+                elif kind in ("llm.start", "llm.final"):
+                    last = None
+                elif kind in FINISHED:
+                    if kind in FAILED and not turn.stopping:
+                        turn.error = f"{kind}: {json.dumps(data.get('data'))[:200]}"
+                    turn.completed = kind == "turn.completed"
+                    break
+                elif kind == "error":
+                    if not turn.stopping:
+                        turn.error = f"error frame: {json.dumps(data.get('data'))[:200]}"
+                    break
+    except TimeoutError:
+        if not turn.stopping:
+            turn.error = f"timeout after {timeout:.0f}s"
+    except Exception as exc:
+        if not turn.stopping:
+            turn.error = f"{type(exc).__name__}: {exc}"[:200]
+    turn.finished = now()
+
+
+async def scenario_steady(spec: dict[str, Any]) -> dict[str, Any]:
+    """Open-loop arrivals: a turn every 1/rate seconds on a free socket of the pool (one conversation
+    each), for `ramp` + `window` seconds; concurrency reaches ~rate x turn length by the end of the
+    ramp. Measured in the window: the first delta of the turns sent in it, every delta gap arriving in
+    it (whichever turn), the turns streaming at once. An arrival finding no free socket is an error
+    (the turns got longer than the pool allows), as is any failed turn. After the window (and the
+    first deltas of its turns) the turns still running are ended: `chat.cancel` (`cancel`), or their
+    sockets closed (the bare consumer)."""
+    sockets, errors, open_seconds = await prepared(spec)
+    payload, timeout = json.dumps(turn_frame(spec)), spec.get("turn_timeout", 120)
+    rate, ramp, window = spec["rate"], spec["ramp"], spec["window"]
+    await asyncio.sleep(spec.get("settle", 0.5))
+    free = list(reversed(sockets))
+    live: dict[ClientConnection, LiveTurn] = {}
+    turns: list[LiveTurn] = []
+    tasks: set[asyncio.Task] = set()
+    start = now()
+    w0, w1 = start + ramp, start + ramp + window
+    counter: list = [0, w0, w1]
+    no_socket = 0
+    streaming: list[int] = []
+
+    async def one(ws: ClientConnection, turn: LiveTurn) -> None:
+        live[ws] = turn
+        try:
+            await follow_turn(ws, payload, turn, timeout, counter)
+        finally:
+            live.pop(ws, None)
+            if not turn.stopping and ws.close_code is None:
+                free.append(ws)
+
+    async def sample() -> None:
+        while now() < w1:
+            if now() >= w0:
+                streaming.append(len(live))
+            await asyncio.sleep(0.25)
+
+    sampler = asyncio.create_task(sample())
+    for i in range(int(rate * (ramp + window))):
+        wait = start + i / rate - now()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if not free:
+            no_socket += 1
+            continue
+        turn = LiveTurn()
+        turns.append(turn)
+        task = asyncio.create_task(one(free.pop(), turn))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await sampler
+    # The window's last turns get their first delta, then whatever still runs is ended.
+    deadline = now() + min(timeout, 30)
+    while now() < deadline and any(t.first_delta is None and not t.finished for t in turns if t.sent >= w0):
+        await asyncio.sleep(0.05)
+    ended = list(live.items())
+    for _, turn in ended:
+        turn.stopping = True
+    if spec.get("cancel", True):
+        cancel = json.dumps({"type": "chat.cancel"})
+        await asyncio.gather(*(ws.send(cancel) for ws, _ in ended), return_exceptions=True)
+    else:
+        await close_all([ws for ws, _ in ended])
+    if tasks:
+        await asyncio.wait(list(tasks), timeout=30)
+    await close_all(sockets)
+
+    measured = [t for t in turns if w0 <= t.sent <= w1]
+    firsts = [t.first_delta for t in measured if t.first_delta is not None]
+    gaps = [gap for t in turns for arrived, gap in t.gaps if w0 <= arrived <= w1]
+    errors += [t.error for t in turns if t.error]
+    missing = sum(1 for t in measured if t.first_delta is None and not t.error)
+    if no_socket:
+        errors.append(f"{no_socket} arrivals found no free socket (pool of {len(sockets)})")
+    lengths = [t.finished - t.sent for t in turns if t.completed]
+    return {
+        "sockets": len(sockets),
+        "open_seconds": open_seconds,
+        "turns": len(turns),
+        "measured": len(measured),
+        "errors": len(errors) + missing + max(0, no_socket - 1),
+        "error_samples": errors[:5],
+        "first_delta_ms_p50": _ms(pct(firsts, 50)),
+        "first_delta_ms_p99": _ms(pct(firsts, 99)),
+        "gap_ms_p50": _ms(pct(gaps, 50)),
+        "gap_ms_p99": _ms(pct(gaps, 99)),
+        "gap_ms_max": _ms(max(gaps, default=None)),
+        "gaps": len(gaps),
+        "streaming_mean": sum(streaming) / len(streaming) if streaming else 0,
+        "streaming_max": max(streaming, default=0),
+        "turn_s_p50": pct(lengths, 50),
+        "frames_per_second": counter[0] / window,
+        "ended_by_client": len(ended),
     }
 
 
@@ -397,6 +569,100 @@ async def scenario_http(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def scenario_openai(spec: dict[str, Any]) -> dict[str, Any]:
+    """The same chat completion through the official `openai` SDK (retries off) to several targets
+    (the upstream itself and the gateway in front of it), non-streamed and streamed, sequential and
+    `width` at a time. Targets alternate request by request (sequential) or round by round
+    (concurrent), so both see the same machine. A non-2xx, an error event, a stream without content or
+    an answer other than the upstream's own is an error. Per variant and target: total time (streamed:
+    to the last chunk), time to the first content chunk, and how many waited more than `slow_first`
+    seconds for it (a stream that failed counts as waiting)."""
+    import openai
+
+    targets: dict[str, dict[str, str]] = spec["targets"]
+    names = list(targets)
+    body = {"model": spec["model"], "messages": [{"role": "user", "content": spec["prompt"]}]}
+    timeout, width, slow_first = spec.get("timeout", 60.0), spec.get("width", 50), spec.get("slow_first", 0.5)
+    clients = {
+        name: openai.AsyncOpenAI(base_url=t["base_url"], api_key=t["api_key"], max_retries=0, timeout=timeout)
+        for name, t in targets.items()
+    }
+    expected: list[str] = []
+
+    async def one(name: str, stream: bool) -> tuple[float | None, float | None, str | None]:
+        """(total seconds, first content chunk seconds, error)."""
+        http, first, parts = clients[name], None, []
+        sent = now()
+        try:
+            if stream:
+                response = await http.chat.completions.create(**body, stream=True)
+                last = sent
+                async for chunk in response:
+                    last = now()
+                    content = chunk.choices[0].delta.content if chunk.choices else None
+                    if content:
+                        if first is None:
+                            first = last - sent
+                        parts.append(content)
+                total = last - sent
+            else:
+                answer = await http.chat.completions.create(**body)
+                total = now() - sent
+                parts.append(answer.choices[0].message.content or "")
+        except openai.APIStatusError as exc:
+            return None, None, f"{name}: HTTP {exc.status_code}: {str(exc)[:160]}"
+        except Exception as exc:
+            return None, None, f"{name}: {type(exc).__name__}: {str(exc)[:160]}"
+        text = "".join(parts)
+        if not expected:
+            expected.append(text)
+        if not text or text != expected[0]:
+            return None, None, f"{name}: answer of {len(text)} chars differs from the upstream's {len(expected[0])}"
+        return total, first, None
+
+    # Warm-up (not measured): the upstream's answer, first requests, then the connection pools at full width.
+    for stream in (False, True):
+        for name in names:  # the first target's answer is the reference
+            for _ in range(spec.get("warmup", 3)):
+                await one(name, stream)
+    for name in names:
+        await asyncio.gather(*(one(name, True) for _ in range(width)))
+
+    out: dict[str, Any] = {"expected_chars": len(expected[0]) if expected else 0}
+    for mode in ("sequential", "concurrent"):
+        for stream in (False, True):
+            samples: dict[str, list[tuple[float | None, float | None, str | None]]] = {n: [] for n in names}
+            kind = "stream" if stream else "nonstream"
+            if mode == "sequential":
+                for i in range(spec["sequential"]):
+                    for name in names[i % 2 :] + names[: i % 2]:
+                        samples[name].append(await one(name, stream))
+            else:
+                for i in range(spec["rounds"][kind]):
+                    for name in names[i % 2 :] + names[: i % 2]:
+                        samples[name] += await asyncio.gather(*(one(name, stream) for _ in range(width)))
+            variant = out[f"{kind}/{mode}"] = {}
+            for name, got in samples.items():
+                totals = [t for t, _, e in got if e is None and t is not None]
+                firsts = [f for _, f, e in got if e is None and f is not None]
+                errors = [e for _, _, e in got if e is not None]
+                variant[name] = {
+                    "count": len(got),
+                    "total_ms_p50": _ms(pct(totals, 50)),
+                    "total_ms_p99": _ms(pct(totals, 99)),
+                    "first_ms_p50": _ms(pct(firsts, 50)) if stream else None,
+                    "first_ms_p99": _ms(pct(firsts, 99)) if stream else None,
+                    "slow_first": sum(1 for _, f, e in got if e is not None or f is None or f > slow_first)
+                    if stream
+                    else None,
+                    "errors": len(errors),
+                    "error_samples": errors[:3],
+                }
+    for http in clients.values():
+        await http.close()
+    return out
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
@@ -409,6 +675,8 @@ SCENARIOS = {
     "idle": scenario_idle,
     "blast": scenario_blast,
     "http": scenario_http,
+    "openai": scenario_openai,
+    "steady": scenario_steady,
 }
 
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import micro, profiles_api, sockets, streaming, throughput, turn_costs  # noqa: E402
+from bench import gateway, micro, profiles_api, sockets, steady, streaming, throughput, turn_costs  # noqa: E402
 from bench.report import Row, meta, table, write  # noqa: E402
 from bench.servers import LOGS, RESULTS, Config, Databases, raise_nofile  # noqa: E402
 
@@ -45,13 +45,15 @@ FIGURES = [
     ("4", "turns/s with 100 conversations: 1 vs 2 workers (PostgreSQL+Redis)", throughput.figure4),
     ("6", "idle sockets: memory and turn rate", sockets.figure6),
     ("m", "micro-benchmarks (runtime cache, resolution, coalescing)", micro.figure_micro),
+    ("g", "OpenAI-compatible gateway: added latency vs the upstream direct", gateway.figure_gateway),
+    ("s", "steady-state streaming: staggered arrivals, ~500 long turns at once", steady.figure_steady),
 ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 run per figure (make test)")
-    parser.add_argument("--only", default="", help="comma-separated figures, e.g. 1,5,7,8,m")
+    parser.add_argument("--only", default="", help="comma-separated figures, e.g. 1,5,7,8,m,g,s")
     parser.add_argument("--runs", type=int, default=0, help="runs per figure (default 3, quick 1)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
@@ -60,7 +62,7 @@ def main() -> int:
     cfg = Config(quick=args.quick, runs=args.runs or (1 if args.quick else 3))
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     selected = [f for f in FIGURES if not only or f[0] in only]
-    order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7, "8": 8, "m": 9}
+    order = {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6, "7": 7, "8": 8, "m": 9, "g": 10, "s": 11}
 
     started = time.monotonic()
     shutil.rmtree(LOGS, ignore_errors=True)  # daphne logs of this run only (bench/results/logs/)

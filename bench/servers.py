@@ -97,6 +97,11 @@ class Daphne:
         self.log_path = LOGS / f"daphne-{name}-{self.port}.log"
 
     def start(self, timeout: float = 40.0) -> Daphne:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> Daphne:
+        """Start the process without waiting for it to listen (`wait_ready`): other set-up meanwhile."""
         LOGS.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         extra = os.environ.get("BENCH_DAPHNE_ARGS", "").split()
@@ -108,6 +113,10 @@ class Daphne:
             stderr=subprocess.STDOUT,
             preexec_fn=raise_nofile,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 40.0) -> Daphne:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -143,8 +152,51 @@ class Daphne:
             self._log.close()
 
 
+class Upstream:
+    """The fake OpenAI-compatible provider (`python bench/fake_llm.py serve`: one asyncio loop) in a
+    process of its own; `base_url` ends with /v1. Same `start`/`stop` as Daphne (for `running`)."""
+
+    name = "upstream"
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def start(self, timeout: float = 20.0) -> Upstream:
+        self.process = subprocess.Popen(
+            [PYTHON, "bench/fake_llm.py", "serve"],
+            cwd=ROOT,
+            env=base_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=raise_nofile,
+        )
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.strip():
+            self.stop()
+            raise RuntimeError("the fake upstream did not start")
+        self.port = int(json.loads(line)["port"])
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                if self.process.stdin and not self.process.stdin.closed:
+                    self.process.stdin.close()  # it ends on stdin EOF
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=3)
+            _stop(self.process, timeout=5)
+
+
 @contextlib.contextmanager
-def running(*servers: Daphne) -> Iterator[tuple[Daphne, ...]]:
+def running(*servers: Daphne | Upstream) -> Iterator[tuple[Daphne | Upstream, ...]]:
     try:
         for server in servers:
             server.start()
