@@ -4,8 +4,9 @@ transaction.
 A turn's submission, its claim (with its runtime record and first frames) and its finish are each a
 small write. Under load, hundreds of them a second each paid a transaction of their own (a commit, and
 on SQLite the single writer lock). Here they queue for the process's writer, which commits what is
-waiting together: a batch closes after CHAT_WRITE_BATCH_MS or CHAT_WRITE_BATCH_SIZE writes, so a write
-waits for at most one batch. Each write keeps its own atomic block, a savepoint inside the batch: a
+waiting together: while one batch commits, the writes that arrive meanwhile form the next one (at most
+CHAT_WRITE_BATCH_SIZE), so an idle worker commits a write at once and a busy one shares commits; a write
+waits for at most one batch. CHAT_WRITE_BATCH_MS (0 by default) adds a wait before each batch. Each write keeps its own atomic block, a savepoint inside the batch: a
 write that fails or rolls back (a claim that lost the race) takes only its own rows with it, and keeps
 its rule (the conditional UPDATEs of claims, leases and finishes work the same in a batch).
 """
@@ -74,8 +75,8 @@ class GroupWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if len(self._queue) < settings.CHAT_WRITE_BATCH_SIZE:
-                await asyncio.sleep(settings.CHAT_WRITE_BATCH_MS / 1000)  # let concurrent turns join
+            if settings.CHAT_WRITE_BATCH_MS and len(self._queue) < settings.CHAT_WRITE_BATCH_SIZE:
+                await asyncio.sleep(settings.CHAT_WRITE_BATCH_MS / 1000)  # let more concurrent turns join
             while self._queue:
                 batch = self._queue[: settings.CHAT_WRITE_BATCH_SIZE]
                 del self._queue[: len(batch)]

@@ -67,7 +67,7 @@ async def test_four_workers_at_full_load_stay_within_the_default_max_connections
     with OwnPostgres(max_connections=100) as pg:
         await asyncio.to_thread(prepared, pg)
         with workers(pg, 4) as servers:
-            answers = await load(servers, requests=400, concurrency=200)
+            answers = await load(servers, requests=300, concurrency=150)
             peak = await asyncio.to_thread(server_connections, pg)
     statuses = sorted({response.status_code for response in answers})
     assert statuses == [200], statuses
@@ -81,7 +81,7 @@ async def test_a_database_with_no_connection_left_answers_503_with_retry_after_n
     with OwnPostgres(max_connections=5) as pg:
         await asyncio.to_thread(prepared, pg)
         with workers(pg, 4, DB_POOL_MAX_SIZE="4", DB_POOL_TIMEOUT="1") as servers:
-            answers = await load(servers, requests=200, concurrency=100)
+            answers = await load(servers, requests=120, concurrency=60)
     statuses = {response.status_code for response in answers}
     assert 500 not in statuses
     assert statuses <= {200, 503}, statuses
