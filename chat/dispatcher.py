@@ -42,6 +42,7 @@ from .writer import writer
 log = logging.getLogger(__name__)
 REPLAY_TIMEOUT_SECONDS = 2.0
 REPLAY_RESEND_SECONDS = 0.4
+DRAIN_RETRY_SECONDS = 0.5  # a queue whose turn met a database error (a deadlock, an outage) tries again
 RECOVER_SECONDS = 10.0
 # A turn's own deadline is 80% of its lease; it is renewed when less than this fraction of the lease is
 # left before that deadline (a third of the lease has passed since the last renewal).
@@ -197,8 +198,17 @@ class Dispatcher:
             while True:
                 self._again.discard(key)
                 # Loaded afresh: the conversation's selection and current runtime may have changed.
-                turn = await run_db(selectors.turn_next_queued, conv_id=key)
-                if turn is None or not await self.execute(turn):
+                try:
+                    turn = await run_db(selectors.turn_next_queued, conv_id=key)
+                    more = turn is not None and await self.execute(turn)
+                except Exception as exc:
+                    if not is_outage(exc):
+                        raise
+                    # A deadlock, a lost connection, the database away: the queue goes on shortly.
+                    log.warning("the queue of conversation %s waits for the database: %s", key, exc)
+                    await asyncio.sleep(DRAIN_RETRY_SECONDS)
+                    continue
+                if not more:
                     if key in self._again:
                         continue
                     return

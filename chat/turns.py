@@ -53,6 +53,7 @@ async def turn_enqueue(
     prompt) or edited."""
     submitted = await writer.write(
         services.turn_submit,
+        key=conversation.pk,
         conversation=conversation,
         user=user,
         prompt=prompt,
@@ -129,7 +130,7 @@ async def execute_turn(turn: Turn) -> bool:
         runtime = runtime_for(conversation.mount, resolution)
     except (ProfileError, LookupError, ValueError) as exc:
         message = getattr(exc, "message", str(exc))
-        if not await writer.write(services.turn_start, turn=turn, record=None, frames=[]):
+        if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):
             return False
         failure = {"code": "resolution_failed", "message": message}
         return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
@@ -144,7 +145,7 @@ async def execute_turn(turn: Turn) -> bool:
     first.append(await streams.number(conv_id, "turn.started", started_data, running_here=True))
     # The runtime record and the first frames are stored with the claim, before the first delta.
     record = runtime_record(runtime, resolution)
-    if not await writer.write(services.turn_start, turn=turn, record=record, frames=first):
+    if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=record, frames=first):
         return False
 
     recorder, outcome = _Recorder(), TurnOutcome()
@@ -268,6 +269,7 @@ async def _finish(
             async with live.store_lock:
                 result = await writer.write(
                     services.turn_finish,
+                    key=live.conv_id,
                     turn_id=live.turn_id,
                     status=status,
                     text=outcome.text,

@@ -5,10 +5,14 @@ A turn's submission, its claim (with its runtime record and first frames) and it
 small write. Under load, hundreds of them a second each paid a transaction of their own (a commit, and
 on SQLite the single writer lock). Here they queue for the process's writer, which commits what is
 waiting together: while one batch commits, the writes that arrive meanwhile form the next one (at most
-CHAT_WRITE_BATCH_SIZE), so an idle worker commits a write at once and a busy one shares commits; a write
-waits for at most one batch. CHAT_WRITE_BATCH_MS (0 by default) adds a wait before each batch. Each write keeps its own atomic block, a savepoint inside the batch: a
+CHAT_WRITE_BATCH_SIZE); a writer whose last batch (in the last BUSY_SECONDS) held several writes also
+waits CHAT_WRITE_BATCH_MS for more. One turn at a time commits each write at once (no added latency);
+a write waits for at most one batch. Each write keeps its own atomic block, a savepoint inside the batch: a
 write that fails or rolls back (a claim that lost the race) takes only its own rows with it, and keeps
 its rule (the conditional UPDATEs of claims, leases and finishes work the same in a batch).
+
+Every write names the conversation whose rows it locks (`key`), and a batch runs its writes in key
+order: two workers' batches then take row locks in one order, and cannot deadlock each other.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,19 +31,22 @@ from .aio import run_db
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Write = tuple[Callable[..., Any], dict[str, Any], asyncio.Future]
+BUSY_SECONDS = 0.02
+Write = tuple[Callable[..., Any], dict[str, Any], asyncio.Future, str]
 
 
 def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
-    """One transaction for the batch; each write's outcome (True, result) or (False, exception)."""
-    outcomes: list[tuple[bool, Any]] = []
+    """One transaction for the batch, its writes in key order; each write's outcome, in batch order:
+    (True, result) or (False, exception)."""
+    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
     with transaction.atomic():
-        for fn, kwargs, _ in batch:
+        for index in sorted(range(len(batch)), key=lambda i: batch[i][3]):
+            fn, kwargs, _, _ = batch[index]
             try:
                 with transaction.atomic():  # a savepoint: a failed write rolls back its own rows only
-                    outcomes.append((True, fn(**kwargs)))
+                    outcomes[index] = (True, fn(**kwargs))
             except Exception as exc:
-                outcomes.append((False, exc))
+                outcomes[index] = (False, exc)
     return outcomes
 
 
@@ -52,6 +60,8 @@ class GroupWriter:
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self.batches = 0  # committed batches, for the bench and tests
+        self._committed_at = float("-inf")  # monotonic
+        self._last_size = 0  # writes in the last batch: more than one means concurrent turns
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve writes on the server loop (started by the dispatcher)."""
@@ -61,12 +71,13 @@ class GroupWriter:
             self._wake = asyncio.Event()
             self._task = loop.create_task(self._serve(), context=contextvars.Context())
 
-    async def write(self, fn: Callable[..., T], **kwargs: Any) -> T:
+    async def write(self, fn: Callable[..., T], *, key: Any, **kwargs: Any) -> T:
+        """`key`: the conversation whose rows the write locks (the order of writes in a batch)."""
         loop = asyncio.get_running_loop()
         if loop is not self.loop or self._wake is None:  # no server loop (a command, a test client)
             return await run_db(fn, **kwargs)
         future: asyncio.Future = loop.create_future()
-        self._queue.append((fn, kwargs, future))
+        self._queue.append((fn, kwargs, future, str(key)))
         self._wake.set()
         return await future
 
@@ -75,7 +86,8 @@ class GroupWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if settings.CHAT_WRITE_BATCH_MS and len(self._queue) < settings.CHAT_WRITE_BATCH_SIZE:
+            busy = self._last_size > 1 and time.monotonic() - self._committed_at < BUSY_SECONDS
+            if busy and settings.CHAT_WRITE_BATCH_MS and len(self._queue) < settings.CHAT_WRITE_BATCH_SIZE:
                 await asyncio.sleep(settings.CHAT_WRITE_BATCH_MS / 1000)  # let more concurrent turns join
             while self._queue:
                 batch = self._queue[: settings.CHAT_WRITE_BATCH_SIZE]
@@ -86,7 +98,7 @@ class GroupWriter:
         try:
             outcomes = await run_db(_commit, batch)
         except asyncio.CancelledError:
-            for _, _, future in batch:
+            for _, _, future, _ in batch:
                 if not future.done():
                     future.cancel()
             raise
@@ -94,7 +106,8 @@ class GroupWriter:
             outcomes = [(False, exc)] * len(batch)
         else:
             self.batches += 1
-        for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+        self._committed_at, self._last_size = time.monotonic(), len(batch)
+        for (_, _, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():  # its caller went away
                 continue
             if ok:

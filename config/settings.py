@@ -242,9 +242,9 @@ CHAT_FRAME_BUDGET = env.int("CHAT_FRAME_BUDGET", default=4000)
 # Bounded pools: database work of all conversations, and tool calls (isolated from the database pool).
 CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=8)
 # Group commit (chat.writer): the submissions, claims and finishes of concurrent turns share one
-# transaction: the writes that arrive while a batch commits form the next (at most this many); an
-# extra wait of CHAT_WRITE_BATCH_MS before each batch makes them larger (0: none, no added latency).
-CHAT_WRITE_BATCH_MS = env.float("CHAT_WRITE_BATCH_MS", default=0.0)
+# transaction: the writes that arrive while a batch commits form the next (at most this many); a busy
+# writer also waits CHAT_WRITE_BATCH_MS for more (an idle one commits at once: no added latency).
+CHAT_WRITE_BATCH_MS = env.float("CHAT_WRITE_BATCH_MS", default=2.0)
 CHAT_WRITE_BATCH_SIZE = env.int("CHAT_WRITE_BATCH_SIZE", default=64)
 CHAT_TOOL_THREADS = env.int("CHAT_TOOL_THREADS", default=8)
 # Threads that run synchronous HTTP views (the profile API, pages, the admin): shared by all requests

@@ -44,6 +44,7 @@ from ..aio import run_db
 from ..models import Conversation, Turn
 from ..sequencer import get_sequencer
 from ..turns import SILENCE_CHECK_SECONDS, await_turn, turn_enqueue
+from ..writer import writer
 from . import selectors
 from .errors import ModelNotFound, TurnOutcomeError, UnsupportedParameter
 
@@ -314,7 +315,10 @@ async def completion_create(
     conv_id = _conversation_id(conversation_id)
     registry, ref = model_ref(data.model, mount)
     with _as_request_params(data):
-        conversation, created = await run_db(_conversation_for, user=user, mount=mount, data=data, conv_id=conv_id)
+        # Through the writer: a new conversation's row shares a commit with the other turns' writes.
+        conversation, created = await writer.write(
+            _conversation_for, key=conv_id or "", user=user, mount=mount, data=data, conv_id=conv_id
+        )
         if created:
             get_sequencer().prime(conversation.pk)  # nothing numbered yet
         submitted = await turn_enqueue(
