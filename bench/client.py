@@ -280,6 +280,7 @@ async def scenario_turns(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "sockets": len(sockets),
         "turns": len(counted),
+        "all_turns": sum(1 for t in done if not t.error),  # warm-up included: the server's CPU counts them
         "seconds": duration,
         "rate": len(counted) / duration,
         "window_opened_s": round(window[0] - start, 2) if window else None,

@@ -129,6 +129,12 @@ class Daphne:
         self.stop()
         raise RuntimeError(f"daphne {self.name} did not listen within {timeout}s:\n{self.log_tail()}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, every thread) the process has used so far, from /proc."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]

@@ -39,6 +39,8 @@ PACED = [(10, 1024, 0), (1000, 102_400, 0), (10, 1024, 20), (1000, 102_400, 20)]
 PACED_QUICK = [(10, 1024, 0), (1000, 102_400, 0), (10, 1024, 20), (200, 102_400, 20)]
 HISTORY = [10, 100, 1000]
 WRITE_PREFIXES = ("INSERT", "UPDATE", "DELETE")
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+CONCURRENT = [1, 20]  # turns submitted at once
 
 
 # --------------------------------------------------------------------------- orchestrator side
@@ -61,7 +63,7 @@ def figure8(cfg, dbs) -> list[Row]:
                 CHAT_DELTA_COALESCE_MS=os.environ.get("CHAT_DELTA_COALESCE_MS", "0"),
             )
             paced = PACED_QUICK if cfg.quick else PACED
-            spec = {"runs": cfg.runs, "shapes": SHAPES, "history": HISTORY, "paced": paced}
+            spec = {"runs": cfg.runs, "shapes": SHAPES, "history": HISTORY, "paced": paced, "concurrent": CONCURRENT}
             result = run_json(["bench/turn_costs.py"], env=env, timeout=600, stdin=json.dumps(spec))
         finally:
             dbs.drop(url)
@@ -132,6 +134,36 @@ def figure8(cfg, dbs) -> list[Row]:
                     note=f"write transactions {_median(point['transactions'])}, statements {_median(point['queries'])}",
                 )
             )
+        alone = result["concurrent"][str(CONCURRENT[0])]
+        for count in CONCURRENT:
+            runs = result["concurrent"][str(count)]
+            together = f"{count} turns at once" if count > 1 else "1 turn alone"
+            rows.append(
+                Row(
+                    8,
+                    f"SQL statements/turn, {together} (served, socket path)",
+                    label,
+                    "statements",
+                    [r["statements"] - r["await_reads"] for r in runs],
+                    goal="≤ 10",
+                    checks=[("value", "<=", 10)],
+                    note=f"of which BEGIN/COMMIT/SAVEPOINT {_median([r['control'] for r in runs]):.1f}",
+                )
+            )
+            rows.append(
+                Row(
+                    8,
+                    f"write transactions/turn, {together} (served)",
+                    label,
+                    "transactions",
+                    [r["transactions"] for r in runs],
+                    baseline=None if count == CONCURRENT[0] else [r["transactions"] for r in alone],
+                    baseline_label="1 turn alone",
+                    ratio=None if count == CONCURRENT[0] else "value/base",
+                    goal="≤ 1 (batched)" if count > 1 else "—",
+                    checks=[("value", "<=", 1)] if count > 1 else [],
+                )
+            )
         base = result["history"][str(HISTORY[0])]
         for count in HISTORY:
             point = result["history"][str(count)]
@@ -200,7 +232,8 @@ class CaptureAllThreads:
             return True
 
         BaseDatabaseWrapper.queries_logged = property(queries_logged)
-        connection.ensure_connection()
+        if not _in_event_loop():  # on a loop, every query runs on a worker thread
+            connection.ensure_connection()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -208,6 +241,16 @@ class CaptureAllThreads:
         self.captured_queries = [q for wrapper in self._seen.values() for q in wrapper.queries_log]
         for wrapper in self._seen.values():
             wrapper.queries_log.clear()
+
+
+def _in_event_loop() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _django_main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +329,50 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
             "transactions": transactions.count,
         }
 
+    def served_together(count: int) -> dict[str, Any]:
+        """`count` turns submitted at once in as many conversations (each past its first turn), on one
+        served loop: statements and write transactions per turn when concurrent turns share the writer's
+        batches."""
+        import asyncio
+
+        from chat import selectors
+        from chat.turns import dispatcher
+
+        conversations = [new_conversation() for _ in range(count)]
+        reads = [0]
+
+        def read(**kwargs: Any) -> Any:  # one statement each: await_turn's look at the stored turn
+            reads[0] += 1
+            return selectors.turn_if_finished(**kwargs)
+
+        async def one(conversation: Conversation) -> Any:
+            submitted = await turns.turn_enqueue(conversation=conversation, user=user, prompt="Hello there!")
+            return await turns.await_turn(conv_id=conversation.pk, turn_id=submitted.turn.pk, timeout=300, read=read)
+
+        async def run() -> tuple[list[Any], Any, Any]:
+            dispatcher.bind(asyncio.get_running_loop())
+            await asyncio.sleep(0.3)  # the timer's start-up recovery (a sweep) is not the turns' cost
+            # A conversation's first turn also reserves its block of frame numbers: measured is the next one.
+            await asyncio.gather(*(one(c) for c in conversations))
+            reads[0] = 0
+            with CaptureAllThreads() as captured, WriteTransactions() as transactions:
+                ended = await asyncio.gather(*(one(c) for c in conversations))
+            return ended, captured, transactions
+
+        ended, captured, transactions = asyncio.run(run())
+        if any(t is None or t.status != Turn.Status.COMPLETED for t in ended):
+            raise RuntimeError("a concurrent turn did not complete")
+        sqls = [q["sql"].lstrip().upper() for q in captured.captured_queries]
+        # What a socket's turn costs: without await_turn's reads of the stored turn (REST/gateway only).
+        waits = reads[0]
+        control = sum(1 for sql in sqls if sql.startswith(TRANSACTION_CONTROL))
+        return {
+            "statements": len(sqls) / count,
+            "control": control / count,
+            "transactions": transactions.count / count,
+            "await_reads": waits / count,
+        }
+
     # Warm-up: the first turn of a process pays for imports and caches.
     one_turn(new_conversation(), "warm up")
     one_turn(new_conversation("bench-openai"), "n=5 bytes=100")
@@ -311,6 +398,8 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
         ]
         out["paced"][f"{deltas}/{delay}"] = {key: [r[key] for r in runs] for key in runs[0]}
         out["summary"][f"{deltas} deltas {delay} ms"] = runs[0]
+
+    out["concurrent"] = {str(n): [served_together(n) for _ in range(spec["runs"])] for n in spec.get("concurrent", [])}
 
     stamp = services.now_ms() if hasattr(services, "now_ms") else int(time.time() * 1000)
     for count in spec["history"]:

@@ -176,30 +176,33 @@ class Dispatcher:
         """The delta interval widens once all streams together would exceed CHAT_FRAME_BUDGET frames/s."""
         return max(settings.CHAT_DELTA_COALESCE_SECONDS, len(self.live) / settings.CHAT_FRAME_BUDGET)
 
-    async def kick(self, conv_id: Any) -> asyncio.Task | None:
+    async def kick(self, conv_id: Any, *, first: Turn | None = None) -> asyncio.Task | None:
         """Make sure queued turns of this conversation run. Without a server loop (management
-        commands, the test client) the turns run to completion before this returns."""
+        commands, the test client) the turns run to completion before this returns.
+
+        `first`: the conversation's oldest queued turn, just loaded with its conversation and owner
+        (a submission that found nothing ahead of it): the drain starts with it without reading it again."""
         loop = asyncio.get_running_loop()
         key = str(conv_id)
         if self.loop is not loop:
-            await self._drain(key)
+            await self._drain(key, first)
             return None
         task = self._drains.get(key)
         if task is not None and not task.done():
             self._again.add(key)
             return task
         # A fresh context: the drain must not inherit the request's thread-sensitive executor.
-        task = loop.create_task(self._drain(key), context=contextvars.Context())
+        task = loop.create_task(self._drain(key, first), context=contextvars.Context())
         self._drains[key] = task
         return task
 
-    async def _drain(self, key: str) -> None:
+    async def _drain(self, key: str, first: Turn | None = None) -> None:
         try:
             while True:
                 self._again.discard(key)
                 # Loaded afresh: the conversation's selection and current runtime may have changed.
                 try:
-                    turn = await run_db(selectors.turn_next_queued, conv_id=key)
+                    turn, first = first or await run_db(selectors.turn_next_queued, conv_id=key), None
                     more = turn is not None and await self.execute(turn)
                 except Exception as exc:
                     if not is_outage(exc):

@@ -49,6 +49,7 @@ class Turn(models.Model):
         INTERRUPTED = "interrupted"
 
     FINISHED = (Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.INTERRUPTED)
+    WAITING = (Status.QUEUED, Status.RUNNING)  # queued, or ahead of the queue
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")

@@ -241,22 +241,32 @@ def turn_submit(
     with transaction.atomic():
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
-        Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk", flat=True).first()
+        # The lock, and the conversation as it is now (with its owner: the turn's runner needs both).
+        # The counts are read after it: a statement that waited for the lock sees rows committed
+        # meanwhile only from its next statement on (PostgreSQL: a subquery here would count stale rows).
+        locked = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .filter(pk=conversation.pk)
+            .first()
+        )
+        if locked is None:
+            raise NotFound("conversation not found", field="conv_id")
         if key:
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)
-        counts = Turn.objects.filter(conversation=conversation).aggregate(
-            last=Max("seq"), waiting=Count("pk", filter=Q(status__in=[Turn.Status.QUEUED, Turn.Status.RUNNING]))
+        counts = Turn.objects.filter(conversation=locked).aggregate(
+            last=Max("seq"), waiting=Count("pk", filter=Q(status__in=Turn.WAITING))
         )
-        waiting = counts["waiting"]
+        waiting, last = counts["waiting"], counts["last"]
         if replaced is not None:
-            _check_replaceable(replaced, last_seq=counts["last"])
+            _check_replaceable(replaced, last_seq=last)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
         turn = Turn.objects.create(
-            conversation=conversation,
-            seq=(counts["last"] or 0) + 1,
+            conversation=locked,
+            seq=(last or 0) + 1,
             prompt=prompt,
             request_overrides=request_overrides or {},
             idempotency_key=key,

@@ -20,6 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from profiles.errors import ProfileError, is_outage
+from profiles.resolution import Resolution
 
 from . import frames, selectors, services, streams
 from .aio import run_db, run_tool
@@ -27,6 +28,7 @@ from .composition import runtime_for, runtime_record, switch_reason, switched_fr
 from .dispatcher import Dispatcher, LeaseLost, LiveTurn
 from .models import Turn
 from .runtime.base import EngineError, Message, ToolContext, TurnContext
+from .runtime.composer import Runtime
 from .runtime.runner import TurnOutcome, run_turn
 from .sequencer import get_sequencer
 from .streams import Subscription
@@ -69,7 +71,8 @@ async def turn_enqueue(
             turn_id = str(submitted.turn.pk)
             queued = frames.chat_queued(turn_id=turn_id, position=submitted.position)
             await streams.publish(conversation.pk, "chat.queued", queued, turn_id)
-        await dispatcher.kick(conversation.pk)
+        # First in line: the drain starts with it (loaded fresh with its conversation by the submission).
+        await dispatcher.kick(conversation.pk, first=None if submitted.position else submitted.turn)
     return submitted
 
 
@@ -111,6 +114,20 @@ class _Recorder:
             self.suggestions = list(data.get("items", []))
 
 
+def _turn_inputs(*, turn: Turn) -> tuple[Resolution, Runtime, list[tuple[str, str]]]:
+    """What a turn runs on, read in one database hop: its resolved profile, the runtime composed from it
+    (cached by fingerprint) and the conversation's history within the runtime's window."""
+    conversation = turn.conversation
+    resolution = selectors.conversation_resolve(
+        conversation=conversation, user=conversation.owner, request_overrides=turn.request_overrides or None
+    )
+    runtime = runtime_for(conversation.mount, resolution)
+    history = selectors.conversation_history(
+        conversation=conversation, before_seq=turn.seq, limit=runtime.history_turns
+    )
+    return resolution, runtime, history
+
+
 async def execute_turn(turn: Turn) -> bool:
     """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
     False: none does, or it could not be claimed (another runs, or another worker took it)."""
@@ -121,13 +138,7 @@ async def execute_turn(turn: Turn) -> bool:
     live.renewed(started)
 
     try:
-        resolution = await run_db(
-            selectors.conversation_resolve,
-            conversation=conversation,
-            user=user,
-            request_overrides=turn.request_overrides or None,
-        )
-        runtime = runtime_for(conversation.mount, resolution)
+        resolution, runtime, history = await run_db(_turn_inputs, turn=turn)
     except (ProfileError, LookupError, ValueError) as exc:
         message = getattr(exc, "message", str(exc))
         if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):
@@ -167,12 +178,6 @@ async def execute_turn(turn: Turn) -> bool:
             for frame in first:
                 await streams.fan_out(frame)
                 live.published_seq = frame["seq"]
-            history = await run_db(
-                selectors.conversation_history,
-                conversation=conversation,
-                before_seq=turn.seq,
-                limit=runtime.history_turns,
-            )
             messages: list[Message] = []
             for prompt, reply in history:
                 messages += [Message("user", prompt), Message("assistant", reply)]

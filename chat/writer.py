@@ -7,9 +7,12 @@ on SQLite the single writer lock). Here they queue for the process's writer, whi
 waiting together: while one batch commits, the writes that arrive meanwhile form the next one (at most
 CHAT_WRITE_BATCH_SIZE); a writer whose last batch (in the last BUSY_SECONDS) held several writes also
 waits CHAT_WRITE_BATCH_MS for more. One turn at a time commits each write at once (no added latency);
-a write waits for at most one batch. Each write keeps its own atomic block, a savepoint inside the batch: a
-write that fails or rolls back (a claim that lost the race) takes only its own rows with it, and keeps
-its rule (the conditional UPDATEs of claims, leases and finishes work the same in a batch).
+a write waits for at most one batch.
+
+A write is a service that opens its own atomic block: alone, that block is the transaction (no
+savepoint); in a batch, it is a savepoint inside the batch's transaction, so a write that fails or rolls
+back (a claim that lost the race) takes only its own rows with it and keeps its rule (the conditional
+UPDATEs of claims, leases and finishes work the same in a batch).
 
 Every write names the conversation whose rows it locks (`key`), and a batch runs its writes in key
 order: two workers' batches then take row locks in one order, and cannot deadlock each other.
@@ -39,12 +42,17 @@ def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
     """One transaction for the batch, its writes in key order; each write's outcome, in batch order:
     (True, result) or (False, exception)."""
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+    if len(batch) == 1:  # its own atomic block is the transaction: no savepoint statements
+        fn, kwargs, _, _ = batch[0]
+        try:
+            return [(True, fn(**kwargs))]
+        except Exception as exc:
+            return [(False, exc)]
     with transaction.atomic():
         for index in sorted(range(len(batch)), key=lambda i: batch[i][3]):
             fn, kwargs, _, _ = batch[index]
-            try:
-                with transaction.atomic():  # a savepoint: a failed write rolls back its own rows only
-                    outcomes[index] = (True, fn(**kwargs))
+            try:  # its atomic block is a savepoint: a failed write rolls back its own rows only
+                outcomes[index] = (True, fn(**kwargs))
             except Exception as exc:
                 outcomes[index] = (False, exc)
     return outcomes

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
@@ -251,6 +252,7 @@ def _conversation_id(raw: str | None) -> uuid.UUID | None:
 # --------------------------------------------------------------------------- the turn
 
 
+@transaction.atomic  # a write through the writer opens its own atomic block
 def _conversation_for(
     *, user: Any, mount: Mount, data: CompletionInput, conv_id: uuid.UUID | None
 ) -> tuple[Conversation, bool]:

@@ -88,6 +88,25 @@ async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
     assert len(few) <= 12, few
 
 
+async def test_a_socket_turn_costs_14_statements_in_3_transactions_without_savepoints(
+    connected, frames_until, sql_log, quiet_timer
+):
+    communicator, _ = await connected()
+    await communicator.send_json_to({"type": "chat.send", "prompt": "first"})  # numbers reserved, runtime built
+    await frames_until(communicator, timeout=20)
+    sql_log.clear()
+
+    await communicator.send_json_to({"type": "chat.send", "prompt": "2 + 2"})
+    assert types(await frames_until(communicator, timeout=20))[-1] == "turn.completed"
+
+    statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
+    # The writer's write alone is its own transaction (no savepoint), the submission's row lock loads
+    # the conversation the drain runs with, and the profile and history are read in one hop.
+    assert "SAVEPOINT" not in statements, sql_log
+    assert statements.count("BEGIN") == 3, sql_log  # submission, claim, finish (SQLite: BEGIN IMMEDIATE)
+    assert len(statements) - statements.count("BEGIN") <= 14, sql_log
+
+
 @pytest.fixture
 def written(monkeypatch) -> list[tuple[str, object]]:
     """(statement, parameters) of every INSERT, UPDATE and DELETE, on any thread."""
