@@ -398,7 +398,7 @@ class Dispatcher:
             live.cancelled = True
             live.task.cancel()
         elif kind == "turn.replay":
-            live = next((t for t in self.live.values() if t.conv_id == message.get("conv_id")), None)
+            live = self._running(message.get("conv_id"))
             if live is not None:
                 reply = {"type": "turn.replay.reply", "request_id": message["request_id"], **live.replay()}
                 await layer.send(message["reply_to"], reply)
@@ -423,12 +423,21 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await layer.group_discard(group, await self.control_channel())
 
+    def _running(self, conv_id: Any) -> LiveTurn | None:
+        """The conversation's turn if it runs in this process."""
+        return next((t for t in self.live.values() if t.conv_id == str(conv_id)), None)
+
     async def ask_replay(self, conv_id: Any) -> dict[str, Any] | None:
         """What the worker running this conversation's turn has not stored: None if nobody answers.
 
-        Pub/sub delivers at most once, and a worker that just got Redis back may not have subscribed to
-        the conversation's control group again yet: the request is sent again every
-        REPLAY_RESEND_SECONDS until an answer comes (answers are matched by request id)."""
+        A turn running in this process answers at once. Otherwise the request goes to the conversation's
+        control group. Pub/sub delivers at most once, and a worker that just got Redis back may not have
+        subscribed to it again yet: the request is sent again every REPLAY_RESEND_SECONDS until an
+        answer comes (answers are matched by request id), or until the turn is found to have ended
+        meanwhile (nobody would answer)."""
+        local = self._running(conv_id)
+        if local is not None:
+            return local.replay()
         request_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future
@@ -444,6 +453,8 @@ class Dispatcher:
                 done, _ = await asyncio.wait({future}, timeout=min(REPLAY_RESEND_SECONDS, remaining))
                 if done:
                     return future.result()
+                if not await run_db(selectors.conversation_active_turn, conv_id=conv_id):
+                    return None  # it ended meanwhile: what it sent is stored
             return None
         finally:
             self._replies.pop(request_id, None)

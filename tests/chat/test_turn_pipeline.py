@@ -11,8 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from channels.layers import get_channel_layer
 from django.db.backends.utils import CursorWrapper
 
+from chat import dispatcher as dispatcher_module
 from chat import frames, services
 from chat.aio import run_db
 from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
@@ -397,6 +399,41 @@ async def test_a_socket_joining_mid_turn_gets_the_snapshot_then_live_deltas_with
     seqs = [f["seq"] for f in replayed]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert snapshot[0]["seq"] >= seen[-1]["seq"]
+
+
+async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_the_channel_layer(
+    connected, frames_until, settings, quiet_timer, monkeypatch
+):
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.03
+    conv_id = uuid.uuid4()
+    first, _ = await connected(conv_id=conv_id)
+    await first.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
+    await frames_until(first, "llm.delta", timeout=5)
+    layer, asked = get_channel_layer(), []
+    original = layer.group_send
+
+    async def recording(group, message):
+        asked.append(message["type"])
+        return await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recording)
+
+    live = await dispatcher.ask_replay(conv_id)
+
+    assert live is not None and live["message"] is not None  # the text so far of the streaming message
+    assert "turn.replay" not in asked
+    await frames_until(first, timeout=15)
+
+
+async def test_asking_a_replay_stops_when_the_turn_has_ended_and_nobody_answers(chat_user, settings, monkeypatch):
+    """A turn that ended between the look at the conversation and the request: nobody answers, and the
+    ask does not wait out its whole timeout for it (it did: completions waited 2 s for their first chunk)."""
+    monkeypatch.setattr(dispatcher_module, "REPLAY_TIMEOUT_SECONDS", 60.0)
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")  # no running turn
+
+    live = await asyncio.wait_for(dispatcher.ask_replay(conversation.pk), timeout=10)
+
+    assert live is None
 
 
 async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, connected, frames_until, fast_turns):
