@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -60,6 +61,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args: Any, mount: Mount, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.mount = mount  # per mount in the routing: `as_asgi(mount=...)`
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels closes stale database connections before every handler, a hop to the process's one
+        sync thread for each frame a socket receives or sends. This consumer never uses a connection on
+        that thread: its database work runs on the chat pools, cleaned up around each call (`run_db`)."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         await self.accept()

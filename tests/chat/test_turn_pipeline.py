@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+import channels.consumer
 import pytest
 from channels.layers import get_channel_layer
 from django.db.backends.utils import CursorWrapper
@@ -399,6 +400,24 @@ async def test_a_socket_joining_mid_turn_gets_the_snapshot_then_live_deltas_with
     seqs = [f["seq"] for f in replayed]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert snapshot[0]["seq"] >= seen[-1]["seq"]
+
+
+async def test_a_socket_frames_never_wait_for_the_one_sync_thread(connected, frames_until, quiet_timer, monkeypatch):
+    """Channels' consumers close stale connections on the process's one sync thread before every
+    handler, so every frame of every socket queued behind that thread; this consumer has no connection there."""
+    hops = []
+
+    async def counted() -> None:
+        hops.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted)
+    communicator, _ = await connected()
+
+    await communicator.send_json_to({"type": "chat.send", "prompt": "2 + 2"})
+    frames_sent = await frames_until(communicator, timeout=20)
+
+    assert types(frames_sent)[-1] == "turn.completed" and len(frames_sent) >= 5
+    assert hops == []
 
 
 async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_the_channel_layer(
