@@ -27,7 +27,7 @@ from django.views.decorators.http import require_POST
 
 from .access import can_edit, visible_filter
 from .errors import NotFound, ProfileError
-from .forms import ADMIN_SOURCE, ProfileAdminForm, RegistryAdminForm, ServiceModelForm
+from .forms import ADMIN_SOURCE, LABEL_PATTERN, ProfileAdminForm, RegistryAdminForm, ServiceModelForm
 from .models import Profile, ProfileRevision, ProfileSelection, Registry
 from .selectors import (
     label_list,
@@ -395,6 +395,7 @@ class ProfileAdmin(ServiceAdmin):
                 for label in labels
             ],
             can_label=self.has_change_permission(request, profile),
+            label_pattern=LABEL_PATTERN,
             compare=compare,
             diff=diff,
         )
