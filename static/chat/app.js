@@ -1,22 +1,30 @@
 // Entry point of the chat page (both mounts). Wires the modules together:
-//   api.js (fetch + CSRF), socket.js (reconnecting socket, seq dedupe + replay), transcript.js
-//   (turns on the page, message actions, following the stream), profiles.js (profile controls),
-//   conversations.js (sidebar: pages, search, archive, delete), runtime_panel.js (a turn's runtime
-//   record), render.js + markdown.js (safe DOM), and the mount's panel module if it has one (the
+//   api.js (fetch + CSRF), socket.js (reconnecting socket, seq dedupe + replay), connection.js (the
+//   connection's state and the offline banner), outbox.js (messages not confirmed yet: pending bubbles),
+//   transcript.js (turns on the page, message actions, following the stream), profiles.js + picker.js
+//   (the one profile control), conversations.js (sidebar: pages, search, archive, delete, day groups),
+//   runtime_panel.js (a turn's runtime record), render.js + markdown.js (safe DOM), plain.js (plain
+//   words), layout.js (drawer, tabs, confirmation), and the mount's panel module if it has one (the
 //   inventory's items). On a phone the sidebar is a drawer and the mount's panel a tab.
 
 import { ApiError, ChatApi } from "./api.js";
+import { ConnectionView } from "./connection.js";
 import { ConversationList, conversationTitle } from "./conversations.js";
-import { ConversationProfile, ConversationVersion, ProfilePicker, starterSuggestions } from "./profiles.js";
-import { chips, configureRender, el, engineLabel, notice, refreshTimes, renderBadge } from "./render.js";
+import { Drawer, PanelTabs, confirmDialog } from "./layout.js";
+import { Outbox } from "./outbox.js";
+import { ProfilePicker } from "./picker.js";
+import { choiceText, plainTitle } from "./plain.js";
+import { ProfileStore, starterSuggestions } from "./profiles.js";
+import { chips, configureRender, el, engineLabel, notice, refreshTimes, renderEngine } from "./render.js";
 import { RuntimePanel } from "./runtime_panel.js";
 import { ChatSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
-const PHONE = window.matchMedia("(max-width: 799px)");
 const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_DELETED = 4410;
+// Beside the mount's panel the list is a drawer below this width, so the chat keeps its room.
+const DRAWER_QUERY = { plain: "(max-width: 799px)", panel: "(max-width: 1439px)" };
 
 function uuid4() {
   if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
@@ -32,90 +40,9 @@ function convFromHash() {
   return match ? match[1] : null;
 }
 
-/** The conversation list as a drawer on a phone: a button opens it, Esc, the backdrop or a choice closes it. */
-class Drawer {
-  constructor({ sidebar, toggle, close, backdrop, content }) {
-    this.sidebar = sidebar;
-    this.toggle = toggle;
-    this.backdrop = backdrop;
-    this.content = content; // what is behind the drawer (inert while it is open)
-    this.opened = false;
-    toggle.addEventListener("click", () => (this.opened ? this.close() : this.open()));
-    close.addEventListener("click", () => this.close());
-    backdrop.addEventListener("click", () => this.close());
-    PHONE.addEventListener("change", () => this.sync());
-    this.sync();
-  }
-
-  get isDrawer() {
-    return PHONE.matches;
-  }
-
-  open() {
-    if (!this.isDrawer) return;
-    this.opened = true;
-    this.sync();
-    const target = this.sidebar.querySelector(".conv-item.is-active .conv-open") || this.sidebar.querySelector("input[type=search]");
-    if (target) target.focus();
-  }
-
-  close({ focus = true } = {}) {
-    if (!this.opened) return;
-    this.opened = false;
-    this.sync();
-    if (focus && this.isDrawer) this.toggle.focus();
-  }
-
-  sync() {
-    const drawer = this.isDrawer;
-    const open = drawer && this.opened;
-    this.sidebar.classList.toggle("is-open", open);
-    this.sidebar.inert = drawer && !open;
-    this.backdrop.hidden = !open;
-    this.toggle.setAttribute("aria-expanded", String(open));
-    for (const node of this.content) node.inert = open;
-    document.body.classList.toggle("drawer-open", open);
-  }
-}
-
-/** Chat and the mount's panel as tabs on narrow screens (CSS shows both side by side on wide ones). */
-class PanelTabs {
-  constructor({ layout, tabs }) {
-    this.layout = layout;
-    this.tabs = tabs; // {chat: button, items: button}
-    for (const [name, tab] of Object.entries(tabs)) {
-      tab.addEventListener("click", () => this.select(name));
-      tab.addEventListener("keydown", (event) => {
-        if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
-          event.preventDefault();
-          const next = name === "chat" ? "items" : "chat";
-          this.select(next);
-          this.tabs[next].focus();
-        }
-      });
-    }
-  }
-
-  select(name) {
-    this.layout.dataset.tab = name;
-    for (const [key, tab] of Object.entries(this.tabs)) {
-      tab.setAttribute("aria-selected", String(key === name));
-      tab.tabIndex = key === name ? 0 : -1;
-    }
-  }
-}
-
-/** A confirmation in a <dialog> (never window.confirm): resolves true when the action is chosen. */
-function confirmDialog({ title, message, action = "OK" }) {
-  const dialog = $("confirm-dialog");
-  dialog.querySelector("[data-confirm-title]").textContent = title;
-  dialog.querySelector("[data-confirm-message]").textContent = message;
-  dialog.querySelector("[data-confirm-action]").textContent = action;
-  dialog.returnValue = "";
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
-    dialog.showModal();
-  });
+function quote(text, max = 80) {
+  const line = String(text).replace(/\s+/g, " ").trim();
+  return `“${line.length > max ? `${line.slice(0, max)}…` : line}”`;
 }
 
 class ChatApp {
@@ -131,15 +58,15 @@ class ChatApp {
     this.writingTools = new Set(config.writing_tools || []);
     this.titled = new Set();
     this.engines = new Map(); // fingerprint -> engine label, from ws.hello
+    this.reconciling = null;
 
     this.messages = $("messages");
     this.input = $("composer-input");
-    this.cancelButton = $("cancel-turn");
-    this.badge = $("runtime-badge");
-    this.connection = $("connection-status");
+    this.sendButton = $("send");
+    this.stopButton = $("stop");
+    this.engine = $("engine-label");
     this.starters = $("starter-suggestions");
     this.heading = $("conversation-heading");
-    this.description = $("profile-description");
     this.jump = $("jump-latest");
 
     this.transcript = new Transcript(this.messages, {
@@ -156,26 +83,36 @@ class ChatApp {
         runtime: (turn) => this.conv && this.runtimePanel.open(this.conv.conv_id, turn.id, turn.markerButton),
       },
     });
-    this.picker = new ProfilePicker({
+    this.outbox = new Outbox({
+      container: this.transcript.tail,
+      send: (frame) => (this.socket ? this.socket.sendNow(frame) : false),
+      onDiscard: (prompt, reason) => this.discarded(prompt, reason),
+      onChange: () => {
+        this.refreshControls();
+        this.transcript.afterChange();
+      },
+    });
+    this.store = new ProfileStore({
       api: this.api,
-      select: $("profile-select"),
       noticeEl: $("profile-notice"),
       storageKey: `profile-chat:selection:${config.username}:${config.mount}`,
-      onChange: () => this.profileChanged(),
     });
-    this.convProfile = new ConversationProfile({
-      select: $("conversation-profile-select"),
-      picker: this.picker,
-      send: (frame) => (this.socket ? this.socket.send(frame) : false),
-      onNotice: (text) => this.picker.showNotice(text, "warn"),
-    });
-    this.convVersion = new ConversationVersion({
-      select: $("conversation-version-select"),
-      status: $("conversation-follow"),
+    this.picker = new ProfilePicker({
+      store: this.store,
       api: this.api,
-      send: (frame) => (this.socket ? this.socket.send(frame) : false),
-      conversation: this.convProfile,
-      onNotice: (text) => this.picker.showNotice(text, "warn"),
+      button: $("profile-picker"),
+      dialog: $("profile-panel"),
+      send: (frame) => (this.socket ? this.socket.sendNow(frame) : false),
+      onDefault: () => this.socket && this.socket.reconnect(),
+      onChange: () => this.choiceChanged(),
+      onNotice: (text, kind) => this.store.showNotice(text, kind),
+    });
+    this.connection = new ConnectionView({
+      status: $("connection-status"),
+      banner: $("connection-banner"),
+      text: $("connection-banner-text"),
+      retry: $("retry-now"),
+      onRetry: () => this.socket && this.socket.resume(),
     });
     this.conversations = new ConversationList({
       api: this.api,
@@ -190,7 +127,8 @@ class ChatApp {
       },
       onRenamed: (conv) => this.conv && conv.conv_id === this.conv.conv_id && this.showHeading(conv),
       onError: (text) => this.transcript.addNotice(notice(text, { kind: "error", testid: "error-notice" })),
-      confirm: confirmDialog,
+      confirm: (options) => confirmDialog($("confirm-dialog"), options),
+      choiceOf: (conv) => this.choiceOf(conv),
     });
     this.runtimePanel = new RuntimePanel({ dialog: $("runtime-panel"), api: this.api, adminUrl: config.admin_profile_version_url });
     const panelTabs = document.querySelector("[data-testid=panel-tabs]");
@@ -200,6 +138,7 @@ class ChatApp {
       close: $("drawer-close"),
       backdrop: $("drawer-backdrop"),
       content: [$("chat-panel"), document.querySelector("[data-mount-panel]"), panelTabs].filter(Boolean),
+      query: config.panel ? DRAWER_QUERY.panel : DRAWER_QUERY.plain,
     });
     this.tabs = panelTabs ? new PanelTabs({ layout: $("app"), tabs: { chat: $("tab-chat"), items: $("tab-items") } }) : null;
   }
@@ -212,14 +151,16 @@ class ChatApp {
       this.transcript.jumpToEnd();
       this.input.focus({ preventScroll: true });
     });
-    window.addEventListener("online", () => this.socket && this.socket.reconnect());
+    window.addEventListener("offline", () => this.socket && this.socket.suspend());
+    window.addEventListener("online", () => this.socket && this.socket.resume());
     window.setInterval(() => refreshTimes(), 30_000);
     const panel = this.config.panel ? this.startPanel(this.config.panel) : Promise.resolve();
     try {
-      await this.picker.load();
+      await this.store.load();
     } catch {
       /* the notice says what failed; chatting still works on the server's default */
     }
+    this.picker.render();
     try {
       const items = await this.conversations.load();
       const wanted = convFromHash();
@@ -256,7 +197,7 @@ class ChatApp {
   async newConversation() {
     this.drawer.close({ focus: false });
     if (this.tabs) this.tabs.select("chat");
-    if (this.conv && this.transcript.isEmpty && !this.transcript.busy && !this.convProfile.selection && !this.conv.archived_at_ms) {
+    if (this.conv && this.transcript.isEmpty && !this.outbox.size && !this.transcript.busy && !this.picker.selection && !this.conv.archived_at_ms) {
       this.input.focus();
       return;
     }
@@ -275,15 +216,17 @@ class ChatApp {
     }
   }
 
-  async open(convId, detail = null) {
+  async open(convId, detail = null, { unsentReason = "You opened another conversation before it could be sent." } = {}) {
     this.drawer.close({ focus: false });
     if (this.socket) this.socket.stop();
     this.socket = null;
     this.hello = null;
+    const unsent = this.outbox.takeAll(); // they belonged to the conversation being left
     this.runtimePanel.close();
     this.transcript.clear();
+    for (const prompt of unsent) this.discarded(prompt, unsentReason);
     this.conversations.setActive(convId);
-    this.setConnection(this.ended ? "closed" : "connecting");
+    this.connection.set(this.ended ? "closed" : "connecting");
     let conv;
     try {
       conv = detail && detail.turns ? detail : await this.api.conversation(convId);
@@ -303,7 +246,7 @@ class ChatApp {
     this.showHeading(conv);
     window.history.replaceState(null, "", `#conv=${convId}`);
     this.transcript.hydrate(conv.turns || []);
-    this.convProfile.reset(conv.profile_selection);
+    this.picker.reset(conv.profile_selection);
     if (this.ended) return; // signed out: the stored turns are shown, nothing more
     const lastSeq = conv.last_seq || 0; // the stored turns cover every frame up to it
     this.socket = new ChatSocket({
@@ -314,6 +257,7 @@ class ChatApp {
       onFrame: (frame) => this.frame(frame),
       onStatus: (state, text, code) => this.setConnection(state, text, code),
     }).start();
+    if (navigator.onLine === false) this.socket.suspend();
     this.refreshControls();
   }
 
@@ -324,12 +268,36 @@ class ChatApp {
   }
 
   /** The open conversation was deleted or archived (here or in another tab): open another one. */
-  async conversationGone(convId, nextId) {
+  async conversationGone(convId, nextId, reason) {
     this.conversations.remove(convId);
     if (!this.conv || this.conv.conv_id !== convId) return;
     this.conv = null;
-    if (nextId && nextId !== convId) await this.open(nextId);
-    else await this.newConversation();
+    const options = { unsentReason: reason || "The conversation went away before it could be sent." };
+    if (nextId && nextId !== convId) await this.open(nextId, null, options);
+    else {
+      const unsent = this.outbox.takeAll();
+      await this.newConversation();
+      for (const prompt of unsent) this.discarded(prompt, options.unsentReason);
+    }
+  }
+
+  /** The profile a conversation uses now, for its sidebar item. */
+  choiceOf(conv) {
+    const nameOf = (slug, registry) => this.store.nameOf(slug, registry);
+    if (conv.profile_selection && conv.profile_selection.slug) return choiceText(conv.profile_selection, nameOf);
+    const current = this.store.current;
+    return current ? `My default (${nameOf(current.slug, current.registry)})` : "My default";
+  }
+
+  /** The picker changed what answers (or the conversation's own choice): the sidebar and the page follow. */
+  choiceChanged() {
+    if (this.conv) {
+      const selection = this.picker.selection;
+      this.conv.profile_selection = selection;
+      this.conversations.update(this.conv.conv_id, { profile_selection: selection });
+    }
+    this.conversations.render(); // "My default (…)" of every conversation that follows it
+    this.refreshControls();
   }
 
   // ------------------------------------------------------------------------------ frames
@@ -340,30 +308,32 @@ class ChatApp {
       case "ws.hello":
         this.hello = frame;
         this.engines.set(data.fingerprint, engineLabel(data.engine));
-        renderBadge(this.badge, frame);
-        this.convProfile.onHello(frame);
-        this.convVersion.onHello(frame);
+        renderEngine(this.engine, frame);
+        this.picker.onHello(frame);
         this.refreshControls();
         break;
       case "ws.pong":
         break;
       case "error":
-        if (data.code === "duplicate") break; // an idempotent resend: the turn exists already
+        if (data.code === "duplicate") {
+          this.outbox.confirmOldestSent(); // an idempotent resend: the turn exists already
+          break;
+        }
         if (data.code === "not_authenticated") break; // the socket closes next (4401): that notice says it
-        if (this.convProfile.onError(data)) break;
-        if (this.convVersion.onError(data)) break;
+        if (this.picker.onError(data)) break;
+        if (data.code !== "nothing_to_cancel" && this.outbox.refuse(data.message || "The server refused it.")) break;
         this.transcript.showError(data);
         break;
       default: {
         const known = frame.type === "chat.message" && this.transcript.turns.has(data.turn_id);
         this.transcript.apply(frame);
-        if (frame.type === "chat.message" && this.conv && !known) {
-          this.autoTitle(data.text);
-          const listed = this.conversations.get(this.conv.conv_id);
-          this.conversations.update(this.conv.conv_id, { turn_count: ((listed && listed.turn_count) || 0) + 1 });
-        }
-        if (frame.type === "turn.started" && this.conv) {
-          this.conversations.update(this.conv.conv_id, { current_runtime_key: data.runtime_key });
+        if (frame.type === "chat.message" && !known) {
+          if (!data.replaces) this.outbox.confirm(data.text);
+          if (this.conv) {
+            this.autoTitle(data.text);
+            const listed = this.conversations.get(this.conv.conv_id);
+            this.conversations.update(this.conv.conv_id, { turn_count: ((listed && listed.turn_count) || 0) + 1 });
+          }
         }
       }
     }
@@ -378,34 +348,37 @@ class ChatApp {
     if (wrote || item) this.panel.scheduleRefresh();
   }
 
+  /** A conversation without a title is named after its first message, as plain text. */
   autoTitle(prompt) {
     const conv = this.conv;
     if (!conv || (conv.title && conv.title.trim()) || this.titled.has(conv.conv_id) || !prompt) return;
+    const title = plainTitle(prompt);
+    if (!title) return;
     this.titled.add(conv.conv_id);
-    const title = prompt.replace(/\s+/g, " ").trim().slice(0, 60);
     conv.title = title;
     this.showHeading(conv);
+    this.conversations.update(conv.conv_id, { title });
     this.api
       .updateConversation(conv.conv_id, { title })
       .then((saved) => this.conversations.upsert(saved))
       .catch(() => {});
   }
 
-  // ------------------------------------------------------------------------------ profiles
-
-  profileChanged() {
-    this.convProfile.render();
-    const own = this.convProfile.selection;
-    if (own) {
-      this.picker.showNotice(
-        `This conversation keeps its own profile '${own.slug}'; your choice applies to conversations that follow your profile.`,
-        "info",
-      );
-    } else if (this.socket) {
-      // The user's profile answers the next turn of a conversation that follows it: a fresh hello shows it.
-      this.socket.reconnect();
-    }
-    this.refreshControls();
+  /** Turns shown as running whose end the page never heard of (it was away, the server restarted):
+   * the stored turns say how they ended. */
+  async reconcile() {
+    if (!this.conv || this.reconciling || !this.transcript.unfinished.length) return;
+    const convId = this.conv.conv_id;
+    this.reconciling = this.api
+      .conversation(convId)
+      .then((stored) => {
+        if (this.conv && this.conv.conv_id === convId) this.transcript.reconcile(stored.turns || []);
+      })
+      .catch(() => {}) // the next reconnect tries again
+      .finally(() => {
+        this.reconciling = null;
+      });
+    await this.reconciling;
   }
 
   // ------------------------------------------------------------------------------ composer and keys
@@ -422,7 +395,7 @@ class ChatApp {
         this.sendFromComposer();
       }
     });
-    this.cancelButton.addEventListener("click", () => this.cancel());
+    this.stopButton.addEventListener("click", () => this.cancel());
   }
 
   /** Esc: closes the drawer, else stops the running answer (dialogs and inline editors handle their own). */
@@ -439,9 +412,13 @@ class ChatApp {
     });
   }
 
+  /** Stop the running answer: only over a connected socket (a stop sent later could stop another turn). */
   cancel() {
-    if (!this.socket || this.ended) return false;
-    this.socket.send({ type: "chat.cancel" });
+    if (this.ended) return false;
+    if (!this.socket || !this.socket.sendNow({ type: "chat.cancel" })) {
+      this.notConnected("The answer cannot be stopped while the page is not connected.");
+      return false;
+    }
     return true;
   }
 
@@ -459,71 +436,76 @@ class ChatApp {
     this.input.style.height = `${Math.min(this.input.scrollHeight + 2, max)}px`;
   }
 
+  /** A message goes through the outbox: shown at once, sent when connected, confirmed by the server. */
   send(text) {
     const prompt = String(text || "").trim();
-    if (!prompt || !this.socket || this.ended) return false;
+    if (!prompt || !this.conv || this.ended) return false;
     this.transcript.jumpToEnd();
-    this.socket.send({ type: "chat.send", prompt, idempotency_key: uuid4() });
+    this.outbox.add(prompt, uuid4());
     return true;
   }
 
   /** Regenerate or retry the last turn (same prompt), or resend it edited (`prompt`). */
   regenerate(turnId, prompt = null) {
-    if (!this.socket || this.ended) return false;
+    if (this.ended) return false;
     const frame = { type: "chat.regenerate", turn_id: turnId, idempotency_key: uuid4() };
     if (prompt !== null) frame.prompt = prompt;
+    if (!this.socket || !this.socket.sendNow(frame)) {
+      this.notConnected("Not connected: try again when the connection is back.");
+      return false;
+    }
     this.transcript.jumpToEnd();
-    this.socket.send(frame);
     return true;
+  }
+
+  notConnected(text) {
+    this.transcript.addNotice(notice(text, { kind: "warn", testid: "offline-notice" }));
+  }
+
+  /** A pending message that will not be sent: said, and its text put back in the message box. */
+  discarded(prompt, reason) {
+    this.input.value = this.input.value.trim() ? `${this.input.value.replace(/\s+$/, "")}\n\n${prompt}` : prompt;
+    this.autosize();
+    if (!reason) {
+      this.input.focus();
+      return; // the user withdrew it
+    }
+    this.transcript.addNotice(
+      notice(`Not sent: ${quote(prompt)}. ${reason} The text is back in the message box.`, { kind: "warn", testid: "unsent-notice" }),
+    );
   }
 
   // ------------------------------------------------------------------------------ state on screen
 
   refreshControls() {
     const busy = this.transcript.busy;
-    this.cancelButton.hidden = !busy;
+    this.sendButton.hidden = busy && !this.ended;
+    this.stopButton.hidden = !busy || this.ended;
     this.transcript.updateLast();
     const profile = this.activeProfile();
-    const items = this.transcript.isEmpty ? starterSuggestions(profile, this.config.unavailable_starters || {}) : [];
+    const empty = this.transcript.isEmpty && !this.outbox.size;
+    const items = empty ? starterSuggestions(profile, this.config.unavailable_starters || {}) : [];
     this.starters.replaceChildren(...chips(items, (t) => this.send(t), { testid: "starter-chip" }));
     this.starters.hidden = items.length === 0;
-    this.describe(profile);
-    if (this.transcript.isEmpty) {
-      const state = this.messages.querySelector(".empty-state");
+    const state = this.messages.querySelector(".empty-state");
+    if (empty) {
       const fresh = this.emptyState(profile);
       if (state) state.replaceWith(fresh);
-      else this.messages.append(fresh);
-    } else {
-      this.messages.querySelectorAll(".empty-state").forEach((node) => node.remove());
+      else this.transcript.place(fresh);
+      this.jump.hidden = true;
+    } else if (state) {
+      state.remove();
     }
-    if (this.transcript.isEmpty) this.jump.hidden = true;
   }
 
   /** The profile that answers next: the hello's (the conversation's own or the user's), else the user's. */
   activeProfile() {
-    if (this.hello && this.hello.data && this.hello.data.profile) {
-      const { registry, slug } = this.hello.data.profile;
-      const profile = this.picker.bySlug(slug, registry);
+    const answering = this.picker.answering || this.picker.selection;
+    if (answering) {
+      const profile = this.store.bySlug(answering.slug, answering.registry);
       if (profile) return profile;
     }
-    const own = this.convProfile.selection;
-    if (own) {
-      const profile = this.picker.bySlug(own.slug, own.registry);
-      if (profile) return profile;
-    }
-    return this.picker.current ? { ...this.picker.current.profile, registry: this.picker.current.registry } : null;
-  }
-
-  /** The line under the selectors describes the profile that will answer this conversation. */
-  describe(profile) {
-    if (!profile) {
-      this.description.textContent = "";
-      return;
-    }
-    const name = profile.display_name || profile.slug;
-    const text = profile.description || "";
-    this.description.textContent = this.convProfile.selection ? `${name} (this conversation only)${text ? `: ${text}` : ""}` : text;
-    this.description.dataset.profile = profile.slug;
+    return this.store.current ? { ...this.store.current.profile, registry: this.store.current.registry } : null;
   }
 
   emptyState(profile) {
@@ -542,15 +524,21 @@ class ChatApp {
     );
   }
 
-  setConnection(state, detail, code) {
-    const labels = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", closed: "Disconnected" };
-    this.connection.dataset.state = state;
-    this.connection.textContent = labels[state] || state;
+  async setConnection(state, detail, code) {
+    this.connection.set(state);
+    if (state === "connected") {
+      this.outbox.flush();
+      this.reconcile();
+      return;
+    }
+    this.outbox.disconnected();
     if (state !== "closed" || !detail) return;
+    const unsent = this.outbox.takeAll();
     if (code === CLOSE_DELETED && this.conv) {
       const gone = this.conv.conv_id;
       this.transcript.addNotice(notice(detail, { kind: "error", testid: "error-notice" }));
-      this.conversationGone(gone, (this.conversations.neighbour(gone) || {}).conv_id);
+      await this.conversationGone(gone, (this.conversations.neighbour(gone) || {}).conv_id, detail);
+      for (const prompt of unsent) this.discarded(prompt, detail);
       return;
     }
     const message = notice(detail, { kind: "error", testid: "error-notice" });
@@ -558,12 +546,13 @@ class ChatApp {
       this.ended = true;
       this.input.disabled = true;
       this.input.placeholder = "Signed out: sign in again to chat";
-      $("send").disabled = true;
-      this.cancelButton.hidden = true;
+      this.sendButton.disabled = true;
+      this.refreshControls();
       const next = `${window.location.pathname}${window.location.hash}`;
       message.append(" ", el("a", { href: `${this.config.login_url}?next=${encodeURIComponent(next)}`, "data-testid": "sign-in-again", text: "Sign in" }));
     }
     this.transcript.addNotice(message);
+    for (const prompt of unsent) this.discarded(prompt, detail);
   }
 }
 

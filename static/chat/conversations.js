@@ -1,8 +1,11 @@
 // The conversation sidebar: every conversation reachable (pages load as the list scrolls, or with
 // "Load more"), a search over titles and messages (`?q=`, in the database), the archived ones on their
 // own tab, and per conversation: open, rename (PATCH title), archive or bring back, delete (confirmed).
+// The list is grouped by the day each conversation started (Today, Yesterday, a weekday, a date), and each
+// item says which profile the conversation uses now (its own choice, or "My default").
 
-import { el, formatTime, iconButton } from "./render.js";
+import { dayLabel } from "./plain.js";
+import { el, iconButton } from "./render.js";
 
 const PAGE_SIZE = 30;
 const SEARCH_DELAY_MS = 250;
@@ -15,7 +18,8 @@ export class ConversationList {
   /**
    * @param {object} options api, list (ul), search (input), tabs ({recent, archived} buttons), count (status
    *   element), onOpen(convId), onDeleted(convId, nextId), onArchived(convId, archived, nextId), onRenamed(conv),
-   *   onError(text), confirm({title, message, action}) -> Promise<bool>
+   *   onError(text), confirm({title, message, action}) -> Promise<bool>, choiceOf(conv) -> the profile it
+   *   uses now, in words
    */
   constructor({
     api,
@@ -29,6 +33,7 @@ export class ConversationList {
     onRenamed = () => {},
     onError = () => {},
     confirm,
+    choiceOf = () => "",
   }) {
     this.api = api;
     this.list = list;
@@ -41,6 +46,7 @@ export class ConversationList {
     this.onRenamed = onRenamed;
     this.onError = onError;
     this.confirm = confirm;
+    this.choiceOf = choiceOf;
     this.items = [];
     this.activeId = null;
     this.editing = null;
@@ -190,7 +196,24 @@ export class ConversationList {
 
   render() {
     if (this.editing) return; // do not replace the input the user is typing in
-    const nodes = this.items.map((conv) => this.item(conv));
+    const nodes = [];
+    let group = null;
+    for (const conv of this.items) {
+      const label = dayLabel(conv.created_at_ms);
+      if (!group || group.label !== label) {
+        const id = `conv-day-${nodes.length}`;
+        group = { label, list: el("ul", { class: "conv-day-items", "aria-labelledby": id }) };
+        nodes.push(
+          el(
+            "li",
+            { class: "conv-day", "data-testid": "conversation-day" },
+            el("h3", { class: "conv-day-title", id, "data-testid": "conversation-day-title", text: label }),
+            group.list,
+          ),
+        );
+      }
+      group.list.append(this.item(conv));
+    }
     if (!nodes.length) {
       const text = this.q ? "No conversations match." : this.archived ? "No archived conversations." : "No conversations yet.";
       nodes.push(el("li", { class: "conv-empty muted", "data-testid": "conversations-empty", text }));
@@ -209,7 +232,7 @@ export class ConversationList {
 
   item(conv) {
     const active = conv.conv_id === this.activeId;
-    const meta = [conv.current_runtime_key, formatTime(conv.updated_at_ms || conv.created_at_ms)].filter(Boolean).join(" · ");
+    const choice = this.choiceOf(conv);
     const title = conversationTitle(conv);
     const archive = conv.archived
       ? iconButton("unarchive", `Bring back “${title}”`, { class: "icon-btn conv-action", "data-testid": "unarchive-conversation" })
@@ -235,7 +258,7 @@ export class ConversationList {
           onclick: () => this.onOpen(conv.conv_id),
         },
         el("span", { class: "conv-title", "data-testid": "conversation-title", text: title }),
-        el("span", { class: "conv-meta", text: meta }),
+        el("span", { class: "conv-meta", "data-testid": "conversation-choice", text: choice }),
       ),
       el("div", { class: "conv-actions" }, rename, archive, remove),
     );

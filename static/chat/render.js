@@ -3,6 +3,7 @@
 // as HTML on its own.
 
 import { codeLanguage, highlight, renderMarkdown } from "./markdown.js";
+import { switchReasonText } from "./plain.js";
 
 // Mount options the artifact renderers follow (the inventory mount sends its low-stock threshold).
 const options = { low_stock_threshold: null };
@@ -206,11 +207,6 @@ export function refreshTimes(root = document) {
   for (const node of root.querySelectorAll("time[data-ms]")) node.textContent = relativeTime(Number(node.dataset.ms));
 }
 
-export function shortFingerprint(fingerprint) {
-  const value = String(fingerprint || "");
-  return (value.startsWith("sha256:") ? value.slice(7) : value).slice(0, 12);
-}
-
 export function prettyJson(value) {
   if (value === undefined) return "";
   try {
@@ -242,38 +238,16 @@ export function engineLabel(engine) {
   return [engine.provider, engine.model].filter(Boolean).join(" · ");
 }
 
-/** The runtime badge from a ws.hello: runtime key, profile version, short fingerprint, engine. */
-export function renderBadge(container, hello) {
+/** The engine that answers next (from a ws.hello): "offline · offline-v1", marked when it is the offline one. */
+export function renderEngine(node, hello) {
   const data = hello.data || {};
-  const profile = data.profile || {};
   const engine = data.engine || {};
   const offline = engine.provider === "offline";
-  container.replaceChildren(
-    el("span", { class: "badge-key", text: data.runtime_key || "?" }),
-    el("span", { class: "badge-version", text: `v${profile.version ?? "?"}` }),
-    el("code", { class: "badge-fp", text: shortFingerprint(data.fingerprint), title: data.fingerprint || "" }),
-    el(
-      "span",
-      {
-        class: `badge-engine${offline ? " is-offline" : ""}`,
-        "data-testid": "engine-label",
-        title: offline
-          ? "Offline engine: deterministic, no network, not a language model"
-          : `Engine: ${engineLabel(engine)}`,
-      },
-      offline ? el("span", { class: "badge-engine-dot", "aria-hidden": "true" }) : null,
-      engineLabel(engine),
-    ),
-  );
-  container.dataset.runtimeKey = data.runtime_key || "";
-  container.dataset.profileVersion = profile.version ?? "";
-  container.dataset.fingerprint = data.fingerprint || "";
-  container.dataset.engine = engineLabel(engine);
-  const tools = (data.tools || []).join(", ") || "none";
-  const middlewares = (data.middlewares || []).map((m) => m.id || m.name || m).join(", ") || "none";
-  container.title =
-    `Runtime ${data.runtime_key} (registry ${profile.registry}, profile ${profile.slug} v${profile.version})\n` +
-    `Fingerprint ${data.fingerprint}\nEngine ${engineLabel(engine)}\nTools: ${tools}\nMiddlewares: ${middlewares}`;
+  node.classList.toggle("is-offline", offline);
+  node.title = offline ? "Offline engine: deterministic, no network, not a language model" : `Engine: ${engineLabel(engine)}`;
+  node.replaceChildren(offline ? el("span", { class: "badge-engine-dot", "aria-hidden": "true" }) : "", engineLabel(engine));
+  node.dataset.engine = engineLabel(engine);
+  node.hidden = false;
 }
 
 /** "analyst v1" */
@@ -291,7 +265,8 @@ export function switchNotice(from, to, reason) {
       class: "notice notice-switch",
       "data-testid": "switch-notice",
       role: "status",
-      title: `${reason ? `Reason: ${reason.replace(/_/g, " ")}\n` : ""}${from?.fingerprint || ""} → ${to?.fingerprint || ""}`,
+      title: reason ? `Why: ${switchReasonText(reason)}` : null,
+      dataset: { reason: reason || "" },
     },
     el("span", { class: "notice-icon", "aria-hidden": "true", text: "⇄" }),
     text,

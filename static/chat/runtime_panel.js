@@ -1,7 +1,8 @@
 // "Answered by …" opens this panel: the turn's full runtime record as the server stored it
 // (GET …/conversations/{id}/turns/{turn_id}): profile and version, fingerprint, engine and its settings,
-// middlewares with their configs, tools, overrides applied, usage, duration; for staff, a link to that
-// profile version in the admin.
+// middlewares with their configs and the events they reported (as stored: names and details), tools,
+// overrides applied, usage, duration, and for a failed turn the error's code and raw message; for staff,
+// a link to that profile version in the admin. The transcript says these things in plain words only.
 
 import { copyButton, el, engineLabel, exactTime, formatDuration, notice, prettyJson } from "./render.js";
 
@@ -129,6 +130,25 @@ export class RuntimePanel {
             )
           : "none",
       );
+      const events = turn.middleware_events || [];
+      if (events.length) {
+        row(
+          "Middleware events",
+          "runtime-middleware-events",
+          el(
+            "ul",
+            { class: "record-list" },
+            events.map((e) =>
+              el(
+                "li",
+                { "data-testid": "runtime-middleware-event" },
+                el("code", { text: `${e.middleware}${e.id ? `#${e.id}` : ""} ${e.event}` }),
+                isEmpty(e.detail) ? null : json(e.detail, "runtime-middleware-event-detail"),
+              ),
+            ),
+          ),
+        );
+      }
       row("Tools", "runtime-tools", (turn.tools || []).length ? turn.tools.join(", ") : "none");
       row(
         "Overrides applied",

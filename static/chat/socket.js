@@ -5,6 +5,9 @@
 // applied>: stored frames, and for a running turn an `llm.snapshot` of the streaming message), merges it
 // with the live frames that arrived in the meantime, and applies them sorted by seq, skipping any seq it
 // has applied before. Frames for this socket only (ws.hello, ws.pong, error; seq 0) pass straight through.
+//
+// States (onStatus): connecting, connected, reconnecting (lost: the next attempt is at `retryAt`), offline
+// (the browser says it has no network: no attempt until it is back), closed (for good: `FATAL_CLOSE`).
 
 const LOCAL_TYPES = new Set(["ws.hello", "ws.pong", "error"]);
 // Close codes after which reconnecting cannot help (see chat/consumers.py).
@@ -45,6 +48,13 @@ export class ChatSocket {
     this.replaying = false;
     this.buffer = [];
     this.connects = 0;
+    this.retryAt = 0; // when the next attempt starts (reconnecting)
+    this.suspended = false; // the browser is offline: wait for `resume()`
+  }
+
+  /** Frames sent now reach the server (the hello came and its replay is applied). */
+  get connected() {
+    return this.ready && this.ws !== null && this.ws.readyState === WebSocket.OPEN;
   }
 
   get url() {
@@ -80,18 +90,42 @@ export class ChatSocket {
     this._open();
   }
 
+  /** The browser lost its network: close, and make no attempt until `resume()`. */
+  suspend() {
+    if (this.stopped || this.suspended) return;
+    this.suspended = true;
+    clearTimeout(this.timer);
+    const ws = this.ws;
+    this.ws = null;
+    this.ready = false;
+    this.replaying = false;
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, "offline");
+    this.onStatus("offline");
+  }
+
+  /** The network is back (or the user asked): connect now. */
+  resume() {
+    this.suspended = false;
+    this.reconnect();
+  }
+
   /** Send a client frame; while (re)connecting it waits in a queue and goes out after the replay. */
   send(frame) {
-    if (this.ready && this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(frame));
-      return true;
-    }
+    if (this.sendNow(frame)) return true;
     this.queue.push(frame);
     return false;
   }
 
+  /** Send a client frame only if it reaches the server now; false otherwise (nothing is queued). */
+  sendNow(frame) {
+    if (!this.connected) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
   _open() {
     clearTimeout(this.timer);
+    if (this.suspended) return;
     this.onStatus(this.connects ? "reconnecting" : "connecting");
     const ws = new WebSocket(this.url);
     this.ws = ws;
@@ -175,6 +209,7 @@ export class ChatSocket {
     }
     const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.attempt) * (0.8 + Math.random() * 0.4);
     this.attempt += 1;
+    this.retryAt = Date.now() + delay;
     this.onStatus("reconnecting");
     this.timer = setTimeout(() => this._open(), delay);
   }

@@ -4,7 +4,8 @@
 //
 // It also keeps the view at the latest message while the user follows it (scrolling up stops that and
 // shows "jump to latest"), and offers the message actions: copy, regenerate / retry and edit of the
-// last turn, and the runtime record behind "Answered by".
+// last turn, and the runtime record behind "Answered by". What middlewares did and why an answer failed
+// are said in plain words (plain.js); names, codes, raw messages and fingerprints are in the record.
 
 import {
   artifact,
@@ -18,19 +19,19 @@ import {
   notice,
   setMarkdown,
   setTime,
-  shortFingerprint,
   switchNotice,
   timeNode,
   toolCall,
   toolResult,
 } from "./render.js";
+import { middlewareText, turnErrorText } from "./plain.js";
 
 const FINISHED = new Set(["completed", "failed", "cancelled", "interrupted"]);
 const STATUS_TEXT = {
   queued: "Queued",
   running: "Answering…",
   failed: "Failed",
-  cancelled: "Cancelled",
+  cancelled: "Stopped",
   interrupted: "Interrupted",
 };
 // What the marker under an answer says, by the turn's status.
@@ -41,14 +42,6 @@ const MARKER_LABEL = {
   cancelled: "Stopped on",
 };
 const NEAR_END_PX = 80;
-
-/** {kind: "table", title: "Low stock"} -> 'kind table · title "Low stock"' */
-function describeDetail(detail) {
-  if (!detail || typeof detail !== "object") return detail ? String(detail) : "";
-  return Object.entries(detail)
-    .map(([key, value]) => `${key} ${typeof value === "string" ? (/\s/.test(value) ? `“${value}”` : value) : JSON.stringify(value)}`)
-    .join(" · ");
-}
 
 class TurnView {
   /**
@@ -167,7 +160,6 @@ class TurnView {
       el("span", { class: "marker-label", text: label }),
       el("strong", { class: "marker-key", text: marker.runtime_key }),
       el("span", { class: "marker-version", text: `v${marker.profile_version ?? "?"}` }),
-      el("code", { class: "marker-fp", text: shortFingerprint(marker.fingerprint), title: marker.fingerprint || "" }),
     ];
     if (extra.engine) parts.push(el("span", { class: "marker-engine", text: extra.engine }));
     if (extra.duration) parts.push(el("span", { class: "marker-duration", text: extra.duration }));
@@ -255,16 +247,15 @@ class TurnView {
     this.showAssistant();
   }
 
+  /** A middleware's event, in plain words ("Mode: plan"); its name and detail are in the record. */
   addMiddlewareEvent(data) {
-    const detail = describeDetail(data.detail);
-    const who = `${data.middleware}${data.id ? `#${data.id}` : ""}`;
     this.body.append(
-      el(
-        "div",
-        { class: "mw-event", "data-testid": "middleware-event", title: detail ? `${who} ${data.event}: ${detail}` : "" },
-        el("span", { class: "mw-name", text: who }),
-        el("span", { class: "mw-what", text: data.event }),
-      ),
+      el("div", {
+        class: "mw-event",
+        "data-testid": "middleware-event",
+        dataset: { middleware: data.middleware || "", event: data.event || "" },
+        text: middlewareText(data),
+      }),
     );
     this.showAssistant();
   }
@@ -280,14 +271,22 @@ class TurnView {
     this.suggestions.hidden = true;
   }
 
-  addError(error) {
-    const message = (error && (error.message || error.code)) || "The turn failed.";
+  /** Why the answer failed, in plain words; "Details" opens the record (the code and the raw message). */
+  addError(error, status = "failed") {
+    const kept = this.answerText() ? " The text so far is kept." : "";
     this.body.append(
       el(
         "div",
-        { class: "turn-error", "data-testid": "turn-error", role: "alert" },
-        el("strong", { text: error && error.code ? `${error.code}: ` : "Error: " }),
-        message,
+        { class: "turn-error", "data-testid": "turn-error", role: "alert", dataset: { code: (error && error.code) || status } },
+        el("span", { "data-testid": "turn-error-text", text: `${turnErrorText(error, status)}${kept}` }),
+        el("button", {
+          type: "button",
+          class: "btn btn-sm btn-ghost turn-error-details",
+          "data-testid": "turn-error-details",
+          "aria-haspopup": "dialog",
+          text: "Details",
+          onclick: () => this.hooks.actions.runtime(this),
+        }),
       ),
     );
     this.showAssistant();
@@ -297,9 +296,8 @@ class TurnView {
     this.finalized = true;
     this.setStatus(status);
     if (data.text !== undefined) this.setFinalText(data.text);
-    if (status === "failed") this.addError(data.error);
-    if (status === "cancelled") this.body.append(el("div", { class: "turn-note", text: "Cancelled." }));
-    if (status === "interrupted") this.addError(data.error || { code: "interrupted", message: "The server stopped during this turn." });
+    if (status === "failed" || status === "interrupted") this.addError(data.error, status);
+    if (status === "cancelled") this.body.append(el("div", { class: "turn-note", text: "Stopped." }));
     this.node.classList.remove("is-streaming");
     if (this.markerData) {
       this.setMarker(this.markerData, { ...this.markerExtra, duration: formatDuration(data.duration_ms) });
@@ -417,6 +415,8 @@ export class Transcript {
     };
     this.turnHooks = { onDraw: () => this.afterChange(), actions: this.actions };
     this.following = true;
+    // Always last: the messages not confirmed by the server yet (outbox.js).
+    this.tail = el("div", { class: "pending-list", "data-testid": "pending-list" });
     container.addEventListener("scroll", () => this.scrolled(), { passive: true });
     // Whatever changes a height (the container, a turn's late rendering or highlighting) keeps the end in view.
     this.resizer = typeof ResizeObserver === "function" ? new ResizeObserver(() => this.afterChange()) : null;
@@ -429,8 +429,13 @@ export class Transcript {
     this.turns = new Map();
     this.order = [];
     this.current = null;
-    this.container.replaceChildren();
+    this.container.replaceChildren(this.tail);
     this.setFollowing(true);
+  }
+
+  /** Add a node to the transcript, before the pending messages. */
+  place(node) {
+    this.container.insertBefore(node, this.tail);
   }
 
   get isEmpty() {
@@ -442,6 +447,11 @@ export class Transcript {
       const turn = this.turns.get(id);
       return !turn.finalized && (turn.status === "queued" || turn.status === "running");
     });
+  }
+
+  /** Turns the page shows as queued or running. */
+  get unfinished() {
+    return this.order.map((id) => this.turns.get(id)).filter((turn) => !turn.finalized);
   }
 
   get lastTurn() {
@@ -457,27 +467,10 @@ export class Transcript {
     const replaced = new Set(turns.map((t) => t.replaces).filter(Boolean));
     for (const stored of finished) {
       const turn = this.addTurn(stored.turn_id, stored.prompt);
-      turn.setUserTime(stored.created_at_ms);
       if (previous && previous.fingerprint && stored.fingerprint && previous.fingerprint !== stored.fingerprint) {
         turn.notices.append(switchNotice(previous, stored, ""));
       }
-      for (const event of stored.middleware_events || []) turn.addMiddlewareEvent(event);
-      for (const call of stored.tool_calls || []) {
-        turn.toolStart(call);
-        turn.toolResult(call);
-      }
-      for (const item of stored.artifacts || []) turn.addArtifact(item);
-      if (stored.text) turn.setText("stored", stored.text);
-      const duration =
-        stored.finished_at_ms && stored.started_at_ms ? stored.finished_at_ms - stored.started_at_ms : undefined;
-      turn.finish(stored.status, { error: stored.error, duration_ms: duration });
-      if (stored.runtime_key) {
-        turn.setMarker(
-          { runtime_key: stored.runtime_key, profile_version: stored.profile_version, fingerprint: stored.fingerprint },
-          { engine: engineLabel(stored.engine), duration: formatDuration(duration) },
-        );
-      }
-      turn.setAnswerTime(stored.finished_at_ms);
+      this.fill(turn, stored);
       if (replaced.has(stored.turn_id)) turn.markReplaced();
       if (stored.runtime_key) previous = stored;
     }
@@ -490,13 +483,61 @@ export class Transcript {
     this.afterChange();
   }
 
+  /** A stored, finished turn's content on `turn` (hydration, or a turn that ended while the page was away). */
+  fill(turn, stored) {
+    turn.setUserTime(stored.created_at_ms);
+    for (const event of stored.middleware_events || []) turn.addMiddlewareEvent(event);
+    for (const call of stored.tool_calls || []) {
+      turn.toolStart(call);
+      turn.toolResult(call);
+    }
+    for (const item of stored.artifacts || []) turn.addArtifact(item);
+    if (stored.text) turn.setText("stored", stored.text);
+    const duration = stored.finished_at_ms && stored.started_at_ms ? stored.finished_at_ms - stored.started_at_ms : undefined;
+    turn.finish(stored.status, { error: stored.error, duration_ms: duration });
+    if (stored.runtime_key) {
+      turn.setMarker(
+        { runtime_key: stored.runtime_key, profile_version: stored.profile_version, fingerprint: stored.fingerprint },
+        { engine: engineLabel(stored.engine), duration: formatDuration(duration) },
+      );
+    }
+    turn.setAnswerTime(stored.finished_at_ms);
+  }
+
+  /** The stored state of turns the page shows unfinished (`turns`: the conversation's stored turns): one
+   * that has ended (completed, failed, cancelled, interrupted) is shown as stored, in its place. Frames
+   * that said so may never come (the server restarted). Returns how many were ended here. */
+  reconcile(turns) {
+    let ended = 0;
+    for (const stored of turns) {
+      const shown = this.turns.get(stored.turn_id);
+      if (!shown || shown.finalized || !FINISHED.has(stored.status)) continue;
+      const turn = new TurnView(stored.turn_id, stored.prompt ?? shown.prompt, this.turnHooks);
+      turn.notices.replaceChildren(...shown.notices.childNodes);
+      this.fill(turn, stored);
+      if (this.resizer) {
+        this.resizer.unobserve(shown.node);
+        this.resizer.observe(turn.node);
+      }
+      shown.node.replaceWith(turn.node);
+      this.turns.set(stored.turn_id, turn);
+      if (this.current === shown) this.current = null;
+      ended += 1;
+    }
+    if (ended) {
+      this.onChange();
+      this.afterChange();
+    }
+    return ended;
+  }
+
   addTurn(turnId, prompt) {
     let turn = this.turns.get(turnId);
     if (turn) return turn;
     turn = new TurnView(turnId, prompt, this.turnHooks);
     this.turns.set(turnId, turn);
     this.order.push(turnId);
-    this.container.append(turn.node);
+    this.place(turn.node);
     if (this.resizer) this.resizer.observe(turn.node);
     return turn;
   }
@@ -511,7 +552,7 @@ export class Transcript {
   }
 
   addNotice(node) {
-    this.container.append(node);
+    this.place(node);
     this.afterChange();
   }
 
@@ -546,7 +587,7 @@ export class Transcript {
         const target = this.nextQueued();
         const node = switchNotice(data.from, data.to, data.reason);
         if (target) target.notices.append(node);
-        else this.container.append(node);
+        else this.place(node);
         break;
       }
       case "turn.started": {
@@ -626,12 +667,9 @@ export class Transcript {
 
   /** An `error` frame (this socket only): shown inline. */
   showError(data) {
-    this.container.append(
-      notice(`${data.message || "Something went wrong."}${data.code ? ` (${data.code})` : ""}`, {
-        kind: "error",
-        testid: "error-notice",
-      }),
-    );
+    const node = notice(data.message || "Something went wrong.", { kind: "error", testid: "error-notice" });
+    if (data.code) node.dataset.code = data.code;
+    this.place(node);
     this.afterChange();
   }
 

@@ -117,6 +117,27 @@ def test_the_list_says_how_many_turns_each_conversation_has(chat_api):
     assert counts == {empty: 0, busy: 2}
 
 
+def test_the_list_says_each_conversations_own_choice_for_the_sidebar(chat_api):
+    """The sidebar names the profile each conversation uses now: its own ref (latest, a label, a pinned
+    version) or none (it follows the user's default), from the list itself (no request per item)."""
+    follows = create(chat_api)["conv_id"]
+    latest = create(chat_api, profile="agent")["conv_id"]
+    pinned = create(chat_api, profile="agent@1")["conv_id"]
+
+    choices = {c["conv_id"]: c["profile_selection"] for c in listing(chat_api)["results"]}
+    assert choices[follows] is None
+    assert {k: choices[latest][k] for k in ("slug", "ref", "mode")} == {
+        "slug": "agent",
+        "ref": "agent",
+        "mode": "follow",
+    }
+    assert {k: choices[pinned][k] for k in ("slug", "ref", "mode")} == {
+        "slug": "agent",
+        "ref": "agent@1",
+        "mode": "pinned",
+    }
+
+
 # --------------------------------------------------------------------------- archive
 
 

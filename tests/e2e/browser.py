@@ -119,12 +119,31 @@ def wait_ready(page: Page) -> None:
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
 
 
-def select_profile(page: Page, slug: str) -> None:
-    """Choose the user's profile and wait for the server-confirmed selection and the new hello."""
-    page.get_by_test_id("profile-select").select_option(slug)
-    expect(page.get_by_test_id("profile-select")).to_have_attribute("data-current", slug)
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", slug)
+def choose_profile(page: Page, slug: str, *, scope: str = "default", version: str = "") -> None:
+    """Open the profile picker, choose `slug` for `scope` (`default`: the user's default, which this
+    conversation follows; `conversation`: this conversation only) at `version` ("" latest, a label name or
+    a version number), apply, and wait until the server confirmed it (a new hello)."""
+    picker = page.get_by_test_id("profile-picker")
+    picker.click()
+    panel = page.get_by_test_id("profile-panel")
+    panel.locator(f"[data-testid=picker-profile][data-slug='{slug}'] input").check()
+    panel.get_by_test_id(f"scope-{scope}").locator("input").check()
+    versions = panel.get_by_test_id("picker-version")
+    expect(versions).to_have_attribute("data-loaded", slug)  # fetched when the panel opened
+    versions.select_option(version)
+    panel.get_by_test_id("picker-apply").click()
+    expect(panel).to_be_hidden()
+    expect(picker).to_have_attribute("aria-busy", "false")
+    expect(picker).to_have_attribute("data-scope", scope)
+    expect(picker).to_have_attribute("data-runtime-key", slug)
+    if scope == "default":
+        expect(picker).to_have_attribute("data-default", slug)
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
+
+
+def select_profile(page: Page, slug: str) -> None:
+    """Make `slug` the user's default profile (the open conversation follows it) and wait for the new hello."""
+    choose_profile(page, slug, scope="default")
 
 
 def send(page: Page, text: str) -> None:

@@ -1,8 +1,8 @@
 """The browser UI against a real daphne: choosing a profile really changes the conversation.
 
 Chromium (Debian's, headless) through Playwright's sync API. Every test fails on a console error,
-an uncaught page error or a JavaScript dialog. Screenshots go to tests/e2e/artifacts/; with
-UPDATE_SCREENSHOTS=1 the README's docs/screenshots/{chat,inventory}.png are rewritten too.
+an uncaught page error or a JavaScript dialog. Screenshots go to tests/e2e/artifacts/ (the README's
+come from test_every_page.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tests.helpers import import_seed
 from .browser import (
     api,
     ask,
+    choose_profile,
     current_conv_id,
     form_login,
     new_page,
@@ -95,15 +96,25 @@ def test_login_then_selector_lists_profiles_and_shows_the_servers_choice(browser
         expect(page.get_by_test_id("username")).to_have_text("alice")
         expect(page.get_by_test_id("nav-admin")).to_be_visible()
 
-        options = page.locator("[data-testid=profile-select] option")
-        expect(options).to_have_text(["Agent", "Analyst", "Default (default)"])
         current = get_json(page, "/api/chat/profile")
         assert (current["slug"], current["source"]) == ("default", "default")
-        expect(page.get_by_test_id("profile-select")).to_have_value(current["slug"])
-        expect(page.get_by_test_id("profile-description")).to_have_text(current["profile"]["description"])
-        badge = page.get_by_test_id("runtime-badge")
-        expect(badge).to_have_attribute("data-runtime-key", "default")
+        picker = page.get_by_test_id("profile-picker")
+        expect(picker).to_have_attribute("data-default", current["slug"])
+        expect(picker).to_have_attribute("data-runtime-key", "default")
+        expect(picker).to_have_accessible_name("Profile: Default · follows latest (v1)")
+        expect(page.get_by_test_id("empty-state-profile")).to_have_text(
+            f"Default answers: {current['profile']['description']}"
+        )
         expect(page.get_by_test_id("engine-label")).to_have_text("offline · offline-v1")
+        picker.click()  # the picker lists the profiles, each with its description
+        options = page.get_by_test_id("picker-profile")
+        expect(options.locator(".picker-option-name")).to_have_text(["Agent", "Analyst", "Default"])
+        expect(options.locator("input:checked")).to_have_value("default")
+        expect(page.locator("[data-testid=picker-profile][data-slug=default]")).to_contain_text(
+            current["profile"]["description"]
+        )
+        page.get_by_test_id("picker-cancel").click()
+        expect(page.get_by_test_id("profile-panel")).to_be_hidden()
         shot(page, "chat-empty")
 
         # A narrow window: the conversation list becomes a drawer behind a button; the chat keeps the width.
@@ -126,7 +137,7 @@ def test_selected_profile_answers_and_switching_it_switches_the_runtime(ui, toke
     open_app(page)
     select_profile(page, "analyst")
     assert get_json(page, "/api/chat/profile")["source"] == "selection"
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-profile-version", "1")
+    expect(page.get_by_test_id("profile-picker")).to_have_attribute("data-profile-version", "1")
     expect(page.get_by_test_id("starter-chip")).to_have_text(
         ["Compare two options and recommend one", "What is 17.5% of 2,340?"]
     )
@@ -157,7 +168,7 @@ def test_selected_profile_answers_and_switching_it_switches_the_runtime(ui, toke
     status, stored = api(ui.url, "GET", f"/api/chat/conversations/{conv_id}", token)
     assert [t["runtime_key"] for t in stored["turns"]] == ["analyst", "default"]
     assert stored["turns"][1]["text"].startswith("(offline · concise assistant)")
-    shot(page, "chat", docs=True)
+    shot(page, "chat")
 
     # Reloaded, the markers come from the stored turns.
     page.reload()
@@ -178,35 +189,44 @@ def test_stale_selection_falls_back_to_the_default_and_says_so(ui, token):
 
     page.reload()
     wait_ready(page)
-    expect(page.get_by_test_id("profile-select")).to_have_value("default")
-    expect(page.get_by_test_id("profile-select")).to_have_attribute("data-source", "default")
+    picker = page.get_by_test_id("profile-picker")
+    expect(picker).to_have_attribute("data-default", "default")
+    assert get_json(page, "/api/chat/profile")["source"] == "default"
     notice = page.get_by_test_id("profile-notice")
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("Profile 'Agent' is no longer available; using the default 'Default'")
-    expect(page.locator("[data-testid=profile-select] option")).to_have_text(["Analyst", "Default (default)"])
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "default")
+    expect(picker).to_have_attribute("data-runtime-key", "default")
+    picker.click()
+    expect(page.get_by_test_id("picker-profile").locator(".picker-option-name")).to_have_text(["Analyst", "Default"])
+    page.keyboard.press("Escape")
     shot(page, "stale-selection")
 
     # Selecting a profile that was deleted while the page was open: 404, the server's choice is shown.
     status, _ = api(ui.url, "DELETE", "/api/chat/profiles/analyst", token)
     assert status == 204
-    ui.watch.allow(r"^console error: Failed to load resource: .* 404 \(Not Found\) \(http://[^)]+/api/chat/profile\)$")
-    page.get_by_test_id("profile-select").select_option("analyst")
+    ui.watch.allow(
+        r"^console error: Failed to load resource: .* 404 \(Not Found\) \(http://[^)]+/api/chat/profile.*\)$"
+    )
+    picker.click()
+    page.locator("[data-testid=picker-profile][data-slug=analyst] input").check()
+    page.get_by_test_id("picker-apply").click()
     expect(notice).to_contain_text("Profile 'Analyst' is no longer available; using 'Default'")
-    expect(page.get_by_test_id("profile-select")).to_have_value("default")
-    expect(page.locator("[data-testid=profile-select] option")).to_have_text(["Default (default)"])
+    expect(picker).to_have_attribute("data-default", "default")
+    expect(picker).to_have_attribute("data-runtime-key", "default")
+    picker.click()
+    expect(page.get_by_test_id("picker-profile").locator(".picker-option-name")).to_have_text(["Default"])
     ui.watch.assert_clean()
 
 
 def test_conversation_profile_sidebar_rename_and_switch(ui, token):
     page = ui.page
     open_app(page)
-    conv_select = page.get_by_test_id("conversation-profile-select")
-    expect(conv_select).to_have_value("")
-    conv_select.select_option("agent")  # profile.select over the socket; a new ws.hello confirms it
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "agent")
-    expect(conv_select).to_have_attribute("data-selection", "agent")
-    expect(page.get_by_test_id("profile-select")).to_have_value("default")  # the user's profile is unchanged
+    picker = page.get_by_test_id("profile-picker")
+    expect(picker).to_have_attribute("data-scope", "default")
+    choose_profile(page, "agent", scope="conversation")  # profile.select over the socket; a new ws.hello confirms it
+    expect(picker).to_have_attribute("data-profile", "agent")
+    expect(picker).to_have_attribute("data-default", "default")  # the user's profile is unchanged
+    assert get_json(page, "/api/chat/profile")["slug"] == "default"
 
     ask(page, "what is 6*7?")
     expect(page.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "agent")
@@ -218,6 +238,7 @@ def test_conversation_profile_sidebar_rename_and_switch(ui, token):
 
     item = page.locator(f"[data-testid=conversation-item][data-conv-id='{first_id}']")
     expect(item.get_by_test_id("conversation-title")).to_have_text("what is 6*7?")  # titled from the prompt
+    expect(item.get_by_test_id("conversation-choice")).to_have_text("Agent · latest")
     item.get_by_test_id("rename-conversation").click()
     page.get_by_test_id("conversation-title-input").fill("Agent arithmetic")
     page.get_by_test_id("conversation-title-input").press("Enter")
@@ -227,18 +248,18 @@ def test_conversation_profile_sidebar_rename_and_switch(ui, token):
     page.get_by_test_id("new-conversation").click()
     page.wait_for_function("id => window.__chat.app.conv.conv_id !== id", arg=first_id)
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "default")
-    expect(conv_select).to_have_value("")
+    expect(picker).to_have_attribute("data-runtime-key", "default")
+    expect(picker).to_have_attribute("data-scope", "default")
     expect(page.get_by_test_id("conversation-item")).to_have_count(2)
 
     item.locator(".conv-open").click()
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
-    expect(conv_select).to_have_value("agent")
+    expect(picker).to_have_attribute("data-scope", "conversation")
+    expect(picker).to_have_attribute("data-runtime-key", "agent")
     expect(page.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "agent")
 
-    conv_select.select_option("")  # "Follow my profile" again: profile.select with slug null
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "default")
-    expect(conv_select).to_have_attribute("data-selection", "")
+    choose_profile(page, "default", scope="default")  # "My default" again: profile.select with slug null
+    expect(item.get_by_test_id("conversation-choice")).to_have_text("My default (Default)")
     assert api(ui.url, "GET", f"/api/chat/conversations/{first_id}", token)[1]["profile_selection"] is None
     ui.watch.assert_clean()
 
@@ -262,7 +283,7 @@ def test_inventory_page_low_stock_artifact_and_live_refresh_after_a_sale(ui, tok
     expect(table.locator("tbody tr")).to_have_count(5)
     assert table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.sku)") == LOW_STOCK
     page.get_by_test_id("tool-call").first.evaluate("node => node.scrollIntoView({block: 'start'})")
-    shot(page, "inventory", docs=True)
+    shot(page, "inventory")
 
     ask(page, "record a sale of 2 A-1002")
     expect(page.get_by_test_id("artifact-item").last).to_have_attribute("data-sku", "A-1002")

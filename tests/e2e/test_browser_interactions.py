@@ -147,11 +147,11 @@ def normalise(text: str) -> str:
 # ----------------------------------------------------------------------------------------- tests
 
 
-def test_cancel_stops_the_running_turn_and_keeps_its_partial_text(open_ui, slow_server, daphne_server, alice):
+def test_stop_ends_the_running_turn_and_keeps_its_partial_text(open_ui, slow_server, daphne_server, alice):
     ui = open_ui(slow_server)
     page = ui.page
     open_app(page)
-    cancel = page.get_by_test_id("cancel")
+    cancel = page.get_by_test_id("stop")
     expect(cancel).to_be_hidden()
 
     send(page, LONG_PROMPT)
@@ -159,15 +159,15 @@ def test_cancel_stops_the_running_turn_and_keeps_its_partial_text(open_ui, slow_
     expect(turn).to_have_attribute("data-status", "running")
     expect(turn.get_by_test_id("turn-status")).to_have_text("Answering…")
     expect(cancel).to_be_visible()
-    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
     expect(turn.get_by_test_id("answer-text")).to_contain_text("You said")  # a first delta arrived
     assert sent_types(ui, "chat.cancel") == []
 
     cancel.click()
     assert wait_sent(ui, "chat.cancel") == [{"type": "chat.cancel"}]
     expect(turn).to_have_attribute("data-status", "cancelled")
-    expect(turn.get_by_test_id("turn-status")).to_have_text("Cancelled")
-    expect(turn.locator(".turn-note")).to_have_text("Cancelled.")
+    expect(turn.get_by_test_id("turn-status")).to_have_text("Stopped")
+    expect(turn.locator(".turn-note")).to_have_text("Stopped.")
     expect(turn.get_by_test_id("turn-error")).to_have_count(0)
     expect(turn.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "default")
     expect(turn.get_by_test_id("answer-marker")).to_contain_text("Stopped on")
@@ -201,9 +201,9 @@ def test_keyboard_shift_enter_adds_a_line_enter_sends_and_focus_stays(ui):
     )
     expect(page.get_by_test_id("send")).to_have_accessible_name("Send")
     expect(page.get_by_role("button", name="Send", exact=True)).to_have_attribute("type", "submit")
-    expect(page.get_by_test_id("profile-select")).to_have_accessible_name("Profile")
-    expect(page.get_by_test_id("conversation-profile-select")).to_have_accessible_name("This conversation")
-    expect(page.get_by_role("combobox", name="Profile", exact=True)).to_have_value("default")
+    expect(page.get_by_role("button", name="Profile: Default · follows latest (v1)")).to_have_attribute(
+        "aria-haspopup", "dialog"
+    )
 
     box.click()
     page.keyboard.type("first line")
@@ -273,7 +273,11 @@ def test_failed_turn_and_error_frame_are_shown_inline(ui, alice):
     assert (stored["status"], stored["runtime_key"]) == ("failed", "unreachable")
     assert stored["error"]["code"] == "connection_error"
     assert stored["error"]["message"].startswith("could not reach the provider at 127.0.0.1:9")
-    expect(error).to_have_text(f"connection_error: {stored['error']['message']}")
+    expect(error.get_by_test_id("turn-error-text")).to_have_text("The model's server could not be reached.")
+    error.get_by_test_id("turn-error-details").click()  # the code and the raw message are in the record
+    record = page.get_by_test_id("runtime-panel")
+    expect(record.get_by_test_id("runtime-error")).to_have_text(f"connection_error: {stored['error']['message']}")
+    page.keyboard.press("Escape")
     expect(first.get_by_test_id("answer-marker")).to_have_attribute("data-runtime-key", "unreachable")
     shot(page, "turn-failed")
 
@@ -293,7 +297,8 @@ def test_failed_turn_and_error_frame_are_shown_inline(ui, alice):
     )
     notice = page.get_by_test_id("error-notice")
     expect(notice).to_have_count(1)
-    expect(notice).to_have_text("this profile does not allow request overrides (policy_violation)")
+    expect(notice).to_have_text("this profile does not allow request overrides")
+    expect(notice).to_have_attribute("data-code", "policy_violation")
     expect(notice).to_have_attribute("role", "alert")
     expect(page.get_by_test_id("connection-status")).to_have_attribute("data-state", "connected")
     expect(page.get_by_test_id("turn")).to_have_count(2)

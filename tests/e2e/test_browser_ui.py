@@ -30,6 +30,7 @@ from .browser import (
     ask,
     at_end,
     axe_violations,
+    choose_profile,
     current_conv_id,
     new_page,
     open_app,
@@ -213,7 +214,7 @@ def test_phone_layout_keeps_the_composer_in_view_after_a_long_conversation(open_
     messages = page.get_by_test_id("messages").bounding_box()
     assert messages["y"] + messages["height"] <= composer["y"] + 1
     expect(page.get_by_test_id("conversation-heading")).to_have_text("Budget check")
-    shot(page, "chat-phone", docs=True)
+    shot(page, "chat-phone")
 
     # Reopened, it starts at the latest message.
     page.reload()
@@ -576,8 +577,7 @@ def test_the_runtime_record_is_one_click_away_and_middleware_events_come_back(op
     ui = open_ui(alice)
     page = ui.page
     open_app(page)
-    page.get_by_test_id("conversation-profile-select").select_option("agent")
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "agent")
+    choose_profile(page, "agent", scope="conversation")
     ask(page, "Mail 17.5% of 2,340 to ann@example.com")
     turn = page.get_by_test_id("turn").last
     events = turn.get_by_test_id("middleware-event")
@@ -659,10 +659,11 @@ def test_the_profile_that_answers_is_described_and_unusable_starters_are_not_off
     ui = open_ui(bob)
     page = ui.page
     open_app(page, f"/#conv={conv.pk}")
-    expect(page.get_by_test_id("profile-select")).to_have_value("default")  # the user's own profile
-    expect(page.get_by_test_id("runtime-badge")).to_have_attribute("data-runtime-key", "analyst")
-    description = page.get_by_test_id("profile-description")
-    expect(description).to_have_text(re.compile(r"^Analyst \(this conversation only\): Investigation"))
+    picker = page.get_by_test_id("profile-picker")
+    expect(picker).to_have_attribute("data-default", "default")  # the user's own profile
+    expect(picker).to_have_attribute("data-runtime-key", "analyst")
+    expect(picker).to_have_attribute("data-scope", "conversation")  # this conversation's own choice
+    expect(picker).to_have_accessible_name("Profile: Analyst · follows latest (v1)")
     expect(page.get_by_test_id("empty-state-profile")).to_have_text(re.compile(r"^Analyst answers: Investigation"))
     expect(page.get_by_test_id("starter-chip")).to_have_text(
         ["Compare two options and recommend one", "What is 17.5% of 2,340?"]

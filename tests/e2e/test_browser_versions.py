@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from chat.models import Turn
 from profiles import services
 
-from .browser import ask, current_conv_id, new_page, open_app, select_profile, session_login
+from .browser import ask, choose_profile, current_conv_id, new_page, open_app, select_profile, session_login
 from .helpers import seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -36,27 +36,26 @@ def test_the_user_sees_how_the_conversation_follows_its_profile_and_pins_a_versi
     page = ui.page
     open_app(page)
     select_profile(page, "agent")
-    follow = page.get_by_test_id("conversation-follow")
-    version = page.get_by_test_id("conversation-version-select")
-    expect(follow).to_have_text("Follows the latest version (v2)")
-    expect(follow).to_have_attribute("data-mode", "follow")
-    expect(version.locator("option")).to_have_text(["Latest (or the serving label)"])  # fetched on demand
-    version.focus()
+    picker = page.get_by_test_id("profile-picker")
+    expect(picker).to_have_accessible_name("Profile: Agent · follows latest (v2)")
+    expect(picker).to_have_attribute("data-mode", "follow")
+    picker.click()
+    version = page.get_by_test_id("picker-version")
+    # Fetched when the panel opens: the labels and the versions, newest first.
     expect(version.locator("option")).to_have_text(
-        ["Latest (or the serving label)", "production (v1)", "v2 only", "v1 only"]
+        ["Latest: follows new versions (now v2)", "production (now v1)", "Pinned to v2", "Pinned to v1"]
     )
+    expect(version).to_have_value("")
+    page.keyboard.press("Escape")
 
-    version.select_option("production")
-    expect(follow).to_have_text("Follows production (v1)")
-    expect(follow).to_have_attribute("data-mode", "label")
-    expect(page.get_by_test_id("conversation-profile-select")).to_have_value("agent")
+    choose_profile(page, "agent", scope="conversation", version="production")
+    expect(picker).to_have_accessible_name("Profile: Agent · follows production (v1)")
+    expect(picker).to_have_attribute("data-mode", "label")
     ask(page, "hello from production")
 
-    version.focus()
-    expect(version.locator("option")).to_have_count(4)
-    version.select_option("2")
-    expect(follow).to_have_text("Pinned to v2")
-    expect(follow).to_have_attribute("data-mode", "pinned")
+    choose_profile(page, "agent", scope="conversation", version="2")
+    expect(picker).to_have_accessible_name("Profile: Agent · pinned to v2")
+    expect(picker).to_have_attribute("data-mode", "pinned")
     ask(page, "hello from version two")
 
     conv_id = current_conv_id(page)
@@ -67,5 +66,8 @@ def test_the_user_sees_how_the_conversation_follows_its_profile_and_pins_a_versi
 
     page.reload()
     open_app(page, f"/#conv={conv_id}")
-    expect(follow).to_have_text("Pinned to v2")
-    expect(version).to_have_value("2")
+    expect(picker).to_have_accessible_name("Profile: Agent · pinned to v2")
+    picker.click()
+    expect(version).to_have_value("2")  # the panel opens on the conversation's choice
+    expect(page.get_by_test_id("scope-conversation").locator("input")).to_be_checked()
+    ui.watch.assert_clean()
