@@ -40,7 +40,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transa
 
 TEMPLATE_TEXT = re.compile(r"\{#|#\}|\{%|\{\{")
 VIEWPORTS = {"desktop": DESKTOP, "phone": PHONE}
-THEMES = ("light", "dark")
 FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # as tests/conftest.py, per test there
 CHAT_PROMPTS = ("What is 17.5% of 2,340?", "What is 3 ** 7?", "What is 15% of 480?")
 
@@ -252,9 +251,18 @@ def invalid_patterns(page: Page, patterns: list[str] | None = None) -> list[str]
     )
 
 
-@pytest.mark.parametrize("theme", THEMES)
-@pytest.mark.parametrize("viewport", list(VIEWPORTS))
-@pytest.mark.parametrize("view", PAGES, ids=[p.name for p in PAGES])
+# Every page at both sizes and in both themes, in two passes (desktop light, phone dark), plus the
+# combinations the README screenshots need.
+VARIANTS = [("desktop", "light"), ("phone", "dark")]
+CASES = [(view, viewport, theme) for view in PAGES for viewport, theme in VARIANTS] + [
+    (view, viewport, theme)
+    for view in PAGES
+    for (name, viewport, theme) in DOC_SCREENSHOTS
+    if name == view.name and (viewport, theme) not in VARIANTS
+]
+
+
+@pytest.mark.parametrize(("view", "viewport", "theme"), CASES, ids=[f"{v.name}-{vp}-{t}" for v, vp, t in CASES])
 def test_page_shows_no_template_text_and_logs_no_error(site: Site, tab, view: View, viewport: str, theme: str):
     page = tab(view.user, viewport, theme)
     with watching(page) as (watch, pending):
