@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 
 from profiles.definitions import definitions
+from profiles.errors import ProfileUnavailable
 from profiles.mounts import get_mount
 from profiles.resolution import Resolution, lineage_changes
 from profiles.validation import LATEST
@@ -67,6 +68,20 @@ def runtime_summary(runtime: Runtime) -> dict[str, Any]:
         "engine": {"provider": runtime.engine_info["provider"], "model": runtime.engine_info["model"]},
         "tools": runtime.tool_names,
         "middlewares": runtime.middleware_summary(),
+    }
+
+
+def unavailable_summary(error: ProfileUnavailable) -> dict[str, Any]:
+    """What `ws.hello` says when the profile the next turn would run on cannot be used (its stack does not
+    resolve): that profile, no runtime (`fingerprint` and `engine` null), and why (`unavailable`)."""
+    return {
+        "runtime_key": error.profile.get("slug", ""),
+        "profile": dict(error.profile),
+        "fingerprint": None,
+        "engine": None,
+        "tools": [],
+        "middlewares": [],
+        "unavailable": {"code": error.code, "message": error.message},
     }
 
 

@@ -17,12 +17,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from profiles.api.parsers import unique_keys
-from profiles.errors import NotFound, ProfileError, is_outage, outage_error
+from profiles.errors import NotFound, ProfileError, ProfileUnavailable, is_outage, outage_error
 from profiles.mounts import Mount
 
 from . import frames, services, sessions
 from .aio import db, run_db
-from .composition import runtime_for, runtime_summary
+from .composition import runtime_for, runtime_summary, unavailable_summary
 from .errors import ConversationForbidden
 from .frames import GapWatch, LiveFilter
 from .models import Conversation
@@ -120,7 +120,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.conversation = opened.conversation
         if opened.created:
             get_sequencer().prime(self.conv_id)  # nothing numbered yet: no need to ask the database
-        runtime = runtime_for(self.mount.name, opened.resolution)
+        # A profile that cannot be used now (its stack does not resolve) keeps the socket open: the hello
+        # names it without a runtime, an `error` frame says why, and its turns fail until it is fixed.
+        runtime = runtime_for(self.mount.name, opened.resolution) if opened.resolution is not None else None
         await self.channel_layer.group_add(frames.group_name(self.conv_id), self.channel_name)
         self.joined = True
         # A socket signed in by its session closes when that session logs out (in any tab). API clients
@@ -130,7 +132,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.session_key = await run_db(sessions.socket_session_key, self.scope, user)
         if self.session_key:
             await self.channel_layer.group_add(sessions.session_group(self.session_key), self.channel_name)
-        await self._send_hello(runtime)
+        await self._send_hello(runtime, unavailable=opened.unavailable)
+        if opened.refused is not None:  # the `profile` of the query (it names the field)
+            await self._error(opened.refused.code, opened.refused.message, field=opened.refused.field)
+        if opened.unavailable is not None:  # the conversation's profile (nothing the client sent)
+            await self._error(opened.unavailable.code, opened.unavailable.message)
         if since is not None:
             self.gaps.begin(int(since))  # the client has everything up to it
             await self._replay(int(since))
@@ -200,9 +206,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_local(frames.error(conv_id=conv_id or self.conv_id, code=code, message=message))
         await self.close(code=close_code)
 
-    async def _send_hello(self, runtime: Any) -> None:
+    async def _send_hello(self, runtime: Any, unavailable: ProfileUnavailable | None = None) -> None:
         last_seq = await get_sequencer().current(self.conv_id)
-        await self._send_local(frames.hello(conv_id=self.conv_id, summary=runtime_summary(runtime), last_seq=last_seq))
+        if runtime is not None:
+            summary = runtime_summary(runtime)
+        else:
+            assert unavailable is not None, "a socket without a runtime knows why"
+            summary = unavailable_summary(unavailable)
+        await self._send_local(frames.hello(conv_id=self.conv_id, summary=summary, last_seq=last_seq))
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         """A conversation frame from the group (any worker), unless the replay sent it already."""

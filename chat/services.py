@@ -7,6 +7,7 @@ UPDATE of `Conversation.active_turn` (works the same on SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import uuid
@@ -19,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Max, Q
 
-from profiles.errors import Conflict, InvalidInput, NotFound
+from profiles.errors import Conflict, InvalidInput, NotFound, ProfileUnavailable
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve, registry_get
@@ -75,24 +76,40 @@ def conversation_create(
 @dataclass(frozen=True)
 class Opened:
     conversation: Conversation
-    resolution: Resolution
+    resolution: Resolution | None  # None: the profile it runs on cannot be used now (`unavailable` says why)
     created: bool
+    unavailable: ProfileUnavailable | None = None
+    refused: ProfileUnavailable | None = None  # the socket's `profile` for a new conversation, not selected
 
 
 def conversation_open(
     *, conv_id: uuid.UUID, user: Any, mount: Mount, registry: str | None = None, profile: str | None = None
 ) -> Opened:
     """A socket's conversation: loaded, or created with the socket's profile/registry as its own
-    selection; and the runtime it resolves to now. One call, so a socket opens in one database trip."""
-    created = False
+    selection; and the runtime it resolves to now. One call, so a socket opens in one database trip.
+
+    A profile that cannot be used (its stored stack does not resolve) never refuses the socket: the
+    socket's `profile` is not selected (`refused`), and a conversation whose profile cannot run opens
+    without a runtime (`unavailable`); its turns fail with that error until the profile is fixed."""
+    created, refused = False, None
     try:
         conversation = conversation_get(conv_id=conv_id, user=user, mount=mount)
     except NotFound:
         if Conversation.objects.filter(pk=conv_id).exists():
             raise
-        conversation = conversation_create(owner=user, mount=mount, conv_id=conv_id, registry=registry, profile=profile)
+        try:
+            conversation = conversation_create(
+                owner=user, mount=mount, conv_id=conv_id, registry=registry, profile=profile
+            )
+        except ProfileUnavailable as exc:
+            refused = exc
+            conversation = conversation_create(owner=user, mount=mount, conv_id=conv_id, registry=registry)
         created = True
-    return Opened(conversation, conversation_resolve(conversation=conversation, user=user), created)
+    try:
+        resolution = conversation_resolve(conversation=conversation, user=user)
+    except ProfileUnavailable as exc:
+        return Opened(conversation, None, created, unavailable=exc, refused=refused)
+    return Opened(conversation, resolution, created, refused=refused)
 
 
 @transaction.atomic
@@ -113,13 +130,17 @@ def conversation_select_profile(
 ) -> Resolution:
     """`profile.select`: this conversation only, from its next turn. `slug` is a ref (`slug`, `slug@3`,
     `slug@label`); None clears the conversation's own selection, so it follows the user's current
-    profile again."""
+    profile again. A profile that cannot be used (`ProfileUnavailable`: its stack does not resolve) is
+    refused either way, before anything changes."""
     if slug is None:
+        following = copy.copy(conversation)
+        following.selected_registry = following.selected_profile = following.selected_at = ""
+        resolution = conversation_resolve(conversation=following, user=user)
         Conversation.objects.filter(pk=conversation.pk).update(
             selected_registry="", selected_profile="", selected_at=""
         )
         conversation.selected_registry = conversation.selected_profile = conversation.selected_at = ""
-        return conversation_resolve(conversation=conversation, user=user)
+        return resolution
     ref = parse_profile_ref(slug, field="slug")
     mount_registry = conversation.selected_registry or mount_default_registry(conversation)
     resolution = profile_resolve(registry_slug=registry or mount_registry, profile_slug=str(ref), user=user)

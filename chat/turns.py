@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from profiles.errors import ProfileError, is_outage
+from profiles.errors import ProfileError, ProfileUnavailable, is_outage
 from profiles.resolution import Resolution
 
 from . import frames, selectors, services, streams
@@ -143,7 +143,8 @@ async def execute_turn(turn: Turn) -> bool:
         message = getattr(exc, "message", str(exc))
         if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):
             return False
-        failure = {"code": "resolution_failed", "message": message}
+        code = "profile_unavailable" if isinstance(exc, ProfileUnavailable) else "resolution_failed"
+        failure = {"code": code, "message": message}
         return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
 
     first: list[frames.Frame] = []

@@ -74,7 +74,7 @@ class ConversationViewSet(MountedViewSet):
 
     @extend_schema(
         request=s.ConversationCreateSerializer,
-        responses=responses({201: s.ConversationDetailSerializer}, AUTH, BODY, 403, 404),
+        responses=responses({201: s.ConversationDetailSerializer}, AUTH, BODY, 403, 404, 409),
     )
     def create(self, request: Request) -> Response:
         body = s.ConversationCreateSerializer(data=request.data)
@@ -192,6 +192,7 @@ class ConversationMessagesView(Mounted, AsyncAPIView):
             BODY,
             403,
             404,
+            409,
             429,
         ),
     )

@@ -12,6 +12,11 @@ with Django's ModelBackend; these rules come on top of them.
   rule as a query.
 - **Edit**: a registry whose `editor_groups` is empty may be edited by whoever has the model
   permissions (as before); one that names groups, only by their members (and superusers).
+- **Write** (`WRITE_REGISTRY`): edit rights on a registry plus one of the model permissions that write
+  profiles. Its writers see every slug of it, also of profiles they may not use: a create with a taken
+  slug answers 409, so hiding the slug would hide nothing. Their lists show such a profile with its slug
+  only (`restricted`), and naming it answers 403 rather than 404. Everyone else gets the 404 a missing
+  profile gets. `write_filter` is the same rule as a query (the list is still one query).
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from __future__ import annotations
 from typing import Any
 
 import rules
-from django.contrib.auth.models import Group
-from django.db.models import Exists, Expression, OuterRef, Q
+from django.contrib.auth.models import Group, Permission
+from django.db.models import Exists, Expression, OuterRef, Q, Value
 
 USE_PROFILE = "profiles.use_profile"
 EDIT_REGISTRY = "profiles.edit_registry"
+WRITE_REGISTRY = "profiles.write_registry"
 CHANGE_PROFILE = "profiles.change_profile"
+# The model permissions that write profiles: any of them with edit rights on a registry makes a writer.
+WRITE_PERMISSIONS = ("profiles.add_profile", CHANGE_PROFILE, "profiles.delete_profile")
 _GROUPS_CACHE = "_profiles_group_names"
 
 
@@ -72,8 +80,16 @@ def in_editor_groups(user: Any, registry: Any) -> bool:
     return registry is not None and bool(user_group_names(user) & set(registry.editor_groups or []))
 
 
+@rules.predicate
+def writes_profiles(user: Any) -> bool:
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    return any(user.has_perm(perm) for perm in WRITE_PERMISSIONS)
+
+
 rules.add_perm(USE_PROFILE, sees_every_profile | in_visible_groups)
 rules.add_perm(EDIT_REGISTRY, rules.is_superuser | registry_open_to_editors | in_editor_groups)
+rules.add_perm(WRITE_REGISTRY, writes_profiles & (rules.is_superuser | registry_open_to_editors | in_editor_groups))
 
 
 def can_use(user: Any, profile: Any) -> bool:
@@ -84,6 +100,11 @@ def can_use(user: Any, profile: Any) -> bool:
 def can_edit(user: Any, registry: Any) -> bool:
     """May `user` (who has the model permissions) edit the profiles and settings of `registry`?"""
     return user is None or user.has_perm(EDIT_REGISTRY, registry)
+
+
+def can_write(user: Any, registry: Any) -> bool:
+    """May `user` write profiles of `registry` (and so see every slug of it)?"""
+    return user is None or user.has_perm(WRITE_REGISTRY, registry)
 
 
 def visible_filter(user: Any) -> Q | Expression | None:
@@ -99,3 +120,21 @@ def visible_filter(user: Any) -> Q | Expression | None:
         return ~Exists(rows)
     names = Group.objects.filter(user=user).values("name")
     return ~Exists(rows) | Exists(rows.filter(group_name__in=names))
+
+
+def write_filter(user: Any, registry: Any) -> Q | Expression:
+    """`WRITE_REGISTRY` for one registry as a condition for a query of it (the profile list's rows), so
+    telling writers apart costs no query of its own: ModelBackend's rule (an active user's own or group
+    permissions) and the registry's editor groups, as subqueries."""
+    if user is None:
+        return Value(True)
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Value(False)
+    if user.is_superuser:
+        return Value(True)
+    codenames = [perm.split(".", 1)[1] for perm in WRITE_PERMISSIONS]
+    granted = Permission.objects.filter(content_type__app_label="profiles", codename__in=codenames)
+    writes = Q(Exists(granted.filter(user=user))) | Q(Exists(granted.filter(group__user=user)))
+    if registry.editor_groups:
+        return writes & Q(Exists(Group.objects.filter(user=user, name__in=registry.editor_groups)))
+    return writes

@@ -40,6 +40,12 @@ class InvalidInput(ProfileError):
         return cls(f"{field}: {message}" if field else message, field=field or None, errors=errors)
 
 
+class StackError(InvalidInput):
+    """A stack that does not resolve (a layer that is gone, a cycle, too many layers, a merged runtime
+    that is invalid): a write that would store one gets it as a 400 on `stack[i]`; resolving a stored
+    one turns it into `ProfileUnavailable`."""
+
+
 class NotFound(ProfileError):
     code = "not_found"
 
@@ -47,6 +53,14 @@ class NotFound(ProfileError):
 class NotVisible(NotFound):
     """A profile the user may not use: answered exactly like a missing one (404, same message: nothing
     leaks). Code that resolves a stored selection tells the two apart (`access_revoked`)."""
+
+
+class Restricted(NotVisible):
+    """A profile the user may not use, in a registry they may write: they see every slug of it (a create
+    would answer 409 for this one anyway; lists flag it `restricted`), so it is a 403, not a 404. Code
+    that resolves a stored selection treats it like any `NotVisible`."""
+
+    code = "permission_denied"
 
 
 class Forbidden(ProfileError):
@@ -76,12 +90,29 @@ class Busy(ProfileError):
     retry_after = 1
 
 
+class ProfileUnavailable(Conflict):
+    """409: the profile exists but cannot run as stored: its stack does not resolve (older data: a cycle,
+    a layer that is gone). Refused when it is selected; a turn on it fails with this message; a socket
+    whose profile it is stays open."""
+
+    code = "profile_unavailable"
+
+    def __init__(self, message: str, *, field: str | None = None, profile: dict[str, Any] | None = None) -> None:
+        super().__init__(message, field=field)
+        self.profile = profile or {}  # the version refused: `{registry, slug, version, ref, label}`
+
+
 class VersionConflict(Conflict):
     code = "version_conflict"
 
     def __init__(self, *, expected: int, actual: int | None, what: str = "profile") -> None:
+        # `actual` None: it has no version (a label that is not set); a message never says "is None".
+        if actual is None:
+            state = f"has no current version (expected {expected})"
+        else:
+            state = f"version is {actual}, not {expected}"
         super().__init__(
-            f"{what} version is {actual}, not {expected}: reload and retry",
+            f"{what} {state}: reload and retry",
             field="expected_version",
             expected=expected,
             actual=actual,
@@ -93,7 +124,9 @@ class PreconditionFailed(ProfileError):
 
     def __init__(self, *, expected: int, actual: int | None) -> None:
         super().__init__(
-            f'If-Match "{expected}" does not match the current version "{actual}"',
+            f'If-Match "{expected}" does not match the current version "{actual}"'
+            if actual is not None
+            else f'If-Match "{expected}" was sent, and there is no current version',
             field="If-Match",
             expected=expected,
             actual=actual,

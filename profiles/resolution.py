@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .definitions import Definitions
 from .definitions import definitions as default_definitions
-from .errors import InvalidInput, PolicyViolation
+from .errors import InvalidInput, PolicyViolation, StackError
 from .validation import canonical_override_key, validate_runtime
 
 OVERRIDE_KEYS = ("middlewares", "step_settings_patch", "system_prompt", "tools")
@@ -659,8 +659,8 @@ def resolve_runtime(
 
 def merge_validated(runtime: Mapping[str, Any], *, defs: Definitions | None = None) -> dict[str, Any]:
     """A merged runtime checked like a profile's own (its paths are the merged chain's): two layers may
-    give one middleware name with and without an id. 400 on `stack`, naming the merged path."""
+    give one middleware name with and without an id. 400 on `stack` (`StackError`), naming the merged path."""
     validated, errors = validate_runtime(runtime, defs=defs)
     if errors:
-        raise InvalidInput.from_errors([("stack", f"the merged runtime is invalid: {p}: {m}") for p, m in errors])
+        raise StackError.from_errors([("stack", f"the merged runtime is invalid: {p}: {m}") for p, m in errors])
     return validated

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models import BooleanField, Count, ExpressionWrapper, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from .access import can_use, user_group_names, visible_filter
+from .access import can_use, can_write, user_group_names, visible_filter, write_filter
 from .definitions import definitions
 from .diff import document_diff
-from .errors import InvalidInput, NotFound, NotVisible
+from .errors import InvalidInput, NotFound, NotVisible, ProfileUnavailable, Restricted, StackError
 from .models import Profile, ProfileLabel, ProfileLabelMove, ProfileRevision, ProfileSelection, Registry
 from .resolution import Layer, Resolution, resolve_runtime
 from .validation import LATEST, MAX_STACK_LAYERS, ProfileRef, canonical_slug, parse_profile_ref
@@ -34,6 +34,15 @@ def registry_list(*, user: Any = None) -> QuerySet[Registry]:
     return registries.annotate(profile_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0))
 
 
+def registry_detail(*, slug: str, user: Any = None) -> Registry:
+    """One registry with its `profile_count` as `registry_list` counts it (404 when it does not exist)."""
+    slug = canonical_slug(slug, field="slug")
+    registry = registry_list(user=user).filter(slug=slug).first()
+    if registry is None:
+        raise NotFound(f"registry {slug!r} not found", field="slug")
+    return registry
+
+
 def registry_get(slug: str) -> Registry:
     slug = canonical_slug(slug, field="registry")
     try:
@@ -42,28 +51,49 @@ def registry_get(slug: str) -> Registry:
         raise NotFound(f"registry {slug!r} not found", field="registry") from None
 
 
-def profile_list(*, registry: Registry, user: Any = None) -> QuerySet[Profile, Any]:
+LIST_COLUMNS = ("id", "slug", "display_name", "description", "runtime", "extensions", "version")
+
+
+def profile_list(*, registry: Registry, user: Any = None, restricted: bool = False) -> QuerySet[Profile, Any]:
     """The registry's profiles `user` may see (None: all), in slug order, as plain rows of the columns
-    the list shows.
+    the list shows. `restricted`: also the others when `user` may write the registry (they see every
+    slug of it, `profiles.access`); a row says `usable` False for those.
 
     One query whatever the number of profiles or of the user's groups (they are a subquery). Rows, not
     model instances: no `Registry` per row (the caller already holds it) and no per-row object graph, so
     a long list leaves no garbage cycles.
     """
-    rows = Profile.objects.filter(registry=registry)
+    rows = Profile.objects.filter(registry=registry).order_by("slug")
     visible = visible_filter(user)
-    if visible is not None:
-        rows = rows.filter(visible)
-    return rows.order_by("slug").values("id", "slug", "display_name", "description", "runtime", "extensions", "version")
+    if visible is None:
+        return rows.values(*LIST_COLUMNS)
+    if not restricted:
+        return rows.filter(visible).values(*LIST_COLUMNS)
+    usable = ExpressionWrapper(visible, output_field=BooleanField())
+    return (
+        rows.annotate(usable=usable)
+        .filter(Q(usable=True) | write_filter(user, registry))
+        .values(*LIST_COLUMNS, "usable")
+    )
 
 
 def _not_found(registry: Registry, slug: str, field: str = "slug") -> NotFound:
     return NotFound(f"profile {slug!r} not found in registry {registry.slug!r}", field=field)
 
 
+def not_usable(registry: Registry, slug: str, user: Any, field: str = "slug") -> NotVisible:
+    """The error for a profile `user` may not use: 404 like a missing one (nothing leaks), or 403 for the
+    registry's writers, who see every slug of it anyway (`profiles.access`)."""
+    if can_write(user, registry):
+        return Restricted(
+            f"profile {slug!r} in registry {registry.slug!r} is restricted to groups you are not in", field=field
+        )
+    return NotVisible(_not_found(registry, slug, field).message, field=field)
+
+
 def profile_get(*, registry: Registry, slug: str, user: Any = None, field: str = "slug") -> Profile:
-    """The profile, or 404; also 404 (never 403: nothing leaks) when `user` may not use it. `user` None:
-    no access check (the system's own reads)."""
+    """The profile, or 404; also 404 when `user` may not use it (403 for the registry's writers:
+    `not_usable`). `user` None: no access check (the system's own reads)."""
     slug = canonical_slug(slug, field=field)
     try:
         profile = Profile.objects.get(registry=registry, slug=slug)
@@ -71,7 +101,7 @@ def profile_get(*, registry: Registry, slug: str, user: Any = None, field: str =
         raise _not_found(registry, slug, field) from None
     profile.registry = registry
     if not can_use(user, profile):
-        raise NotVisible(_not_found(registry, slug, field).message, field=field)
+        raise not_usable(registry, slug, user, field)
     return profile
 
 
@@ -234,26 +264,45 @@ def profile_resolve(
     registry = registry_get(registry_slug)
     ref = parse_profile_ref(profile_slug, field=field) if profile_slug is not None else None
     at = _pick_profile(registry, ref, field=field, user=user)
-    return profile_resolve_at(at=at, request_overrides=request_overrides)
+    return profile_resolve_at(at=at, request_overrides=request_overrides, field=field)
 
 
-def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None) -> Resolution:
+def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None, field: str = "slug") -> Resolution:
     """Resolution of a version the caller has already loaded: no query for a profile without a stack;
-    a stacked one loads its base layers (`stack_layers`)."""
-    layers = stack_layers(registry=at.registry.slug, slug=at.profile.slug, stack=at.stack) if at.stack else []
-    return resolve_runtime(
-        registry=at.registry.slug,
-        profile=at.profile.slug,
-        profile_version=at.version,
-        runtime=at.runtime,
-        policy=at.policy,
-        extensions=at.extensions,
-        request_overrides=request_overrides,
-        server_defaults=definitions.engine.server_defaults(),
-        ref=str(at.ref),
-        label=at.label,
-        base_layers=layers,
-    )
+    a stacked one loads its base layers (`stack_layers`). A stored stack that does not resolve (older
+    data: the services refuse to write one) is `ProfileUnavailable` (409 on `field`, the input that named
+    the profile), never a 400 about the caller's input."""
+    try:
+        layers = stack_layers(registry=at.registry.slug, slug=at.profile.slug, stack=at.stack) if at.stack else []
+        return resolve_runtime(
+            registry=at.registry.slug,
+            profile=at.profile.slug,
+            profile_version=at.version,
+            runtime=at.runtime,
+            policy=at.policy,
+            extensions=at.extensions,
+            request_overrides=request_overrides,
+            server_defaults=definitions.engine.server_defaults(),
+            ref=str(at.ref),
+            label=at.label,
+            base_layers=layers,
+        )
+    except StackError as exc:
+        name = f"{at.registry.slug}/{at.profile.slug}"
+        version = "" if at.version == at.profile.version else f" (version {at.version})"
+        cause = f"{exc.field}: {exc.errors[0][1]}" if exc.errors else exc.message
+        raise ProfileUnavailable(
+            f"profile {name}{version} cannot be used: its stack does not resolve ({cause}); "
+            "an editor must fix its stack, or choose another profile",
+            field=field,
+            profile={
+                "registry": at.registry.slug,
+                "slug": at.profile.slug,
+                "version": at.version,
+                "ref": str(at.ref),
+                "label": at.label,
+            },
+        ) from None
 
 
 # --------------------------------------------------------------------------- stacks
@@ -290,15 +339,15 @@ def stack_layers(*, registry: str, slug: str, stack: Any, field: str = "stack", 
             name = f"{key[0]}/{key[1]}"
             if key in path:
                 chain = " -> ".join(f"{r}/{s}" for r, s in (*path[path.index(key) :], key))
-                raise InvalidInput(f"stacking {name} makes a cycle: {chain}", field=where)
+                raise StackError(f"stacking {name} makes a cycle: {chain}", field=where)
             profile = found.get(key)
             if profile is None or not can_use(user, profile):
-                raise InvalidInput(f"layer {name} not found", field=where)
+                raise StackError(f"layer {name} not found", field=where)
             ref = ProfileRef(profile.slug, version=entry.get("version"))
             try:
                 at = profile_at(registry=profile.registry, profile=profile, ref=ref, field=where)
             except NotFound:
-                raise InvalidInput(f"layer {name} has no version {entry.get('version')}", field=where) from None
+                raise StackError(f"layer {name} has no version {entry.get('version')}", field=where) from None
             if at.stack:
                 expand(at.stack, (*path, key), where)
             identity = (key[0], key[1], at.version)
@@ -307,7 +356,7 @@ def stack_layers(*, registry: str, slug: str, stack: Any, field: str = "stack", 
             seen.add(identity)
             layers.append(Layer(key[0], key[1], at.version, at.runtime, at.policy, at.extensions))
             if len(layers) > MAX_STACK_LAYERS:
-                raise InvalidInput(f"a lineage holds at most {MAX_STACK_LAYERS} base layers", field=where)
+                raise StackError(f"a lineage holds at most {MAX_STACK_LAYERS} base layers", field=where)
 
     expand(list(stack or ()), (top,), None)
     return layers

@@ -25,8 +25,9 @@ from .models import (
     Registry,
     default_protected_labels,
 )
+from .patches import profile_changes, registry_changes
 from .resolution import Layer, merge_validated, stack_merge
-from .selectors import profile_at, profile_get, registry_get
+from .selectors import profile_at, profile_get, profile_resolve_at, registry_get
 from .timestamps import now_ms
 from .validation import (
     canonical_label,
@@ -127,10 +128,11 @@ def _locked_profile(registry: Registry, slug: str) -> Profile:
 
 
 def _check_visible(registry: Registry, profile: Profile, actor: Any, source: str) -> Profile:
-    """A profile the acting user may not see is a 404 for them, like a missing one (nothing leaks)."""
+    """A profile the acting user may not see is a 404 for them, like a missing one (nothing leaks), or a
+    403 for the registry's writers, who see its slug (`selectors.not_usable`)."""
     profile.registry = registry
     if source not in FILE_SOURCES and not can_use(actor, profile):
-        raise NotFound(f"profile {profile.slug!r} not found in registry {registry.slug!r}", field="slug")
+        raise selectors.not_usable(registry, profile.slug, actor)
     return profile
 
 
@@ -307,12 +309,14 @@ def registry_update(
     editor_groups: Any = None,
     group_defaults: Any = None,
     expected_version: Any = None,
+    if_match: int | None = None,
     actor: Any = None,
     source: str = "api",
 ) -> Registry:
     """Change any of the text, the default profile (by slug), the label settings, the editor groups and
     the group defaults in one version step; None leaves a field. `expected_version` is the registry
-    version the caller read (409 when it moved meanwhile). Only the registry's editors may (`actor`)."""
+    version the caller read (409 when it moved meanwhile; `if_match`: 412). Only the registry's editors
+    may (`actor`)."""
     ensure_storable(
         {
             "display_name": display_name,
@@ -324,7 +328,7 @@ def registry_update(
     )
     registry = _locked_registry(slug)
     _check_editor(registry, actor, source)
-    check_version(registry.version, expected_version=expected_version, what="registry")
+    check_version(registry.version, expected_version=expected_version, if_match=if_match, what="registry")
     fields: dict[str, Any] = {"display_name": display_name, "description": description}
     if editor_groups is not None:
         fields["editor_groups"], errors = validate_group_names(editor_groups, field="editor_groups")
@@ -352,6 +356,27 @@ def registry_update(
         _bump_registry(registry, **changes)
         registry.refresh_from_db()
     return registry
+
+
+def registry_patch(
+    *,
+    slug: str,
+    patch: dict[str, Any],
+    expected_version: Any = None,
+    if_match: int | None = None,
+    actor: Any = None,
+    source: str = "api",
+) -> Registry:
+    """A JSON Merge Patch of the registry document (`patches.registry_changes`), written by
+    `registry_update`: the same checks, one version step, nothing written when one fails."""
+    return registry_update(
+        slug=slug,
+        **registry_changes(patch),
+        expected_version=expected_version,
+        if_match=if_match,
+        actor=actor,
+        source=source,
+    )
 
 
 def _group_defaults(registry: Registry, raw: Any) -> list[dict[str, str]]:
@@ -594,8 +619,11 @@ def profile_update(
     change: str | None = None,
     always_write: bool = False,
     check_stack: bool = True,
+    merge: bool = False,
 ) -> Profile:
-    """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part.
+    """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part;
+    `merge`: `changes` is a JSON Merge Patch (RFC 7396) of those fields, merged into the stored current
+    version under the registry lock (`patches.profile_changes`) and then checked like any write.
 
     A write that changes nothing keeps the version, unless `always_write` (a restore is a new version)."""
     ensure_storable(changes, field="")
@@ -606,6 +634,8 @@ def profile_update(
     _check_editor(registry, actor, source)
     profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     check_version(profile.version, expected_version=expected_version, if_match=if_match)
+    if merge:
+        changes = profile_changes({field: getattr(profile, field) for field in changes}, changes)
     _check_text_fields(**{k: v for k, v in changes.items() if k in ("display_name", "description")})
     validated = _validate_parts(changes, registry=registry.slug)
     fields = {**{k: v for k, v in changes.items() if k in ("display_name", "description")}, **validated}
@@ -741,10 +771,12 @@ def profile_restore(
 @transaction.atomic
 def profile_select(*, user: Any, mount: str, registry_slug: str, slug: str) -> ProfileSelection:
     """Store the user's current profile for a mount: a ref (`slug`, `slug@3`, `slug@label`) that must
-    resolve now."""
+    resolve now, stack included (a stored stack that does not is `ProfileUnavailable`, 409)."""
     ref = parse_profile_ref(slug, field="slug")
     registry = registry_get(registry_slug)
-    profile_at(registry=registry, profile=profile_get(registry=registry, slug=ref.slug, user=user), ref=ref)
+    at = profile_at(registry=registry, profile=profile_get(registry=registry, slug=ref.slug, user=user), ref=ref)
+    if at.stack:
+        profile_resolve_at(at=at, field="slug")
     selection, _ = ProfileSelection.objects.update_or_create(
         user=user,
         mount=mount,

@@ -26,6 +26,7 @@ from profiles.errors import (
     NotFound,
     PreconditionFailed,
     ProfileError,
+    Restricted,
     Unavailable,
     is_outage,
     outage_error,
@@ -89,6 +90,7 @@ def error_response(status_code: int, body: dict[str, Any], headers: dict[str, st
 
 # Each kind of domain error and its HTTP status: the only place they meet.
 HTTP_STATUS: tuple[tuple[type[ProfileError], int], ...] = (
+    (Restricted, 403),  # a NotFound for the code that resolves selections; its writers see the slug
     (NotFound, 404),
     (Forbidden, 403),
     (PreconditionFailed, 412),

@@ -15,15 +15,20 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from profiles.merge_patch import MEDIA_TYPE as MERGE_PATCH_MEDIA_TYPE
+
 ERROR_DESCRIPTIONS = {
     400: "`invalid`: the input is malformed or breaks a rule; `field` names it.",
     401: "`not_authenticated`: no valid session or token.",
-    403: "`permission_denied`, `policy_violation` or `read_only`.",
+    403: "`permission_denied` (also: a profile restricted to groups the caller is not in, in a registry they "
+    "may write), `policy_violation` or `read_only`.",
     404: "`not_found`: the resource in the URL (or a registry/profile it names) does not exist.",
-    409: "`version_conflict` (with `expected` and `actual`) or `conflict`.",
+    409: "`version_conflict` (with `expected` and `actual`), `conflict`, or `profile_unavailable` (the profile "
+    "named cannot be used: its stack does not resolve).",
     412: "`precondition_failed`: `If-Match` does not match the current version (with `expected` and `actual`).",
     413: "`too_large`: the request body is larger than the server accepts.",
-    415: "`unsupported_media_type`: the body is not `application/json`.",
+    415: "`unsupported_media_type`: the body is not `application/json` (nor, on a PATCH, "
+    "`application/merge-patch+json`).",
     429: "`throttled` or `queue_full`: try again after `Retry-After` seconds.",
 }
 
@@ -53,6 +58,16 @@ STACK_SCHEMA = {
 }
 # Django group names (empty: everyone).
 GROUPS_SCHEMA = {"type": "array", "items": {"type": "string", "maxLength": 150}}
+# A registry's group defaults, first match wins (each profile must be one of the registry's).
+GROUP_DEFAULTS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"group": {"type": "string", "maxLength": 150}, "profile": SLUG_SCHEMA},
+        "required": ["group", "profile"],
+        "additionalProperties": False,
+    },
+}
 # Text that must not be blank once trimmed, and without NUL (which no database stores).
 NON_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
@@ -125,6 +140,7 @@ REGISTRY_PARAM = OpenApiParameter(
     "registry", SLUG_SCHEMA, description="Registry slug; absent = the mount's default registry"
 )
 SLUG_PATH = OpenApiParameter("slug", SLUG_SCHEMA, location=OpenApiParameter.PATH, description="Profile slug")
+REGISTRY_PATH = OpenApiParameter("slug", SLUG_SCHEMA, location=OpenApiParameter.PATH, description="Registry slug")
 REF_PATH = OpenApiParameter(
     "slug", REF_SCHEMA, location=OpenApiParameter.PATH, description="Profile ref: `slug`, `slug@3` or `slug@label`"
 )
@@ -136,6 +152,12 @@ IF_MATCH = OpenApiParameter(
     required=False,
     description='Only write if the current version is this one (`"3"` or `3`): a mismatch is 412.',
 )
+
+
+def merge_patch_body(serializer: Any) -> dict[str, Any]:
+    """`extend_schema(request=...)` of a PATCH that takes a JSON Merge Patch (RFC 7396): its own media type
+    first, and plain JSON, which means the same."""
+    return {MERGE_PATCH_MEDIA_TYPE: serializer, "application/json": serializer}
 
 
 # --------------------------------------------------------------------------- strict request bodies

@@ -12,6 +12,8 @@ from typing import Any
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser, get_encoding  # type: ignore[attr-defined]  # newer than the DRF stubs
 
+from profiles.merge_patch import MEDIA_TYPE as MERGE_PATCH_MEDIA_TYPE
+
 
 class NonFiniteNumber(ValueError):
     pass
@@ -49,3 +51,10 @@ class SafeJSONParser(JSONParser):
             raise ParseError("JSON parse error - nested too deeply") from None
         except ValueError as exc:  # JSONDecodeError, NonFiniteNumber, DuplicateKey and undecodable bytes
             raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class MergePatchParser(SafeJSONParser):
+    """`application/merge-patch+json` (RFC 7396): JSON, parsed like any body; what it means (a merge into
+    the stored document) is the PATCH's business."""
+
+    media_type = MERGE_PATCH_MEDIA_TYPE

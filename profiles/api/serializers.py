@@ -13,7 +13,7 @@ from profiles.models import ProfileRevision
 from profiles.services import profile_document
 from profiles.validation import POLICY_KEYS
 
-from .openapi import GROUPS_SCHEMA, JSON_OBJECT_SCHEMA, REF_SCHEMA, SLUG_SCHEMA, STACK_SCHEMA
+from .openapi import GROUP_DEFAULTS_SCHEMA, GROUPS_SCHEMA, JSON_OBJECT_SCHEMA, REF_SCHEMA, SLUG_SCHEMA, STACK_SCHEMA
 
 # --------------------------------------------------------------------------- read
 
@@ -27,7 +27,9 @@ class RegistrySummarySerializer(serializers.Serializer):
     display_name = serializers.CharField()
     description = serializers.CharField()
     default_profile_slug = serializers.SerializerMethodField()
-    profile_count = serializers.IntegerField(help_text="The profiles the caller may see.")
+    profile_count = serializers.IntegerField(
+        help_text="The profiles the caller may use (a writer's profile list also shows the others, `restricted`)."
+    )
     version = serializers.IntegerField()
     editor_groups = serializers.ListField(
         child=serializers.CharField(),
@@ -51,6 +53,17 @@ class RegistrySummarySerializer(serializers.Serializer):
         return body
 
 
+class RegistryDocumentSerializer(RegistrySummarySerializer):
+    """One registry (`GET`/`PATCH .../registries/{slug}`): its summary and its label settings."""
+
+    protected_labels = serializers.ListField(
+        child=serializers.CharField(), help_text="Labels whose moves need `profiles.promote_profile`."
+    )
+    serve_label = serializers.CharField(
+        allow_blank=True, help_text="The label a plain slug serves (its latest version without one); empty: none."
+    )
+
+
 # One item of the profile list, from a `selectors.profile_list` row of `context["registry"]`.
 # `to_representation` is the shape (its only definition); the declared fields describe it for the
 # OpenAPI schema (a comment, not a docstring, which the schema would publish). One flat dict per row,
@@ -67,6 +80,8 @@ class ProfileListItemSerializer(serializers.Serializer):
 
     def to_representation(self, row: dict[str, Any]) -> dict[str, Any]:
         registry = self.context["registry"]
+        if not row.get("usable", True):  # shape: RestrictedProfileListItemSerializer
+            return {"registry": registry.slug, "slug": row["slug"], "restricted": True}
         return {
             "registry": registry.slug,
             "slug": row["slug"],
@@ -77,6 +92,15 @@ class ProfileListItemSerializer(serializers.Serializer):
             "is_default": registry.is_default(row["id"]),
             "version": row["version"],
         }
+
+
+class RestrictedProfileListItemSerializer(serializers.Serializer):
+    """A profile of the registry the caller may write but not use (it is restricted to groups they are not
+    in): its slug only, which is taken (a create with it answers 409); naming it answers 403."""
+
+    registry = serializers.CharField()
+    slug = serializers.CharField()
+    restricted = serializers.BooleanField(help_text="Always true: the caller may not read or use this profile.")
 
 
 class ProfileMetadataSerializer(serializers.Serializer):
@@ -280,6 +304,11 @@ class GroupNamesField(serializers.JSONField):
     """A list of group names as parsed; the services check it."""
 
 
+@extend_schema_field(GROUP_DEFAULTS_SCHEMA)
+class GroupDefaultsField(serializers.JSONField):
+    """`[{group, profile}]` as parsed; the services check it."""
+
+
 class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
     ignored = DOCUMENT_ECHO
     registry = SlugTextField(required=False)
@@ -294,23 +323,61 @@ class ProfileCreateSerializer(StrictKeysMixin, serializers.Serializer):
     set_default = serializers.BooleanField(required=False, default=False)
 
 
-class ProfilePatchSerializer(StrictKeysMixin, serializers.Serializer):
+MERGED = "Merged into the stored value: objects merge key by key, arrays replace, `null` removes a key. "
+
+
+class ProfileMergePatchSerializer(StrictKeysMixin, serializers.Serializer):
+    """A JSON Merge Patch (RFC 7396) of the profile document, as `application/merge-patch+json` or
+    `application/json`: the fields it names are merged into the stored current version (objects merge key
+    by key, arrays and strings replace, `null` removes a key: an optional field becomes empty, a required
+    one is a 400), and the merged profile is checked like a created one. Fields it leaves out do not
+    change. `expected_version` and `set_default` are instructions, not fields."""
+
     ignored = DOCUMENT_ECHO
     fixed = ("registry", "slug")
 
-    display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True)
-    runtime = JSONObjectField(required=False, allow_null=True)
-    policy = JSONObjectField(required=False, allow_null=True)
-    extensions = JSONObjectField(required=False, allow_null=True)
-    stack = StackField(required=False, allow_null=True)
-    visible_to_groups = GroupNamesField(required=False, allow_null=True)
+    display_name = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=200, help_text="Required: `null` is a 400."
+    )
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    runtime = JSONObjectField(required=False, allow_null=True, help_text=MERGED + 'e.g. `{"system_prompt": "x"}`.')
+    policy = JSONObjectField(required=False, allow_null=True, help_text=MERGED)
+    extensions = JSONObjectField(required=False, allow_null=True, help_text=MERGED + "`{key: null}` removes one.")
+    stack = StackField(required=False, allow_null=True, help_text="Replaces the base layers (an array).")
+    visible_to_groups = GroupNamesField(required=False, allow_null=True, help_text="Replaces the groups (an array).")
     expected_version = serializers.IntegerField(required=False, min_value=1)
     set_default = serializers.BooleanField(required=False, default=False)
 
-    def changes(self) -> dict[str, Any]:
+    def patch(self) -> dict[str, Any]:
+        """The merge patch of the document's fields (`null` included: it removes)."""
         fields = ("display_name", "description", "runtime", "policy", "extensions", "stack", "visible_to_groups")
         return {k: self.validated_data[k] for k in fields if k in self.validated_data}
+
+
+class RegistryMergePatchSerializer(StrictKeysMixin, serializers.Serializer):
+    """A JSON Merge Patch (RFC 7396) of the registry document, as `application/merge-patch+json` or
+    `application/json`: each field it names replaces the stored one (a registry's fields are strings and
+    arrays), `null` empties an optional field and is a 400 on a required one (`display_name`,
+    `default_profile_slug`); the result is checked like any registry write, in one version step."""
+
+    ignored = frozenset({"profile_count", "version"})
+    fixed = ("slug",)
+
+    display_name = serializers.CharField(required=False, allow_null=True, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    default_profile_slug = SlugTextField(
+        required=False, allow_null=True, help_text="Make this profile of the registry its default."
+    )
+    protected_labels = serializers.ListField(child=serializers.CharField(), required=False, allow_null=True)
+    serve_label = serializers.CharField(required=False, allow_blank=True, allow_null=True)
+    editor_groups = GroupNamesField(required=False, allow_null=True)
+    group_defaults = GroupDefaultsField(required=False, allow_null=True)
+    expected_version = serializers.IntegerField(
+        required=False, min_value=1, help_text="The registry version read: a mismatch is 409."
+    )
+
+    def patch(self) -> dict[str, Any]:
+        return {k: v for k, v in self.validated_data.items() if k != "expected_version"}
 
 
 class ExpectedVersionSerializer(StrictKeysMixin, serializers.Serializer):

@@ -16,6 +16,11 @@ def profile_api_urls(mount: Mount) -> list[URLPattern]:
     profiles = ProfileViewSet
     return [
         path("api/chat/registries", view(RegistryViewSet, {"get": "list"}), name="registry-list"),
+        path(
+            "api/chat/registries/<str:slug>",
+            view(RegistryViewSet, {"get": "retrieve", "patch": "partial_update"}),
+            name="registry-detail",
+        ),
         path("api/chat/profiles", view(profiles, {"get": "list", "post": "create"}), name="profile-list"),
         path(
             "api/chat/profiles/<str:slug>",

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
 from profiles import selectors, services
-from profiles.access import sees_every_profile
+from profiles.access import can_write, sees_every_profile
 from profiles.definitions import definitions
 from profiles.mounts import Mount
 from profiles.validation import canonical_slug, parse_version
@@ -30,18 +30,21 @@ from .openapi import (
     LOCATION,
     REF_PATH,
     REGISTRY_PARAM,
+    REGISTRY_PATH,
     RETRY_AFTER,
     SLUG_PATH,
+    merge_patch_body,
     responses,
 )
-from .parsers import SafeJSONParser
+from .parsers import MergePatchParser, SafeJSONParser
 
 SESSION_KEY = "chat_profile:{mount}"
 COOKIE_NAME = "chat_profile"
 
 
 class ProfileWritePermission(permissions.BasePermission):
-    """Reads are open to any authenticated user; writes need the Django model permission."""
+    """Reads are open to any authenticated user; writes need the Django model permission (per action:
+    `required`, or the view's own `write_permissions`)."""
 
     required = {
         "create": "profiles.add_profile",
@@ -55,7 +58,8 @@ class ProfileWritePermission(permissions.BasePermission):
     }
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        perm = self.required.get(getattr(view, "action", None) or "")
+        required = getattr(view, "write_permissions", None) or self.required
+        perm = required.get(getattr(view, "action", None) or "")
         return perm is None or request.user.has_perm(perm)
 
 
@@ -84,6 +88,17 @@ class Mounted:
 
 class MountedViewSet(Mounted, viewsets.ViewSet):
     permission_classes = [permissions.IsAuthenticated, ProfileWritePermission]
+    merge_patch_actions: frozenset[str] = frozenset()  # actions whose body may be `application/merge-patch+json`
+
+    def get_parsers(self) -> builtins.list[Any]:
+        """JSON everywhere; also the JSON Merge Patch media type for the actions that take one. Asked
+        before DRF sets `action`, so the action comes from the request's method."""
+        parsers = super().get_parsers()
+        method = (getattr(getattr(self, "request", None), "method", None) or "").lower()
+        action = getattr(self, "action", None) or (getattr(self, "action_map", None) or {}).get(method)
+        if action in self.merge_patch_actions:
+            parsers.append(MergePatchParser())
+        return parsers
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -108,9 +123,9 @@ def if_match_version(request: Request) -> int | None:
     return None if header is None else parse_version(header, field="If-Match")
 
 
-def etag(profile: Any) -> dict[str, str]:
-    """The profile's version as an ETag: what `If-Match` sends back."""
-    return {"ETag": f'"{profile.version}"'}
+def etag(versioned: Any) -> dict[str, str]:
+    """The version of a profile (or a registry) as an ETag: what `If-Match` sends back."""
+    return {"ETag": f'"{versioned.version}"'}
 
 
 def document_response(profile: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -136,29 +151,83 @@ class TokenView(ObtainAuthToken):
 
 
 class RegistryViewSet(MountedViewSet):
+    write_permissions = {"partial_update": "profiles.change_registry"}
+    merge_patch_actions = frozenset({"partial_update"})
+
     @extend_schema(responses=responses({200: s.RegistrySummarySerializer(many=True)}, AUTH))
     def list(self, request: Request) -> Response:
         registries = selectors.registry_list(user=request.user)
         context = {"editor": sees_every_profile(request.user)}
         return Response(s.RegistrySummarySerializer(registries, many=True, context=context).data)
 
+    def _document(self, request: Request, slug: str) -> Response:
+        registry = selectors.registry_detail(slug=slug, user=request.user)
+        context = {"editor": sees_every_profile(request.user) or can_write(request.user, registry)}
+        return Response(s.RegistryDocumentSerializer(registry, context=context).data, headers=etag(registry))
+
+    @extend_schema(
+        responses=responses({200: s.RegistryDocumentSerializer}, AUTH, 400, 404), parameters=[REGISTRY_PATH, ETAG]
+    )
+    def retrieve(self, request: Request, slug: str) -> Response:
+        return self._document(request, slug)
+
+    @extend_schema(
+        request=merge_patch_body(s.RegistryMergePatchSerializer),
+        responses=responses({200: s.RegistryDocumentSerializer}, AUTH, BODY, 403, 404, 409, 412),
+        parameters=[REGISTRY_PATH, IF_MATCH, ETAG],
+        description="JSON Merge Patch (RFC 7396) of the registry: each field named replaces the stored one, "
+        "`null` empties an optional one; checked like any registry write, in one version step (the registry "
+        "version: `expected_version` or `If-Match`).",
+    )
+    def partial_update(self, request: Request, slug: str) -> Response:
+        body = s.RegistryMergePatchSerializer(data=request.data, context={"slug": slug.strip().lower()})
+        body.is_valid(raise_exception=True)
+        registry = services.registry_patch(
+            slug=slug,
+            patch=body.patch(),
+            expected_version=body.validated_data.get("expected_version"),
+            if_match=if_match_version(request),
+            actor=request.user,
+            source="api",
+        )
+        return self._document(request, registry.slug)
+
 
 @extend_schema(parameters=[REGISTRY_PARAM])
 class ProfileViewSet(MountedViewSet):
     lookup_field = "slug"
+    merge_patch_actions = frozenset({"partial_update"})
 
     def _profile(self, request: Request, slug: str) -> Any:
-        """The profile in the URL; 404 when it does not exist or the caller may not use it."""
+        """The profile in the URL; 404 when it does not exist or the caller may not use it (403 for the
+        registry's writers, who see its slug: `selectors.not_usable`)."""
         registry = selectors.registry_get(self.registry_slug(request))
         return selectors.profile_get(registry=registry, slug=slug, user=request.user)
 
-    @extend_schema(responses=responses({200: s.ProfileListItemSerializer(many=True)}, AUTH, 400, 404))
+    @extend_schema(
+        responses=responses(
+            {
+                200: PolymorphicProxySerializer(
+                    component_name="ProfileListEntry",
+                    serializers=[s.ProfileListItemSerializer, s.RestrictedProfileListItemSerializer],
+                    resource_type_field_name=None,
+                    many=True,
+                )
+            },
+            AUTH,
+            400,
+            404,
+        ),
+        description="The registry's profiles the caller may use. Whoever may write the registry sees every "
+        "slug of it: a profile they may not use (restricted to groups they are not in) is listed as "
+        "`{registry, slug, restricted: true}` only.",
+    )
     def list(self, request: Request) -> Response:
         registry = selectors.registry_get(self.registry_slug(request))
         # One item serializer for every row, not `many=True`: a ListSerializer and its child reference
         # each other, and that cycle would keep every row alive until a full garbage collection.
         item = s.ProfileListItemSerializer(context={"registry": registry})
-        rows = selectors.profile_list(registry=registry, user=request.user)
+        rows = selectors.profile_list(registry=registry, user=request.user, restricted=True)
         return Response([item.to_representation(row) for row in rows])
 
     @extend_schema(
@@ -178,24 +247,30 @@ class ProfileViewSet(MountedViewSet):
         )
 
     @extend_schema(
-        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 404), parameters=[SLUG_PATH, ETAG]
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 403, 404), parameters=[SLUG_PATH, ETAG]
     )
     def retrieve(self, request: Request, slug: str) -> Response:
         return document_response(self._profile(request, slug))
 
     @extend_schema(
-        request=s.ProfilePatchSerializer,
+        request=merge_patch_body(s.ProfileMergePatchSerializer),
         responses=responses({200: s.ProfileDocumentSerializer}, AUTH, BODY, 403, 404, 409, 412),
         parameters=[SLUG_PATH, IF_MATCH, ETAG],
+        description='JSON Merge Patch (RFC 7396) of the profile: `{"runtime": {"system_prompt": "x"}}` '
+        "changes the prompt and keeps the middlewares and tools; arrays replace; `null` removes a key. The "
+        "merged profile is checked like a created one; nothing is written when a check fails.",
     )
     def partial_update(self, request: Request, slug: str) -> Response:
         registry = self.registry_slug(request)
-        body = s.ProfilePatchSerializer(data=request.data, context={"registry": registry, "slug": slug.strip().lower()})
+        body = s.ProfileMergePatchSerializer(
+            data=request.data, context={"registry": registry, "slug": slug.strip().lower()}
+        )
         body.is_valid(raise_exception=True)
         profile = services.profile_update(
             registry_slug=registry,
             slug=slug,
-            changes=body.changes(),
+            changes=body.patch(),
+            merge=True,
             expected_version=body.validated_data.get("expected_version"),
             if_match=if_match_version(request),
             set_default=body.validated_data["set_default"],
@@ -240,14 +315,14 @@ class ProfileViewSet(MountedViewSet):
         return document_response(profile)
 
     @extend_schema(
-        responses=responses({200: s.RevisionSummarySerializer(many=True)}, AUTH, 400, 404), parameters=[SLUG_PATH]
+        responses=responses({200: s.RevisionSummarySerializer(many=True)}, AUTH, 400, 403, 404), parameters=[SLUG_PATH]
     )
     def versions(self, request: Request, slug: str) -> Response:
         profile = self._profile(request, slug)
         return Response(s.RevisionSummarySerializer(selectors.profile_revisions(profile=profile), many=True).data)
 
     @extend_schema(
-        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 404), parameters=[SLUG_PATH, ETAG]
+        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 403, 404), parameters=[SLUG_PATH, ETAG]
     )
     def version_detail(self, request: Request, slug: str, version: int) -> Response:
         profile = self._profile(request, slug)
@@ -297,7 +372,7 @@ class ProfileViewSet(MountedViewSet):
 
     @extend_schema(
         request=s.ResolveSerializer,
-        responses=responses({200: s.ResolutionSerializer}, AUTH, BODY, 403, 404),
+        responses=responses({200: s.ResolutionSerializer}, AUTH, BODY, 403, 404, 409),
         parameters=[REF_PATH],
     )
     def resolve(self, request: Request, slug: str) -> Response:
@@ -322,7 +397,9 @@ class ProfileViewSet(MountedViewSet):
             "updated_by": label.updated_by,
         }
 
-    @extend_schema(responses=responses({200: s.LabelSerializer(many=True)}, AUTH, 400, 404), parameters=[SLUG_PATH])
+    @extend_schema(
+        responses=responses({200: s.LabelSerializer(many=True)}, AUTH, 400, 403, 404), parameters=[SLUG_PATH]
+    )
     def labels(self, request: Request, slug: str) -> Response:
         profile = self._profile(request, slug)
         return Response([self._label_row(label, profile.registry) for label in selectors.label_list(profile=profile)])
@@ -362,7 +439,7 @@ class ProfileViewSet(MountedViewSet):
         return Response(status=204)
 
     @extend_schema(
-        responses=responses({200: s.LabelMoveSerializer(many=True)}, AUTH, 400, 404),
+        responses=responses({200: s.LabelMoveSerializer(many=True)}, AUTH, 400, 403, 404),
         parameters=[SLUG_PATH, LABEL_PATH],
     )
     def label_history(self, request: Request, slug: str, name: str) -> Response:
@@ -373,7 +450,7 @@ class ProfileViewSet(MountedViewSet):
     # ---- comparing versions and how they behaved
 
     @extend_schema(
-        responses=responses({200: s.DiffEntrySerializer(many=True)}, AUTH, 400, 404),
+        responses=responses({200: s.DiffEntrySerializer(many=True)}, AUTH, 400, 403, 404),
         parameters=[SLUG_PATH, s.DiffParamsSerializer],
         description="What changes from version `from` to version `to` (`[]`: the same content).",
     )
@@ -385,7 +462,7 @@ class ProfileViewSet(MountedViewSet):
         return Response(selectors.profile_versions_diff(profile=profile, old=data["from"], new=data["to"]))
 
     @extend_schema(
-        responses=responses({200: s.VersionStatsSerializer(many=True)}, AUTH, 400, 404),
+        responses=responses({200: s.VersionStatsSerializer(many=True)}, AUTH, 400, 403, 404),
         parameters=[SLUG_PATH, s.StatsParamsSerializer],
         description="One row per version of the profile, computed from the turns that ran on it.",
     )
@@ -393,7 +470,7 @@ class ProfileViewSet(MountedViewSet):
         return Response(self._stats(request, slug))
 
     @extend_schema(
-        responses=responses({200: s.VersionStatsSerializer}, AUTH, 400, 404),
+        responses=responses({200: s.VersionStatsSerializer}, AUTH, 400, 403, 404),
         parameters=[SLUG_PATH, s.StatsParamsSerializer],
     )
     def version_stats(self, request: Request, slug: str, version: int) -> Response:
@@ -442,7 +519,7 @@ class CurrentProfileViewSet(MountedViewSet):
 
     @extend_schema(
         request=s.SelectProfileSerializer,
-        responses=responses({200: s.CurrentProfileSerializer}, AUTH, BODY, 404),
+        responses=responses({200: s.CurrentProfileSerializer}, AUTH, BODY, 403, 404, 409),
         parameters=[REGISTRY_PARAM],
     )
     def select(self, request: Request) -> Response:

@@ -58,6 +58,7 @@ const ERROR_TEXT = {
   interrupted: "The server stopped while this answer was being written.",
   storage_unavailable: "The server lost its database for too long while answering.",
   resolution_failed: "This conversation's profile could not be loaded.",
+  profile_unavailable: "This conversation's profile cannot be used now: its stack is broken. An editor must fix it, or choose another profile.",
   internal_error: "Something went wrong on the server.",
 };
 

@@ -17,6 +17,12 @@ export function starterSuggestions(profile, unavailable = {}) {
 }
 
 /** The profiles the user may pick and their default one (stored server-side per user and mount). */
+// A registry's writers also see the slugs they may not use (`restricted`: slug only); the picker offers
+// only the profiles this user may choose.
+function usable(profiles) {
+  return profiles.filter((profile) => !profile.restricted);
+}
+
 export class ProfileStore {
   /**
    * @param {object} options api (ChatApi), noticeEl (the profile notice element), storageKey (localStorage prefix)
@@ -41,8 +47,8 @@ export class ProfileStore {
   async load() {
     try {
       const [profiles, current] = await Promise.all([this.api.profiles(), this.api.currentProfile()]);
-      this.profiles = profiles;
-      this.rememberNames(profiles);
+      this.profiles = usable(profiles);
+      this.rememberNames(this.profiles);
       this.show(current);
     } catch (err) {
       this.showNotice(`Profiles could not be loaded: ${err.message}`, "error");
@@ -96,7 +102,7 @@ export class ProfileStore {
       const name = (wanted && wanted.display_name) || slug;
       if (!(err instanceof ApiError && (err.status === 404 || err.status === 400))) throw err;
       const [profiles, current] = await Promise.all([this.api.profiles(), this.api.currentProfile()]);
-      this.profiles = profiles;
+      this.profiles = usable(profiles);
       this.storeValue("stale-shown", current.stale_selection ? `${current.stale_selection.registry}/${current.stale_selection.slug}` : null);
       this.show(current);
       const what = err.status === 404 ? "is no longer available" : `cannot be selected (${err.message})`;

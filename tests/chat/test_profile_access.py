@@ -197,3 +197,43 @@ async def test_profile_select_of_a_hidden_profile_is_an_error_like_an_unknown_on
     unknown = await communicator.receive_json_from(timeout=5)
     assert hidden["type"] == unknown["type"] == "error"
     assert hidden["data"]["code"] == unknown["data"]["code"] == "not_found"
+
+
+# --------------------------------------------------------------------------- a writer of the registry
+
+
+@pytest.fixture
+def writer_token(other_user) -> str:
+    """`other_user` (outside `support`) may write profiles: they see every slug of the registry."""
+    from rest_framework.authtoken.models import Token
+
+    from tests.factories import grant
+
+    grant(other_user, ["profiles.add_profile", "profiles.change_profile"])
+    return Token.objects.create(user=other_user).key
+
+
+async def test_a_writer_outside_the_group_is_told_it_is_restricted_not_unknown(mount, secret, writer_token, open_ws):
+    communicator, _ = await connect(open_ws, mount.ws, token=writer_token, conv_id=uuid.uuid4())
+    await communicator.send_json_to({"type": "profile.select", "slug": "secret"})
+    refused = await communicator.receive_json_from(timeout=5)
+    assert (refused["type"], refused["data"]["code"]) == ("error", "permission_denied")
+    assert "restricted to groups you are not in" in refused["data"]["message"]
+
+
+async def test_a_writer_who_loses_access_falls_back_like_anyone(mount, chat_user, open_ws, frames_until):
+    """A restriction that takes the profile from a writer switches their conversation with
+    `access_revoked`, as for any user (their 403 is a kind of "may not use")."""
+    from tests.factories import grant
+
+    await db(grant)(chat_user, ["profiles.add_profile"])
+    await db(services.profile_create)(registry_slug=mount.registry, slug="open-desk")
+    communicator, hello = await connect(open_ws, mount.ws, conv_id=uuid.uuid4(), profile="open-desk")
+    assert hello["data"]["runtime_key"] == "open-desk"
+    await turn(communicator, frames_until)
+
+    await restrict(mount.registry, "open-desk", ["managers"])
+    frames = await turn(communicator, frames_until, "and now?")
+
+    [switched] = of_type(frames, "runtime.switched")
+    assert (switched["reason"], switched["to"]["runtime_key"]) == ("access_revoked", mount.default_profile)

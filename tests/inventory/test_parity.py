@@ -193,6 +193,14 @@ def run_sequence(client: APIClient, mount: str) -> Recorder:
     assert turn["status"] == "completed", turn
     r.call("conversation-detail", "get", f"/conversations/{conv_id}", expect=200)
     r.call("events", "get", f"/conversations/{conv_id}/events", expect=200)
+    # --- a PATCH is a JSON Merge Patch: the prompt changes, the middlewares and tools stay
+    merged = r.call("merge-patch", "patch", "/profiles/parity", {"runtime": {"system_prompt": "Merged."}}, expect=200)
+    assert merged["runtime"] == {**restored["runtime"], "system_prompt": "Merged."}
+    r.call("merge-null", "patch", "/profiles/parity", {"display_name": None}, expect=400)
+    assert r.error("merge-null")["field"] == "display_name"
+    registry = r.call("registry", "get", f"/registries/{r.registry}", expect=200)
+    kept = ("default_profile_slug", "profile_count", "version", "protected_labels", "serve_label")
+    r.steps[-1] = ("registry", 200, r.steps[-1][2], {k: registry[k] for k in kept})
     # --- delete
     r.call("delete-default", "delete", "/profiles/parity", expect=409)
     r.call("delete-b", "delete", "/profiles/parity-b", expect=204)

@@ -530,9 +530,10 @@ def test_patch_with_an_invalid_expected_version_is_400(mount, fresh, api_editor,
     assert error_of(response)["field"] == "expected_version"
 
 
-def test_patch_replaces_the_whole_runtime(mount, fresh, api_editor):
+def test_patch_merges_into_the_runtime_and_keeps_what_it_does_not_name(mount, fresh, api_editor):
     doc = patch(api_editor, mount, "fresh", {"runtime": {"system_prompt": "Only this."}}).json()
-    assert doc["runtime"] == {"system_prompt": "Only this."}
+    assert doc["runtime"] == {**fresh["runtime"], "system_prompt": "Only this."}
+    assert doc["runtime"]["tools"] == ["calculator"] and doc["runtime"]["middlewares"]
 
 
 def test_patch_without_extensions_leaves_them_exactly_as_they_were(mount, fresh, api_editor):
@@ -544,9 +545,9 @@ def test_patch_without_extensions_leaves_them_exactly_as_they_were(mount, fresh,
     assert canonical(after["acme.notes@v2"]) == canonical({"z": 1, "a": [1.5, "x", None], "m": {"k": True}})
 
 
-def test_patch_with_extensions_replaces_the_whole_map(mount, fresh, api_editor):
-    doc = patch(api_editor, mount, "fresh", {"extensions": {"ACME.New@V1": "x"}}).json()
-    assert doc["extensions"] == {"acme.new@v1": "x"}
+def test_patch_with_extensions_merges_them_key_by_key_under_their_canonical_keys(mount, fresh, api_editor):
+    doc = patch(api_editor, mount, "fresh", {"extensions": {"ACME.New@V1": "x", "Acme.Notes@v2": None}}).json()
+    assert doc["extensions"] == {STARTER: {"items": ["Start"]}, "acme.new@v1": "x"}
 
 
 def test_patch_ignores_client_supplied_metadata(mount, fresh, api_editor):

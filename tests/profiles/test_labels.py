@@ -167,6 +167,37 @@ def test_latest_is_the_newest_version(agent):
 # --------------------------------------------------------------------------- API, both mounts
 
 
+@pytest.mark.parametrize("history", ["never set", "removed"])
+def test_a_stale_expected_version_of_a_label_that_is_not_set_says_so_in_words(mount, agent, promoter, history):
+    """The README's roll-back against a label that is not set: the 409 says it has no current version
+    (it used to say `... is None, not 3`); `actual` stays null in the body."""
+    api = client_for(promoter)
+    if history == "never set":
+        response = api.put(
+            url(mount, "/profiles/agent/labels/production"), {"version": 2, "expected_version": 3}, format="json"
+        )
+    else:
+        api.put(url(mount, "/profiles/agent/labels/production"), {"version": 1}, format="json")
+        api.delete(url(mount, "/profiles/agent/labels/production"))
+        response = api.put(
+            url(mount, "/profiles/agent/labels/production"), {"version": 2, "expected_version": 1}, format="json"
+        )
+    error = error_of(response)
+    assert (response.status_code, error["code"], error["actual"]) == (409, "version_conflict", None)
+    expected = error["expected"]
+    assert error["message"] == f"label 'production' has no current version (expected {expected}): reload and retry"
+    assert "None" not in error["message"]
+
+
+def test_a_stale_expected_version_names_both_versions(mount, agent, promoter):
+    api = client_for(promoter)
+    api.put(url(mount, "/profiles/agent/labels/production"), {"version": 1}, format="json")
+    response = api.put(
+        url(mount, "/profiles/agent/labels/production"), {"version": 2, "expected_version": 2}, format="json"
+    )
+    assert error_of(response)["message"] == "label 'production' version is 1, not 2: reload and retry"
+
+
 def test_api_labels_list_set_move_delete_and_history(mount, agent, promoter, editor):
     api = client_for(promoter)
     put = api.put(url(mount, "/profiles/agent/labels/production"), {"version": 1}, format="json")
