@@ -520,8 +520,11 @@ def turns_interrupt_expired() -> list[tuple[str, str, str]]:
     return done
 
 
-def turns_mark_interrupted(*, turn_ids: list[Any] | None = None, worker_prefix: str | None = None) -> int:
-    """Mark running turns interrupted (never silently lost) and free their conversations."""
+def turns_mark_interrupted(
+    *, turn_ids: list[Any] | None = None, worker_prefix: str | None = None
+) -> list[tuple[str, str, str]]:
+    """Mark running turns interrupted (never silently lost) and free their conversations. Returns
+    (conv_id, turn_id, text) of each, for its terminal frame."""
     running = Turn.objects.filter(status=Turn.Status.RUNNING)
     if turn_ids is not None:
         running = running.filter(pk__in=turn_ids)
@@ -533,9 +536,10 @@ def turns_mark_interrupted(*, turn_ids: list[Any] | None = None, worker_prefix: 
         for turn_id, text in Turn.objects.filter(pk__in=list(pieces)).values_list("pk", "text"):
             Turn.objects.filter(pk=turn_id).update(text=text + pieces[turn_id])
         TurnChunk.objects.filter(turn_id__in=list(pieces)).delete()
-        count = Turn.objects.filter(pk__in=ids).update(
+        Turn.objects.filter(pk__in=ids).update(
             status=Turn.Status.INTERRUPTED, finished_at_ms=now_ms(), error=INTERRUPTED_ERROR, lease_until_ms=None
         )
         Conversation.objects.filter(active_turn_id__in=ids).update(active_turn=None)
         # Queued turns whose conversation has nothing running will be claimed by the next drain.
-    return count
+        ended = Turn.objects.filter(pk__in=ids).values_list("conversation_id", "pk", "text")
+        return [(str(conv_id), str(turn_id), text) for conv_id, turn_id, text in ended]

@@ -313,6 +313,16 @@ async def _announce(last: frames.Frame) -> None:
         dispatcher.resend(last)
 
 
+async def turns_recover_stopped() -> int:
+    """Single-node start-up: the turns a stopped server left running end `interrupted`, each with its
+    terminal frame stored (and sent), so a client that catches up by seq sees that it ended."""
+    ended = await run_db(services.turns_mark_interrupted)
+    for conv_id, turn_id, text in ended:
+        type, data = frames.turn_end(turn_id=turn_id, status="interrupted", text=text, error=services.INTERRUPTED_ERROR)
+        await streams.publish(conv_id, type, data, turn_id)
+    return len(ended)
+
+
 async def conversation_delete(*, conversation: Any, user: Any) -> None:
     """Delete a conversation: its running turn is asked to stop first (whichever worker runs it), then
     `services.conversation_delete` cancels what is left and deletes it; the sockets still open on it are

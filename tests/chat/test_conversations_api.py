@@ -380,6 +380,10 @@ def test_chat_recover_marks_running_turns_interrupted_and_frees_the_conversation
     assert turn.finished_at_ms is not None
     assert conversation.active_turn_id is None
     assert "1" in out.getvalue()
+    # Its end is in the conversation's frames: a client catching up by seq sees it ended.
+    ended = ConversationEvent.objects.get(conversation=conversation, turn_id=turn.pk, type="turn.failed")
+    assert ended.frame["data"]["status"] == "interrupted"
+    assert ended.frame["data"]["error"]["code"] == "interrupted"
 
     response = post_message(chat_api, "/", conversation.pk, prompt="are you back?")
 
@@ -392,7 +396,7 @@ def test_a_queued_turn_behind_an_interrupted_one_runs_next(chat_api, chat_user):
     conversation, turn = running_turn(chat_user)
     queued = TurnFactory(conversation=conversation, seq=2, prompt="waiting")
 
-    assert turns_mark_interrupted(turn_ids=[turn.pk]) == 1
+    assert len(turns_mark_interrupted(turn_ids=[turn.pk])) == 1
     response = post_message(chat_api, "/", conversation.pk, prompt="third")
 
     assert response.json()["status"] == "completed"
@@ -406,7 +410,7 @@ def test_turns_mark_interrupted_only_touches_the_matching_worker(chat_user, othe
     _, mine = running_turn(chat_user)
     _, theirs = running_turn(other_user, worker="host-b:2:def")
 
-    assert turns_mark_interrupted(worker_prefix="host-a:") == 1
+    assert len(turns_mark_interrupted(worker_prefix="host-a:")) == 1
 
     mine.refresh_from_db()
     theirs.refresh_from_db()

@@ -362,7 +362,7 @@ def test_a_turn_interrupted_while_running_cannot_be_finished_as_completed(chat_u
     conversation = ConversationFactory(owner=chat_user, mount="chat")
     turn = TurnFactory(conversation=conversation, seq=1, prompt="race")
     assert services.turn_start(turn=turn, record=None, frames=[], worker="w1")
-    assert services.turns_mark_interrupted(turn_ids=[turn.pk]) == 1
+    assert len(services.turns_mark_interrupted(turn_ids=[turn.pk])) == 1
 
     frame = frames.make(type="turn.completed", conv_id=conversation.pk, seq=9, data={})
     result = services.turn_finish(turn_id=turn.pk, status="completed", text="late", frames=[frame], worker="w1")
