@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -204,3 +205,29 @@ def close_code():
 @pytest.fixture
 def wait_turn():
     return _wait_turn
+
+
+@dataclass(frozen=True)
+class Mounted:
+    """One app's mount, as its clients address it."""
+
+    name: str
+    prefix: str  # "" or "/inventory"
+    registry: str
+    default_profile: str
+
+    @property
+    def ws(self) -> str:
+        return f"{self.prefix}/ws/chat/"
+
+    def api(self, path: str) -> str:
+        return f"{self.prefix}/api/chat{path}"
+
+
+MOUNTS = [Mounted("chat", "", "default", "default"), Mounted("inventory", "/inventory", "inventory", "inventory")]
+
+
+@pytest.fixture(params=MOUNTS, ids=lambda m: m.name)
+def mount(request) -> Mounted:
+    """Each test that takes it runs through both mounts."""
+    return request.param

@@ -11,7 +11,6 @@ open; once an editor fixes the stack the next turn runs, without reconnecting.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -25,29 +24,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 db = database_sync_to_async
 CAUSE = "cannot be used: its stack does not resolve"
-
-
-@dataclass(frozen=True)
-class Mounted:
-    name: str
-    prefix: str  # "" or "/inventory"
-    registry: str
-    default_profile: str
-
-    @property
-    def ws(self) -> str:
-        return f"{self.prefix}/ws/chat/"
-
-    def api(self, path: str) -> str:
-        return f"{self.prefix}/api/chat{path}"
-
-
-MOUNTS = [Mounted("chat", "", "default", "default"), Mounted("inventory", "/inventory", "inventory", "inventory")]
-
-
-@pytest.fixture(params=MOUNTS, ids=lambda m: m.name)
-def mount(request) -> Mounted:
-    return request.param
 
 
 @pytest.fixture(params=["dangling", "cycle"])

@@ -9,7 +9,6 @@ user without a selection of their own runs their group's default.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -24,29 +23,6 @@ from profiles.access import forget_groups
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_registries", "fast_turns")]
 
 db = database_sync_to_async
-
-
-@dataclass(frozen=True)
-class Mounted:
-    name: str
-    prefix: str  # "" or "/inventory"
-    registry: str
-    default_profile: str
-
-    @property
-    def ws(self) -> str:
-        return f"{self.prefix}/ws/chat/"
-
-    def api(self, path: str) -> str:
-        return f"{self.prefix}/api/chat{path}"
-
-
-MOUNTS = [Mounted("chat", "", "default", "default"), Mounted("inventory", "/inventory", "inventory", "inventory")]
-
-
-@pytest.fixture(params=MOUNTS, ids=lambda m: m.name)
-def mount(request) -> Mounted:
-    return request.param
 
 
 @pytest.fixture

@@ -167,7 +167,7 @@ def test_a_turn_interrupted_by_a_server_restart_shows_its_end_as_soon_as_the_tab
     expect(turn).to_have_attribute("data-status", "running")  # nobody knows yet how it ended
     shot(page, "server-away")
 
-    assert turns_mark_interrupted() == 1  # what `make run` does before it starts the server again
+    assert len(turns_mark_interrupted()) == 1  # what `make run` does before it starts the server again
     restartable.start()
     expect(turn).to_have_attribute("data-status", "interrupted", timeout=BACK_MS)
     expect(banner).to_be_hidden()
