@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,25 @@ def test_the_replay_and_live_deduplication_is_written_once():
         if any(isinstance(n, ast.Attribute) and n.attr in ("covers", "covered") for n in ast.walk(tree))
     }
     assert users == {"frames.py", "replay.py"}
+
+
+def test_the_server_starts_without_importing_a_provider_sdk():
+    """The openai and anthropic SDKs take about two seconds to import: an engine of theirs loads them."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, django; django.setup(); import config.asgi, config.urls; "
+            "print(sorted({'openai', 'anthropic'} & set(sys.modules)))",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stderr
 
 
 def test_nothing_in_the_app_waits_by_sleeping_on_a_thread():

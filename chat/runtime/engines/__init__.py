@@ -6,16 +6,33 @@ profile's settings never carry a key.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from chat.runtime.base import Engine
 from chat.runtime.engine_settings import API_TYPES, DEFAULT_MODELS
-from chat.runtime.engines.anthropic import AnthropicEngine
 from chat.runtime.engines.offline import OfflineEngine
-from chat.runtime.engines.openai import OpenAIEngine
 from profiles.resolution import public_url
 
+if TYPE_CHECKING:
+    from chat.runtime.engines.anthropic import AnthropicEngine
+    from chat.runtime.engines.openai import OpenAIEngine
+
 __all__ = ["AnthropicEngine", "OfflineEngine", "OpenAIEngine", "build_engine"]
+
+# The provider SDKs take about two seconds to import: loaded when an engine of theirs is first built (or
+# named), not by every process that starts (the server, each management command, each test server).
+_SDK_ENGINES = {"AnthropicEngine": "anthropic", "OpenAIEngine": "openai"}
+
+
+def _sdk_engine(name: str) -> Any:
+    return getattr(importlib.import_module(f"{__name__}.{_SDK_ENGINES[name]}"), name)
+
+
+def __getattr__(name: str) -> Any:  # `from chat.runtime.engines import OpenAIEngine` imports it then
+    if name not in _SDK_ENGINES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _sdk_engine(name)
 
 
 def _setting(settings: dict[str, dict[str, Any]], section: str, key: str) -> Any:
@@ -67,9 +84,9 @@ def build_engine(
         # ai-temperature and ai-top-p are not passed: the Messages API version of the SDK refuses them.
         chosen = str(_setting(settings, "anthropic-chat", "anthropic-base-url") or "")
         target = _target(chosen, anthropic_base_url, anthropic_api_key)
-        return AnthropicEngine(model, **target, timeout=round_timeout, max_tokens=token_cap)
+        return _sdk_engine("AnthropicEngine")(model, **target, timeout=round_timeout, max_tokens=token_cap)
     chosen = str(_setting(settings, "openai-chat", "openai-base-url") or "")
-    return OpenAIEngine(
+    return _sdk_engine("OpenAIEngine")(
         model,
         **_target(chosen, base_url, api_key),
         timeout=round_timeout,
