@@ -54,6 +54,18 @@ class Outcome:
     def ok(self) -> bool:
         return self.block.not_run is not None or (self.returncode == 0 and not self.missing)
 
+    def summary(self, *, setup_seconds: float) -> dict[str, object]:
+        """What the run's summary says of the block: recorded on the test's report (`record_property`),
+        so it reaches the summary from a pytest-xdist worker too."""
+        block = self.block
+        return {
+            "page": block.page,
+            "where": block.where,
+            "not_run": block.not_run,
+            "seconds": self.seconds,
+            "setup_seconds": setup_seconds,
+        }
+
     def report(self) -> str:
         if self.returncode != 0:
             head = f"{self.block.where}: exited {self.returncode}"

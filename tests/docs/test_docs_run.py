@@ -28,7 +28,7 @@ def test_every_docs_page_is_in_the_index_so_it_runs():
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_block_of_the_page_runs_and_shows_its_output(page, docs_server, docs_outcomes, tmp_path):
+def test_every_block_of_the_page_runs_and_shows_its_output(page, docs_server, record_property, tmp_path):
     blocks = extract(page)
     terminal = Page(
         tmp_path,
@@ -44,7 +44,8 @@ def test_every_block_of_the_page_runs_and_shows_its_output(page, docs_server, do
         for block in blocks:
             outcome = terminal.run(block)
             outcomes.append(outcome)
-            docs_outcomes.append(outcome)
+            # On the test's report (it reaches the summary from an xdist worker too).
+            record_property("docs_block", outcome.summary(setup_seconds=docs_server.setup_seconds))
             assert outcome.ok, outcome.report()
     finally:
         terminal.close()
