@@ -430,12 +430,13 @@ class Dispatcher:
     async def ask_replay(self, conv_id: Any) -> dict[str, Any] | None:
         """What the worker running this conversation's turn has not stored: None if nobody answers.
 
-        A turn running in this process answers at once. Otherwise the request goes to the conversation's
-        control group. Pub/sub delivers at most once, and a worker that just got Redis back may not have
-        subscribed to it again yet: the request is sent again every REPLAY_RESEND_SECONDS until an
-        answer comes (answers are matched by request id), or until the turn is found to have ended
-        meanwhile (nobody would answer)."""
-        local = self._running(conv_id)
+        A turn running in this process answers at once when asked from the server's loop (the turn's state
+        is that loop's; a sync view's call runs on a loop of its own). Otherwise the request goes to the
+        conversation's control group. Pub/sub delivers at most once, and a worker that just got Redis back
+        may not have subscribed to it again yet: the request is sent again every REPLAY_RESEND_SECONDS
+        until an answer comes (answers are matched by request id), or until the turn is found to have
+        ended meanwhile (nobody would answer)."""
+        local = self._running(conv_id) if asyncio.get_running_loop() is self.loop else None
         if local is not None:
             return local.replay()
         request_id = uuid.uuid4().hex
