@@ -88,6 +88,9 @@ class Turn(models.Model):
     worker = models.CharField(max_length=128, blank=True)
     # The running turn's lease: its worker renews it on a timer; past it, any worker interrupts the turn.
     lease_until_ms = models.BigIntegerField(null=True, blank=True)
+    # Not a column: the reader's own rating of the turn, attached by the reads that show it
+    # (`chat.selectors.with_feedback`).
+    caller_feedback: TurnFeedback | None = None
 
     class Meta:
         ordering = ["conversation", "seq"]
@@ -142,3 +145,24 @@ class ConversationEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id}@{self.seq} {self.type}"
+
+
+class TurnFeedback(TimestampedMs):
+    """A user's rating of one answer (`up` or `down`, with an optional comment): one per user and turn,
+    replaced by the next. Per-version stats count them through the turn's runtime record."""
+
+    class Rating(models.TextChoices):
+        UP = "up"
+        DOWN = "down"
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turn_feedback")
+    rating = models.CharField(max_length=8, choices=Rating.choices)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["turn", "user"]
+        constraints = [models.UniqueConstraint(fields=["turn", "user"], name="turn_feedback_unique_user")]
+
+    def __str__(self) -> str:
+        return f"{self.turn_id} {self.rating} by {self.user_id}"

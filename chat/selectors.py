@@ -31,7 +31,7 @@ from profiles.selectors import current_profile, profile_resolve, profile_resolve
 
 from . import frames
 from .errors import ConversationForbidden
-from .models import Conversation, ConversationEvent, Turn, TurnChunk
+from .models import Conversation, ConversationEvent, Turn, TurnChunk, TurnFeedback
 
 
 def conversation_list(*, user: Any, mount: Mount, q: str = "", archived: bool | None = False) -> QuerySet[Conversation]:
@@ -74,7 +74,7 @@ def conversation_turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
     turn = Turn.objects.filter(conversation_id=conversation.pk, pk=turn_id).first()
     if turn is None:
         raise NotFound("turn not found in this conversation", field="turn_id")
-    return with_text_so_far([turn])[0]
+    return with_feedback(with_text_so_far([turn]), user_id=conversation.owner_id)[0]
 
 
 def with_text_so_far(turns: list[Turn]) -> list[Turn]:
@@ -86,6 +86,16 @@ def with_text_so_far(turns: list[Turn]) -> list[Turn]:
             TurnChunk.objects.filter(turn_id__in=list(running)).order_by("start").values_list("turn_id", "text")
         ):
             running[turn_id].text += text
+    return turns
+
+
+def with_feedback(turns: list[Turn], *, user_id: Any) -> list[Turn]:
+    """Each turn with `caller_feedback`, the user's rating of it or None (in memory; one query, none
+    for no turns). Only a conversation's owner reads its turns, so the reads pass the owner."""
+    if turns:
+        given = {f.turn_id: f for f in TurnFeedback.objects.filter(user_id=user_id, turn_id__in=[t.pk for t in turns])}
+        for turn in turns:
+            turn.caller_feedback = given.get(turn.pk)
     return turns
 
 
@@ -113,7 +123,7 @@ def conversation_turns_page(
         rows = rows.filter(seq__lt=before_seq)
     newest = list(rows.order_by("-seq")[: limit + 1])
     more = len(newest) > limit
-    turns = with_text_so_far(newest[:limit][::-1])
+    turns = with_feedback(with_text_so_far(newest[:limit][::-1]), user_id=conversation.owner_id)
     return TurnsPage(turns=turns, more=more, before_seq=turns[0].seq if more else None)
 
 
@@ -268,8 +278,9 @@ def profile_version_stats(
     *, registry: str, slug: str, version: int | None = None, since_ms: int | None = None
 ) -> dict[int, dict[str, Any]]:
     """Per version of a profile, from its turn rows: counts by outcome, token sums, first and last turn
-    (one grouped query), and p50/p95 latency (start to finish) of its completed turns (one query of
-    durations). Two queries whatever the number of turns (index `chat_turn_profile_version`)."""
+    (one grouped query), thumbs up and down its turns were given (one grouped query), and p50/p95
+    latency (start to finish) of its completed turns (one query of durations). Three queries whatever
+    the number of turns (index `chat_turn_profile_version`)."""
     turns = Turn.objects.filter(registry=registry, profile_slug=slug, profile_version__isnull=False)
     if version is not None:
         turns = turns.filter(profile_version=version)
@@ -294,6 +305,19 @@ def profile_version_stats(
         )
     )
     stats = {row.pop("profile_version"): row for row in rows}
+    ratings = (
+        TurnFeedback.objects.filter(turn__in=turns)
+        .order_by()
+        .values("turn__profile_version")
+        .annotate(
+            thumbs_up=Count("pk", filter=Q(rating=TurnFeedback.Rating.UP)),
+            thumbs_down=Count("pk", filter=Q(rating=TurnFeedback.Rating.DOWN)),
+        )
+    )
+    for row in ratings:
+        v = row.pop("turn__profile_version")
+        if v in stats:
+            stats[v].update(row)
     durations: dict[int, list[int]] = {}
     completed = turns.filter(status=Turn.Status.COMPLETED, started_at_ms__isnull=False, finished_at_ms__isnull=False)
     for v, duration in (

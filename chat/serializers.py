@@ -12,13 +12,31 @@ from profiles.api.serializers import JSONObjectField, ProfileRefField, SlugTextF
 from profiles.validation import parse_profile_ref
 
 from . import selectors
-from .models import Conversation, Turn
-from .services import MAX_PROMPT_CHARS
+from .models import Conversation, Turn, TurnFeedback
+from .services import MAX_FEEDBACK_COMMENT_CHARS, MAX_PROMPT_CHARS
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    """The caller's rating of an answer; `at_ms`: when it was given or last replaced."""
+
+    at_ms = serializers.IntegerField(source="updated_at_ms")
+
+    class Meta:
+        model = TurnFeedback
+        fields = ["rating", "comment", "at_ms"]
+
+
+class FeedbackSetSerializer(StrictKeysMixin, serializers.Serializer):
+    rating = serializers.ChoiceField(choices=TurnFeedback.Rating.choices)
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=MAX_FEEDBACK_COMMENT_CHARS, help_text="why (optional)"
+    )
 
 
 class TurnSerializer(serializers.ModelSerializer):
     turn_id = serializers.UUIDField(source="id")
     runtime = serializers.SerializerMethodField()
+    feedback = serializers.SerializerMethodField(help_text="the caller's rating of the answer, or null")
 
     class Meta:
         model = Turn
@@ -50,10 +68,15 @@ class TurnSerializer(serializers.ModelSerializer):
             "finished_at_ms",
             "runtime",
             "replaces",
+            "feedback",
         ]
         extra_kwargs = {
             "replaces": {"read_only": True, "help_text": "the turn this one replaces (regenerate, retry, edit)"}
         }
+
+    @extend_schema_field(FeedbackSerializer(allow_null=True))
+    def get_feedback(self, turn: Turn) -> Any:
+        return None if turn.caller_feedback is None else FeedbackSerializer(turn.caller_feedback).data
 
     def get_runtime(self, turn: Turn) -> dict[str, Any]:
         """The compact marker the UI shows under an answer."""

@@ -30,12 +30,13 @@ from profiles.validation import canonical_slug, ensure_storable, parse_profile_r
 from .errors import ConversationForbidden, QueueFull
 from .frames import chat_message, for_storage
 from .frames import make as make_frame
-from .models import Conversation, ConversationEvent, Turn, TurnChunk
-from .selectors import conversation_get, conversation_resolve, mount_default_registry
+from .models import Conversation, ConversationEvent, Turn, TurnChunk, TurnFeedback
+from .selectors import conversation_get, conversation_resolve, conversation_turn_get, mount_default_registry
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 MAX_PROMPT_CHARS = 16_000
 MAX_IDEMPOTENCY_KEY = 128
+MAX_FEEDBACK_COMMENT_CHARS = 2_000
 
 
 # --------------------------------------------------------------------------- conversations
@@ -543,3 +544,37 @@ def turns_mark_interrupted(
         # Queued turns whose conversation has nothing running will be claimed by the next drain.
         ended = Turn.objects.filter(pk__in=ids).values_list("conversation_id", "pk", "text")
         return [(str(conv_id), str(turn_id), text) for conv_id, turn_id, text in ended]
+
+
+# --------------------------------------------------------------------------- feedback
+
+
+@transaction.atomic
+def turn_feedback_set(
+    *, conversation: Conversation, user: Any, turn_id: Any, rating: Any, comment: Any = ""
+) -> TurnFeedback:
+    """The user's rating of a finished turn of their conversation (`up` or `down`, an optional comment),
+    replacing the one they gave before. The conversation comes from `selectors.conversation_get`, which
+    answers for another user's conversation."""
+    if rating not in TurnFeedback.Rating.values:
+        raise InvalidInput('rating must be "up" or "down"', field="rating")
+    comment = "" if comment is None else comment
+    if not isinstance(comment, str) or len(comment) > MAX_FEEDBACK_COMMENT_CHARS:
+        raise InvalidInput(
+            f"comment must be a string of at most {MAX_FEEDBACK_COMMENT_CHARS} characters", field="comment"
+        )
+    ensure_storable(comment, field="comment")
+    turn = conversation_turn_get(conversation=conversation, turn_id=turn_id)
+    if turn.status not in Turn.FINISHED:
+        raise Conflict("the turn has not finished yet: feedback is on an answer", field="turn_id")
+    feedback, _ = TurnFeedback.objects.update_or_create(
+        turn=turn, user=user, defaults={"rating": rating, "comment": comment.strip()}
+    )
+    return feedback
+
+
+@transaction.atomic
+def turn_feedback_delete(*, conversation: Conversation, user: Any, turn_id: Any) -> None:
+    """Withdraw the user's rating of a turn of their conversation (nothing to withdraw is not an error)."""
+    turn = conversation_turn_get(conversation=conversation, turn_id=turn_id)
+    TurnFeedback.objects.filter(turn=turn, user=user).delete()

@@ -41,6 +41,11 @@ def conversation_urls(mount: Mount) -> list[URLPattern]:
             name="conversation-turn-regenerate",
         ),
         path(
+            "api/chat/conversations/<uuid:conv_id>/turns/<uuid:turn_id>/feedback",
+            view({"put": "feedback_set", "delete": "feedback_delete"}),
+            name="conversation-turn-feedback",
+        ),
+        path(
             "api/chat/conversations/<uuid:conv_id>/messages",
             ConversationMessagesView.as_view(mount=mount),
             name="conversation-messages",

@@ -124,6 +124,27 @@ class ConversationViewSet(MountedViewSet):
         return Response(s.TurnSerializer(turn).data)
 
     @extend_schema(
+        request=s.FeedbackSetSerializer, responses=responses({200: s.FeedbackSerializer}, AUTH, BODY, 403, 404, 409)
+    )
+    def feedback_set(self, request: Request, conv_id: str, turn_id: str) -> Response:
+        """Rate a finished answer `up` or `down`, with an optional comment; replaces the caller's earlier rating."""
+        conversation = self._conversation(request, conv_id)
+        body = s.FeedbackSetSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        feedback = services.turn_feedback_set(
+            conversation=conversation, user=request.user, turn_id=turn_id, **body.validated_data
+        )
+        return Response(s.FeedbackSerializer(feedback).data)
+
+    @extend_schema(responses=responses({204: None}, AUTH, 403, 404))
+    def feedback_delete(self, request: Request, conv_id: str, turn_id: str) -> Response:
+        """Withdraw the caller's rating of the answer (204 also when there was none)."""
+        services.turn_feedback_delete(
+            conversation=self._conversation(request, conv_id), user=request.user, turn_id=turn_id
+        )
+        return Response(status=204)
+
+    @extend_schema(
         request=s.RegenerateSerializer,
         parameters=[RETRY_AFTER],
         responses=responses(

@@ -159,6 +159,8 @@ EMPTY_VERSION_STATS: dict[str, Any] = {
     "latency_ms_p95": None,
     "tokens_in": 0,
     "tokens_out": 0,
+    "thumbs_up": 0,
+    "thumbs_down": 0,
     "first_turn_at_ms": None,
     "last_turn_at_ms": None,
 }

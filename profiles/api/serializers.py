@@ -458,5 +458,7 @@ class VersionStatsSerializer(serializers.Serializer):
     latency_ms_p95 = serializers.IntegerField(allow_null=True)
     tokens_in = serializers.IntegerField()
     tokens_out = serializers.IntegerField()
+    thumbs_up = serializers.IntegerField(help_text="Feedback `up` given to its turns.")
+    thumbs_down = serializers.IntegerField(help_text="Feedback `down` given to its turns.")
     first_turn_at_ms = serializers.IntegerField(allow_null=True)
     last_turn_at_ms = serializers.IntegerField(allow_null=True)

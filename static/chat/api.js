@@ -123,6 +123,13 @@ export class ChatApi {
     return request(this.url(`conversations/${encodeURIComponent(convId)}/turns/${encodeURIComponent(turnId)}`));
   }
 
+  /** Rate an answer: `rating` "up" or "down" gives (or replaces) the caller's feedback, null withdraws it.
+   * Resolves to the feedback now stored ({rating, comment, at_ms}) or null. */
+  setFeedback(convId, turnId, rating) {
+    const url = this.url(`conversations/${encodeURIComponent(convId)}/turns/${encodeURIComponent(turnId)}/feedback`);
+    return rating ? request(url, { method: "PUT", body: { rating } }) : request(url, { method: "DELETE" });
+  }
+
   createConversation(body = {}) {
     return request(this.url("conversations"), { method: "POST", body });
   }

@@ -81,6 +81,7 @@ class ChatApp {
         regenerate: (turn) => this.regenerate(turn.id),
         edit: (turn, prompt) => this.regenerate(turn.id, prompt),
         runtime: (turn) => this.conv && this.runtimePanel.open(this.conv.conv_id, turn.id, turn.markerButton),
+        feedback: (turn, rating) => this.rateAnswer(turn.id, rating),
       },
     });
     this.outbox = new Outbox({
@@ -456,6 +457,18 @@ class ChatApp {
     }
     this.transcript.jumpToEnd();
     return true;
+  }
+
+  /** 👍/👎 under an answer: the feedback stored (or null), undefined when the server refused it (said inline). */
+  async rateAnswer(turnId, rating) {
+    if (!this.conv) return undefined;
+    try {
+      return await this.api.setFeedback(this.conv.conv_id, turnId, rating);
+    } catch (err) {
+      const message = err instanceof ApiError ? err.message : String(err);
+      this.transcript.addNotice(notice(`Feedback not saved: ${message}`, { kind: "warn", testid: "feedback-notice" }));
+      return undefined;
+    }
   }
 
   notConnected(text) {

@@ -3,9 +3,10 @@
 // message_id, tool calls by call_id, and a turn that is finished on the page ignores late frames.
 //
 // It also keeps the view at the latest message while the user follows it (scrolling up stops that and
-// shows "jump to latest"), and offers the message actions: copy, regenerate / retry and edit of the
-// last turn, and the runtime record behind "Answered by". What middlewares did and why an answer failed
-// are said in plain words (plain.js); names, codes, raw messages and fingerprints are in the record.
+// shows "jump to latest"), and offers the message actions: copy, 👍/👎 feedback on each finished answer,
+// regenerate / retry and edit of the last turn, and the runtime record behind "Answered by". What
+// middlewares did and why an answer failed are said in plain words (plain.js); names, codes, raw
+// messages and fingerprints are in the record.
 
 import {
   artifact,
@@ -47,7 +48,8 @@ class TurnView {
   /**
    * @param {string} turnId
    * @param {string} prompt
-   * @param {object} hooks onDraw(), actions {copy, regenerate(turn), edit(turn, prompt), runtime(turn)}
+   * @param {object} hooks onDraw(), actions {copy, regenerate(turn), edit(turn, prompt), runtime(turn),
+   *   feedback(turn, rating)}
    */
   constructor(turnId, prompt, hooks) {
     this.id = turnId;
@@ -96,10 +98,17 @@ class TurnView {
       el("span", { class: "btn-text", text: "Regenerate" }),
     );
     this.regenerateButton.addEventListener("click", () => this.hooks.actions.regenerate(this));
+    this.feedback = null; // the caller's rating of the answer: {rating, comment, at_ms} or null
+    this.thumbs = {
+      up: this.thumbButton("up", "thumbUp", "Good answer"),
+      down: this.thumbButton("down", "thumbDown", "Bad answer"),
+    };
     this.answerActions = el(
       "div",
       { class: "msg-actions" },
       copyButton(() => this.answerText(), { label: "Copy answer", testid: "copy-answer" }),
+      this.thumbs.up,
+      this.thumbs.down,
       this.regenerateButton,
     );
     this.meta = el("div", { class: "answer-meta" }, this.marker, this.answerTime, this.answerActions);
@@ -126,6 +135,46 @@ class TurnView {
       this.assistant,
     );
     this.setStatus("queued");
+  }
+
+  // ---- feedback (thumbs under a finished answer)
+
+  /** 👍 or 👎 (an SVG thumb: no emoji font needed), a toggle named "Good answer" / "Bad answer". */
+  thumbButton(rating, iconName, label) {
+    const button = iconButton(iconName, label, {
+      class: "icon-btn thumb-btn",
+      "aria-pressed": "false",
+      "data-testid": `feedback-${rating}`,
+      hidden: true,
+    });
+    button.addEventListener("click", () => this.rate(rating));
+    return button;
+  }
+
+  /** Show the caller's rating ({rating, ...} or null) on the thumbs. */
+  setFeedback(feedback) {
+    this.feedback = feedback || null;
+    for (const [rating, button] of Object.entries(this.thumbs)) {
+      const pressed = Boolean(this.feedback && this.feedback.rating === rating);
+      button.setAttribute("aria-pressed", String(pressed));
+      button.classList.toggle("is-pressed", pressed);
+    }
+  }
+
+  /** A thumb clicked: give that rating, or withdraw it when it is the one given. The thumbs show what the
+   * server stored (unchanged when the request fails). */
+  async rate(rating) {
+    if (this.ratingBusy) return;
+    const next = this.feedback && this.feedback.rating === rating ? null : rating;
+    this.ratingBusy = true;
+    for (const button of Object.values(this.thumbs)) button.disabled = true;
+    try {
+      const stored = await this.hooks.actions.feedback(this, next);
+      if (stored !== undefined) this.setFeedback(stored);
+    } finally {
+      this.ratingBusy = false;
+      for (const button of Object.values(this.thumbs)) button.disabled = false;
+    }
   }
 
   setStatus(status, detail) {
@@ -304,6 +353,9 @@ class TurnView {
     }
     this.regenerateButton.querySelector(".btn-text").textContent = status === "completed" ? "Regenerate" : "Retry";
     this.regenerateButton.dataset.testid = status === "completed" ? "regenerate" : "retry";
+    // Feedback is on an answer: a finished turn that answered something.
+    const rateable = Boolean(this.hooks.actions.feedback) && (status === "completed" || Boolean(this.answerText()));
+    for (const button of Object.values(this.thumbs)) button.hidden = !rateable;
     this.showAssistant();
   }
 
@@ -388,7 +440,8 @@ export class Transcript {
   /**
    * @param {HTMLElement} container
    * @param {object} hooks onSuggestion(text), onActivity(frame), onChange(), engineOf(fingerprint),
-   *   onFollow(following), onMessage(turnId, data), actions {regenerate(turn), edit(turn, prompt), runtime(turn)}
+   *   onFollow(following), onMessage(turnId, data), actions {regenerate(turn), edit(turn, prompt), runtime(turn),
+   *   feedback(turn, rating): the stored feedback or null (`rating` null withdraws it), undefined when it failed}
    */
   constructor(
     container,
@@ -502,6 +555,7 @@ export class Transcript {
       );
     }
     turn.setAnswerTime(stored.finished_at_ms);
+    turn.setFeedback(stored.feedback);
   }
 
   /** The stored state of turns the page shows unfinished (`turns`: the conversation's stored turns): one
