@@ -16,6 +16,27 @@ from .helpers import make_user, seed
 from .own_servers import OwnPostgres, OwnRedis
 from .server import LiveServer
 
+_SERVERS_BEFORE = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    item.stash[_SERVERS_BEFORE] = len(LiveServer.started)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test shows the end of the log of each daphne it started and of those still running
+    from before (the shared one): the server's side of a failure is otherwise lost with CI's work tree."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        before = item.stash.get(_SERVERS_BEFORE, 0)
+        running = [s for s in LiveServer.started[:before] if s.process is not None and s.process.poll() is None]
+        for server in running + LiveServer.started[before:]:
+            report.sections.append((f"daphne :{server.port} log (end)", server.log_tail()))
+
 
 @pytest.fixture(scope="session")
 def _live_server_process(django_db_setup, django_db_blocker):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +31,22 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def database_copy(directory: Path) -> str:
+    """The URL of a copy of the (SQLite) test database, as committed now, for servers that must be the
+    only workers on their database: the session's shared server sweeps expired leases too, and with
+    in-memory channel layers the frames of a turn it took over would never reach another server's sockets."""
+    s = connection.settings_dict
+    if not s["ENGINE"].endswith("sqlite3"):
+        raise RuntimeError("database_copy is for the SQLite stage (the PostgreSQL stage shares Redis)")
+    copy = directory / "copy.sqlite3"
+    with closing(sqlite3.connect(s["NAME"])) as source, closing(sqlite3.connect(copy)) as target:
+        source.backup(target)
+    return f"sqlite:///{copy}"
+
+
 class LiveServer:
+    started: list[LiveServer] = []  # every server started in this session, for the logs of a failed test
+
     def __init__(self, *, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -51,6 +67,7 @@ class LiveServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         daphne = Path(sys.executable).with_name("daphne")
+        LiveServer.started.append(self)
         self.process = subprocess.Popen(
             [str(daphne), "-b", self.host, "-p", str(self.port), "config.asgi:application"],
             cwd=ROOT,
@@ -80,6 +97,12 @@ class LiveServer:
                 self.process.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError as exc:
+            return f"(no log: {exc})"
 
     def kill(self) -> None:
         """SIGKILL: a worker dying mid-turn."""

@@ -39,7 +39,7 @@ from .helpers import (
     wait_turns_finished,
     ws_connect,
 )
-from .server import ROOT, LiveServer
+from .server import ROOT, LiveServer, database_copy
 from .server import test_database_url as server_database_url
 
 pytestmark = pytest.mark.e2e
@@ -497,8 +497,11 @@ async def test_worker_killed_mid_turn_is_marked_interrupted_by_chat_recover(serv
     assert [t["prompt"] for t in turns] == ["This turn will not survive its worker", "are you back?"]
 
 
-async def test_worker_killed_mid_turn_is_interrupted_when_its_lease_expires(server, alice):
-    doomed = LiveServer(env={"CHAT_OFFLINE_DELAY_SECONDS": "0.5", "CHAT_TURN_LEASE_SECONDS": "1"}).start()
+async def test_worker_killed_mid_turn_is_interrupted_when_its_lease_expires(server, alice, tmp_path):
+    # These two must be the only workers on their database: the shared server sweeps expired leases
+    # too, and a turn it took over would stream into its own in-memory layer, not to this socket.
+    database = {"DATABASE_URL": database_copy(tmp_path)}
+    doomed = LiveServer(env={**database, "CHAT_OFFLINE_DELAY_SECONDS": "0.5", "CHAT_TURN_LEASE_SECONDS": "1"}).start()
     try:
         conv_id = new_conv_id()
         turn_id = await _start_turn_and_kill_worker(doomed, alice, conv_id)
@@ -506,7 +509,7 @@ async def test_worker_killed_mid_turn_is_interrupted_when_its_lease_expires(serv
         doomed.stop()
     # No wait for the lease: the restarted worker interrupts the turn at start if its lease has run
     # out, else on the first sweep after it does; the next turn is queued behind it until then.
-    restarted = LiveServer().start()
+    restarted = LiveServer(env=database).start()
     try:
         async with ws_connect(restarted, alice, conv_id=conv_id) as ws:
             await hello(ws)
