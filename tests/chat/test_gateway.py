@@ -8,6 +8,7 @@ policy, the conversation header, turn failures and timeouts, and the stored turn
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -632,13 +633,16 @@ def fresh_layer():
     channel_layers.backends.clear()
 
 
-async def asgi_post(user, body: dict[str, Any]) -> tuple[ApplicationCommunicator, dict[str, str]]:
+async def asgi_post(
+    user, body: dict[str, Any], token: str | None = None
+) -> tuple[ApplicationCommunicator, dict[str, str]]:
     """POST /v1/chat/completions to `config.asgi.application`; returns the communicator and the headers."""
     from asgiref.sync import sync_to_async
 
     from config.asgi import application
 
-    token = await sync_to_async(lambda: Token.objects.create(user=user).key)()
+    if token is None:
+        token = await sync_to_async(lambda: Token.objects.get_or_create(user=user)[0].key)()
     raw = json.dumps(body).encode()
     headers = [
         (b"host", b"testserver"),
@@ -702,6 +706,28 @@ async def test_live_streaming_through_the_asgi_application(chat_user, fresh_laye
     assert chunks[-1]["usage"] == turn.usage
     assert {c["system_fingerprint"] for c in chunks} == {turn.fingerprint}
     assert conversation_group_is_empty(turn)  # the request's channel left the conversation's group
+
+
+async def test_waiting_completions_hold_no_thread_so_more_than_the_sync_threads_run_at_once(
+    chat_user, fresh_layer, settings
+):
+    """A non-streamed completion waits for its turn on the event loop. A synchronous-only middleware
+    would make Django run it, and everything below it, on one of the HTTP_SYNC_THREADS threads, which
+    would wait too: at most that many completions would run at once (`config.static`)."""
+    from config.asgi import http_app
+
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.05  # each turn streams for about a second
+    count = len(http_app.executors) + 2
+    body = {"model": "agent", "messages": [{"role": "user", "content": "Please explain in detail what you can do."}]}
+
+    responses = await asyncio.gather(*(asgi_post(chat_user, body) for _ in range(count)))
+    turns = [await turn_row(headers["x-turn-id"]) for _, headers in responses]
+    for communicator, _ in responses:
+        await read_body(communicator)
+
+    assert [t.status for t in turns] == ["completed"] * count
+    # Every turn had started before the first one finished: they all ran at once.
+    assert max(t.started_at_ms for t in turns) < min(t.finished_at_ms for t in turns)
 
 
 async def test_live_waiting_for_a_non_streaming_answer(chat_user, fresh_layer):
