@@ -127,7 +127,8 @@ class LiveTurn:
         message = None
         if self.message_id is not None:
             message = {"message_id": self.message_id, "text": "".join(self.parts)}
-        return {"seq": self.published_seq, "frames": list(self.pending), "message": message}
+        # Nothing published yet: every stored frame may be replayed (the claim's come live again, dropped by seq).
+        return {"seq": self.published_seq or None, "frames": list(self.pending), "message": message}
 
     def check_lease(self) -> None:
         if time.monotonic() > self.lease_deadline and not self.storage_down():
@@ -138,7 +139,7 @@ class LiveTurn:
         self.lease_deadline = at + settings.CHAT_TURN_LEASE_SECONDS * 0.8
 
 
-Execute = Callable[[Turn], Awaitable[bool]]
+Execute = Callable[[Turn, Any], Awaitable[bool]]  # (turn, what its submitter prepared for it or None)
 
 
 class Dispatcher:
@@ -176,34 +177,36 @@ class Dispatcher:
         """The delta interval widens once all streams together would exceed CHAT_FRAME_BUDGET frames/s."""
         return max(settings.CHAT_DELTA_COALESCE_SECONDS, len(self.live) / settings.CHAT_FRAME_BUDGET)
 
-    async def kick(self, conv_id: Any, *, first: Turn | None = None) -> asyncio.Task | None:
+    async def kick(self, conv_id: Any, *, first: Turn | None = None, prepared: Any = None) -> asyncio.Task | None:
         """Make sure queued turns of this conversation run. Without a server loop (management
         commands, the test client) the turns run to completion before this returns.
 
         `first`: the conversation's oldest queued turn, just loaded with its conversation and owner
-        (a submission that found nothing ahead of it): the drain starts with it without reading it again."""
+        (a submission that found nothing ahead of it): the drain starts with it without reading it again,
+        and hands `prepared` (what its submitter already worked out for it) to `execute` with it."""
         loop = asyncio.get_running_loop()
         key = str(conv_id)
         if self.loop is not loop:
-            await self._drain(key, first)
+            await self._drain(key, first, prepared)
             return None
         task = self._drains.get(key)
         if task is not None and not task.done():
             self._again.add(key)
             return task
         # A fresh context: the drain must not inherit the request's thread-sensitive executor.
-        task = loop.create_task(self._drain(key, first), context=contextvars.Context())
+        task = loop.create_task(self._drain(key, first, prepared), context=contextvars.Context())
         self._drains[key] = task
         return task
 
-    async def _drain(self, key: str, first: Turn | None = None) -> None:
+    async def _drain(self, key: str, first: Turn | None = None, prepared: Any = None) -> None:
         try:
             while True:
                 self._again.discard(key)
                 # Loaded afresh: the conversation's selection and current runtime may have changed.
                 try:
                     turn, first = first or await run_db(selectors.turn_next_queued, conv_id=key), None
-                    more = turn is not None and await self.execute(turn)
+                    more = turn is not None and await self.execute(turn, prepared)
+                    prepared = None
                 except Exception as exc:
                     if not is_outage(exc):
                         raise
@@ -405,18 +408,19 @@ class Dispatcher:
 
     @contextlib.asynccontextmanager
     async def running(self, live: LiveTurn) -> AsyncIterator[None]:
-        """While the turn runs, this process answers cancel and replay requests sent to the conversation."""
+        """While the turn runs, this process answers cancel and replay requests sent to the conversation.
+        Registered before anything is awaited: a replay asked here meanwhile is answered at once."""
+        live.storage_down = self.storage_down
+        self.live[live.turn_id] = live
         layer = get_channel_layer()
         group = frames.control_group_name(live.conv_id)
         try:
-            await layer.group_add(group, await self.control_channel())
-        except Exception as exc:  # Redis away: the turn runs; cancel and replay requests cannot reach it
-            if not is_outage(exc):
-                raise
-            log.warning("turn %s runs without its control channel (the channel layer is away)", live.turn_id)
-        live.storage_down = self.storage_down
-        self.live[live.turn_id] = live
-        try:
+            try:
+                await layer.group_add(group, await self.control_channel())
+            except Exception as exc:  # Redis away: the turn runs; cancel and replay requests cannot reach it
+                if not is_outage(exc):
+                    raise
+                log.warning("turn %s runs without its control channel (the channel layer is away)", live.turn_id)
             yield
         finally:
             self.live.pop(live.turn_id, None)
@@ -436,9 +440,12 @@ class Dispatcher:
         may not have subscribed to it again yet: the request is sent again every REPLAY_RESEND_SECONDS
         until an answer comes (answers are matched by request id), or until the turn is found to have
         ended meanwhile (nobody would answer)."""
-        local = self._running(conv_id) if asyncio.get_running_loop() is self.loop else None
-        if local is not None:
-            return local.replay()
+        if asyncio.get_running_loop() is self.loop:
+            local = self._running(conv_id)
+            if local is not None:
+                return local.replay()
+            if not settings.REDIS_URL:  # one process (the in-memory layer): nobody else runs it
+                return None  # it is claimed and not started here yet, or finishing: its frames are stored
         request_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._replies[request_id] = future

@@ -39,6 +39,13 @@ def _floor(conv_id: Any) -> int:
     return Conversation.objects.filter(pk=conv_id).values_list("last_seq", flat=True).first() or 0
 
 
+def reservation_for(seq: int) -> int:
+    """The mark reserved when `seq` is handed out past the last one. A conversation numbered before its
+    row exists (stored with its first turn) gets it as its initial `last_seq`: the reservation's UPDATE
+    found no row."""
+    return seq + BLOCK
+
+
 def _reserve(conv_id: Any, upto: int) -> None:
     from .models import Conversation
 
@@ -80,8 +87,8 @@ class LocalSequencer:
         self.values.move_to_end(key)
         value = self.values[key] = self.values[key] + 1
         if value > self.marks[key]:
-            mark, self.marks[key] = self.marks[key], value + BLOCK
-            self.pending[key] = future = asyncio.ensure_future(run_db(_reserve, conv_id, value + BLOCK))
+            mark, self.marks[key] = self.marks[key], reservation_for(value)
+            self.pending[key] = future = asyncio.ensure_future(run_db(_reserve, conv_id, reservation_for(value)))
             try:
                 await future
             except BaseException:
@@ -188,7 +195,7 @@ class RedisSequencer:
             value = int(value)
             if value >= 0:
                 if int(reserve):
-                    await run_db(_reserve, conv_id, value + BLOCK)
+                    await run_db(_reserve, conv_id, reservation_for(value))
                 return value
             await self._init(conv_id)
         raise RuntimeError(f"could not initialise the sequence counter of conversation {conv_id}")
@@ -198,8 +205,8 @@ class RedisSequencer:
         (so a counter Redis lost starts above it) before it is used."""
         value = self._last[key] + 1
         if value > self._reserved.get(key, 0):
-            await run_db(_reserve, conv_id, value + BLOCK)
-            self._reserved[key] = value + BLOCK
+            await run_db(_reserve, conv_id, reservation_for(value))
+            self._reserved[key] = reservation_for(value)
         self._ahead[key] = value
         return value
 

@@ -53,17 +53,38 @@ def conversation_create(
 ) -> Conversation:
     """`profile` (a ref: `slug`, `slug@3`, `slug@label`) and `registry` given at creation become the
     conversation's own selection (checked first)."""
+    conversation = conversation_build(
+        owner=owner, mount=mount, conv_id=conv_id, registry=registry, profile=profile, title=title
+    )
+    conversation.save(force_insert=True)
+    return conversation
+
+
+def conversation_build(
+    *,
+    owner: Any,
+    mount: Mount,
+    conv_id: uuid.UUID | None = None,
+    registry: str | None = None,
+    profile: str | None = None,
+    title: str = "",
+    resolution: Resolution | None = None,
+) -> Conversation:
+    """A new conversation, checked but not saved: `conversation_create` saves it alone, `turn_submit`
+    with its first turn (one transaction). `resolution`: `profile` as the caller just resolved it for
+    the owner (not resolved again)."""
     selected_registry = selected_profile = selected_at = ""
     if profile:
         ref = parse_profile_ref(profile, field="profile")
-        resolution = profile_resolve(
-            registry_slug=registry or mount.default_registry, profile_slug=str(ref), field="profile", user=owner
-        )
+        if resolution is None:
+            resolution = profile_resolve(
+                registry_slug=registry or mount.default_registry, profile_slug=str(ref), field="profile", user=owner
+            )
         selected_registry, selected_profile, selected_at = resolution.registry, resolution.profile, ref.at
     elif registry:
         registry_get(registry)
         selected_registry = canonical_slug(registry, field="registry")
-    return Conversation.objects.create(
+    return Conversation(
         id=conv_id or uuid.uuid4(),
         owner=owner,
         mount=mount.name,
@@ -224,6 +245,7 @@ class Submitted:
     created: bool
     position: int  # turns ahead of it (0 = it runs now)
     frame: dict[str, Any] | None = None  # the stored `chat.message` frame, to publish
+    resolution: Resolution | None = None  # the profile as resolved for this submission (with its overrides)
 
 
 def turn_submit(
@@ -235,12 +257,17 @@ def turn_submit(
     idempotency_key: Any = None,
     message_seq: int = 0,
     replaces: Any = None,
+    resolution: Resolution | None = None,
 ) -> Submitted:
     """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
     in the same transaction. The override policy is checked now, so a violation stores nothing.
 
+    `conversation` may be new and unsaved (`conversation_build`): it is stored with its first turn.
+    `resolution`: the conversation's profile as the caller just resolved it with these overrides (the
+    policy check is then done).
     `replaces` (a turn id): regenerate, retry or edit-and-resend. The conversation's last turn, finished;
     the new turn links to it, and its prompt and request overrides default to that turn's."""
+    new = conversation._state.adding
     replaced = None
     if replaces is not None:
         replaced = _replaced_turn(conversation, replaces)
@@ -258,9 +285,14 @@ def turn_submit(
     if request_overrides is not None and not isinstance(request_overrides, dict):
         raise InvalidInput("request_overrides must be an object", field="request_overrides")
     ensure_storable({"prompt": prompt, "idempotency_key": key, "request_overrides": request_overrides}, field="")
-    if request_overrides:  # checked against the policy now: a refused override stores nothing
-        conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
+    if request_overrides and resolution is None:  # checked against the policy now: a refusal stores nothing
+        resolution = conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
     with transaction.atomic():
+        if new:  # stored with its first turn: nothing to lock, count or find
+            conversation.save(force_insert=True)
+            turn = _turn_create(conversation, prompt, request_overrides, key, seq=1, replaced=None)
+            frame = _message_frame(conversation, turn, message_seq, replaced=None)
+            return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
         # The lock, and the conversation as it is now (with its owner: the turn's runner needs both).
@@ -286,23 +318,37 @@ def turn_submit(
             _check_replaceable(replaced, last_seq=last)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
-        turn = Turn.objects.create(
-            conversation=locked,
-            seq=(last or 0) + 1,
-            prompt=prompt,
-            request_overrides=request_overrides or {},
-            idempotency_key=key,
-            created_at_ms=now_ms(),
-            replaces=replaced,
-        )
-        frame = None
-        if message_seq:
-            data = chat_message(turn_id=turn.pk, text=prompt, replaces=replaced.pk if replaced else None)
-            frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
-            ConversationEvent.objects.create(
-                conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
-            )
-    return Submitted(turn, created=True, position=waiting, frame=frame)
+        turn = _turn_create(locked, prompt, request_overrides, key, seq=(last or 0) + 1, replaced=replaced)
+        frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
+    return Submitted(turn, created=True, position=waiting, frame=frame, resolution=resolution)
+
+
+def _turn_create(
+    conversation: Conversation, prompt: str, request_overrides: Any, key: str, *, seq: int, replaced: Turn | None
+) -> Turn:
+    return Turn.objects.create(
+        conversation=conversation,
+        seq=seq,
+        prompt=prompt,
+        request_overrides=request_overrides or {},
+        idempotency_key=key,
+        created_at_ms=now_ms(),
+        replaces=replaced,
+    )
+
+
+def _message_frame(
+    conversation: Conversation, turn: Turn, message_seq: int, *, replaced: Turn | None
+) -> dict[str, Any] | None:
+    """The turn's `chat.message` frame, stored (none when the caller numbered none)."""
+    if not message_seq:
+        return None
+    data = chat_message(turn_id=turn.pk, text=turn.prompt, replaces=replaced.pk if replaced else None)
+    frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
+    ConversationEvent.objects.create(
+        conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
+    )
+    return frame
 
 
 def _replaced_turn(conversation: Conversation, turn_id: Any) -> Turn:

@@ -30,7 +30,7 @@ from .models import Turn
 from .runtime.base import EngineError, Message, ToolContext, TurnContext
 from .runtime.composer import Runtime
 from .runtime.runner import TurnOutcome, run_turn
-from .sequencer import get_sequencer
+from .sequencer import get_sequencer, reservation_for
 from .streams import Subscription
 from .writer import writer
 
@@ -49,10 +49,15 @@ async def turn_enqueue(
     request_overrides: Any = None,
     idempotency_key: Any = None,
     replaces: Any = None,
+    resolution: Resolution | None = None,
 ) -> services.Submitted:
     """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
     runs. `replaces`: the id of the conversation's last turn, regenerated (prompt None: the same
-    prompt) or edited."""
+    prompt) or edited. `conversation` may be new and unsaved (stored with the turn); `resolution`: its
+    profile as the caller just resolved it with these overrides, which a turn that runs at once runs on."""
+    message_seq = await get_sequencer().next(conversation.pk)
+    if conversation._state.adding:  # numbered before its row exists: the row carries the reservation
+        conversation.last_seq = reservation_for(message_seq)
     submitted = await writer.write(
         services.turn_submit,
         key=conversation.pk,
@@ -61,8 +66,9 @@ async def turn_enqueue(
         prompt=prompt,
         request_overrides=request_overrides,
         idempotency_key=idempotency_key,
-        message_seq=await get_sequencer().next(conversation.pk),
+        message_seq=message_seq,
         replaces=replaces,
+        resolution=resolution,
     )
     if submitted.created:
         if submitted.frame is not None:
@@ -72,7 +78,10 @@ async def turn_enqueue(
             queued = frames.chat_queued(turn_id=turn_id, position=submitted.position)
             await streams.publish(conversation.pk, "chat.queued", queued, turn_id)
         # First in line: the drain starts with it (loaded fresh with its conversation by the submission).
-        await dispatcher.kick(conversation.pk, first=None if submitted.position else submitted.turn)
+        if submitted.position:
+            await dispatcher.kick(conversation.pk)
+        else:
+            await dispatcher.kick(conversation.pk, first=submitted.turn, prepared=submitted.resolution)
     return submitted
 
 
@@ -114,23 +123,28 @@ class _Recorder:
             self.suggestions = list(data.get("items", []))
 
 
-def _turn_inputs(*, turn: Turn) -> tuple[Resolution, Runtime, list[tuple[str, str]]]:
-    """What a turn runs on, read in one database hop: its resolved profile, the runtime composed from it
-    (cached by fingerprint) and the conversation's history within the runtime's window."""
+def _turn_inputs(*, turn: Turn, resolution: Resolution | None) -> tuple[Resolution, Runtime, list[tuple[str, str]]]:
+    """What a turn runs on, read in one database hop: its resolved profile (unless its submission just
+    resolved it), the runtime composed from it (cached by fingerprint) and the conversation's history
+    within the runtime's window (a first turn has none)."""
     conversation = turn.conversation
-    resolution = selectors.conversation_resolve(
-        conversation=conversation, user=conversation.owner, request_overrides=turn.request_overrides or None
-    )
+    if resolution is None:
+        resolution = selectors.conversation_resolve(
+            conversation=conversation, user=conversation.owner, request_overrides=turn.request_overrides or None
+        )
     runtime = runtime_for(conversation.mount, resolution)
-    history = selectors.conversation_history(
-        conversation=conversation, before_seq=turn.seq, limit=runtime.history_turns
-    )
+    history: list[tuple[str, str]] = []
+    if turn.seq > 1 and runtime.history_turns:
+        history = selectors.conversation_history(
+            conversation=conversation, before_seq=turn.seq, limit=runtime.history_turns
+        )
     return resolution, runtime, history
 
 
-async def execute_turn(turn: Turn) -> bool:
+async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
     """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
-    False: none does, or it could not be claimed (another runs, or another worker took it)."""
+    False: none does, or it could not be claimed (another runs, or another worker took it).
+    `prepared`: its profile as its submission resolved it a moment ago (else resolved now)."""
     conversation, user = turn.conversation, turn.conversation.owner  # loaded with the turn
     conv_id, turn_id = str(conversation.pk), str(turn.pk)
     started = time.monotonic()
@@ -138,7 +152,7 @@ async def execute_turn(turn: Turn) -> bool:
     live.renewed(started)
 
     try:
-        resolution, runtime, history = await run_db(_turn_inputs, turn=turn)
+        resolution, runtime, history = await run_db(_turn_inputs, turn=turn, resolution=prepared)
     except (ProfileError, LookupError, ValueError) as exc:
         message = getattr(exc, "message", str(exc))
         if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):

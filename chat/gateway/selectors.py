@@ -41,6 +41,16 @@ def model_get(*, registry: str, slug: str, user: Any) -> ModelRow | None:
     return ModelRow(*row) if row else None
 
 
+# What an answer shows of its turn: not the runtime record's JSON (decoded for nothing on every answer).
+IDENTITY_FIELDS = ("id", "registry", "profile_slug", "fingerprint", "created_at_ms")
+ANSWER_FIELDS = (*IDENTITY_FIELDS, "status", "text", "usage", "error")
+
+
+def turn_identity(*, turn_id: Any) -> Turn:
+    """The started turn's id, model and fingerprint (its record), for the first chunk of a stream."""
+    return Turn.objects.only(*IDENTITY_FIELDS).get(pk=turn_id)
+
+
 @dataclass(frozen=True)
 class TurnResult:
     turn: Turn  # the stored row: runtime record, text, usage, status, error
@@ -49,7 +59,7 @@ class TurnResult:
 
 def turn_result(*, turn_id: Any) -> TurnResult | None:
     """The turn once it has finished (completed, failed, cancelled, interrupted), else None."""
-    turn = Turn.objects.filter(pk=turn_id).first()
+    turn = Turn.objects.only(*ANSWER_FIELDS).filter(pk=turn_id).order_by().first()  # no ordering: it joins
     if turn is None or turn.status not in Turn.FINISHED:
         return None
     frame = (

@@ -35,6 +35,7 @@ from django.db import transaction
 
 from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
+from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve
 from profiles.validation import ProfileRef, canonical_slug, parse_profile_ref
 
@@ -252,35 +253,48 @@ def _conversation_id(raw: str | None) -> uuid.UUID | None:
 # --------------------------------------------------------------------------- the turn
 
 
-@transaction.atomic  # a write through the writer opens its own atomic block
-def _conversation_for(
-    *, user: Any, mount: Mount, data: CompletionInput, conv_id: uuid.UUID | None
-) -> tuple[Conversation, bool]:
-    """The model (with the overrides, against its policy) resolved before anything is written, then the
-    conversation: a new one selecting the model, or the named one (the caller's, in this mount, whose
-    last completed turns are the earlier messages sent), switched to the model if it selects another."""
+def _resolve_model(*, user: Any, mount: Mount, data: CompletionInput) -> Resolution:
+    """The model, with the overrides (checked against its policy), as the user may use it."""
     registry, ref = model_ref(data.model, mount)
     try:
-        resolution = profile_resolve(
+        return profile_resolve(
             registry_slug=registry, profile_slug=str(ref), request_overrides=data.overrides(), user=user
         )
     except NotFound as exc:
         if exc.field in ("registry", "slug"):
             raise ModelNotFound(data.model) from None
         raise
-    if conv_id is None:
-        if data.history:
-            raise InvalidInput(
-                f"earlier user/assistant messages need {CONVERSATION_HEADER}: the server keeps a conversation's "
-                f"context so every answer is traceable; send the {CONVERSATION_HEADER} a previous answer returned, "
-                "or only the system messages and the new user message",
-                field="messages",
-            )
-        title = " ".join(data.prompt.split())[:TITLE_CHARS]
-        conversation = chat_services.conversation_create(
-            owner=user, mount=mount, registry=resolution.registry, profile=str(ref), title=title
+
+
+def _new_conversation(*, user: Any, mount: Mount, data: CompletionInput) -> tuple[Conversation, Resolution]:
+    """The model resolved, then a new conversation selecting it, not saved: it is stored with its
+    first turn (one transaction), and that turn runs on this resolution."""
+    resolution = _resolve_model(user=user, mount=mount, data=data)
+    if data.history:
+        raise InvalidInput(
+            f"earlier user/assistant messages need {CONVERSATION_HEADER}: the server keeps a conversation's "
+            f"context so every answer is traceable; send the {CONVERSATION_HEADER} a previous answer returned, "
+            "or only the system messages and the new user message",
+            field="messages",
         )
-        return conversation, True
+    conversation = chat_services.conversation_build(
+        owner=user,
+        mount=mount,
+        registry=resolution.registry,
+        profile=str(model_ref(data.model, mount)[1]),
+        title=" ".join(data.prompt.split())[:TITLE_CHARS],
+        resolution=resolution,
+    )
+    return conversation, resolution
+
+
+@transaction.atomic  # a write through the writer opens its own atomic block
+def _named_conversation(*, user: Any, mount: Mount, data: CompletionInput, conv_id: uuid.UUID) -> Conversation:
+    """The model resolved before anything is written, then the named conversation (the caller's, in this
+    mount, whose last completed turns are the earlier messages sent), switched to the model if it
+    selects another."""
+    resolution = _resolve_model(user=user, mount=mount, data=data)
+    ref = str(model_ref(data.model, mount)[1])
     try:
         conversation = chat_selectors.conversation_get(conv_id=conv_id, user=user, mount=mount)
     except ProfileError as exc:
@@ -298,14 +312,11 @@ def _conversation_for(
                 "the context)",
                 field="messages",
             )
-    if (conversation.selected_registry, chat_selectors.conversation_ref(conversation)) != (
-        resolution.registry,
-        str(ref),
-    ):
+    if (conversation.selected_registry, chat_selectors.conversation_ref(conversation)) != (resolution.registry, ref):
         chat_services.conversation_select_profile(
-            conversation=conversation, user=user, slug=str(ref), registry=resolution.registry
+            conversation=conversation, user=user, slug=ref, registry=resolution.registry
         )
-    return conversation, False
+    return conversation
 
 
 async def completion_create(
@@ -316,15 +327,21 @@ async def completion_create(
     data = completion_input(body)
     conv_id = _conversation_id(conversation_id)
     registry, ref = model_ref(data.model, mount)
+    resolution: Resolution | None = None
     with _as_request_params(data):
-        # Through the writer: a new conversation's row shares a commit with the other turns' writes.
-        conversation, created = await writer.write(
-            _conversation_for, key=conv_id or "", user=user, mount=mount, data=data, conv_id=conv_id
-        )
-        if created:
+        if conv_id is None:  # stored with the turn, in the same transaction
+            conversation, resolution = await run_db(_new_conversation, user=user, mount=mount, data=data)
             get_sequencer().prime(conversation.pk)  # nothing numbered yet
+        else:
+            conversation = await writer.write(
+                _named_conversation, key=conv_id, user=user, mount=mount, data=data, conv_id=conv_id
+            )
         submitted = await turn_enqueue(
-            conversation=conversation, user=user, prompt=data.prompt, request_overrides=data.overrides() or None
+            conversation=conversation,
+            user=user,
+            prompt=data.prompt,
+            request_overrides=data.overrides() or None,
+            resolution=resolution,
         )
     return Completion(
         conv_id=str(conversation.pk),
@@ -479,7 +496,7 @@ class Completion:
             follow.ours = data.get("turn_id") == self.turn_id
             if follow.ours and not follow.started:
                 follow.started = True
-                return [Started(await run_db(chat_selectors.turn_get, turn_id=self.turn_id))]
+                return [Started(await run_db(selectors.turn_identity, turn_id=self.turn_id))]
             return []
         if not follow.ours:
             return []

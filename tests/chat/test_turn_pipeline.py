@@ -14,6 +14,7 @@ import channels.consumer
 import pytest
 from channels.layers import get_channel_layer
 from django.db.backends.utils import CursorWrapper
+from rest_framework.authtoken.models import Token
 
 from chat import dispatcher as dispatcher_module
 from chat import frames, services
@@ -444,6 +445,52 @@ async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_t
     await frames_until(first, timeout=15)
 
 
+async def test_on_one_process_a_replay_of_a_turn_not_registered_here_asks_nobody(
+    connected, chat_user, quiet_timer, monkeypatch
+):
+    """With the in-memory layer every turn runs in this process: a conversation whose turn is claimed but
+    not registered here yet (or any more) has its frames stored. Asking the layer waited for an answer
+    nobody would send (0.4 s, up to 2 s: streamed completions waited that long for their first chunk)."""
+    await connected()  # the server loop is this one
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
+    turn = await run_db(TurnFactory, conversation=conversation, status=Turn.Status.RUNNING)
+    await run_db(Conversation.objects.filter(pk=conversation.pk).update, active_turn=turn)
+    layer, asked = get_channel_layer(), []
+    original = layer.group_send
+
+    async def recording(group, message):
+        asked.append(message["type"])
+        return await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", recording)
+
+    live = await dispatcher.ask_replay(conversation.pk)
+
+    assert live is None
+    assert "turn.replay" not in asked
+
+
+async def test_a_replay_while_the_turn_here_has_published_nothing_yet_keeps_every_stored_frame(
+    connected, chat_user, quiet_timer
+):
+    """Claimed and registered, its first frames stored but not sent yet: the replay has every stored
+    frame (the live copies that follow are dropped by seq); it had none (`upto` 0)."""
+    from chat.replay import replay
+
+    await connected()
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
+    turn = await run_db(TurnFactory, conversation=conversation, status=Turn.Status.RUNNING)
+    await run_db(Conversation.objects.filter(pk=conversation.pk).update, active_turn=turn)
+    message = frames.make(type="chat.message", conv_id=conversation.pk, seq=1, data={"turn_id": str(turn.pk)})
+    await run_db(services.events_store, conv_id=conversation.pk, frames=[message], turn_id=turn.pk)
+
+    async with dispatcher.running(dispatcher_module.LiveTurn(str(turn.pk), str(conversation.pk))):
+        page = await replay(conversation.pk, 0)
+
+    assert [f["seq"] for f in page.frames] == [1]
+    assert page.next_since_seq == 1
+
+
 async def test_asking_a_replay_stops_when_the_turn_has_ended_and_nobody_answers(chat_user, settings, monkeypatch):
     """A turn that ended between the look at the conversation and the request: nobody answers, and the
     ask does not wait out its whole timeout for it (it did: completions waited 2 s for their first chunk)."""
@@ -478,3 +525,35 @@ async def test_a_queue_left_behind_is_restarted_by_the_timer(
     stranded = await run_db(TurnFactory, conversation=conversation, seq=1, prompt="anyone?")
 
     assert (await wait_turn(stranded.pk, timeout=5)).status == "completed"
+
+
+async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_commits_three_times(
+    chat_user, sql_log, quiet_timer
+):
+    """The gateway resolves the model (with its overrides) once: the new conversation is built from that
+    resolution, stored with its first turn in one transaction (with the reservation of the numbers its
+    frames got before it existed), and the turn runs on it; a first turn reads no history."""
+    from .test_gateway import asgi_post, read_body
+
+    token = (await run_db(Token.objects.create, user=chat_user)).key
+    body = {"model": "agent", "messages": [{"role": "user", "content": "2 + 2"}]}
+    communicator, headers = await asgi_post(chat_user, body, token)  # the runtime is built and cached
+    await read_body(communicator)
+    assert headers[":status"] == 200
+    sql_log.clear()
+
+    communicator, headers = await asgi_post(chat_user, body, token)
+    await read_body(communicator)
+
+    assert headers[":status"] == 200
+    statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
+    assert statements.count("BEGIN") == 3, sql_log  # the conversation with its turn, the claim, the finish
+    assert len([sql for sql in sql_log if 'FROM "profiles_profile"' in sql]) == 1, sql_log
+    assert not [sql for sql in sql_log if 'SELECT "chat_turn"."prompt", "chat_turn"."text"' in sql]  # history
+    assert len(statements) - statements.count("BEGIN") <= 17, sql_log
+    conv_id = headers["x-conversation-id"]
+    conversation = await run_db(Conversation.objects.get, pk=conv_id)
+    seqs = await run_db(
+        lambda: list(ConversationEvent.objects.filter(conversation_id=conv_id).values_list("seq", flat=True))
+    )
+    assert seqs and conversation.last_seq >= max(seqs)  # a restarted counter starts above them
