@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "profiles.audit.AuditOriginMiddleware",  # the request's address for the audit log
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -11,6 +11,7 @@ from chat.mounts import CHAT_MOUNT
 from chat.pages import profile_version_admin
 from chat.urls import conversation_urls, page_urls
 from inventory.mounts import INVENTORY_MOUNT
+from profiles.api.audit import AuditExportView, AuditLogView
 from profiles.api.errors import ApiErrorPages
 from profiles.api.urls import profile_api_urls
 from profiles.api.views import TokenView
@@ -34,6 +35,8 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/auth/token", TokenView.as_view(), name="api-token"),
+    path("api/audit", AuditLogView.as_view(), name="audit-log"),
+    path("api/audit/export", AuditExportView.as_view(), name="audit-export"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: an anonymous browser is sent to the login page (the schema itself answers 401).
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

@@ -28,7 +28,7 @@ from django.views.decorators.http import require_POST
 from .access import can_edit, visible_filter
 from .errors import NotFound, ProfileError
 from .forms import ADMIN_SOURCE, LABEL_PATTERN, ProfileAdminForm, RegistryAdminForm, ServiceModelForm
-from .models import Profile, ProfileRevision, ProfileSelection, Registry
+from .models import AuditEvent, Profile, ProfileRevision, ProfileSelection, Registry
 from .selectors import (
     label_list,
     profile_resolve,
@@ -570,3 +570,24 @@ class ProfileSelectionAdmin(InspectOnlyAdmin):
     list_filter = ("mount", "registry_slug")
     list_select_related = ("user",)
     search_fields = ("user__username", "registry_slug", "profile_slug")
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(InspectOnlyAdmin):
+    list_display = ("at", "actor_username", "actor_type", "action", "registry", "slug", "ip")
+    list_filter = ("action", "actor_type", "registry")
+    search_fields = ("actor_username", "registry", "slug", "action")
+    fields = (
+        ("at", "actor_type", "actor_username", "actor_id", "ip"),
+        ("action", "object_type", "registry", "slug"),
+        "changes_json",
+    )
+    readonly_fields = ("at", "changes_json")
+
+    @admin.display(description="at", ordering="at_ms")
+    def at(self, obj: AuditEvent) -> str | None:
+        return _when(obj.at_ms)
+
+    @admin.display(description="changes")
+    def changes_json(self, obj: AuditEvent) -> str:
+        return _pretty_json(obj.changes)

@@ -420,6 +420,8 @@ class RegistryAdminForm(VersionedServiceForm):
                 display_name=data["display_name"],
                 description=data["description"],
                 editor_groups=data.get("editor_groups") or [],
+                actor=self.actor,
+                source=ADMIN_SOURCE,
                 **labels,
             )
         if not self.has_changed():

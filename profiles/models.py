@@ -179,3 +179,34 @@ class ProfileSelection(TimestampedMs):
 
     def __str__(self) -> str:
         return f"{self.user_id}@{self.mount}: {self.registry_slug}/{self.profile_slug}"
+
+
+class AuditEvent(models.Model):
+    """One write to registries, profiles or labels: who, what, on which object, the structured change,
+    from where. Written by `profiles.audit.audit_record` in the write's own transaction; never changed or
+    deleted (no route, no admin action, and the model refuses)."""
+
+    at_ms = models.BigIntegerField(db_index=True)
+    actor_type = models.CharField(max_length=16)  # "user", "key" (an API key's owner), "system" (a file)
+    actor_id = models.BigIntegerField(null=True, blank=True)  # not a foreign key: the entry outlives its user
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)  # `<object>.<verb>`: `profile.updated`, `label.moved`
+    object_type = models.CharField(max_length=32)
+    registry = models.CharField(max_length=128, db_index=True)
+    slug = models.CharField(max_length=128, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.registry}{'/' + self.slug if self.slug else ''} by {self.actor_username}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ValueError("audit entries are never changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit entries are never deleted")

@@ -14,6 +14,8 @@ from django.db.models import F
 
 from . import selectors
 from .access import can_edit, can_use
+from .audit import audit_record, field_changes
+from .diff import document_diff
 from .errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
 from .models import (
     Profile,
@@ -270,6 +272,8 @@ def registry_create(
     protected_labels: Any = None,
     serve_label: Any = None,
     editor_groups: Any = None,
+    actor: Any = None,
+    source: str = "api",
 ) -> Registry:
     """`protected_labels` None: `["production"]`; `serve_label` None or "": plain slugs serve the latest;
     `editor_groups` None or []: whoever has the model permissions edits it. (Group defaults name
@@ -285,7 +289,7 @@ def registry_create(
         raise InvalidInput.from_errors(errors)
     try:
         with transaction.atomic():
-            return Registry.objects.create(
+            registry = Registry.objects.create(
                 slug=slug,
                 display_name=display_name or slug,
                 description=description,
@@ -295,6 +299,16 @@ def registry_create(
             )
     except IntegrityError:
         raise Conflict(f"registry {slug!r} already exists", field="registry") from None
+    initial = {"display_name": registry.display_name, "editor_groups": editors, **labels}
+    audit_record(
+        actor=actor,
+        source=source,
+        action="registry.created",
+        object_type="registry",
+        registry=slug,
+        changes=field_changes({}, initial),
+    )
+    return registry
 
 
 @transaction.atomic
@@ -353,9 +367,27 @@ def registry_update(
         if not registry.is_default(profile.pk):
             changes["default_profile"] = profile
     if changes:
+        before = {k: _audit_value(getattr(registry, k)) for k in changes}
         _bump_registry(registry, **changes)
         registry.refresh_from_db()
+        _audit_registry(registry, actor, source, before, {k: _audit_value(v) for k, v in changes.items()})
     return registry
+
+
+def _audit_value(value: Any) -> Any:
+    """A registry field as the audit log shows it (the default profile by slug)."""
+    return value.slug if isinstance(value, Profile) else value
+
+
+def _audit_registry(registry: Registry, actor: Any, source: str, before: dict, after: dict) -> None:
+    audit_record(
+        actor=actor,
+        source=source,
+        action="registry.updated",
+        object_type="registry",
+        registry=registry.slug,
+        changes=field_changes(before, after),
+    )
 
 
 def registry_patch(
@@ -417,7 +449,9 @@ def registry_set_default(
     profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     _check_default_is_everyones(profile, profile.visible_to_groups, field="slug")
     if not registry.is_default(profile.pk):
+        before = _audit_value(registry.default_profile)
         _bump_registry(registry, default_profile=profile)
+        _audit_registry(registry, actor, source, {"default_profile": before}, {"default_profile": profile.slug})
     return profile
 
 
@@ -489,7 +523,22 @@ def label_set(
     ProfileLabelMove.objects.create(
         profile=profile, name=name, from_version=current, to_version=version, by=who, source=source, at_ms=stamp
     )
+    _audit_label(registry, profile, name, current, version, actor, source)
     return label
+
+
+def _audit_label(
+    registry: Registry, profile: Profile, name: str, before: int | None, after: int | None, actor: Any, source: str
+) -> None:
+    audit_record(
+        actor=actor,
+        source=source,
+        action="label.moved" if after is not None else "label.removed",
+        object_type="label",
+        registry=registry.slug,
+        slug=profile.slug,
+        changes={"label": name, "from_version": before, "to_version": after},
+    )
 
 
 @transaction.atomic
@@ -519,6 +568,7 @@ def label_delete(
         source=source,
         at_ms=now_ms(),
     )
+    _audit_label(registry, profile, name, label.version, None, actor, source)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -592,7 +642,31 @@ def profile_create(
     else:
         _bump_registry(registry)
     _record_revision(profile, registry=registry, change="created")
+    _audit_profile(
+        "profile.created", registry, profile, actor, source, before={}, default=registry.is_default(profile.pk)
+    )
     return profile
+
+
+def _audit_profile(
+    action: str, registry: Registry, profile: Profile, actor: Any, source: str, *, before: dict, **extra: Any
+) -> None:
+    """`changes`: the version, and the document's structured diff (`profiles.diff`) from `before`."""
+    after = (
+        profile_document(profile, registry_slug=registry.slug, is_default=False) if action != "profile.deleted" else {}
+    )
+    changes: dict[str, Any] = {"version": profile.version, **extra}
+    if after:
+        changes["diff"] = document_diff(before, after)
+    audit_record(
+        actor=actor,
+        source=source,
+        action=action,
+        object_type="profile",
+        registry=registry.slug,
+        slug=profile.slug,
+        changes=changes,
+    )
 
 
 def _check_text_fields(**fields: Any) -> None:
@@ -620,6 +694,7 @@ def profile_update(
     always_write: bool = False,
     check_stack: bool = True,
     merge: bool = False,
+    action: str = "profile.updated",
 ) -> Profile:
     """Partial update: each of `runtime`, `policy`, `extensions` present in `changes` replaces the whole part;
     `merge`: `changes` is a JSON Merge Patch (RFC 7396) of those fields, merged into the stored current
@@ -653,6 +728,7 @@ def profile_update(
     if ("visible_to_groups" in changed or set_default) and (set_default or registry.is_default(profile.pk)):
         _check_default_is_everyones(profile, groups)
     if writes:
+        before = profile_document(profile, registry_slug=registry.slug, is_default=False)
         stamp = now_ms()
         rows = Profile.objects.filter(pk=profile.pk, version=profile.version).update(
             **fields, version=profile.version + 1, updated_at_ms=stamp, updated_by=_actor_name(actor), source=source
@@ -668,13 +744,18 @@ def profile_update(
         if check_stack and {"runtime", "policy", "extensions", "stack"} & set(changed):
             _check_dependents(profile)
         _record_revision(profile, registry=registry, change=change or f"updated {', '.join(changed)}")
+        _audit_profile(action, registry, profile, actor, source, before=before)
     becomes_default = set_default and not registry.is_default(profile.pk)
+    if becomes_default:
+        default_before = _audit_value(registry.default_profile)
     if writes or becomes_default:
         _bump_registry(
             registry,
             by=int(writes) + int(becomes_default),
             **({"default_profile": profile} if becomes_default else {}),
         )
+    if becomes_default:
+        _audit_registry(registry, actor, source, {"default_profile": default_before}, {"default_profile": profile.slug})
     return profile
 
 
@@ -731,6 +812,7 @@ def profile_delete(
         _bump_registry(registry, default_profile=None)
     else:
         _bump_registry(registry)
+    _audit_profile("profile.deleted", registry, profile, actor, source, before={})
     profile.delete()
 
 
@@ -762,6 +844,7 @@ def profile_restore(
         source=source,
         change=f"restored from version {version}",
         always_write=True,
+        action="profile.restored",
     )
 
 

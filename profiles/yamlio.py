@@ -418,11 +418,11 @@ def _import_registry(
     }
     try:
         if registry is None:
-            registry = services.registry_create(slug=slug, **names)
+            registry = services.registry_create(slug=slug, source=source, **names)
             report.plan.append({"action": "create", "target": slug})
         elif replace:
             before = registry.version
-            registry = services.registry_update(slug=slug, **names)
+            registry = services.registry_update(slug=slug, source=source, **names)
             if registry.version != before:
                 report.plan.append({"action": "update", "target": slug})
     except ProfileError as exc:
