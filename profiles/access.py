@@ -30,6 +30,7 @@ from django.db.models import Exists, Expression, OuterRef, Q, Value
 USE_PROFILE = "profiles.use_profile"
 EDIT_REGISTRY = "profiles.edit_registry"
 WRITE_REGISTRY = "profiles.write_registry"
+APPROVE_REGISTRY = "profiles.approve_registry"
 CHANGE_PROFILE = "profiles.change_profile"
 # The model permissions that write profiles: any of them with edit rights on a registry makes a writer.
 WRITE_PERMISSIONS = ("profiles.add_profile", CHANGE_PROFILE, "profiles.delete_profile")
@@ -87,7 +88,13 @@ def writes_profiles(user: Any) -> bool:
     return any(user.has_perm(perm) for perm in WRITE_PERMISSIONS)
 
 
+@rules.predicate
+def in_approver_groups(user: Any, registry: Any) -> bool:
+    return registry is not None and bool(user_group_names(user) & set(registry.approver_groups or []))
+
+
 rules.add_perm(USE_PROFILE, sees_every_profile | in_visible_groups)
+rules.add_perm(APPROVE_REGISTRY, rules.is_active & (rules.is_superuser | in_approver_groups))
 rules.add_perm(EDIT_REGISTRY, rules.is_superuser | registry_open_to_editors | in_editor_groups)
 rules.add_perm(WRITE_REGISTRY, writes_profiles & (rules.is_superuser | registry_open_to_editors | in_editor_groups))
 
@@ -100,6 +107,11 @@ def can_use(user: Any, profile: Any) -> bool:
 def can_edit(user: Any, registry: Any) -> bool:
     """May `user` (who has the model permissions) edit the profiles and settings of `registry`?"""
     return user is None or user.has_perm(EDIT_REGISTRY, registry)
+
+
+def can_approve(user: Any, registry: Any) -> bool:
+    """May `user` approve label requests of `registry` (a member of its approver groups, or a superuser)?"""
+    return user is not None and user.has_perm(APPROVE_REGISTRY, registry)
 
 
 def can_write(user: Any, registry: Any) -> bool:

@@ -26,9 +26,10 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from .access import can_edit, visible_filter
+from .approvals import label_request_approve, label_request_reject
 from .errors import NotFound, ProfileError
 from .forms import ADMIN_SOURCE, LABEL_PATTERN, ProfileAdminForm, RegistryAdminForm, ServiceModelForm
-from .models import AuditEvent, Profile, ProfileRevision, ProfileSelection, Registry
+from .models import AuditEvent, LabelRequest, Profile, ProfileRevision, ProfileSelection, Registry
 from .selectors import (
     label_list,
     profile_resolve,
@@ -510,6 +511,7 @@ class RegistryAdmin(ServiceAdmin):
         (None, {"fields": ("slug", "display_name", "description", "default_profile", "expected_version")}),
         ("Labels", {"fields": ("protected_labels", "serve_label")}),
         ("Access", {"fields": ("editor_groups", "group_defaults")}),
+        ("Approvals", {"fields": ("required_approvals", "approver_groups")}),
         ("Metadata", {"fields": ("version", "tags", ("created", "updated"))}),
     )
 
@@ -591,3 +593,71 @@ class AuditEventAdmin(InspectOnlyAdmin):
     @admin.display(description="changes")
     def changes_json(self, obj: AuditEvent) -> str:
         return _pretty_json(obj.changes)
+
+
+@admin.register(LabelRequest)
+class LabelRequestAdmin(InspectOnlyAdmin):
+    """Requests to move labels that need approvals; approvers decide with the actions (the services')."""
+
+    list_display = (
+        "id",
+        "registry",
+        "profile_slug",
+        "name",
+        "from_version",
+        "version",
+        "status",
+        "by_username",
+        "approved_by",
+        "created",
+    )
+    list_filter = ("status", "name", "profile__registry__slug")
+    list_select_related = ("profile__registry",)
+    search_fields = ("profile__slug", "name", "by_username", "note")
+    fields = (
+        ("profile", "name", "from_version", "version"),
+        ("status", "by_username", "created"),
+        "note",
+        "approved_by",
+    )
+    readonly_fields = ("created", "approved_by")
+    actions = ["approve", "reject"]
+
+    @admin.display(description="registry", ordering="profile__registry__slug")
+    def registry(self, obj: LabelRequest) -> str:
+        return obj.profile.registry.slug
+
+    @admin.display(description="profile", ordering="profile__slug")
+    def profile_slug(self, obj: LabelRequest) -> str:
+        return obj.profile.slug
+
+    @admin.display(description="created", ordering="created_at_ms")
+    def created(self, obj: LabelRequest) -> str | None:
+        return _when(obj.created_at_ms)
+
+    @admin.display(description="approved by")
+    def approved_by(self, obj: LabelRequest) -> str:
+        return ", ".join(a["username"] for a in obj.approvals)
+
+    @admin.action(description="Approve the selected requests")
+    def approve(self, request: HttpRequest, queryset: QuerySet[LabelRequest]) -> None:
+        self._decide(request, queryset, label_request_approve, "approved")
+
+    @admin.action(description="Reject the selected requests")
+    def reject(self, request: HttpRequest, queryset: QuerySet[LabelRequest]) -> None:
+        self._decide(request, queryset, label_request_reject, "rejected")
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet[LabelRequest], decide: Any, verb: str) -> None:
+        for item in queryset.select_related("profile__registry"):
+            try:
+                decided = decide(
+                    registry_slug=item.profile.registry.slug,
+                    slug=item.profile.slug,
+                    name=item.name,
+                    request_id=item.pk,
+                    actor=request.user,
+                )
+            except ProfileError as exc:
+                self.message_user(request, f"request {item.pk}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"request {item.pk} {verb}: now {decided.status}", messages.SUCCESS)

@@ -83,6 +83,18 @@ class Conflict(ProfileError):
     code = "conflict"
 
 
+class ApprovalRequired(Conflict):
+    """409: the registry requires approvals to move or remove this label: ask with a request instead."""
+
+    code = "approval_required"
+
+
+class RequestClosed(Conflict):
+    """409: the label request is no longer pending (applied, rejected, or stale: its label moved)."""
+
+    code = "request_closed"
+
+
 class Busy(ProfileError):
     """Try again later (`retry_after` seconds)."""
 

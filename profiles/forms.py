@@ -378,6 +378,17 @@ class RegistryAdminForm(VersionedServiceForm):
         "users in none of these groups get the registry default.",
         widget=JSONEditorWidget(attrs={"rows": 5}),
     )
+    required_approvals = forms.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=10,
+        initial=0,
+        help_text="With n > 0, protected labels move only through requests approved by n approvers (lowering it "
+        "needs a superuser).",
+    )
+    approver_groups = GroupNamesField(
+        help_text="Members of these groups (and superusers) approve label requests; never their own."
+    )
 
     what = "registry"
     error_aliases = {"registry": "slug"}
@@ -389,13 +400,18 @@ class RegistryAdminForm(VersionedServiceForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(GroupNamesField, self.fields["editor_groups"]).offer()
+        cast(GroupNamesField, self.fields["approver_groups"]).offer()
         if self.instance.pk is not None:
             self.initial["protected_labels"] = ", ".join(self.instance.protected_labels or [])
             self.initial["editor_groups"] = list(self.instance.editor_groups or [])
             self.initial["group_defaults"] = list(self.instance.group_defaults or [])
+            self.initial["required_approvals"] = self.instance.required_approvals
+            self.initial["approver_groups"] = list(self.instance.approver_groups or [])
         if self.instance.pk is None:
             self.fields.pop("default_profile", None)  # a new registry has no profiles yet
             self.fields.pop("group_defaults", None)  # nor profiles to name
+            self.fields.pop("required_approvals", None)  # set once it has labels to guard
+            self.fields.pop("approver_groups", None)
             return
         self.fields.pop("slug", None)
         if "default_profile" in self.fields:
@@ -427,7 +443,11 @@ class RegistryAdminForm(VersionedServiceForm):
         if not self.has_changed():
             return self.instance
         default = data.get("default_profile")
-        access = {name: data[name] for name in ("editor_groups", "group_defaults") if name in self.changed_data}
+        access = {
+            name: data[name] if data[name] is not None else 0
+            for name in ("editor_groups", "group_defaults", "required_approvals", "approver_groups")
+            if name in self.changed_data
+        }
         return registry_update(
             slug=self.instance.slug,
             display_name=data["display_name"],

@@ -35,6 +35,10 @@ class Registry(TimestampedMs):
     # `[{"group": name, "profile": slug}]`, in order: a user without a selection of their own gets the
     # profile of the first entry whose group they are in, else the registry default.
     group_defaults = models.JSONField(default=list, blank=True)
+    # Approvals: with n > 0, a protected label moves only through a request approved by n members of the
+    # approver groups (or superusers), none of them its author (`profiles.approvals`).
+    required_approvals = models.PositiveSmallIntegerField(default=0)
+    approver_groups = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["slug"]
@@ -155,6 +159,7 @@ class ProfileLabelMove(models.Model):
     by = models.CharField(max_length=150, blank=True)
     source = models.CharField(max_length=32, default="api")
     at_ms = models.BigIntegerField()
+    request_id = models.BigIntegerField(null=True, blank=True)  # the approved request that made the move
 
     class Meta:
         ordering = ["profile", "name", "-at_ms", "-id"]
@@ -162,6 +167,36 @@ class ProfileLabelMove(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile_id}:{self.name} {self.from_version}->{self.to_version}"
+
+
+class LabelRequest(models.Model):
+    """A request to move a label that needs approvals (`profiles.approvals`): applied when the registry's
+    `required_approvals` approvers have approved it; stale when the label moved meanwhile."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPLIED = "applied"
+        REJECTED = "rejected"
+        STALE = "stale"
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_requests")
+    name = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()  # where the label is to point
+    from_version = models.PositiveIntegerField(null=True, blank=True)  # where it pointed when asked
+    note = models.TextField(blank=True)
+    by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    by_username = models.CharField(max_length=150)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    approvals = models.JSONField(default=list, blank=True)  # [{id, username, at_ms}], in order
+    created_at_ms = models.BigIntegerField()
+    decided_at_ms = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["profile", "name", "status"], name="label_request_open")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id}:{self.name} -> v{self.version} ({self.status})"
 
 
 class ProfileSelection(TimestampedMs):

@@ -34,6 +34,8 @@ REGISTRY_FIELDS = {
     "serve_label": "serve_label",
     "editor_groups": "editor_groups",
     "group_defaults": "group_defaults",
+    "required_approvals": "required_approvals",
+    "approver_groups": "approver_groups",
 }
 REGISTRY_EMPTY: dict[str, Any] = {
     "description": "",
@@ -41,6 +43,8 @@ REGISTRY_EMPTY: dict[str, Any] = {
     "serve_label": "",
     "editor_groups": [],
     "group_defaults": [],
+    "required_approvals": 0,
+    "approver_groups": [],
 }
 REGISTRY_REQUIRED = {
     "display_name": "a registry always has a display name",

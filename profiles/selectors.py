@@ -12,7 +12,15 @@ from .access import can_use, can_write, user_group_names, visible_filter, write_
 from .definitions import definitions
 from .diff import document_diff
 from .errors import InvalidInput, NotFound, NotVisible, ProfileUnavailable, Restricted, StackError
-from .models import Profile, ProfileLabel, ProfileLabelMove, ProfileRevision, ProfileSelection, Registry
+from .models import (
+    LabelRequest,
+    Profile,
+    ProfileLabel,
+    ProfileLabelMove,
+    ProfileRevision,
+    ProfileSelection,
+    Registry,
+)
 from .resolution import Layer, Resolution, resolve_runtime
 from .validation import LATEST, MAX_STACK_LAYERS, ProfileRef, canonical_slug, parse_profile_ref
 
@@ -448,3 +456,8 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
         group=group,
         access_revoked=revoked,
     )
+
+
+def label_request_list(*, profile: Profile, name: str) -> list[LabelRequest]:
+    """The requests to move one label of the profile (`profiles.approvals`), newest first."""
+    return list(LabelRequest.objects.filter(profile=profile, name=name).select_related("profile").order_by("-id"))

@@ -16,8 +16,18 @@ from . import selectors
 from .access import can_edit, can_use
 from .audit import audit_record, field_changes
 from .diff import document_diff
-from .errors import Conflict, Forbidden, InvalidInput, NotFound, PreconditionFailed, ReadOnly, VersionConflict
+from .errors import (
+    ApprovalRequired,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    ReadOnly,
+    VersionConflict,
+)
 from .models import (
+    LabelRequest,
     Profile,
     ProfileGroupAccess,
     ProfileLabel,
@@ -322,21 +332,24 @@ def registry_update(
     serve_label: Any = None,
     editor_groups: Any = None,
     group_defaults: Any = None,
+    required_approvals: Any = None,
+    approver_groups: Any = None,
     expected_version: Any = None,
     if_match: int | None = None,
     actor: Any = None,
     source: str = "api",
 ) -> Registry:
-    """Change any of the text, the default profile (by slug), the label settings, the editor groups and
-    the group defaults in one version step; None leaves a field. `expected_version` is the registry
-    version the caller read (409 when it moved meanwhile; `if_match`: 412). Only the registry's editors
-    may (`actor`)."""
+    """Change any of the text, the default profile (by slug), the label settings, the editor groups, the
+    group defaults and the approval settings in one version step; None leaves a field. `expected_version`
+    is the registry version the caller read (409 when it moved meanwhile; `if_match`: 412). Only the
+    registry's editors may (`actor`); weakening the approvals needs a superuser."""
     ensure_storable(
         {
             "display_name": display_name,
             "description": description,
             "editor_groups": editor_groups,
             "group_defaults": group_defaults,
+            "approver_groups": approver_groups,
         },
         field="",
     )
@@ -350,6 +363,7 @@ def registry_update(
             raise InvalidInput.from_errors(errors)
     if group_defaults is not None:
         fields["group_defaults"] = _group_defaults(registry, group_defaults)
+    fields |= _approval_settings(registry, required_approvals, approver_groups, actor, source)
     if protected_labels is not None or serve_label is not None:
         settings = _label_settings(protected_labels=protected_labels, serve_label=serve_label)
         fields |= {
@@ -409,6 +423,31 @@ def registry_patch(
         actor=actor,
         source=source,
     )
+
+
+MAX_APPROVALS = 10
+
+
+def _approval_settings(registry: Registry, required: Any, groups: Any, actor: Any, source: str) -> dict[str, Any]:
+    """Checked `required_approvals` and `approver_groups`. Fewer approvals or other approvers would let
+    an editor wave their own move through: only a superuser (or a file) may weaken them."""
+    fields: dict[str, Any] = {}
+    if required is not None:
+        if isinstance(required, bool) or not isinstance(required, int) or not 0 <= required <= MAX_APPROVALS:
+            raise InvalidInput(f"must be an integer from 0 to {MAX_APPROVALS}", field="required_approvals")
+        fields["required_approvals"] = required
+    if groups is not None:
+        fields["approver_groups"], errors = validate_group_names(groups, field="approver_groups")
+        if errors:
+            raise InvalidInput.from_errors(errors)
+    weaker = fields.get("required_approvals", registry.required_approvals) < registry.required_approvals or (
+        registry.required_approvals
+        and fields.get("approver_groups", registry.approver_groups) != registry.approver_groups
+    )
+    if weaker and source not in FILE_SOURCES and not getattr(actor, "is_superuser", False):
+        field = "required_approvals" if "required_approvals" in fields else "approver_groups"
+        raise Forbidden("only a superuser may lower required_approvals or change the approver groups", field=field)
+    return fields
 
 
 def _group_defaults(registry: Registry, raw: Any) -> list[dict[str, str]]:
@@ -471,10 +510,17 @@ def _label_settings(*, protected_labels: Any, serve_label: Any) -> dict[str, Any
 
 
 def _check_label_move(registry: Registry, name: str, actor: Any, source: str) -> None:
-    """A protected label (the registry's `protected_labels`) moves only with `profiles.promote_profile`;
-    the importer and the seed are the authority for what their file says."""
+    """A protected label (the registry's `protected_labels`) moves only with `profiles.promote_profile`,
+    and in a registry that requires approvals only through an approved request, for everyone (an approved
+    request moves it without this check); the importer and the seed are the authority for their file."""
     if source in FILE_SOURCES or name not in (registry.protected_labels or []):
         return
+    if registry.required_approvals:
+        raise ApprovalRequired(
+            f"label {name!r} of registry {registry.slug!r} moves only through a request approved by "
+            f"{registry.required_approvals} approver(s): POST …/labels/{name}/requests",
+            field="name",
+        )
     if actor is None or not actor.has_perm(PROMOTE_PERMISSION):
         raise Forbidden(f"label {name!r} is protected: moving it needs {PROMOTE_PERMISSION}", field="name")
 
@@ -489,21 +535,22 @@ def label_set(
     expected_version: Any = None,
     actor: Any = None,
     source: str = "api",
+    request: LabelRequest | None = None,
 ) -> ProfileLabel:
     """Point label `name` at `version` of the profile (creating or moving it) and record the move.
 
-    `expected_version` is the label's current version (absent label: none); a mismatch is 409."""
+    `expected_version` is the label's current version (absent label: none); a mismatch is 409.
+    `request`: the approved request applied (`profiles.approvals`): its approvals stand for the editor and
+    promotion checks, and the move names it. Any other pending request on the label becomes stale."""
     name = canonical_label(name)
     version = parse_version(version, field="version")
     registry = _locked_registry(registry_slug)
-    _check_editor(registry, actor, source)
+    if request is None:
+        _check_editor(registry, actor, source)
     profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
-    _check_label_move(registry, name, actor, source)
-    if (
-        version > profile.version
-        or not ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version).exists()
-    ):
-        raise NotFound(f"profile {profile.slug!r} has no version {version}", field="version")
+    if request is None:
+        _check_label_move(registry, name, actor, source)
+    check_version_exists(profile, version)
     label = ProfileLabel.objects.select_for_update().filter(profile=profile, name=name).first()
     current = label.version if label is not None else None
     if expected_version is not None:
@@ -521,10 +568,34 @@ def label_set(
         ProfileLabel.objects.filter(pk=label.pk).update(version=version, updated_at_ms=stamp, updated_by=who)
         label.version, label.updated_at_ms, label.updated_by = version, stamp, who
     ProfileLabelMove.objects.create(
-        profile=profile, name=name, from_version=current, to_version=version, by=who, source=source, at_ms=stamp
+        profile=profile,
+        name=name,
+        from_version=current,
+        to_version=version,
+        by=who,
+        source=source,
+        at_ms=stamp,
+        request_id=request.pk if request is not None else None,
     )
+    _close_requests(profile, name, stamp, keep=request)
     _audit_label(registry, profile, name, current, version, actor, source)
     return label
+
+
+def check_version_exists(profile: Profile, version: int) -> None:
+    if (
+        version > profile.version
+        or not ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version).exists()
+    ):
+        raise NotFound(f"profile {profile.slug!r} has no version {version}", field="version")
+
+
+def _close_requests(profile: Profile, name: str, stamp: int, *, keep: LabelRequest | None = None) -> None:
+    """The label moved: the pending requests made before (from where it was) are stale."""
+    pending = LabelRequest.objects.filter(profile=profile, name=name, status=LabelRequest.Status.PENDING)
+    if keep is not None:
+        pending = pending.exclude(pk=keep.pk)
+    pending.update(status=LabelRequest.Status.STALE, decided_at_ms=stamp)
 
 
 def _audit_label(
@@ -559,6 +630,7 @@ def label_delete(
         if expected != label.version:
             raise VersionConflict(expected=expected, actual=label.version, what=f"label {name!r}")
     label.delete()
+    stamp = now_ms()
     ProfileLabelMove.objects.create(
         profile=profile,
         name=name,
@@ -566,8 +638,9 @@ def label_delete(
         to_version=None,
         by=_actor_name(actor),
         source=source,
-        at_ms=now_ms(),
+        at_ms=stamp,
     )
+    _close_requests(profile, name, stamp)
     _audit_label(registry, profile, name, label.version, None, actor, source)
 
 

@@ -37,6 +37,15 @@ REGISTRY_KEYS = {
     "serve_label",
     "editor_groups",
     "group_defaults",
+    "required_approvals",
+    "approver_groups",
+}
+# Registry settings imported once its profiles are in, with what an absent key means under `replace`.
+ACCESS_KEYS: dict[str, Any] = {
+    "editor_groups": [],
+    "group_defaults": [],
+    "required_approvals": 0,
+    "approver_groups": [],
 }
 
 
@@ -509,14 +518,15 @@ def _import_registry(
 
 
 def _import_access(slug: str, reg: dict[str, Any], at: Any, *, replace: bool, report: ImportReport) -> None:
-    """The registry's `editor_groups` and `group_defaults` (once its profiles are in). Without `replace`,
-    each is set when the registry has none yet (what is missing is created); with it, as the file says."""
+    """The registry's `editor_groups`, `group_defaults` and approval settings (once its profiles are in).
+    Without `replace`, each is set when the registry has none yet (what is missing is created); with it,
+    as the file says."""
     registry = Registry.objects.get(slug=slug)
     changes: dict[str, Any] = {}
-    for key in ("editor_groups", "group_defaults"):
+    for key, empty in ACCESS_KEYS.items():
         value = reg.get(key)
         if replace:
-            changes[key] = value or []
+            changes[key] = value or empty
         elif value and not getattr(registry, key):
             changes[key] = value
     if not changes:
@@ -623,6 +633,8 @@ def export_data(*, registry: str | None = None) -> dict[str, Any]:
             # Present when set (a file without them reads as before).
             **({"editor_groups": list(reg.editor_groups)} if reg.editor_groups else {}),
             **({"group_defaults": [dict(e) for e in reg.group_defaults]} if reg.group_defaults else {}),
+            **({"required_approvals": reg.required_approvals} if reg.required_approvals else {}),
+            **({"approver_groups": list(reg.approver_groups)} if reg.approver_groups else {}),
             "profiles": {
                 p.slug: _export_profile(p)
                 for p in reg.profiles.order_by("slug").prefetch_related("labels", "label_moves")

@@ -62,6 +62,12 @@ class RegistryDocumentSerializer(RegistrySummarySerializer):
     serve_label = serializers.CharField(
         allow_blank=True, help_text="The label a plain slug serves (its latest version without one); empty: none."
     )
+    required_approvals = serializers.IntegerField(
+        help_text="With n > 0, protected labels move only through requests approved by n approvers."
+    )
+    approver_groups = serializers.ListField(
+        child=serializers.CharField(), help_text="Groups whose members approve label requests (and superusers)."
+    )
 
 
 # One item of the profile list, from a `selectors.profile_list` row of `context["registry"]`.
@@ -372,6 +378,8 @@ class RegistryMergePatchSerializer(StrictKeysMixin, serializers.Serializer):
     serve_label = serializers.CharField(required=False, allow_blank=True, allow_null=True)
     editor_groups = GroupNamesField(required=False, allow_null=True)
     group_defaults = GroupDefaultsField(required=False, allow_null=True)
+    required_approvals = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=10)
+    approver_groups = GroupNamesField(required=False, allow_null=True)
     expected_version = serializers.IntegerField(
         required=False, min_value=1, help_text="The registry version read: a mismatch is 409."
     )
@@ -416,6 +424,32 @@ class LabelMoveSerializer(serializers.Serializer):
     to_version = serializers.IntegerField(allow_null=True, help_text="null: the label was removed")
     by = serializers.CharField(allow_blank=True)
     at_ms = serializers.IntegerField()
+    request = serializers.IntegerField(
+        source="request_id", allow_null=True, help_text="The approved request that moved it (approvals)."
+    )
+
+
+class LabelRequestCreateSerializer(StrictKeysMixin, serializers.Serializer):
+    version = serializers.IntegerField(min_value=1, help_text="The version the label is to point at.")
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class ApprovalSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    at_ms = serializers.IntegerField()
+
+
+class LabelRequestSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["pending", "applied", "rejected", "stale"])
+    label = serializers.CharField(source="name")  # type: ignore[assignment]  # a field named like Field.label
+    version = serializers.IntegerField()
+    from_version = serializers.IntegerField(allow_null=True, help_text="Where the label pointed when asked.")
+    by = serializers.CharField(source="by_username")
+    note = serializers.CharField(allow_blank=True)
+    approvals = ApprovalSerializer(many=True)
+    created_at_ms = serializers.IntegerField()
+    decided_at_ms = serializers.IntegerField(allow_null=True)
 
 
 # `from` and `to` are Python keywords: these serializers are built with their field names as data.

@@ -6,6 +6,7 @@ from django.urls import URLPattern, path
 
 from profiles.mounts import Mount
 
+from .approvals import LabelRequestViewSet
 from .views import CurrentProfileViewSet, ProfileViewSet, RegistryViewSet, SchemaViewSet
 
 
@@ -50,6 +51,21 @@ def profile_api_urls(mount: Mount) -> list[URLPattern]:
             "api/chat/profiles/<str:slug>/labels/<str:name>/history",
             view(profiles, {"get": "label_history"}),
             name="profile-label-history",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/labels/<str:name>/requests",
+            view(LabelRequestViewSet, {"get": "list", "post": "create"}),
+            name="label-requests",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/labels/<str:name>/requests/<int:request_id>/approve",
+            view(LabelRequestViewSet, {"post": "approve"}),
+            name="label-request-approve",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/labels/<str:name>/requests/<int:request_id>/reject",
+            view(LabelRequestViewSet, {"post": "reject"}),
+            name="label-request-reject",
         ),
         path(
             "api/chat/profiles/<str:slug>/versions/diff", view(profiles, {"get": "versions_diff"}), name="profile-diff"
