@@ -67,11 +67,14 @@ class NewestFirst(CursorPagination):
 READ_ERRORS = (400, *AUTH, 403)
 
 
-class AuditLogView(generics.ListAPIView):
+class AuditView(generics.GenericAPIView):
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
     permission_classes = [CanReadAudit]
     filterset_class = AuditEventFilter
+
+
+class AuditLogView(generics.ListAPIView, AuditView):
     pagination_class = NewestFirst
 
     @extend_schema(responses=responses({200: AuditEventSerializer(many=True)}, *READ_ERRORS, 404))
@@ -80,11 +83,7 @@ class AuditLogView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
-class AuditExportView(generics.GenericAPIView):
-    queryset = AuditEvent.objects.all()
-    serializer_class = AuditEventSerializer
-    permission_classes = [CanReadAudit]
-    filterset_class = AuditEventFilter
+class AuditExportView(AuditView):
     pagination_class = None
 
     @extend_schema(responses={(200, "application/x-ndjson"): AuditEventSerializer, **responses({}, *READ_ERRORS)})

@@ -421,14 +421,8 @@ async def test_a_socket_frames_never_wait_for_the_one_sync_thread(connected, fra
     assert hops == []
 
 
-async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_the_channel_layer(
-    connected, frames_until, settings, quiet_timer, monkeypatch
-):
-    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.03
-    conv_id = uuid.uuid4()
-    first, _ = await connected(conv_id=conv_id)
-    await first.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
-    await frames_until(first, "llm.delta", timeout=5)
+def layer_messages(monkeypatch) -> list[str]:
+    """The types of the messages sent to groups of the channel layer from now on."""
     layer, asked = get_channel_layer(), []
     original = layer.group_send
 
@@ -437,6 +431,26 @@ async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_t
         return await original(group, message)
 
     monkeypatch.setattr(layer, "group_send", recording)
+    return asked
+
+
+def running_turn(owner) -> tuple[Conversation, Turn]:
+    """A conversation whose active turn is running (as stored; no process runs it here)."""
+    conversation = ConversationFactory(owner=owner, mount="chat")
+    turn = TurnFactory(conversation=conversation, status=Turn.Status.RUNNING)
+    Conversation.objects.filter(pk=conversation.pk).update(active_turn=turn)
+    return conversation, turn
+
+
+async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_the_channel_layer(
+    connected, frames_until, settings, quiet_timer, monkeypatch
+):
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.03
+    conv_id = uuid.uuid4()
+    first, _ = await connected(conv_id=conv_id)
+    await first.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
+    await frames_until(first, "llm.delta", timeout=5)
+    asked = layer_messages(monkeypatch)
 
     live = await dispatcher.ask_replay(conv_id)
 
@@ -452,17 +466,8 @@ async def test_on_one_process_a_replay_of_a_turn_not_registered_here_asks_nobody
     not registered here yet (or any more) has its frames stored. Asking the layer waited for an answer
     nobody would send (0.4 s, up to 2 s: streamed completions waited that long for their first chunk)."""
     await connected()  # the server loop is this one
-    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
-    turn = await run_db(TurnFactory, conversation=conversation, status=Turn.Status.RUNNING)
-    await run_db(Conversation.objects.filter(pk=conversation.pk).update, active_turn=turn)
-    layer, asked = get_channel_layer(), []
-    original = layer.group_send
-
-    async def recording(group, message):
-        asked.append(message["type"])
-        return await original(group, message)
-
-    monkeypatch.setattr(layer, "group_send", recording)
+    conversation, _ = await run_db(running_turn, chat_user)
+    asked = layer_messages(monkeypatch)
 
     live = await dispatcher.ask_replay(conversation.pk)
 
@@ -478,9 +483,7 @@ async def test_a_replay_while_the_turn_here_has_published_nothing_yet_keeps_ever
     from chat.replay import replay
 
     await connected()
-    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")
-    turn = await run_db(TurnFactory, conversation=conversation, status=Turn.Status.RUNNING)
-    await run_db(Conversation.objects.filter(pk=conversation.pk).update, active_turn=turn)
+    conversation, turn = await run_db(running_turn, chat_user)
     message = frames.make(type="chat.message", conv_id=conversation.pk, seq=1, data={"turn_id": str(turn.pk)})
     await run_db(services.events_store, conv_id=conversation.pk, frames=[message], turn_id=turn.pk)
 

@@ -5,37 +5,10 @@ shows waiting completions no longer bounded by HTTP_SYNC_THREADS)."""
 from __future__ import annotations
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
+
+from .asgi import fetch
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def fetch(path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    from config.asgi import application
-
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("testserver", 80),
-        "scheme": "http",
-    }
-    app = ApplicationCommunicator(application, scope)
-    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-    start = await app.receive_output(timeout=30)
-    body = b""
-    while True:
-        part = await app.receive_output(timeout=30)
-        body += part.get("body", b"")
-        if not part.get("more_body"):
-            break
-    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], headers, body
 
 
 async def test_a_static_file_is_served_under_asgi():
