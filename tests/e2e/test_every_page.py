@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Request, 
 
 from inventory.models import Item
 from profiles.forms import html_pattern
-from profiles.models import Profile, ProfileRevision, Registry
+from profiles.models import AuditEvent, Profile, ProfileRevision, Registry
 from profiles.validation import SLUG_RE
 from tests.profiles.test_admin_label_pattern import LABEL_SAMPLES, api_accepts
 
@@ -74,6 +74,9 @@ PAGES = [
     View("admin-revision-list", "/admin/profiles/profilerevision/"),
     View("admin-revision-view", "/admin/profiles/profilerevision/{revision}/change/"),
     View("admin-selection-list", "/admin/profiles/profileselection/"),
+    View("admin-audit-list", "/admin/profiles/auditevent/"),
+    View("admin-audit-view", "/admin/profiles/auditevent/{audit_event}/change/"),
+    View("admin-label-request-list", "/admin/profiles/labelrequest/"),
     View("admin-item-list", "/admin/inventory/item/"),
     View("admin-item-change", "/admin/inventory/item/{item}/change/"),
     View("admin-sale-list", "/admin/inventory/sale/"),
@@ -138,6 +141,7 @@ def site(_live_server_process: LiveServer, django_db_blocker: Any, browser: Brow
                 "default_profile": Profile.objects.get(registry__slug="default", slug="default").pk,
                 "registry": Registry.objects.get(slug="default").pk,
                 "revision": ProfileRevision.objects.get(registry_slug="default", profile_slug="analyst", version=1).pk,
+                "audit_event": AuditEvent.objects.get(action="profile.updated", slug="analyst").pk,
                 "item": Item.objects.order_by("sku").first().pk,
                 "chat_conv": conversation(url, admin, "", CHAT_PROMPTS, profile="analyst", title="Budget check"),
                 "inventory_conv": conversation(
