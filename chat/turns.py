@@ -32,6 +32,7 @@ from .runtime.composer import Runtime
 from .runtime.runner import TurnOutcome, run_turn
 from .sequencer import get_sequencer, reservation_for
 from .streams import Subscription
+from .webhook_sender import sender as webhook_sender
 from .writer import writer
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,7 @@ def bind_server_loop(app: Any) -> Any:
     async def asgi(scope: Any, receive: Any, send: Any) -> Any:
         if scope["type"] in ("http", "websocket"):
             dispatcher.bind(asyncio.get_running_loop())
+            webhook_sender.bind(asyncio.get_running_loop())
         return await app(scope, receive, send)
 
     return asgi

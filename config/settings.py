@@ -297,3 +297,11 @@ CHAT_OVERRIDE_ALLOWED_MODELS = [
 # Highest `ai-chat.ai-timeout-seconds` and `ai-chat.ai-max-response-tokens` a request may set.
 CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS = env.float("CHAT_OVERRIDE_MAX_TIMEOUT_SECONDS", default=60.0)
 CHAT_OVERRIDE_MAX_RESPONSE_TOKENS = env.int("CHAT_OVERRIDE_MAX_RESPONSE_TOKENS", default=4096)
+
+# Webhooks (`profiles.webhooks`): hosts (names or addresses) that may receive them although they are
+# loopback, private or reserved; the first retry's pause (it doubles each time) and the attempts before a
+# delivery is `failed` (30 s and 8: about an hour); how often each worker looks for due deliveries.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=30.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_POLL_SECONDS = env.float("WEBHOOK_POLL_SECONDS", default=1.0)

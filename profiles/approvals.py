@@ -17,6 +17,7 @@ from .models import LabelRequest, Profile, ProfileLabel, Registry
 from .services import _check_editor, _check_visible, _locked_profile, _locked_registry, check_version_exists, label_set
 from .timestamps import now_ms
 from .validation import canonical_label, ensure_storable, parse_version
+from .webhooks import webhooks_emit
 
 MAX_NOTE_CHARS = 2000
 
@@ -30,6 +31,17 @@ def _target(registry_slug: str, slug: str, name: Any, actor: Any) -> tuple[Regis
 
 
 def _audit(action: str, registry: Registry, request: LabelRequest, actor: Any, **changes: Any) -> None:
+    """The step in the audit log and to the registry's webhooks."""
+    webhooks_emit(
+        registry=registry,
+        event=action,
+        actor=actor,
+        profile=request.profile.slug,
+        label=request.name,
+        version=request.version,
+        from_version=request.from_version,
+        request=request.pk,
+    )
     audit_record(
         actor=actor,
         source="api",

@@ -245,3 +245,49 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("audit entries are never deleted")
+
+
+class Webhook(models.Model):
+    """A registry's subscriber: events of its profiles and labels are POSTed to `url`, signed with
+    `secret` (HMAC-SHA256; shown once, when created). `profiles.webhooks` writes and delivers."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=2000)
+    events = models.JSONField(default=list)
+    secret = models.CharField(max_length=128)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at_ms = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.registry_id}: {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one event for one webhook, written in the transaction of the change it reports and
+    sent by the workers until a 2xx (or the attempts run out)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.UUIDField(unique=True)
+    event = models.CharField(max_length=64)
+    body = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at_ms = models.BigIntegerField(db_index=True)  # also the claim: a sender moves it ahead
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at_ms = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at_ms"], name="webhook_delivery_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.webhook_id} ({self.status})"

@@ -55,6 +55,7 @@ from .validation import (
     validate_runtime,
     validate_stack,
 )
+from .webhooks import webhooks_emit
 
 EDITABLE_FIELDS = ("display_name", "description", "runtime", "policy", "extensions", "stack", "visible_to_groups")
 # What a version holds and a restore writes back. Who may use a profile is not content: a restore keeps
@@ -601,14 +602,25 @@ def _close_requests(profile: Profile, name: str, stamp: int, *, keep: LabelReque
 def _audit_label(
     registry: Registry, profile: Profile, name: str, before: int | None, after: int | None, actor: Any, source: str
 ) -> None:
+    """The move in the audit log and to the registry's webhooks."""
+    action = "label.moved" if after is not None else "label.removed"
     audit_record(
         actor=actor,
         source=source,
-        action="label.moved" if after is not None else "label.removed",
+        action=action,
         object_type="label",
         registry=registry.slug,
         slug=profile.slug,
         changes={"label": name, "from_version": before, "to_version": after},
+    )
+    webhooks_emit(
+        registry=registry,
+        event=action,
+        actor=actor,
+        profile=profile.slug,
+        label=name,
+        version=after,
+        from_version=before,
     )
 
 
@@ -724,7 +736,8 @@ def profile_create(
 def _audit_profile(
     action: str, registry: Registry, profile: Profile, actor: Any, source: str, *, before: dict, **extra: Any
 ) -> None:
-    """`changes`: the version, and the document's structured diff (`profiles.diff`) from `before`."""
+    """`changes`: the version, and the document's structured diff (`profiles.diff`) from `before`. A new
+    version also goes to the registry's webhooks."""
     after = (
         profile_document(profile, registry_slug=registry.slug, is_default=False) if action != "profile.deleted" else {}
     )
@@ -740,6 +753,10 @@ def _audit_profile(
         slug=profile.slug,
         changes=changes,
     )
+    if action != "profile.deleted":
+        webhooks_emit(
+            registry=registry, event="version.created", actor=actor, profile=profile.slug, version=profile.version
+        )
 
 
 def _check_text_fields(**fields: Any) -> None:

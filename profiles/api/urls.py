@@ -8,6 +8,7 @@ from profiles.mounts import Mount
 
 from .approvals import LabelRequestViewSet
 from .views import CurrentProfileViewSet, ProfileViewSet, RegistryViewSet, SchemaViewSet
+from .webhooks import WebhookViewSet
 
 
 def profile_api_urls(mount: Mount) -> list[URLPattern]:
@@ -21,6 +22,21 @@ def profile_api_urls(mount: Mount) -> list[URLPattern]:
             "api/chat/registries/<str:slug>",
             view(RegistryViewSet, {"get": "retrieve", "patch": "partial_update"}),
             name="registry-detail",
+        ),
+        path(
+            "api/chat/registries/<str:slug>/webhooks",
+            view(WebhookViewSet, {"get": "list", "post": "create"}),
+            name="registry-webhooks",
+        ),
+        path(
+            "api/chat/registries/<str:slug>/webhooks/<int:webhook_id>",
+            view(WebhookViewSet, {"delete": "destroy"}),
+            name="registry-webhook",
+        ),
+        path(
+            "api/chat/registries/<str:slug>/webhooks/<int:webhook_id>/deliveries",
+            view(WebhookViewSet, {"get": "deliveries"}),
+            name="registry-webhook-deliveries",
         ),
         path("api/chat/profiles", view(profiles, {"get": "list", "post": "create"}), name="profile-list"),
         path(
