@@ -364,7 +364,6 @@ def registry_update(
             raise InvalidInput.from_errors(errors)
     if group_defaults is not None:
         fields["group_defaults"] = _group_defaults(registry, group_defaults)
-    fields |= _approval_settings(registry, required_approvals, approver_groups, actor, source)
     if protected_labels is not None or serve_label is not None:
         settings = _label_settings(protected_labels=protected_labels, serve_label=serve_label)
         fields |= {
@@ -372,6 +371,7 @@ def registry_update(
             for k, given in (("protected_labels", protected_labels), ("serve_label", serve_label))
             if given is not None
         }
+    fields |= _approval_settings(registry, required_approvals, approver_groups, fields, actor, source)
     changes: dict[str, Any] = {k: v for k, v in fields.items() if v is not None and getattr(registry, k) != v}
     if default_profile is not None:
         try:
@@ -429,9 +429,12 @@ def registry_patch(
 MAX_APPROVALS = 10
 
 
-def _approval_settings(registry: Registry, required: Any, groups: Any, actor: Any, source: str) -> dict[str, Any]:
-    """Checked `required_approvals` and `approver_groups`. Fewer approvals or other approvers would let
-    an editor wave their own move through: only a superuser (or a file) may weaken them."""
+def _approval_settings(
+    registry: Registry, required: Any, groups: Any, changes: dict[str, Any], actor: Any, source: str
+) -> dict[str, Any]:
+    """Checked `required_approvals` and `approver_groups`. Fewer approvals, other approvers or fewer
+    protected labels (`changes`: the other fields being written) would let an editor wave their own move
+    through: only a superuser (or a file) may weaken them."""
     fields: dict[str, Any] = {}
     if required is not None:
         if isinstance(required, bool) or not isinstance(required, int) or not 0 <= required <= MAX_APPROVALS:
@@ -441,13 +444,21 @@ def _approval_settings(registry: Registry, required: Any, groups: Any, actor: An
         fields["approver_groups"], errors = validate_group_names(groups, field="approver_groups")
         if errors:
             raise InvalidInput.from_errors(errors)
-    weaker = fields.get("required_approvals", registry.required_approvals) < registry.required_approvals or (
-        registry.required_approvals
-        and fields.get("approver_groups", registry.approver_groups) != registry.approver_groups
-    )
-    if weaker and source not in FILE_SOURCES and not getattr(actor, "is_superuser", False):
-        field = "required_approvals" if "required_approvals" in fields else "approver_groups"
-        raise Forbidden("only a superuser may lower required_approvals or change the approver groups", field=field)
+    guarded = set(registry.protected_labels or []) if registry.required_approvals else set()
+    weaker = {
+        "required_approvals": fields.get("required_approvals", registry.required_approvals)
+        < registry.required_approvals,
+        "approver_groups": bool(guarded)
+        and fields.get("approver_groups", registry.approver_groups) != registry.approver_groups,
+        "protected_labels": bool(guarded - set(changes.get("protected_labels", registry.protected_labels) or [])),
+    }
+    if any(weaker.values()) and source not in FILE_SOURCES and not getattr(actor, "is_superuser", False):
+        field = next(name for name, weakens in weaker.items() if weakens)
+        raise Forbidden(
+            "only a superuser may lower required_approvals, change the approver groups or unprotect a label "
+            "that approvals guard",
+            field=field,
+        )
     return fields
 
 
@@ -883,6 +894,13 @@ def profile_delete(
     check_version(profile.version, expected_version=expected_version, if_match=if_match)
     if profile.is_read_only and source not in FILE_SOURCES:
         raise ReadOnly(f"profile {profile.slug!r} is read-only", field="policy.read_only")
+    guarded = profile.labels.filter(name__in=registry.protected_labels or []).values_list("name", flat=True).first()
+    if guarded and registry.required_approvals and source not in FILE_SOURCES:
+        raise ApprovalRequired(
+            f"profile {profile.slug!r} carries label {guarded!r}, which approvals guard: a superuser lowers "
+            "the registry's required_approvals first",
+            field="slug",
+        )
     for entry in registry.group_defaults or []:
         if entry["profile"] == profile.slug:
             raise Conflict(

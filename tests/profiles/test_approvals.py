@@ -88,6 +88,16 @@ def test_a_protected_label_moves_for_nobody_directly(guarded, author):
     assert staging.status_code in (200, 201), staging.json()
 
 
+def test_a_profile_that_carries_a_guarded_label_is_not_deleted(guarded):
+    root = client_for(UserFactory(username="root", is_superuser=True, is_staff=True))
+    services.profile_create(registry_slug=guarded.registry, slug="spare", source="import")
+    services.label_set(registry_slug=guarded.registry, slug="spare", name="production", version=1, source="import")
+
+    response = root.delete(guarded.url("/profiles/spare"))
+
+    assert response.status_code == 409 and error_of(response)["code"] == "approval_required"
+
+
 def test_two_approvals_move_the_label_and_the_history_names_the_request(guarded, author, approvers):
     made = client_for(author).post(requests_url(guarded), {"version": 2, "note": "canary was fine"}, format="json")
     assert made.status_code == 201, made.json()
@@ -206,6 +216,8 @@ def test_only_a_superuser_weakens_the_approvals(guarded):
 
     fewer = registrar.patch(url, {"required_approvals": 1}, format="json")
     others = registrar.patch(url, {"approver_groups": ["anyone"]}, format="json")
+    unprotected = registrar.patch(url, {"protected_labels": []}, format="json")
+    assert unprotected.status_code == 403 and error_of(unprotected)["field"] == "protected_labels"
     more = registrar.patch(url, {"required_approvals": 3}, format="json")
     by_root = root.patch(url, {"required_approvals": 0, "approver_groups": None}, format="json")
 
