@@ -27,6 +27,8 @@ import rules
 from django.contrib.auth.models import Group, Permission
 from django.db.models import Exists, Expression, OuterRef, Q, Value
 
+from .errors import Forbidden
+
 USE_PROFILE = "profiles.use_profile"
 EDIT_REGISTRY = "profiles.edit_registry"
 WRITE_REGISTRY = "profiles.write_registry"
@@ -112,6 +114,14 @@ def can_edit(user: Any, registry: Any) -> bool:
 def can_approve(user: Any, registry: Any) -> bool:
     """May `user` approve label requests of `registry` (a member of its approver groups, or a superuser)?"""
     return user is not None and user.has_perm(APPROVE_REGISTRY, registry)
+
+
+def require_editor(user: Any, registry: Any) -> None:
+    """`can_edit`, or a 403 that says who may."""
+    if not can_edit(user, registry):
+        raise Forbidden(
+            f"registry {registry.slug!r} is edited by the members of its editor groups only", field="registry"
+        )
 
 
 def can_write(user: Any, registry: Any) -> bool:

@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from . import selectors
-from .access import can_edit, can_use
+from .access import can_use, require_editor
 from .audit import audit_record, field_changes
 from .diff import document_diff
 from .errors import (
@@ -152,9 +152,8 @@ def _check_visible(registry: Registry, profile: Profile, actor: Any, source: str
 def _check_editor(registry: Registry, actor: Any, source: str) -> None:
     """A registry that names `editor_groups` is edited by their members only (and superusers); the
     importer and the seed are the authority for their files."""
-    if source in FILE_SOURCES or can_edit(actor, registry):
-        return
-    raise Forbidden(f"registry {registry.slug!r} is edited by the members of its editor groups only", field="registry")
+    if source not in FILE_SOURCES:
+        require_editor(actor, registry)
 
 
 def _check_default_is_everyones(profile: Profile, groups: list[str], *, field: str = "visible_to_groups") -> None:

@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 
-from .access import can_edit
+from .access import require_editor
 from .audit import audit_record
-from .errors import Forbidden, InvalidInput, NotFound
+from .errors import InvalidInput, NotFound
 from .models import Registry, Webhook, WebhookDelivery
 from .timestamps import now_ms
 from .validation import ensure_storable
@@ -94,13 +94,6 @@ def check_target(url: str, *, addresses: list[str] | None = None) -> str | None:
 # --------------------------------------------------------------------------- writes
 
 
-def _check_editor(registry: Registry, actor: Any) -> None:
-    if not can_edit(actor, registry):
-        raise Forbidden(
-            f"registry {registry.slug!r} is edited by the members of its editor groups only", field="registry"
-        )
-
-
 def _registry(slug: str) -> Registry:
     registry = Registry.objects.select_for_update().filter(slug=slug).first()
     if registry is None:
@@ -112,7 +105,7 @@ def _registry(slug: str) -> Registry:
 def webhook_create(*, registry_slug: str, url: Any, events: Any, actor: Any) -> Webhook:
     """A webhook of the registry, with a new secret (the caller shows it once)."""
     registry = _registry(registry_slug)
-    _check_editor(registry, actor)
+    require_editor(actor, registry)
     if not isinstance(url, str) or len(url) > 2000:
         raise InvalidInput("must be a URL of at most 2000 characters", field="url")
     ensure_storable(url, field="url")
@@ -148,7 +141,7 @@ def webhook_list(*, registry_slug: str, actor: Any) -> list[Webhook]:
     registry = Registry.objects.filter(slug=registry_slug).first()
     if registry is None:
         raise NotFound(f"registry {registry_slug!r} not found", field="registry")
-    _check_editor(registry, actor)
+    require_editor(actor, registry)
     return list(registry.webhooks.order_by("id"))
 
 
@@ -163,7 +156,7 @@ def delivery_list(*, registry_slug: str, webhook_id: Any, actor: Any, limit: int
 @transaction.atomic
 def webhook_delete(*, registry_slug: str, webhook_id: Any, actor: Any) -> None:
     registry = _registry(registry_slug)
-    _check_editor(registry, actor)
+    require_editor(actor, registry)
     webhook = Webhook.objects.filter(registry=registry, pk=webhook_id).first()
     if webhook is None:
         raise NotFound(f"registry {registry.slug!r} has no webhook {webhook_id}", field="webhook_id")
