@@ -11,8 +11,10 @@ import json
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from chat.models import Turn, TurnFeedback
+from profiles.models import Profile
 
 from .factories import ConversationFactory, TurnFactory
 
@@ -196,3 +198,17 @@ def test_the_version_stats_count_the_thumbs_of_its_turns(chat_api, mount):
     withdraw(chat_api, mount, conv_id, turns[3])  # withdrawn: not counted
 
     assert thumbs(stats) == thumbs(one) == (1, 2)
+
+
+def test_the_admin_versions_page_shows_each_versions_ratings(chat_api, mount, client):
+    conv_id = create(chat_api, mount)
+    turns = [say(chat_api, mount, conv_id, f"question {n}") for n in range(3)]
+    for turn_id, rating in zip(turns, ["up", "down", "up"], strict=True):
+        rate(chat_api, mount, conv_id, turn_id, rating=rating)
+    profile = Profile.objects.get(registry__slug=mount.registry, slug=mount.default_profile)
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+
+    page = client.get(f"/admin/profiles/profile/{profile.pk}/versions/")
+
+    assert page.status_code == 200
+    assert "2 good · 1 bad" in page.content.decode()
