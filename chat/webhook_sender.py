@@ -21,12 +21,20 @@ from .aio import run_db
 log = logging.getLogger(__name__)
 
 
+CONCURRENT_SENDS = 8  # a slow receiver holds one of these, not the others' deliveries
+
+
 async def deliver_due(client: Any) -> int:
-    """Send what is due now (one batch); returns how many were tried."""
+    """Send what is due now (one batch, at most CONCURRENT_SENDS at a time); returns how many were tried."""
     claimed = await run_db(webhooks.claim_due, now_ms())
-    for delivery_id, url, secret, body, attempts in claimed:
-        status_code, error = await webhooks.send(client, url, secret, body)
-        await run_db(webhooks.record_attempt, delivery_id, attempts, status_code=status_code, error=error)
+    slots = asyncio.Semaphore(CONCURRENT_SENDS)
+
+    async def one(delivery_id: int, url: str, secret: str, body: dict[str, Any], attempts: int) -> None:
+        async with slots:
+            status_code, error = await webhooks.send(client, url, secret, body)
+            await run_db(webhooks.record_attempt, delivery_id, attempts, status_code=status_code, error=error)
+
+    await asyncio.gather(*(one(*item) for item in claimed))
     return len(claimed)
 
 

@@ -103,9 +103,8 @@ def _registry(slug: str) -> Registry:
 
 @transaction.atomic
 def webhook_create(*, registry_slug: str, url: Any, events: Any, actor: Any) -> Webhook:
-    """A webhook of the registry, with a new secret (the caller shows it once)."""
-    registry = _registry(registry_slug)
-    require_editor(actor, registry)
+    """A webhook of the registry, with a new secret (the caller shows it once). The target is checked
+    (a DNS lookup) before the registry is locked."""
     if not isinstance(url, str) or len(url) > 2000:
         raise InvalidInput("must be a URL of at most 2000 characters", field="url")
     ensure_storable(url, field="url")
@@ -117,6 +116,8 @@ def webhook_create(*, registry_slug: str, url: Any, events: Any, actor: Any) -> 
     for i, event in enumerate(events):
         if event not in EVENTS:
             raise InvalidInput(f"unknown event {str(event)[:64]!r} (one of: {', '.join(EVENTS)})", field=f"events[{i}]")
+    registry = _registry(registry_slug)
+    require_editor(actor, registry)
     webhook = Webhook.objects.create(
         registry=registry,
         url=url,
