@@ -14,7 +14,8 @@ from .access import can_approve
 from .audit import audit_record
 from .errors import Conflict, Forbidden, InvalidInput, NotFound, RequestClosed
 from .models import LabelRequest, Profile, ProfileLabel, Registry
-from .services import _check_editor, _check_visible, _locked_profile, _locked_registry, check_version_exists, label_set
+from .services import check_version_exists, label_set
+from .services.common import _check_editor, _check_visible, _locked_profile, _locked_registry
 from .timestamps import now_ms
 from .validation import canonical_label, ensure_storable, parse_version
 from .webhooks import webhooks_emit

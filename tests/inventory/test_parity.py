@@ -288,6 +288,8 @@ def _sample_kwargs(pattern: URLPattern) -> dict[str, Any]:
         "model": "parity",
         "turn_id": uuid.UUID(int=2),
         "name": "staging",
+        "request_id": 3,
+        "webhook_id": 4,
     }
     return {name: samples[name] for name in pattern.pattern.converters}
 

@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from profiles import services
 from profiles.access import forget_groups
+from profiles.errors import Conflict
 from profiles.models import Profile, ProfileGroupAccess
 
 from .factories import UserFactory, join
@@ -206,7 +207,7 @@ def test_the_registry_default_cannot_be_restricted(mount, seeded, api_staff_edit
 
 def test_the_first_profile_of_an_empty_registry_cannot_be_restricted(db):
     services.registry_create(slug="empty")
-    with pytest.raises(services.Conflict):
+    with pytest.raises(Conflict):
         services.profile_create(registry_slug="empty", slug="only", visible_to_groups=["support"])
     assert not Profile.objects.filter(registry__slug="empty").exists()
 

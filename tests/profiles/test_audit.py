@@ -110,13 +110,13 @@ def test_a_refused_write_appends_nothing(seeded, api_editor, mount):
 
 def test_a_write_that_fails_after_its_entry_leaves_neither(seeded, editor, monkeypatch):
     """The entry is in the write's transaction: a failure after it rolls both back."""
-    from profiles import services as services_module
+    from profiles.services import profiles as services_module
 
     def failing(*args, **kwargs):
         raise RuntimeError("the registry version could not be bumped")
 
     before = AuditEvent.objects.count()
-    monkeypatch.setattr(services_module, "_bump_registry", failing)  # runs after the entry is added
+    monkeypatch.setattr(services_module, "_bump_registry", failing)  # profile_update's, after the entry
     with pytest.raises(RuntimeError):
         services.profile_update(registry_slug="default", slug="agent", changes={"description": "never"}, actor=editor)
     assert AuditEvent.objects.count() == before

@@ -20,6 +20,7 @@ from profiles import selectors, services
 from profiles.api.parsers import SafeJSONParser
 from profiles.errors import InvalidInput
 from profiles.models import Profile, ProfileRevision, Registry
+from profiles.services import profiles as profile_services
 from profiles.yamlio import ImportFailed, import_text
 
 from .support import error_of
@@ -105,7 +106,7 @@ def test_restoring_a_version_with_unstorable_text_is_a_400(mount, target, api_ed
         revision.document = {**revision.document, "runtime": {"system_prompt": "old \ud800"}}
         return revision
 
-    monkeypatch.setattr(services.selectors, "profile_revision_get", tainted)
+    monkeypatch.setattr(selectors, "profile_revision_get", tainted)
     before = snapshot()
     response = api_editor.post(f"{target}/versions/1/restore", {}, format="json")
     assert response.status_code == 400, response.content
@@ -224,14 +225,14 @@ def test_services_refuse_unstorable_text_from_every_caller(seeded):
 
 def test_a_patch_whose_profile_is_deleted_under_it_is_a_404(mount, target, api_editor, monkeypatch):
     """The conditional UPDATE finds no row: a domain NotFound, not Profile.DoesNotExist (a 500)."""
-    real = services._locked_profile
+    real = profile_services._locked_profile
 
     def then_deleted(registry, slug):
         profile = real(registry, slug)
         Profile.objects.filter(pk=profile.pk).delete()
         return profile
 
-    monkeypatch.setattr(services, "_locked_profile", then_deleted)
+    monkeypatch.setattr(profile_services, "_locked_profile", then_deleted)
     response = api_editor.patch(target, {"description": "late"}, format="json")
     assert response.status_code == 404, response.content
     assert (error_of(response)["code"], error_of(response)["field"]) == ("not_found", "slug")

@@ -13,6 +13,7 @@ from rest_framework.test import APIRequestFactory, force_authenticate
 
 from profiles import services
 from profiles.api.serializers import ProfileListItemSerializer
+from profiles.models import Profile
 
 from .support import SEED_PROFILES, MountCase
 
@@ -23,7 +24,7 @@ STARTER = "webchat.starter_suggestions@v1"
 
 def add_profiles(registry: str, upto: int) -> None:
     """Grow `registry` to hold `upto` extra profiles, each with a prompt and extensions to show."""
-    existing = services.Profile.objects.filter(registry__slug=registry, slug__startswith="bulk-").count()
+    existing = Profile.objects.filter(registry__slug=registry, slug__startswith="bulk-").count()
     for i in range(existing, upto):
         services.profile_create(
             registry_slug=registry,

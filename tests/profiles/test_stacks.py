@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from profiles import selectors, services
-from profiles.errors import Conflict, InvalidInput
+from profiles.errors import Conflict, Forbidden, InvalidInput, NotFound
 from profiles.models import Profile
 from profiles.resolution import REQUEST_LAYER
 from tests.helpers import expected_fingerprint
@@ -133,9 +133,9 @@ def test_the_policy_merges_restrictively(three):
     }
     # The merged policy is the one requests are checked against.
     resolve("top", request_overrides={"system_prompt": "Asked."})
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         resolve("top", request_overrides={"tools": ["calculator"]})  # denied by top
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         resolve("top", request_overrides={"step_settings_patch": {"ai-chat": {"ai-top-p": 0.9}}})  # not in mid's list
 
 
@@ -143,7 +143,7 @@ def test_one_layer_that_refuses_overrides_refuses_them_for_the_stack(three):
     services.profile_update(
         registry_slug=REG, slug="mid", changes={"policy": {"allow_overrides": False}}, source="import"
     )
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         resolve("top", request_overrides={"system_prompt": "Asked."})
     entry = resolve("top").provenance["policy.allow_overrides"]
     assert (entry["value"], entry["layer"], entry["rule"]) == (False, layer("mid", 2), "and")
@@ -154,9 +154,9 @@ def test_allow_lists_with_nothing_in_common_allow_nothing(db):
     services.registry_create(slug=REG)
     create("a", policy={"allow_overrides": True, "allowed_override_keys": ["tools"]})
     create("b", stack=[{"slug": "a"}], policy={"allow_overrides": True, "allowed_override_keys": ["system_prompt"]})
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         resolve("b", request_overrides={"system_prompt": "x"})
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         resolve("b", request_overrides={"tools": []})
 
 
@@ -210,7 +210,7 @@ def test_a_layer_nobody_may_select_may_still_be_a_base(three, supporter):
     assert result.lineage[0] == layer("base", 2)
     base = Profile.objects.get(registry__slug=REG, slug="base")
     assert not can_use(supporter, base)
-    with pytest.raises(services.NotFound):
+    with pytest.raises(NotFound):
         selectors.profile_resolve(registry_slug=REG, profile_slug="base", user=supporter)
 
 
