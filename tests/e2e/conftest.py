@@ -38,8 +38,10 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"daphne :{server.port} log (end)", server.log_tail()))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _live_server_process(django_db_setup, django_db_blocker):
+    """Stopped when the tests of this package are done: its timers (lease sweeps, queue restarts, the
+    webhook sender) act on the shared test database and would take work from the tests that follow."""
     server = LiveServer().start()
     yield server
     server.stop()
