@@ -118,6 +118,7 @@ def _main(spec: dict[str, Any]) -> dict[str, Any]:
     from chat.runtime.runner import TurnOutcome, run_turn
     from profiles import services
     from profiles.definitions import definitions
+    from profiles.models import Profile
     from profiles.selectors import profile_resolve
 
     quick, runs = spec["quick"], spec["runs"]
@@ -141,7 +142,7 @@ def _main(spec: dict[str, Any]) -> dict[str, Any]:
     out["resolution"] = {}
     services.registry_create(slug="bench")
     for count in (10, 100) if quick else (10, 200, 1000):
-        existing = services.Profile.objects.filter(registry__slug="bench").count()
+        existing = Profile.objects.filter(registry__slug="bench").count()
         for i in range(existing, count):
             services.profile_create(registry_slug="bench", slug=f"p{i:04d}", runtime={"system_prompt": f"p{i}"})
         with CaptureQueriesContext(connection) as queries:
