@@ -35,7 +35,8 @@ def make_engine(engine_settings: dict[str, dict[str, Any]]) -> Any:
 
 def runtime_for(mount_name: str, resolution: Resolution) -> Runtime:
     """The composer through the cache: the same fingerprint never builds twice. How the version was
-    reached (the ref, the label) is not part of the runtime, so it comes from this resolution."""
+    reached (the ref, the label, the rollout arm) is not part of the runtime, so it comes from this
+    resolution."""
     mount = get_mount(mount_name)
     runtime = runtime_cache.get_or_build(
         mount.name,
@@ -48,8 +49,8 @@ def runtime_for(mount_name: str, resolution: Resolution) -> Runtime:
             default_history_turns=settings.CHAT_DEFAULT_CONTEXT_TURNS,
         ),
     )
-    if (runtime.ref, runtime.label) != (resolution.ref, resolution.label):
-        runtime = dataclasses.replace(runtime, ref=resolution.ref, label=resolution.label)
+    if (runtime.ref, runtime.label, runtime.rollout) != (resolution.ref, resolution.label, resolution.rollout):
+        runtime = dataclasses.replace(runtime, ref=resolution.ref, label=resolution.label, rollout=resolution.rollout)
     return runtime
 
 
@@ -64,6 +65,7 @@ def runtime_summary(runtime: Runtime) -> dict[str, Any]:
             "ref": runtime.ref or runtime.profile,
             "label": runtime.label,
         },
+        "rollout": runtime.rollout,
         "fingerprint": runtime.fingerprint,
         "engine": {"provider": runtime.engine_info["provider"], "model": runtime.engine_info["model"]},
         "tools": runtime.tool_names,
@@ -77,6 +79,7 @@ def unavailable_summary(error: ProfileUnavailable) -> dict[str, Any]:
     return {
         "runtime_key": error.profile.get("slug", ""),
         "profile": dict(error.profile),
+        "rollout": None,
         "fingerprint": None,
         "engine": None,
         "tools": [],
@@ -102,6 +105,9 @@ def switch_reason(conversation: Any, runtime: Runtime, resolution: Resolution) -
     if conversation.current_runtime_key != runtime.runtime_key:
         # Away from a profile the user may no longer use (later switches have their own reasons).
         return {"reason": "access_revoked" if resolution.fallback == "access_revoked" else "profile_changed"}
+    rollout = rollout_switch(conversation, resolution)
+    if rollout is not None and conversation.current_profile_version != runtime.profile_version:
+        return rollout
     if conversation.current_profile_version != runtime.profile_version:
         # A runtime that follows a label changes version only when the label moves.
         return {"reason": "label_moved" if runtime.label and runtime.label != LATEST else "profile_updated"}
@@ -109,6 +115,20 @@ def switch_reason(conversation: Any, runtime: Runtime, resolution: Resolution) -
     if changed:
         return {"reason": "profile_updated", "layer": changed[0], "layers": changed}
     return {"reason": "runtime_changed"}
+
+
+def rollout_switch(conversation: Any, resolution: Resolution) -> dict[str, Any] | None:
+    """The rollout reason of a version change: the conversation left its arm because the rollout was
+    halted by its guard (`rollout_halted`, with `halted_reason`'s arm) or ended (`rollout_ended`), or it
+    entered a rollout's arm (`rollout_started`); None when no rollout is involved."""
+    was, now, label_rollout = conversation.rollout_id, resolution.rollout, resolution.label_rollout
+    if was is not None and (now is None or now["id"] != was):
+        if label_rollout is not None and label_rollout["id"] == was and label_rollout["status"] == "halted":
+            return {"reason": "rollout_halted", "rollout": {"id": was, "label": resolution.label}}
+        return {"reason": "rollout_ended", "rollout": {"id": was, "label": resolution.label}}
+    if now is not None and was is None:
+        return {"reason": "rollout_started", "rollout": now}
+    return None
 
 
 def switched_from(conversation: Any, runtime: Runtime) -> dict[str, Any] | None:

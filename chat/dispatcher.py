@@ -82,6 +82,7 @@ class LiveTurn:
     storage_down: Callable[[], bool] = _never
     # Held while its frames are being stored (a checkpoint or the finish): a frame is stored once.
     store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    rollout_id: int | None = None  # the rollout whose arm it runs on: its guard is checked at the end
 
     def sent(self, frame: Frame) -> None:
         """Called as a frame goes out: keeps what a replay needs (no await: always consistent)."""

@@ -24,6 +24,9 @@ class Conversation(TimestampedMs):
     current_runtime_key = models.CharField(max_length=128, blank=True)
     current_fingerprint = models.CharField(max_length=80, blank=True)
     current_profile_version = models.PositiveIntegerField(null=True, blank=True)
+    # The rollout arm it runs on, kept for its life while that rollout is active (`profiles.rollouts`).
+    rollout_id = models.BigIntegerField(null=True, blank=True)
+    rollout_version = models.PositiveIntegerField(null=True, blank=True)
     # At least the highest seq handed out (chat.sequencer reserves numbers here in blocks).
     last_seq = models.BigIntegerField(default=0)
     # The turn running now: claimed with a conditional UPDATE so only one runs, on any worker.
@@ -72,6 +75,9 @@ class Turn(models.Model):
     tools = models.JSONField(default=list, blank=True)
     # The rest of the runtime record: {system_prompt, engine_settings, middlewares: [{name, id, config}]}.
     runtime_config = models.JSONField(default=dict, blank=True)
+    # The rollout arm that served it ({id, label, version, weight}), and its id for per-arm stats.
+    rollout = models.JSONField(null=True, blank=True)
+    rollout_id = models.BigIntegerField(null=True, blank=True)
     # The turn this one replaces (regenerate, retry, edit-and-resend of the conversation's last turn).
     replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaced_by")
     # What happened.
@@ -106,6 +112,8 @@ class Turn(models.Model):
             models.Index(fields=["status", "lease_until_ms"], name="chat_turn_status_lease"),
             # Per-version stats of a profile read its turns by this prefix.
             models.Index(fields=["registry", "profile_slug", "profile_version"], name="chat_turn_profile_version"),
+            # Per-arm stats of a rollout, and its guard when one of its turns finishes.
+            models.Index(fields=["rollout_id", "profile_version"], name="chat_turn_rollout_arm"),
         ]
 
     def __str__(self) -> str:

@@ -24,6 +24,7 @@ from django.db.models import (
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 
+from profiles.arms import RolloutSubject
 from profiles.errors import NotFound, NotVisible
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
@@ -182,9 +183,19 @@ def conversation_ref(conversation: Conversation) -> str:
     return f"{conversation.selected_profile}@{at}" if at else conversation.selected_profile
 
 
+def conversation_subject(conversation: Conversation, user: Any) -> RolloutSubject:
+    """Who a rollout picks an arm for in this conversation: its owner and itself, with the arm it runs on
+    (kept for its life while that rollout is active)."""
+    kept = None
+    if conversation.rollout_id is not None and conversation.rollout_version is not None:
+        kept = (conversation.rollout_id, conversation.rollout_version)
+    return RolloutSubject(user_id=getattr(user, "pk", None), conversation_id=conversation.pk, kept=kept)
+
+
 def conversation_resolve(*, conversation: Conversation, user: Any, request_overrides: Any = None) -> Resolution:
     """The conversation's own selection, else the user's current profile for the mount (their selection,
-    else their first group's default), else the default.
+    else their first group's default), else the default; a label's rollout picks the arm for the
+    conversation (`conversation_subject`).
 
     The selection is a ref: `slug` follows the serving label or the latest version, `slug@3` stays on
     version 3, `slug@label` follows the label. A selection that no longer resolves (its profile, label or
@@ -195,6 +206,7 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
     (`Resolution.previous_lineage`, one query), so the switch can name the layer that changed.
     """
     default_registry = mount_default_registry(conversation)
+    subject = conversation_subject(conversation, user)
     resolution = None
     if conversation.selected_profile:
         try:
@@ -203,11 +215,12 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
                 profile_slug=conversation_ref(conversation),
                 request_overrides=request_overrides,
                 user=user,
+                subject=subject,
             )
         except NotFound as exc:
             if exc.field == "slug":
                 resolution = profile_resolve(
-                    registry_slug=conversation.selected_registry, request_overrides=request_overrides
+                    registry_slug=conversation.selected_registry, request_overrides=request_overrides, subject=subject
                 )
                 if isinstance(exc, NotVisible):
                     resolution = replace(resolution, fallback="access_revoked")
@@ -216,7 +229,7 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
         default_registry = conversation.selected_registry
     if resolution is None:
         current = current_profile(user=user, mount=conversation.mount, default_registry=default_registry)
-        resolution = profile_resolve_at(at=current.at, request_overrides=request_overrides)
+        resolution = profile_resolve_at(at=current.at, request_overrides=request_overrides, subject=subject)
         if current.access_revoked:
             resolution = replace(resolution, fallback="access_revoked")
     before = conversation.current_fingerprint
@@ -275,13 +288,22 @@ def _percentile(sorted_values: list[int], p: float) -> int | None:
 
 
 def profile_version_stats(
-    *, registry: str, slug: str, version: int | None = None, since_ms: int | None = None
+    *,
+    registry: str,
+    slug: str,
+    version: int | None = None,
+    since_ms: int | None = None,
+    rollout_id: int | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Per version of a profile, from its turn rows: counts by outcome, token sums, first and last turn
     (one grouped query), thumbs up and down its turns were given (one grouped query), and p50/p95
     latency (start to finish) of its completed turns (one query of durations). Three queries whatever
-    the number of turns (index `chat_turn_profile_version`)."""
-    turns = Turn.objects.filter(registry=registry, profile_slug=slug, profile_version__isnull=False)
+    the number of turns (index `chat_turn_profile_version`; `rollout_id`: only the turns a rollout's arms
+    served, index `chat_turn_rollout_arm`)."""
+    if rollout_id is not None:
+        turns = Turn.objects.filter(rollout_id=rollout_id, profile_version__isnull=False)
+    else:
+        turns = Turn.objects.filter(registry=registry, profile_slug=slug, profile_version__isnull=False)
     if version is not None:
         turns = turns.filter(profile_version=version)
     if since_ms is not None:

@@ -51,6 +51,7 @@ class TurnSerializer(serializers.ModelSerializer):
             "profile_slug",
             "profile_version",
             "profile_ref",
+            "rollout",
             "fingerprint",
             "engine",
             "overrides_applied",

@@ -8,6 +8,7 @@ UPDATE of `Conversation.active_turn` (works the same on SQLite and PostgreSQL).
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import socket
 import uuid
@@ -24,6 +25,7 @@ from profiles.errors import Conflict, InvalidInput, NotFound, ProfileUnavailable
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve, registry_get
+from profiles.services import rollout_guard_check
 from profiles.timestamps import now_ms
 from profiles.validation import canonical_slug, ensure_storable, parse_profile_ref
 
@@ -33,6 +35,7 @@ from .frames import make as make_frame
 from .models import Conversation, ConversationEvent, Turn, TurnChunk, TurnFeedback
 from .selectors import conversation_get, conversation_resolve, conversation_turn_get, mount_default_registry
 
+log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 MAX_PROMPT_CHARS = 16_000
 MAX_IDEMPOTENCY_KEY = 128
@@ -374,6 +377,7 @@ RECORD_FIELDS = (
     "profile_slug",
     "profile_version",
     "profile_ref",
+    "rollout",
     "runtime_key",
     "fingerprint",
     "engine",
@@ -393,11 +397,14 @@ def turn_start(
     turn of the conversation runs (or another worker took this one)."""
     conv = Conversation.objects.filter(pk=turn.conversation_id, active_turn__isnull=True)
     if record is not None:
+        arm = record.get("rollout") or {}
         claimed = conv.update(
             active_turn=turn,
             current_runtime_key=record["runtime_key"],
             current_fingerprint=record["fingerprint"],
             current_profile_version=record["profile_version"],
+            rollout_id=arm.get("id"),
+            rollout_version=arm.get("version"),
         )
     else:
         claimed = conv.update(active_turn=turn)
@@ -405,6 +412,8 @@ def turn_start(
         return False
     stamp = now_ms()
     fields = {k: record[k] for k in RECORD_FIELDS if k in record} if record is not None else {}
+    if fields.get("rollout"):
+        fields["rollout_id"] = fields["rollout"]["id"]
     started = Turn.objects.filter(pk=turn.pk, status=Turn.Status.QUEUED).update(
         status=Turn.Status.RUNNING, worker=worker, started_at_ms=stamp, lease_until_ms=_lease_until(stamp), **fields
     )
@@ -595,6 +604,16 @@ def turns_mark_interrupted(
 # --------------------------------------------------------------------------- feedback
 
 
+def rollout_judge(*, rollout_id: int) -> None:
+    """A turn of a rollout's arm ended or was rated: the rollout's guard judges its arms now
+    (`profiles.services.rollout_guard_check`). A guard that cannot be checked now (the database went
+    away) is checked again at the arm's next turn or rating; the caller's write stands either way."""
+    try:
+        rollout_guard_check(rollout_id=rollout_id)
+    except Exception:
+        log.exception("the guard of rollout %s could not be checked", rollout_id)
+
+
 @transaction.atomic
 def turn_feedback_set(
     *, conversation: Conversation, user: Any, turn_id: Any, rating: Any, comment: Any = ""
@@ -616,6 +635,9 @@ def turn_feedback_set(
     feedback, _ = TurnFeedback.objects.update_or_create(
         turn=turn, user=user, defaults={"rating": rating, "comment": comment.strip()}
     )
+    if turn.rollout_id is not None:  # a rating counts against the arm's thumbs-down bound
+        rollout_id = turn.rollout_id
+        transaction.on_commit(lambda: rollout_judge(rollout_id=rollout_id))
     return feedback
 
 

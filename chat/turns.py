@@ -162,6 +162,7 @@ async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
         failure = {"code": code, "message": message}
         return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
 
+    live.rollout_id = (runtime.rollout or {}).get("id")
     first: list[frames.Frame] = []
     previous = switched_from(conversation, runtime)
     if previous is not None:
@@ -319,6 +320,8 @@ async def _finish(
     dispatcher.storage_answered()
     if result.finished and not announced:
         await _announce(last)
+    if result.finished and live.rollout_id is not None:
+        await run_db(services.rollout_judge, rollout_id=live.rollout_id)
     return result.more_queued
 
 

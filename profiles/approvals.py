@@ -11,11 +11,13 @@ from typing import Any
 from django.db import transaction
 
 from .access import can_approve
+from .arms import parse_rollout
 from .audit import audit_record
 from .errors import Conflict, Forbidden, InvalidInput, NotFound, RequestClosed
 from .models import LabelRequest, Profile, ProfileLabel, Registry
-from .services import check_version_exists, label_set
+from .services import check_version_exists, label_set, rollout_set
 from .services.common import _check_editor, _check_visible, _locked_profile, _locked_registry
+from .services.labels import check_arm_versions
 from .timestamps import now_ms
 from .validation import canonical_label, ensure_storable, parse_version
 from .webhooks import webhooks_emit
@@ -56,28 +58,38 @@ def _audit(action: str, registry: Registry, request: LabelRequest, actor: Any, *
 
 @transaction.atomic
 def label_request_create(
-    *, registry_slug: str, slug: str, name: Any, version: Any, note: Any = "", actor: Any
+    *, registry_slug: str, slug: str, name: Any, version: Any = None, rollout: Any = None, note: Any = "", actor: Any
 ) -> LabelRequest:
-    """Ask for label `name` to point at `version`. Only where approvals are required (elsewhere the
-    label is moved directly), by an editor of the registry."""
+    """Ask for label `name` to point at `version`, or for `rollout` (`{arms, sticky?, guard?}`) to start on
+    it. Only where approvals are required (elsewhere the label is moved directly), by an editor of the
+    registry."""
     registry, profile, name = _target(registry_slug, slug, name, actor)
     _check_editor(registry, actor, "api")
     if not registry.required_approvals or name not in (registry.protected_labels or []):
         raise Conflict(
             f"label {name!r} of registry {registry.slug!r} needs no approval: move it directly", field="name"
         )
-    version = parse_version(version, field="version")
-    check_version_exists(profile, version)
+    spec = None
+    if rollout is not None:
+        spec = parse_rollout(rollout, field="rollout")
+        check_arm_versions(profile, spec.arms, field="rollout.arms")
+        version = None
+    else:
+        version = parse_version(version, field="version")
+        check_version_exists(profile, version)
     if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
         raise InvalidInput(f"must be a string of at most {MAX_NOTE_CHARS} characters", field="note")
     ensure_storable(note, field="note")
     current = ProfileLabel.objects.filter(profile=profile, name=name).values_list("version", flat=True).first()
-    if current == version:
+    if spec is None and current == version:
         raise Conflict(f"label {name!r} already points at version {version}", field="version")
+    if spec is not None and current is None:
+        raise NotFound(f"profile {profile.slug!r} has no label {name!r}: set it first", field="name")
     request = LabelRequest.objects.create(
         profile=profile,
         name=name,
         version=version,
+        rollout=None if spec is None else {"arms": spec.arms, "sticky": spec.sticky, "guard": spec.guard},
         from_version=current,
         note=note,
         by=actor,
@@ -120,7 +132,18 @@ def label_request_approve(*, registry_slug: str, slug: str, name: Any, request_i
     stamp = now_ms()
     request.approvals = [*request.approvals, {"id": actor.pk, "username": actor.get_username(), "at_ms": stamp}]
     _audit("request.approved", registry, request, actor, approvals=len(request.approvals))
-    if len(request.approvals) >= registry.required_approvals:
+    if len(request.approvals) >= registry.required_approvals and request.rollout is not None:
+        rollout_set(
+            registry_slug=registry.slug,
+            slug=profile.slug,
+            name=name,
+            body=request.rollout,
+            actor=actor,
+            request=request,
+        )
+        request.status, request.decided_at_ms = LabelRequest.Status.APPLIED, stamp
+        _audit("request.applied", registry, request, actor, rollout=request.rollout)
+    elif len(request.approvals) >= registry.required_approvals:
         label_set(
             registry_slug=registry.slug,
             slug=profile.slug,

@@ -132,6 +132,42 @@ class ProfileRevision(models.Model):
         return f"{self.registry_slug}/{self.profile_slug}@{self.version}"
 
 
+class LabelRollout(models.Model):
+    """A split of a label's traffic between versions (`profiles.rollouts`): whoever follows the label gets
+    an arm by a stable hash of (rollout, user or conversation). Halted by its guard or ended, it serves
+    nobody; the label then serves its own version again."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        HALTED = "halted"
+        ENDED = "ended"
+
+    class Sticky(models.TextChoices):
+        USER = "user"
+        CONVERSATION = "conversation"
+
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="rollouts")
+    name = models.CharField(max_length=64)  # the label
+    arms = models.JSONField()  # [{"version": int, "weight": int}], weights summing to 100
+    sticky = models.CharField(max_length=16, choices=Sticky.choices, default=Sticky.USER)
+    # {"max_failure_rate"?, "max_thumbs_down_rate"?, "max_latency_ms_p95"?, "min_turns"} or {}
+    guard = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    halted_reason = models.CharField(max_length=300, blank=True)
+    started_at_ms = models.BigIntegerField()
+    updated_at_ms = models.BigIntegerField()
+    ended_at_ms = models.BigIntegerField(null=True, blank=True)  # halted or ended
+    by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["profile", "name", "status"], name="label_rollout_open")]
+
+    def __str__(self) -> str:
+        arms = "/".join(f"v{a['version']}:{a['weight']}" for a in self.arms or [])
+        return f"{self.profile_id}:{self.name} {arms} ({self.status})"
+
+
 class ProfileLabel(models.Model):
     """A named pointer at one of a profile's versions (`production`, `staging`, ...)."""
 
@@ -140,6 +176,8 @@ class ProfileLabel(models.Model):
     version = models.PositiveIntegerField()
     updated_at_ms = models.BigIntegerField()
     updated_by = models.CharField(max_length=150, blank=True)
+    # Its rollout, active or halted (ended: none). Read with the label in one query (a join).
+    rollout = models.ForeignKey(LabelRollout, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["profile", "name"]
@@ -160,6 +198,9 @@ class ProfileLabelMove(models.Model):
     source = models.CharField(max_length=32, default="api")
     at_ms = models.BigIntegerField()
     request_id = models.BigIntegerField(null=True, blank=True)  # the approved request that made the move
+    # A rollout's step on this label (the label's own version stays): {"event": "started" | "changed" |
+    # "halted" | "ended", "id", "arms", "halted_reason"?}; null for a move.
+    rollout = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["profile", "name", "-at_ms", "-id"]
@@ -181,7 +222,8 @@ class LabelRequest(models.Model):
 
     profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_requests")
     name = models.CharField(max_length=64)
-    version = models.PositiveIntegerField()  # where the label is to point
+    version = models.PositiveIntegerField(null=True, blank=True)  # where the label is to point
+    rollout = models.JSONField(null=True, blank=True)  # or the rollout to start on it (arms, sticky, guard)
     from_version = models.PositiveIntegerField(null=True, blank=True)  # where it pointed when asked
     note = models.TextField(blank=True)
     by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

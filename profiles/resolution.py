@@ -59,6 +59,11 @@ class Resolution:
     # The lineage of the runtime this one replaces, when the caller knows it (a conversation whose
     # fingerprint changed): a switch then names the layer that changed.
     previous_lineage: tuple[dict[str, Any], ...] | None = None
+    # The rollout arm that chose this version, `{id, label, version, weight}`; None outside a rollout.
+    rollout: dict[str, Any] | None = None
+    # The followed label's rollout, `{id, status, ...}`, served or not (halted): says why a conversation
+    # left its arm (`runtime.switched` reason `rollout_halted` or `rollout_ended`).
+    label_rollout: dict[str, Any] | None = None
 
     @property
     def runtime_key(self) -> str:
@@ -71,6 +76,7 @@ class Resolution:
             "profile_version": self.profile_version,
             "ref": self.ref or self.profile,
             "label": self.label,
+            "rollout": self.rollout,
             "runtime_key": self.runtime_key,
             "effective_runtime": self.effective_runtime,
             "engine": self.engine,
@@ -616,10 +622,12 @@ def resolve_runtime(
     ref: str = "",
     label: str | None = None,
     base_layers: list[Layer] | tuple[Layer, ...] = (),
+    rollout: dict[str, Any] | None = None,
+    label_rollout: dict[str, Any] | None = None,
 ) -> Resolution:
     """`bounds`: the override value bounds; None = the server's (`OverrideBounds.server`).
-    `ref`/`label`: how the version was chosen (recorded, not part of the fingerprint: the same version's
-    runtime is the same whichever way it was reached). `base_layers`: the lineage of a stacked profile
+    `ref`/`label`/`rollout`: how the version was chosen (recorded, not part of the fingerprint: the same
+    version's runtime is the same whichever way it was reached). `base_layers`: the lineage of a stacked profile
     before the profile itself (`stack_merge`); its versions are part of the fingerprint."""
     own = Layer(registry, profile, profile_version, runtime or {}, policy or {}, extensions or {})
     lineage = [*base_layers, own]
@@ -654,6 +662,8 @@ def resolve_runtime(
         label=label,
         lineage=tuple(refs),
         provenance=trace.as_dict(),
+        rollout=rollout,
+        label_rollout=label_rollout,
     )
 
 

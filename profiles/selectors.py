@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db.models import BooleanField, Count, ExpressionWrapper, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
 from .access import can_use, can_write, user_group_names, visible_filter, write_filter
+from .arms import RolloutSubject, pick_arm
 from .definitions import definitions
 from .diff import document_diff
 from .errors import InvalidInput, NotFound, NotVisible, ProfileUnavailable, Restricted, StackError
 from .models import (
     LabelRequest,
+    LabelRollout,
     Profile,
     ProfileLabel,
     ProfileLabelMove,
@@ -202,47 +204,87 @@ class ProfileAt:
     extensions: dict[str, Any]
     label: str | None  # the label followed: the ref's, or the registry's serving label for a plain slug
     stack: tuple[dict[str, Any], ...] = ()  # that version's base layers
+    # The followed label's rollout, active or halted: {id, status, arms, sticky} (`profiles.rollouts`).
+    label_rollout: dict[str, Any] | None = None
+    # The rollout arm this version was chosen by: {id, label, version, weight} (`with_rollout_arm`).
+    rollout: dict[str, Any] | None = None
 
 
-def label_version(*, profile: Profile, name: str) -> int | None:
-    return ProfileLabel.objects.filter(profile=profile, name=name).values_list("version", flat=True).first()
+def _label_state(profile: Profile, name: str) -> tuple[int, dict[str, Any] | None] | None:
+    """A label's version and its rollout (active or halted), in one query (a join); None: no such label."""
+    row = (
+        ProfileLabel.objects.filter(profile=profile, name=name)
+        .values_list("version", "rollout_id", "rollout__status", "rollout__arms", "rollout__sticky")
+        .first()
+    )
+    if row is None:
+        return None
+    version, rollout_id, status, arms, sticky = row
+    rollout = None if rollout_id is None else {"id": rollout_id, "status": status, "arms": arms, "sticky": sticky}
+    return version, rollout
 
 
-def profile_at(*, registry: Registry, profile: Profile, ref: ProfileRef, field: str = "slug") -> ProfileAt:
-    """The version `ref` addresses and its content. No query for the latest version reached by a plain
-    slug (without a serving label) or `@latest`; one for a label; one more for an older version."""
-    version, label = profile.version, None
-    if ref.version is not None:
-        version = ref.version
-    elif ref.label == LATEST:
-        label = LATEST
-    elif ref.label:
-        found = label_version(profile=profile, name=ref.label)
-        if found is None:
-            raise NotFound(f"profile {profile.slug!r} has no label {ref.label!r}", field=field)
-        version, label = found, ref.label
-    elif registry.serve_label:
-        found = label_version(profile=profile, name=registry.serve_label)
-        if found is not None:
-            version, label = found, registry.serve_label
+def _version_content(profile: Profile, version: int, *, field: str) -> dict[str, Any]:
+    """What `version` of the profile says: the row itself for its latest version (no query), else its
+    stored revision (one query)."""
     if version == profile.version:
-        content = {
+        return {
             "runtime": profile.runtime,
             "policy": profile.policy,
             "extensions": profile.extensions,
             "stack": tuple(profile.stack or ()),
         }
-    else:
-        document = (
-            ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version)
-            .values_list("document", flat=True)
-            .first()
-        )
-        if document is None:
-            raise NotFound(f"profile {profile.slug!r} has no version {version}", field=field)
-        content = {part: document.get(part) or {} for part in ("runtime", "policy", "extensions")}
-        content["stack"] = tuple(document.get("stack") or ())
-    return ProfileAt(registry=registry, profile=profile, ref=ref, version=version, label=label, **content)
+    document = (
+        ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version)
+        .values_list("document", flat=True)
+        .first()
+    )
+    if document is None:
+        raise NotFound(f"profile {profile.slug!r} has no version {version}", field=field)
+    content: dict[str, Any] = {part: document.get(part) or {} for part in ("runtime", "policy", "extensions")}
+    content["stack"] = tuple(document.get("stack") or ())
+    return content
+
+
+def profile_at(*, registry: Registry, profile: Profile, ref: ProfileRef, field: str = "slug") -> ProfileAt:
+    """The version `ref` addresses and its content. No query for the latest version reached by a plain
+    slug (without a serving label) or `@latest`; one for a label (with its rollout); one more for an older
+    version. A label's rollout is applied later, for a subject (`with_rollout_arm`)."""
+    version, label, rollout = profile.version, None, None
+    if ref.version is not None:
+        version = ref.version
+    elif ref.label == LATEST:
+        label = LATEST
+    elif ref.label:
+        found = _label_state(profile, ref.label)
+        if found is None:
+            raise NotFound(f"profile {profile.slug!r} has no label {ref.label!r}", field=field)
+        (version, rollout), label = found, ref.label
+    elif registry.serve_label:
+        found = _label_state(profile, registry.serve_label)
+        if found is not None:
+            (version, rollout), label = found, registry.serve_label
+    content = _version_content(profile, version, field=field)
+    return ProfileAt(
+        registry=registry, profile=profile, ref=ref, version=version, label=label, label_rollout=rollout, **content
+    )
+
+
+def with_rollout_arm(at: ProfileAt, subject: RolloutSubject | None) -> ProfileAt:
+    """`at` as the subject gets it: when the label it followed has an active rollout, at the version of the
+    subject's arm (one query when that is another version than the label's). Pinned refs never get here
+    with a rollout; a halted rollout serves the label's own version."""
+    rollout = at.label_rollout
+    if rollout is None or rollout["status"] != "active" or subject is None:
+        return at
+    arm = pick_arm(rollout_id=rollout["id"], arms=rollout["arms"], sticky=rollout["sticky"], subject=subject)
+    if arm is None:
+        return at
+    served = {"id": rollout["id"], "label": at.label, "version": arm["version"], "weight": arm["weight"]}
+    if arm["version"] == at.version:
+        return replace(at, rollout=served)
+    content = _version_content(at.profile, arm["version"], field="slug")
+    return replace(at, version=arm["version"], rollout=served, **content)
 
 
 def _pick_profile(registry: Registry, ref: ProfileRef | None, *, field: str = "slug", user: Any = None) -> ProfileAt:
@@ -263,9 +305,11 @@ def profile_resolve(
     request_overrides: Any = None,
     field: str = "slug",
     user: Any = None,
+    subject: RolloutSubject | None = None,
 ) -> Resolution:
     """Registry (404) -> profile (a ref: `slug`, `slug@3`, `slug@label`), else the default, else `default`,
-    else 400 -> that version's content and its base layers -> overrides -> fingerprint.
+    else 400 -> that version's content (a rollout's arm for `subject`, by default the user) and its base
+    layers -> overrides -> fingerprint.
 
     `user`: a profile they may not use is a 404 like a missing one (None: no check, the system's own).
     Two queries for a plain slug of a profile without a stack whatever the number of registries or
@@ -274,14 +318,20 @@ def profile_resolve(
     registry = registry_get(registry_slug)
     ref = parse_profile_ref(profile_slug, field=field) if profile_slug is not None else None
     at = _pick_profile(registry, ref, field=field, user=user)
-    return profile_resolve_at(at=at, request_overrides=request_overrides, field=field)
+    if subject is None and getattr(user, "is_authenticated", False):
+        subject = RolloutSubject(user_id=user.pk)
+    return profile_resolve_at(at=at, request_overrides=request_overrides, field=field, subject=subject)
 
 
-def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None, field: str = "slug") -> Resolution:
-    """Resolution of a version the caller has already loaded: no query for a profile without a stack;
-    a stacked one loads its base layers (`stack_layers`). A stored stack that does not resolve (older
-    data: the services refuse to write one) is `ProfileUnavailable` (409 on `field`, the input that named
-    the profile), never a 400 about the caller's input."""
+def profile_resolve_at(
+    *, at: ProfileAt, request_overrides: Any = None, field: str = "slug", subject: RolloutSubject | None = None
+) -> Resolution:
+    """Resolution of a version the caller has already loaded (at the subject's rollout arm, if its label
+    has an active rollout): no query for a profile without a stack; a stacked one loads its base layers
+    (`stack_layers`). A stored stack that does not resolve (older data: the services refuse to write one)
+    is `ProfileUnavailable` (409 on `field`, the input that named the profile), never a 400 about the
+    caller's input."""
+    at = with_rollout_arm(at, subject)
     try:
         layers = stack_layers(registry=at.registry.slug, slug=at.profile.slug, stack=at.stack) if at.stack else []
         return resolve_runtime(
@@ -296,6 +346,8 @@ def profile_resolve_at(*, at: ProfileAt, request_overrides: Any = None, field: s
             ref=str(at.ref),
             label=at.label,
             base_layers=layers,
+            rollout=at.rollout,
+            label_rollout=at.label_rollout,
         )
     except StackError as exc:
         name = f"{at.registry.slug}/{at.profile.slug}"
@@ -461,3 +513,48 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
 def label_request_list(*, profile: Profile, name: str) -> list[LabelRequest]:
     """The requests to move one label of the profile (`profiles.approvals`), newest first."""
     return list(LabelRequest.objects.filter(profile=profile, name=name).select_related("profile").order_by("-id"))
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+def rollout_arm_stats(*, rollout: LabelRollout) -> dict[int, dict[str, Any]]:
+    """Per arm version, the stats of the turns the rollout served (since it started), from the turns the
+    app that runs them recorded (`definitions.version_stats`, filtered by rollout): three queries."""
+    provider = definitions.version_stats
+    if provider is None:
+        return {}
+    return provider(
+        registry=rollout.profile.registry.slug,
+        slug=rollout.profile.slug,
+        since_ms=rollout.started_at_ms,
+        rollout_id=rollout.pk,
+    )
+
+
+def rollout_detail(*, profile: Profile, name: str) -> dict[str, Any]:
+    """The label's rollout (active or halted, else the last ended one) with each arm's stats; 404 when
+    the label never had one."""
+    label = ProfileLabel.objects.filter(profile=profile, name=name).first()
+    if label is None:
+        raise NotFound(f"profile {profile.slug!r} has no label {name!r}", field="name")
+    rollouts = LabelRollout.objects.filter(profile=profile, name=name)
+    rollout = rollouts.filter(pk=label.rollout_id).first() if label.rollout_id else rollouts.order_by("-id").first()
+    if rollout is None:
+        raise NotFound(f"label {name!r} of profile {profile.slug!r} has no rollout", field="name")
+    rollout.profile = profile
+    stats = rollout_arm_stats(rollout=rollout)
+    return {
+        "id": rollout.pk,
+        "label": name,
+        "label_version": label.version,
+        "status": rollout.status,
+        "arms": [{**arm, "stats": {**EMPTY_VERSION_STATS, **stats.get(arm["version"], {})}} for arm in rollout.arms],
+        "sticky": rollout.sticky,
+        "guard": rollout.guard,
+        "halted_reason": rollout.halted_reason or None,
+        "started_at_ms": rollout.started_at_ms,
+        "updated_at_ms": rollout.updated_at_ms,
+        "ended_at_ms": rollout.ended_at_ms,
+        "by": rollout.by,
+    }

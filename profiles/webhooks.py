@@ -44,6 +44,8 @@ EVENTS = (
     "version.created",
     "label.moved",
     "label.removed",
+    "rollout.changed",
+    "rollout.halted",
     "request.created",
     "request.approved",
     "request.applied",

@@ -33,6 +33,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from profiles.arms import RolloutSubject
 from profiles.errors import InvalidInput, NotFound, ProfileError
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
@@ -253,12 +254,18 @@ def _conversation_id(raw: str | None) -> uuid.UUID | None:
 # --------------------------------------------------------------------------- the turn
 
 
-def _resolve_model(*, user: Any, mount: Mount, data: CompletionInput) -> Resolution:
-    """The model, with the overrides (checked against its policy), as the user may use it."""
+def _resolve_model(*, user: Any, mount: Mount, data: CompletionInput, conv_id: uuid.UUID | None = None) -> Resolution:
+    """The model, with the overrides (checked against its policy), as the user may use it (a label's
+    rollout picks the arm for the user, or for the new conversation `conv_id`)."""
     registry, ref = model_ref(data.model, mount)
+    subject = RolloutSubject(user_id=user.pk, conversation_id=conv_id)
     try:
         return profile_resolve(
-            registry_slug=registry, profile_slug=str(ref), request_overrides=data.overrides(), user=user
+            registry_slug=registry,
+            profile_slug=str(ref),
+            request_overrides=data.overrides(),
+            user=user,
+            subject=subject,
         )
     except NotFound as exc:
         if exc.field in ("registry", "slug"):
@@ -269,7 +276,8 @@ def _resolve_model(*, user: Any, mount: Mount, data: CompletionInput) -> Resolut
 def _new_conversation(*, user: Any, mount: Mount, data: CompletionInput) -> tuple[Conversation, Resolution]:
     """The model resolved, then a new conversation selecting it, not saved: it is stored with its
     first turn (one transaction), and that turn runs on this resolution."""
-    resolution = _resolve_model(user=user, mount=mount, data=data)
+    conv_id = uuid.uuid4()
+    resolution = _resolve_model(user=user, mount=mount, data=data, conv_id=conv_id)
     if data.history:
         raise InvalidInput(
             f"earlier user/assistant messages need {CONVERSATION_HEADER}: the server keeps a conversation's "
@@ -280,6 +288,7 @@ def _new_conversation(*, user: Any, mount: Mount, data: CompletionInput) -> tupl
     conversation = chat_services.conversation_build(
         owner=user,
         mount=mount,
+        conv_id=conv_id,
         registry=resolution.registry,
         profile=str(model_ref(data.model, mount)[1]),
         title=" ".join(data.prompt.split())[:TITLE_CHARS],

@@ -35,6 +35,8 @@ class Runtime:
     # How the version was chosen: the ref as given (`agent@production`) and the label it followed.
     ref: str = ""
     label: str | None = None
+    # The rollout arm that chose the version, `{id, label, version, weight}` (None outside a rollout).
+    rollout: dict[str, Any] | None = None
 
     @property
     def runtime_key(self) -> str:
@@ -65,6 +67,7 @@ class Runtime:
             "profile_slug": self.profile,
             "profile_version": self.profile_version,
             "profile_ref": self.ref or self.profile,
+            "rollout": self.rollout,
             "runtime_key": self.runtime_key,
             "fingerprint": self.fingerprint,
             "engine": {
@@ -118,6 +121,7 @@ def compose(
         ),
         ref=resolution.ref,
         label=resolution.label,
+        rollout=resolution.rollout,
     )
 
 

@@ -172,6 +172,13 @@ class CurrentProfileSerializer(serializers.Serializer):
     )
 
 
+class RolloutArmSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The rollout")
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+    version = serializers.IntegerField()
+    weight = serializers.IntegerField()
+
+
 class ResolutionSerializer(serializers.Serializer):
     """A dry-run resolution (`profiles.resolution.Resolution.as_dict`)."""
 
@@ -180,6 +187,9 @@ class ResolutionSerializer(serializers.Serializer):
     profile_version = serializers.IntegerField()
     ref = serializers.CharField(help_text="The profile as addressed: `slug`, `slug@3` or `slug@label`.")
     label = serializers.CharField(allow_null=True, help_text="The label followed, if any.")  # type: ignore[assignment]  # a field: DRF pops declared fields off the class
+    rollout = RolloutArmSerializer(
+        allow_null=True, help_text="The rollout arm that chose the version (the label's rollout), else null."
+    )
     runtime_key = serializers.CharField()
     effective_runtime = serializers.DictField()
     engine = serializers.DictField()
@@ -427,11 +437,68 @@ class LabelMoveSerializer(serializers.Serializer):
     request = serializers.IntegerField(
         source="request_id", allow_null=True, help_text="The approved request that moved it (approvals)."
     )
+    rollout = serializers.JSONField(
+        allow_null=True,
+        help_text='A rollout step (the label stays): {"event": "started" | "changed" | "halted" | "ended", "id", '
+        '"arms", "halted_reason"?}',
+    )
+
+
+class ArmSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
+    weight = serializers.IntegerField(min_value=0, max_value=100, help_text="Integers summing to 100")
+
+
+class GuardSerializer(serializers.Serializer):
+    max_failure_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    max_thumbs_down_rate = serializers.FloatField(required=False, min_value=0, max_value=1)
+    max_latency_ms_p95 = serializers.IntegerField(required=False, min_value=1)
+    min_turns = serializers.IntegerField(min_value=1, help_text="Finished turns an arm needs before it is judged")
+
+
+class RolloutSetSerializer(serializers.Serializer):
+    """Documents the body; `profiles.arms.parse_rollout` checks it (with field paths)."""
+
+    arms = ArmSerializer(many=True)
+    sticky = serializers.ChoiceField(choices=["user", "conversation"], required=False, default="user")
+    guard = GuardSerializer(required=False)
+
+
+class ArmStatsSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    weight = serializers.IntegerField()
+    stats = serializers.DictField(
+        help_text="{turns, completed, failed, cancelled, interrupted, thumbs_up, thumbs_down, latency_ms_p50, "
+        "latency_ms_p95, tokens_in, tokens_out, …} of the arm's turns since the rollout started"
+    )
+
+
+class RolloutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+    label_version = serializers.IntegerField(help_text="The label's own version (served when halted or ended)")
+    status = serializers.ChoiceField(choices=["active", "halted", "ended"])
+    arms = ArmStatsSerializer(many=True)
+    sticky = serializers.ChoiceField(choices=["user", "conversation"])
+    guard = serializers.DictField()
+    halted_reason = serializers.CharField(allow_null=True)
+    started_at_ms = serializers.IntegerField()
+    updated_at_ms = serializers.IntegerField()
+    ended_at_ms = serializers.IntegerField(allow_null=True)
+    by = serializers.CharField(allow_blank=True)
 
 
 class LabelRequestCreateSerializer(StrictKeysMixin, serializers.Serializer):
-    version = serializers.IntegerField(min_value=1, help_text="The version the label is to point at.")
+    version = serializers.IntegerField(
+        required=False, min_value=1, help_text="The version the label is to point at (or `rollout`)."
+    )
+    rollout = serializers.JSONField(required=False, help_text="A rollout to start on the label: as PUT …/rollout")
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("version" in attrs) == ("rollout" in attrs):
+            raise serializers.ValidationError({"version": "give either version or rollout"})
+        return attrs
 
 
 class ApprovalSerializer(serializers.Serializer):
@@ -443,7 +510,8 @@ class LabelRequestSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=["pending", "applied", "rejected", "stale"])
     label = serializers.CharField(source="name")  # type: ignore[assignment]  # a field named like Field.label
-    version = serializers.IntegerField()
+    version = serializers.IntegerField(allow_null=True, help_text="null: the request is for a rollout")
+    rollout = serializers.JSONField(allow_null=True, help_text="The rollout asked for (arms, sticky, guard)")
     from_version = serializers.IntegerField(allow_null=True, help_text="Where the label pointed when asked.")
     by = serializers.CharField(source="by_username")
     note = serializers.CharField(allow_blank=True)

@@ -7,6 +7,7 @@ from django.urls import URLPattern, path
 from profiles.mounts import Mount
 
 from .approvals import LabelRequestViewSet
+from .rollouts import RolloutViewSet
 from .views import CurrentProfileViewSet, ProfileViewSet, RegistryViewSet, SchemaViewSet
 from .webhooks import WebhookViewSet
 
@@ -67,6 +68,11 @@ def profile_api_urls(mount: Mount) -> list[URLPattern]:
             "api/chat/profiles/<str:slug>/labels/<str:name>/history",
             view(profiles, {"get": "label_history"}),
             name="profile-label-history",
+        ),
+        path(
+            "api/chat/profiles/<str:slug>/labels/<str:name>/rollout",
+            view(RolloutViewSet, {"get": "retrieve", "put": "update", "delete": "destroy"}),
+            name="label-rollout",
         ),
         path(
             "api/chat/profiles/<str:slug>/labels/<str:name>/requests",

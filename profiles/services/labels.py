@@ -1,4 +1,5 @@
-"""Label writes: set (move) and delete, with their history, audit entries, webhooks and stale requests."""
+"""Label writes: set (move) and delete, with their history, audit entries, webhooks and stale requests;
+and how a rollout's step on a label is recorded (`rollouts` writes rollouts; a move ends one)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from ..audit import audit_record
 from ..errors import (
     ApprovalRequired,
     Forbidden,
+    InvalidInput,
     NotFound,
     VersionConflict,
 )
 from ..models import (
     LabelRequest,
+    LabelRollout,
     Profile,
     ProfileLabel,
     ProfileLabelMove,
@@ -40,13 +43,14 @@ from .common import (
 # --------------------------------------------------------------------------- labels
 
 
-def _check_label_move(registry: Registry, name: str, actor: Any, source: str) -> None:
+def _check_label_move(registry: Registry, name: str, actor: Any, source: str, *, approvals: bool = True) -> None:
     """A protected label (the registry's `protected_labels`) moves only with `profiles.promote_profile`,
     and in a registry that requires approvals only through an approved request, for everyone (an approved
-    request moves it without this check); the importer and the seed are the authority for their file."""
+    request moves it without this check; `approvals` False: a step back to the label's own version, such
+    as ending its rollout); the importer and the seed are the authority for their file."""
     if source in FILE_SOURCES or name not in (registry.protected_labels or []):
         return
-    if registry.required_approvals:
+    if approvals and registry.required_approvals:
         raise ApprovalRequired(
             f"label {name!r} of registry {registry.slug!r} moves only through a request approved by "
             f"{registry.required_approvals} approver(s): POST …/labels/{name}/requests",
@@ -90,6 +94,8 @@ def label_set(
             raise VersionConflict(expected=expected, actual=current, what=f"label {name!r}")
     if label is not None and label.version == version:
         return label
+    if label is not None:
+        _end_rollout(registry, profile, label, actor, source)
     stamp, who = now_ms(), _actor_name(actor)
     if label is None:
         label = ProfileLabel.objects.create(
@@ -119,6 +125,15 @@ def check_version_exists(profile: Profile, version: int) -> None:
         or not ProfileRevision.objects.filter(profile_id_at_write=profile.pk, version=version).exists()
     ):
         raise NotFound(f"profile {profile.slug!r} has no version {version}", field="version")
+
+
+def check_arm_versions(profile: Profile, arms: list[dict[str, int]], *, field: str = "arms") -> None:
+    """Every arm of a rollout names a version the profile has: else 400 on the arm's path."""
+    for i, arm in enumerate(arms):
+        try:
+            check_version_exists(profile, arm["version"])
+        except NotFound as exc:
+            raise InvalidInput(exc.message, field=f"{field}[{i}].version") from None
 
 
 def _close_requests(profile: Profile, name: str, stamp: int, *, keep: LabelRequest | None = None) -> None:
@@ -171,6 +186,7 @@ def label_delete(
         expected = parse_version(expected_version, field="expected_version")
         if expected != label.version:
             raise VersionConflict(expected=expected, actual=label.version, what=f"label {name!r}")
+    _end_rollout(registry, profile, label, actor, source)
     label.delete()
     stamp = now_ms()
     ProfileLabelMove.objects.create(
@@ -184,3 +200,71 @@ def label_delete(
     )
     _close_requests(profile, name, stamp)
     _audit_label(registry, profile, name, label.version, None, actor, source)
+
+
+# --------------------------------------------------------------------------- rollout steps
+
+
+def rollout_step(
+    registry: Registry,
+    profile: Profile,
+    label: ProfileLabel,
+    rollout: LabelRollout,
+    event: str,
+    actor: Any,
+    source: str,
+    *,
+    request: LabelRequest | None = None,
+    before: dict[str, Any] | None = None,
+) -> None:
+    """A rollout's step (`started`, `changed`, `halted`, `ended`) in the label's history (the label's own
+    version stays), the audit log (`rollout.<event>`) and to the webhooks (`rollout.halted`, else
+    `rollout.changed`)."""
+    step: dict[str, Any] = {"event": event, "id": rollout.pk, "arms": rollout.arms, "sticky": rollout.sticky}
+    if rollout.halted_reason:
+        step["halted_reason"] = rollout.halted_reason
+    ProfileLabelMove.objects.create(
+        profile=profile,
+        name=label.name,
+        from_version=label.version,
+        to_version=label.version,
+        by=_actor_name(actor) or source,
+        source=source,
+        at_ms=rollout.updated_at_ms,
+        request_id=request.pk if request is not None else None,
+        rollout=step,
+    )
+    changes = {"label": label.name, **step, "guard": rollout.guard, "status": rollout.status}
+    audit_record(
+        actor=actor,
+        source=source,
+        action=f"rollout.{event}",
+        object_type="rollout",
+        registry=registry.slug,
+        slug=profile.slug,
+        changes={**changes, "before": before} if before else changes,
+    )
+    webhooks_emit(
+        registry=registry,
+        event="rollout.halted" if event == "halted" else "rollout.changed",
+        actor=actor,
+        profile=profile.slug,
+        label=label.name,
+        version=label.version,
+        request=request.pk if request is not None else None,
+        rollout={k: v for k, v in changes.items() if k not in ("label", "event")} | {"event": event},
+    )
+
+
+def _end_rollout(registry: Registry, profile: Profile, label: ProfileLabel, actor: Any, source: str) -> None:
+    """The label moves or goes: its rollout (active or halted) ends with it."""
+    if label.rollout_id is None:
+        return
+    rollout = LabelRollout.objects.select_for_update().get(pk=label.rollout_id)
+    stamp = now_ms()
+    rollout.status, rollout.updated_at_ms = LabelRollout.Status.ENDED, stamp
+    rollout.ended_at_ms = rollout.ended_at_ms or stamp
+    rollout.save(update_fields=["status", "updated_at_ms", "ended_at_ms"])
+    ProfileLabel.objects.filter(pk=label.pk).update(rollout=None)
+    label.rollout_id = None
+    rollout_step(registry, profile, label, rollout, "ended", actor, source)

@@ -64,6 +64,7 @@ RESOLUTION_KEYS = {
     "profile_version",
     "ref",  # the profile as addressed (`slug`, `slug@3`, `slug@label`) and the label it followed
     "label",
+    "rollout",  # the rollout arm that chose the version, else null
     "runtime_key",
     "effective_runtime",
     "engine",

@@ -128,6 +128,7 @@ def test_two_approvals_move_the_label_and_the_history_names_the_request(guarded,
         "by": "approver1",
         "at_ms": 0,
         "request": body["id"],
+        "rollout": None,
     }
     listed = client_for(author).get(requests_url(guarded)).json()
     assert [(r["id"], r["status"]) for r in listed] == [(body["id"], "applied")]

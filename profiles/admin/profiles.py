@@ -1,36 +1,28 @@
-"""Admin for registries and profiles, plus read-only views of history and user selections.
-
-Every write goes through `profiles.services`, exactly like the API: the forms call the service while
-validating (see `profiles.forms`), deletes, "make default" and restores call it directly. The admin
-never saves or deletes a registry's profiles itself, so it cannot bypass a rule, a version or the
-default-profile invariant.
-"""
+"""The profile admin: edit through the services, versions with their diffs and stats, restore, labels,
+resolve preview, make default."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as confirm_delete_selected
 from django.contrib.admin.utils import NestedObjects, quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.db import router, transaction
-from django.db.models import Count, QuerySet
-from django.forms import ModelForm
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from .access import can_edit, visible_filter
-from .approvals import label_request_approve, label_request_reject
-from .errors import NotFound, ProfileError
-from .forms import ADMIN_SOURCE, LABEL_PATTERN, ProfileAdminForm, RegistryAdminForm, ServiceModelForm
-from .models import AuditEvent, LabelRequest, Profile, ProfileRevision, ProfileSelection, Registry
-from .selectors import (
+from ..access import can_edit, visible_filter
+from ..errors import NotFound, ProfileError
+from ..forms import ADMIN_SOURCE, LABEL_PATTERN, ProfileAdminForm
+from ..models import Profile, Registry
+from ..selectors import (
     label_list,
     profile_resolve,
     profile_revision_get,
@@ -38,95 +30,10 @@ from .selectors import (
     profile_version_stats,
     profile_versions_diff,
 )
-from .services import label_delete, label_set, profile_delete, profile_restore, registry_set_default
-from .timestamps import from_ms
-from .validation import parse_version
-
-if TYPE_CHECKING:
-    from typing import TypedDict
-
-    from django.contrib.admin.options import _FieldsetSpec as Fieldsets
-    from django_stubs_ext import WithAnnotations
-
-    class ProfileCount(TypedDict):
-        """The annotation `RegistryAdmin.get_queryset` adds to each registry."""
-
-        profile_count: int
-
-
-def _when(ms: int | None) -> str | None:
-    """Milliseconds as a local date and time; a string, because read-only fields print datetimes raw."""
-    moment = from_ms(ms) if ms else None
-    return formats.localize(timezone.localtime(moment)) if moment else None
-
-
-class TimestampsAdmin(admin.ModelAdmin):
-    """`created` and `updated` columns and read-only fields for models stamped in `*_ms` (any app's)."""
-
-    @admin.display(description="created", ordering="created_at_ms")
-    def created(self, obj: Any) -> str | None:
-        return _when(obj.created_at_ms)
-
-    @admin.display(description="updated", ordering="updated_at_ms")
-    def updated(self, obj: Any) -> str | None:
-        return _when(obj.updated_at_ms)
-
-
-def _pretty_json(value: Any) -> str:
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
-
-
-class ServiceFormAdmin(TimestampsAdmin):
-    """Every admin that writes (any app's): its `ServiceModelForm` writes through a service, with the
-    acting user; the admin saves nothing itself."""
-
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> type[ModelForm]:
-        # ModelAdmin.get_form() subclasses `self.form`, a ServiceModelForm in every admin built on this one.
-        form = cast("type[ServiceModelForm]", super().get_form(request, obj, change=change, **kwargs))
-        form.actor = request.user  # a fresh class per call, so this is per request
-        return form
-
-    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
-        """Nothing to do: the service already wrote `obj` while the form was validated."""
-
-
-class ServiceAdmin(ServiceFormAdmin):
-    """The registry and profile admins: versioned objects with identity fields fixed after creation."""
-
-    add_fieldsets: Fieldsets = ()
-    identity_fields: tuple[str, ...] = ()  # editable on create only
-    form_only_fields: tuple[str, ...] = ("expected_version",)
-
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Fieldsets:
-        if obj is None:
-            return self.add_fieldsets
-        fieldsets = super().get_fieldsets(request, obj)  # the class's `fieldsets`
-        if self.has_change_permission(request, obj):
-            return fieldsets
-        # A view-only page renders model values: inputs that exist only on the form have none.
-        return tuple(
-            (name, {**options, "fields": tuple(f for f in options["fields"] if f not in self.form_only_fields)})
-            for name, options in fieldsets
-        )
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return tuple(self.readonly_fields) if obj is None else (*self.identity_fields, *self.readonly_fields)
-
-    @staticmethod
-    def registry_of(obj: Any) -> Registry:
-        return obj if isinstance(obj, Registry) else obj.registry
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """The model permission, and for one object the registry's editor groups (`profiles.access`)."""
-        allowed = super().has_change_permission(request, obj)
-        return allowed and (obj is None or can_edit(request.user, self.registry_of(obj)))
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        allowed = super().has_delete_permission(request, obj)
-        return allowed and (obj is None or can_edit(request.user, self.registry_of(obj)))
-
-
-# --------------------------------------------------------------------------- profiles
+from ..services import label_delete, label_set, profile_delete, profile_restore, registry_set_default
+from ..timestamps import from_ms
+from ..validation import parse_version
+from .common import ServiceAdmin
 
 
 @admin.register(Profile)
@@ -489,175 +396,3 @@ class ProfileAdmin(ServiceAdmin):
                     request, f"Restored version {version} as version {restored.version}.", messages.SUCCESS
                 )
         return HttpResponseRedirect(reverse("admin:profiles_profile_versions", args=[quote(profile.pk)]))
-
-
-# --------------------------------------------------------------------------- registries
-
-
-@admin.register(Registry)
-class RegistryAdmin(ServiceAdmin):
-    form = RegistryAdminForm
-    list_display = ("slug", "display_name", "default", "serve_label", "version", "profile_count")
-    list_select_related = ("default_profile",)
-    search_fields = ("slug", "display_name")
-    identity_fields = ("slug",)
-    readonly_fields = ("version", "tags", "created", "updated")
-    form_only_fields = ("expected_version", "protected_labels")
-    add_fieldsets = (
-        (None, {"fields": ("slug", "display_name", "description", "protected_labels", "serve_label")}),
-        ("Access", {"fields": ("editor_groups",)}),
-    )
-    fieldsets = (
-        (None, {"fields": ("slug", "display_name", "description", "default_profile", "expected_version")}),
-        ("Labels", {"fields": ("protected_labels", "serve_label")}),
-        ("Access", {"fields": ("editor_groups", "group_defaults")}),
-        ("Approvals", {"fields": ("required_approvals", "approver_groups")}),
-        ("Metadata", {"fields": ("version", "tags", ("created", "updated"))}),
-    )
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Registry]:
-        return super().get_queryset(request).annotate(profile_count=Count("profiles"))
-
-    @admin.display(description="default profile", ordering="default_profile__slug")
-    def default(self, obj: Registry) -> str | None:
-        default = obj.default_profile  # no query when there is none
-        return default.slug if default is not None else None
-
-    @admin.display(description="profiles", ordering="profile_count")
-    def profile_count(self, obj: WithAnnotations[Registry, ProfileCount]) -> int:
-        return obj.profile_count
-
-    def has_delete_permission(self, request: HttpRequest, obj: Registry | None = None) -> bool:
-        """Deleting a registry cascades to all its profiles: superusers only."""
-        return request.user.is_superuser and super().has_delete_permission(request, obj)
-
-
-# --------------------------------------------------------------------------- inspection only
-
-
-class InspectOnlyAdmin(TimestampsAdmin):
-    """Written only by the services (history, users' selections): the admin may look, never touch."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(ProfileRevision)
-class ProfileRevisionAdmin(InspectOnlyAdmin):
-    list_display = ("registry_slug", "profile_slug", "version", "updated", "updated_by", "source", "change")
-    list_filter = ("source", "registry_slug")
-    search_fields = ("registry_slug", "profile_slug", "change")
-    fields = (
-        ("registry_slug", "profile_slug", "profile_id_at_write"),
-        ("version", "updated", "updated_by", "source"),
-        "change",
-        "document_json",
-    )
-    readonly_fields = ("updated", "document_json")
-
-    @admin.display(description="document")
-    def document_json(self, obj: ProfileRevision) -> str:
-        return _pretty_json(obj.document)
-
-
-@admin.register(ProfileSelection)
-class ProfileSelectionAdmin(InspectOnlyAdmin):
-    list_display = ("user", "mount", "registry_slug", "profile_slug", "updated")
-    list_filter = ("mount", "registry_slug")
-    list_select_related = ("user",)
-    search_fields = ("user__username", "registry_slug", "profile_slug")
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(InspectOnlyAdmin):
-    list_display = ("at", "actor_username", "actor_type", "action", "registry", "slug", "ip")
-    list_filter = ("action", "actor_type", "registry")
-    search_fields = ("actor_username", "registry", "slug", "action")
-    fields = (
-        ("at", "actor_type", "actor_username", "actor_id", "ip"),
-        ("action", "object_type", "registry", "slug"),
-        "changes_json",
-    )
-    readonly_fields = ("at", "changes_json")
-
-    @admin.display(description="at", ordering="at_ms")
-    def at(self, obj: AuditEvent) -> str | None:
-        return _when(obj.at_ms)
-
-    @admin.display(description="changes")
-    def changes_json(self, obj: AuditEvent) -> str:
-        return _pretty_json(obj.changes)
-
-
-@admin.register(LabelRequest)
-class LabelRequestAdmin(InspectOnlyAdmin):
-    """Requests to move labels that need approvals; approvers decide with the actions (the services')."""
-
-    list_display = (
-        "id",
-        "registry",
-        "profile_slug",
-        "name",
-        "from_version",
-        "version",
-        "status",
-        "by_username",
-        "approved_by",
-        "created",
-    )
-    list_filter = ("status", "name", "profile__registry__slug")
-    list_select_related = ("profile__registry",)
-    search_fields = ("profile__slug", "name", "by_username", "note")
-    fields = (
-        ("profile", "name", "from_version", "version"),
-        ("status", "by_username", "created"),
-        "note",
-        "approved_by",
-    )
-    readonly_fields = ("created", "approved_by")
-    actions = ["approve", "reject"]
-
-    @admin.display(description="registry", ordering="profile__registry__slug")
-    def registry(self, obj: LabelRequest) -> str:
-        return obj.profile.registry.slug
-
-    @admin.display(description="profile", ordering="profile__slug")
-    def profile_slug(self, obj: LabelRequest) -> str:
-        return obj.profile.slug
-
-    @admin.display(description="created", ordering="created_at_ms")
-    def created(self, obj: LabelRequest) -> str | None:
-        return _when(obj.created_at_ms)
-
-    @admin.display(description="approved by")
-    def approved_by(self, obj: LabelRequest) -> str:
-        return ", ".join(a["username"] for a in obj.approvals)
-
-    @admin.action(description="Approve the selected requests")
-    def approve(self, request: HttpRequest, queryset: QuerySet[LabelRequest]) -> None:
-        self._decide(request, queryset, label_request_approve, "approved")
-
-    @admin.action(description="Reject the selected requests")
-    def reject(self, request: HttpRequest, queryset: QuerySet[LabelRequest]) -> None:
-        self._decide(request, queryset, label_request_reject, "rejected")
-
-    def _decide(self, request: HttpRequest, queryset: QuerySet[LabelRequest], decide: Any, verb: str) -> None:
-        for item in queryset.select_related("profile__registry"):
-            try:
-                decided = decide(
-                    registry_slug=item.profile.registry.slug,
-                    slug=item.profile.slug,
-                    name=item.name,
-                    request_id=item.pk,
-                    actor=request.user,
-                )
-            except ProfileError as exc:
-                self.message_user(request, f"request {item.pk}: {exc.message}", messages.ERROR)
-            else:
-                self.message_user(request, f"request {item.pk} {verb}: now {decided.status}", messages.SUCCESS)
