@@ -118,17 +118,18 @@ def switch_reason(conversation: Any, runtime: Runtime, resolution: Resolution) -
 
 
 def rollout_switch(conversation: Any, resolution: Resolution) -> dict[str, Any] | None:
-    """The rollout reason of a version change: the conversation left its arm because the rollout was
-    halted by its guard (`rollout_halted`, with `halted_reason`'s arm) or ended (`rollout_ended`), or it
-    entered a rollout's arm (`rollout_started`); None when no rollout is involved."""
+    """The rollout reason of a version change, None when no rollout is involved: the conversation left
+    its arm because the rollout was halted by its guard (`rollout_halted`) or ended (`rollout_ended`), its
+    arm lost its weight (`rollout_changed`), or it entered a rollout's arm (`rollout_started`)."""
     was, now, label_rollout = conversation.rollout_id, resolution.rollout, resolution.label_rollout
-    if was is not None and (now is None or now["id"] != was):
-        if label_rollout is not None and label_rollout["id"] == was and label_rollout["status"] == "halted":
-            return {"reason": "rollout_halted", "rollout": {"id": was, "label": resolution.label}}
-        return {"reason": "rollout_ended", "rollout": {"id": was, "label": resolution.label}}
-    if now is not None and was is None:
-        return {"reason": "rollout_started", "rollout": now}
-    return None
+    if was is None:
+        return None if now is None else {"reason": "rollout_started", "rollout": now}
+    if now is not None:
+        return {"reason": "rollout_changed" if now["id"] == was else "rollout_started", "rollout": now}
+    left = {"id": was, "label": resolution.label}
+    if label_rollout is not None and label_rollout["id"] == was and label_rollout["status"] == "halted":
+        return {"reason": "rollout_halted", "rollout": left}
+    return {"reason": "rollout_ended", "rollout": left}
 
 
 def switched_from(conversation: Any, runtime: Runtime) -> dict[str, Any] | None:

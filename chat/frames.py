@@ -62,7 +62,7 @@ def runtime_switched(
     *, previous: Mapping[str, Any], to: Mapping[str, Any], reason: Mapping[str, Any]
 ) -> dict[str, Any]:
     """`previous`: the conversation's runtime before (key, fingerprint, version); `reason`: `{"reason"}`
-    and, for a base layer's new version, `layer` and `layers`."""
+    and, for a base layer's new version, `layer` and `layers`; for a rollout's arm, `rollout`."""
     return {"from": dict(previous), "to": dict(to), **reason}
 
 

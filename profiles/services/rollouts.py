@@ -23,11 +23,14 @@ from .labels import _check_label_move, check_arm_versions, rollout_step
 log = logging.getLogger(__name__)
 
 
-def _locked_label(registry: Registry, profile: Profile, name: str) -> ProfileLabel:
+def _locked_label(registry: Registry, profile: Profile, name: str) -> tuple[ProfileLabel, LabelRollout | None]:
+    """The label (404 when the profile has none) and its rollout, active or halted; both locked."""
     label = ProfileLabel.objects.select_for_update().filter(profile=profile, name=name).first()
     if label is None:
         raise NotFound(f"profile {profile.slug!r} has no label {name!r}: set it first", field="name")
-    return label
+    if label.rollout_id is None:
+        return label, None
+    return label, LabelRollout.objects.select_for_update().get(pk=label.rollout_id)
 
 
 @transaction.atomic
@@ -54,9 +57,8 @@ def rollout_set(
         _check_label_move(registry, name, actor, source)
     spec = parse_rollout(body)
     check_arm_versions(profile, spec.arms)
-    label = _locked_label(registry, profile, name)
+    label, current = _locked_label(registry, profile, name)
     stamp = now_ms()
-    current = LabelRollout.objects.select_for_update().filter(pk=label.rollout_id).first()
     if current is not None and current.status == LabelRollout.Status.ACTIVE:
         before = {"arms": current.arms, "sticky": current.sticky, "guard": current.guard}
         if before == {"arms": spec.arms, "sticky": spec.sticky, "guard": spec.guard}:
@@ -92,8 +94,7 @@ def rollout_end(*, registry_slug: str, slug: str, name: Any, actor: Any = None, 
     _check_editor(registry, actor, source)
     profile = _check_visible(registry, _locked_profile(registry, slug), actor, source)
     _check_label_move(registry, name, actor, source, approvals=False)
-    label = _locked_label(registry, profile, name)
-    rollout = LabelRollout.objects.select_for_update().filter(pk=label.rollout_id).first()
+    label, rollout = _locked_label(registry, profile, name)
     if rollout is None:
         raise NotFound(f"label {name!r} of profile {profile.slug!r} has no rollout", field="name")
     stamp = now_ms()

@@ -19,6 +19,13 @@ def _fresh(user):
     return get_user_model().objects.get(pk=user.pk)
 
 
+def client_for(user) -> APIClient:
+    """An API client authenticated as `user` (re-read: the permissions it was just granted count)."""
+    client = APIClient()
+    client.force_authenticate(user=_fresh(user))
+    return client
+
+
 @pytest.fixture
 def seeded(db) -> ImportReport:
     """The canonical seed registries (`default` and `inventory`), imported like `make run` does."""

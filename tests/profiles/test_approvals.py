@@ -8,24 +8,17 @@ YAML; every step is in the audit log."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from profiles import services
 from profiles.models import AuditEvent, LabelRequest, ProfileLabel, Registry
 from profiles.yamlio import export_data, export_text, import_text
 
-from .conftest import _fresh
+from .conftest import client_for
 from .factories import EditorFactory, UserFactory, join
 from .support import error_of
 
 pytestmark = pytest.mark.django_db
 PROMOTER_PERMS = ["profiles.change_profile", "profiles.promote_profile"]
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user=_fresh(user))
-    return client
 
 
 @pytest.fixture

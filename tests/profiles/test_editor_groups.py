@@ -11,12 +11,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from profiles import services
 from profiles.errors import Forbidden
 from profiles.models import Profile, ProfileLabel, ProfileRevision, Registry
 
+from .conftest import client_for
 from .factories import EditorFactory, join
 from .support import MountCase, error_of
 
@@ -55,12 +55,6 @@ def writes(mount: MountCase) -> list[tuple[str, str, dict | None]]:
         ("put", "/profiles/extra/labels/canary", {"version": 1}),
         ("delete", "/profiles/extra/labels/staging", None),
     ]
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 @pytest.fixture

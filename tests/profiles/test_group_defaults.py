@@ -10,6 +10,7 @@ from profiles import services
 from profiles.errors import Conflict, InvalidInput
 from profiles.models import Registry
 
+from .conftest import client_for
 from .factories import UserFactory, join
 from .support import MountCase, error_of
 
@@ -34,14 +35,6 @@ def current(client, mount: MountCase) -> dict:
     response = client.get(mount.url("/profile"))
     assert response.status_code == 200, response.content
     return response.json()
-
-
-def client_for(user):
-    from rest_framework.test import APIClient
-
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def test_a_member_gets_the_group_default_and_is_told_so(mount, desks, api_supporter):

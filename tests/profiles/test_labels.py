@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
-from rest_framework.test import APIClient
 
 from profiles import selectors, services
 from profiles.errors import Forbidden, NotFound, VersionConflict
 from profiles.models import Profile, ProfileLabel, ProfileLabelMove, ProfileRevision, Registry
 from profiles.validation import parse_profile_ref
 
+from .conftest import client_for
 from .factories import EditorFactory
 from .support import error_of
 
@@ -39,12 +39,6 @@ def promoter(db):
     return get_user_model().objects.get(
         pk=EditorFactory(username="promoter", perms=["profiles.change_profile", "profiles.promote_profile"]).pk
     )
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user=user)
-    return client
 
 
 def url(mount, path: str) -> str:

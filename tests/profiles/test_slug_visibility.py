@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from profiles import services
 from profiles.models import Profile
 
+from .conftest import client_for
 from .factories import EditorFactory, join
 from .support import MountCase, error_of
 
@@ -35,12 +36,6 @@ def desk(mount: MountCase, seeded) -> Profile:
         runtime={"system_prompt": "Internal support playbook."},
         visible_to_groups=["support"],
     )
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def listing(client: APIClient, mount: MountCase) -> dict[str, dict]:
