@@ -77,6 +77,8 @@ PAGES = [
     View("admin-audit-list", "/admin/profiles/auditevent/"),
     View("admin-audit-view", "/admin/profiles/auditevent/{audit_event}/change/"),
     View("admin-label-request-list", "/admin/profiles/labelrequest/"),
+    View("admin-rollout-list", "/admin/profiles/labelrollout/"),
+    View("admin-rollout-view", "/admin/profiles/labelrollout/{rollout}/change/"),
     View("admin-item-list", "/admin/inventory/item/"),
     View("admin-item-change", "/admin/inventory/item/{item}/change/"),
     View("admin-sale-list", "/admin/inventory/sale/"),
@@ -135,6 +137,11 @@ def site(_live_server_process: LiveServer, django_db_blocker: Any, browser: Brow
             assert status == 200, body
             status, body = api(url, "PUT", "/api/chat/profiles/analyst/labels/production", admin.token, {"version": 1})
             assert status == 200, body
+            arms = [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]
+            canary = {"arms": arms, "guard": {"max_failure_rate": 0.2, "min_turns": 10}}
+            rollout_path = "/api/chat/profiles/analyst/labels/production/rollout"
+            status, rollout = api(url, "PUT", rollout_path, admin.token, canary)
+            assert status == 200, rollout
             analyst = Profile.objects.get(registry__slug="default", slug="analyst")
             ids = {
                 "profile": analyst.pk,
@@ -142,6 +149,7 @@ def site(_live_server_process: LiveServer, django_db_blocker: Any, browser: Brow
                 "registry": Registry.objects.get(slug="default").pk,
                 "revision": ProfileRevision.objects.get(registry_slug="default", profile_slug="analyst", version=1).pk,
                 "audit_event": AuditEvent.objects.get(action="profile.updated", slug="analyst").pk,
+                "rollout": rollout["id"],
                 "item": Item.objects.order_by("sku").first().pk,
                 "chat_conv": conversation(url, admin, "", CHAT_PROMPTS, profile="analyst", title="Budget check"),
                 "inventory_conv": conversation(
