@@ -99,6 +99,8 @@ export class RuntimePanel {
       const ref = turn.profile_ref && turn.profile_ref !== turn.profile_slug ? ` (selected as ${turn.profile_ref})` : "";
       row("Profile", "runtime-profile", `${turn.registry} / ${turn.profile_slug}${ref}`);
       row("Version", "runtime-version", `v${turn.profile_version}`, this.adminLink(turn));
+      const arm = turn.rollout;
+      if (arm) row("Rollout", "runtime-rollout", `arm v${arm.version} (${arm.weight}%) of the ${arm.label} rollout #${arm.id}`);
       row(
         "Fingerprint",
         "runtime-fingerprint",

@@ -19,7 +19,9 @@ from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
 from chat.models import Conversation, Turn
-from chat.services import now_ms
+from chat.services import conversation_create, now_ms
+from profiles import services
+from profiles.mounts import get_mount
 from tests.chat.fake_openai import FakeOpenAIServer, remote_profile
 
 from .browser import (
@@ -629,6 +631,28 @@ def test_the_runtime_record_is_one_click_away_and_middleware_events_come_back(op
     expect(plain.page.get_by_test_id("runtime-admin-link")).to_have_count(0)
     ui.watch.assert_clean()
     plain.watch.assert_clean()
+
+
+def test_an_answer_served_by_a_rollout_arm_names_it_in_its_runtime_record(open_ui, alice):
+    services.profile_update(registry_slug="default", slug="agent", changes={"description": "v2"}, source="import")
+    services.label_set(registry_slug="default", slug="agent", name="production", version=1, source="import")
+    canary = {"arms": [{"version": 1, "weight": 0}, {"version": 2, "weight": 100}]}
+    owner = get_user_model().objects.get(pk=alice.pk)
+    rollout = services.rollout_set(registry_slug="default", slug="agent", name="production", body=canary, actor=owner)
+    conversation = conversation_create(owner=owner, mount=get_mount("chat"), profile="agent@production")
+    ui = open_ui(alice)
+    open_app(ui.page, f"/#conv={conversation.pk}")
+
+    ask(ui.page, "hello")
+    ui.page.get_by_test_id("turn").last.get_by_test_id("runtime-open").click()
+
+    panel = ui.page.get_by_test_id("runtime-panel")
+    expect(panel).to_have_attribute("data-loaded", "true")
+    expect(panel.get_by_test_id("runtime-version")).to_contain_text("v2")
+    expect(panel.get_by_test_id("runtime-rollout")).to_have_text(
+        f"arm v2 (100%) of the production rollout #{rollout.pk}"
+    )
+    ui.watch.assert_clean()
 
 
 # ---------------------------------------------------------------------------------------- 7. what was seen
