@@ -7,18 +7,25 @@ server that fails for the failing arm."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx2
 import pytest
 from channels.db import database_sync_to_async
 from rest_framework.test import APIClient
 
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.selectors import conversation_resolve
-from profiles import services
+from chat.webhook_sender import deliver_due
+from profiles import services, webhooks
 from profiles.models import AuditEvent, LabelRollout, ProfileLabelMove
+from tests.helpers import WebhookReceiver
 
 from .factories import UserFactory
 from .fake_openai import FakeOpenAIServer
@@ -284,6 +291,35 @@ def test_the_guard_halts_a_failing_arm_and_the_next_turn_switches_back(failing_v
     step = ProfileLabelMove.objects.filter(name="production", rollout__isnull=False).order_by("-id").first()
     assert step.rollout["event"] == "halted" and step.by == "guard"
     assert AuditEvent.objects.filter(action="rollout.halted", actor_type="system").count() == 1
+
+
+def test_a_halt_reaches_a_subscribed_receiver_signed(two_versions, releaser, chat_api, settings):
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+    with WebhookReceiver() as receiver:
+        hook = webhooks.webhook_create(
+            registry_slug="default", url=receiver.url, events=["rollout.halted"], actor=releaser
+        )
+        rollout = start(releaser, (1, 0), (2, 100), guard={"max_thumbs_down_rate": 0.1, "min_turns": 1})
+        conv_id = open_conversation(chat_api)
+        turn = say(chat_api, conv_id)
+        url = f"/api/chat/conversations/{conv_id}/turns/{turn.pk}/feedback"
+        assert chat_api.put(url, {"rating": "down"}, format="json").status_code == 200
+
+        assert asyncio.run(send_due()) == 1
+
+    (headers, raw), *others = receiver.received
+    assert others == []
+    body = json.loads(raw)
+    assert headers["x-webhook-event"] == "rollout.halted"
+    assert headers["x-webhook-signature"] == "sha256=" + hmac.new(hook.secret.encode(), raw, hashlib.sha256).hexdigest()
+    assert (body["profile"], body["label"], body["version"], body["actor"]) == ("agent", "production", 1, "system")
+    assert body["rollout"]["id"] == rollout.pk and body["rollout"]["status"] == "halted"
+    assert "arm version 2" in body["rollout"]["halted_reason"]
+
+
+async def send_due() -> int:
+    async with httpx2.AsyncClient(timeout=5) as client:
+        return await deliver_due(client)
 
 
 def test_thumbs_down_halt_the_rollout_when_the_rating_arrives(two_versions, releaser, chat_api):
