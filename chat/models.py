@@ -75,6 +75,9 @@ class Turn(models.Model):
     tools = models.JSONField(default=list, blank=True)
     # The rest of the runtime record: {system_prompt, engine_settings, middlewares: [{name, id, config}]}.
     runtime_config = models.JSONField(default=dict, blank=True)
+    # The API key the gateway request that made it was authenticated with (its tokens count against the
+    # key's `tpm`: `chat.limits`).
+    api_key_id = models.BigIntegerField(null=True, blank=True)
     # The rollout arm that served it ({id, label, version, weight}), and its id for per-arm stats.
     rollout = models.JSONField(null=True, blank=True)
     rollout_id = models.BigIntegerField(null=True, blank=True)
@@ -174,3 +177,18 @@ class TurnFeedback(TimestampedMs):
 
     def __str__(self) -> str:
         return f"{self.turn_id} {self.rating} by {self.user_id}"
+
+
+class KeyRateHit(models.Model):
+    """What counts against an API key's per-minute limits when there is no Redis (`chat.limits`): one row
+    per admitted request (`tokens` 0) and one per finished turn's tokens; rows older than the window go."""
+
+    key_id = models.BigIntegerField()
+    at_ms = models.BigIntegerField()
+    tokens = models.PositiveIntegerField(default=0)  # 0: a request
+
+    class Meta:
+        indexes = [models.Index(fields=["key_id", "at_ms"], name="chat_key_rate_window")]
+
+    def __str__(self) -> str:
+        return f"key {self.key_id} @{self.at_ms} ({self.tokens or 'request'})"

@@ -261,12 +261,14 @@ def turn_submit(
     message_seq: int = 0,
     replaces: Any = None,
     resolution: Resolution | None = None,
+    api_key_id: int | None = None,
 ) -> Submitted:
     """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
     in the same transaction. The override policy is checked now, so a violation stores nothing.
 
     `conversation` may be new and unsaved (`conversation_build`): it is stored with its first turn.
-    `resolution`: the conversation's profile as the caller just resolved it with these overrides (the
+    `api_key_id`: the API key the request came with (the gateway's). `resolution`: the conversation's
+    profile as the caller just resolved it with these overrides (the
     policy check is then done).
     `replaces` (a turn id): regenerate, retry or edit-and-resend. The conversation's last turn, finished;
     the new turn links to it, and its prompt and request overrides default to that turn's."""
@@ -293,7 +295,9 @@ def turn_submit(
     with transaction.atomic():
         if new:  # stored with its first turn: nothing to lock, count or find
             conversation.save(force_insert=True)
-            turn = _turn_create(conversation, prompt, request_overrides, key, seq=1, replaced=None)
+            turn = _turn_create(
+                conversation, prompt, request_overrides, key, seq=1, replaced=None, api_key_id=api_key_id
+            )
             frame = _message_frame(conversation, turn, message_seq, replaced=None)
             return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
@@ -321,13 +325,22 @@ def turn_submit(
             _check_replaceable(replaced, last_seq=last)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
-        turn = _turn_create(locked, prompt, request_overrides, key, seq=(last or 0) + 1, replaced=replaced)
+        turn = _turn_create(
+            locked, prompt, request_overrides, key, seq=(last or 0) + 1, replaced=replaced, api_key_id=api_key_id
+        )
         frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
     return Submitted(turn, created=True, position=waiting, frame=frame, resolution=resolution)
 
 
 def _turn_create(
-    conversation: Conversation, prompt: str, request_overrides: Any, key: str, *, seq: int, replaced: Turn | None
+    conversation: Conversation,
+    prompt: str,
+    request_overrides: Any,
+    key: str,
+    *,
+    seq: int,
+    replaced: Turn | None,
+    api_key_id: int | None = None,
 ) -> Turn:
     return Turn.objects.create(
         conversation=conversation,
@@ -337,6 +350,7 @@ def _turn_create(
         idempotency_key=key,
         created_at_ms=now_ms(),
         replaces=replaced,
+        api_key_id=api_key_id,
     )
 
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from profiles.errors import ProfileError, ProfileUnavailable, is_outage
 from profiles.resolution import Resolution
 
-from . import frames, selectors, services, streams
+from . import frames, limits, selectors, services, streams
 from .aio import run_db, run_tool
 from .composition import runtime_for, runtime_record, switch_reason, switched_from
 from .dispatcher import Dispatcher, LeaseLost, LiveTurn
@@ -51,6 +51,7 @@ async def turn_enqueue(
     idempotency_key: Any = None,
     replaces: Any = None,
     resolution: Resolution | None = None,
+    api_key_id: int | None = None,
 ) -> services.Submitted:
     """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
     runs. `replaces`: the id of the conversation's last turn, regenerated (prompt None: the same
@@ -70,6 +71,7 @@ async def turn_enqueue(
         message_seq=message_seq,
         replaces=replaces,
         resolution=resolution,
+        api_key_id=api_key_id,
     )
     if submitted.created:
         if submitted.frame is not None:
@@ -163,6 +165,7 @@ async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
         return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
 
     live.rollout_id = (runtime.rollout or {}).get("id")
+    live.api_key_id = turn.api_key_id
     first: list[frames.Frame] = []
     previous = switched_from(conversation, runtime)
     if previous is not None:
@@ -322,6 +325,9 @@ async def _finish(
         await _announce(last)
     if result.finished and live.rollout_id is not None:
         await run_db(services.rollout_judge, rollout_id=live.rollout_id)
+    tokens = sum(int((outcome.usage or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
+    if result.finished and live.api_key_id is not None and tokens:
+        await run_db(limits.record_tokens, key_id=live.api_key_id, tokens=tokens)
     return result.more_queued
 
 

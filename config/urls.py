@@ -13,6 +13,7 @@ from chat.urls import conversation_urls, page_urls
 from inventory.mounts import INVENTORY_MOUNT
 from profiles.api.audit import AuditExportView, AuditLogView
 from profiles.api.errors import ApiErrorPages
+from profiles.api.keys import KeyViewSet
 from profiles.api.urls import profile_api_urls
 from profiles.api.views import TokenView
 from profiles.mounts import Mount
@@ -37,6 +38,9 @@ urlpatterns = [
     path("api/auth/token", TokenView.as_view(), name="api-token"),
     path("api/audit", AuditLogView.as_view(), name="audit-log"),
     path("api/audit/export", AuditExportView.as_view(), name="audit-export"),
+    path("api/keys", KeyViewSet.as_view({"get": "list", "post": "create"}), name="api-keys"),
+    path("api/keys/<int:key_id>", KeyViewSet.as_view({"delete": "destroy"}), name="api-key"),
+    path("api/keys/<int:key_id>/rotate", KeyViewSet.as_view({"post": "rotate"}), name="api-key-rotate"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: an anonymous browser is sent to the login page (the schema itself answers 401).
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

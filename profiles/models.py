@@ -333,3 +333,28 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.webhook_id} ({self.status})"
+
+
+class ApiKey(models.Model):
+    """A key for the OpenAI-compatible API (`profiles.keys`): it acts as its owner, limited to its scopes,
+    until it expires or is revoked. Only a hash of the secret is stored; the secret is shown once."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)  # the secret's first characters: how lists tell keys apart
+    digest = models.CharField(max_length=64, unique=True)  # sha256 of the secret, hex
+    # `["*"]`, `["analyst", "support-desk@production", "inventory/analyst"]`: `profiles.keys.scope_allows`.
+    scopes = models.JSONField(default=list)
+    expires_at_ms = models.BigIntegerField(null=True, blank=True)
+    rpm = models.PositiveIntegerField(null=True, blank=True)  # requests per minute, across every worker
+    tpm = models.PositiveIntegerField(null=True, blank=True)  # tokens per minute, across every worker
+    created_at_ms = models.BigIntegerField()
+    rotated_at_ms = models.BigIntegerField(null=True, blank=True)
+    revoked_at_ms = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from profiles.api.errors import encodable
 from profiles.api.errors import exception_handler as api_exception_handler
-from profiles.errors import InvalidInput, NotFound, ProfileError
+from profiles.errors import Forbidden, InvalidInput, NotFound, ProfileError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ class ModelNotFound(NotFound):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"The model {model!r} does not exist or you do not have access to it.", field="model")
+
+
+class ModelNotAllowed(Forbidden):
+    """403: the owner may use the model, the API key may not (its scopes)."""
+
+    code = "model_not_allowed"
+
+    def __init__(self, model: str, key_name: str) -> None:
+        super().__init__(f"The API key {key_name!r} is not allowed to use the model {model!r}.", field="model")
 
 
 class UnsupportedParameter(InvalidInput):

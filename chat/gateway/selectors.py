@@ -18,6 +18,7 @@ class ModelRow:
     registry: str
     slug: str
     created_at_ms: int
+    label: str | None = None  # listed as `slug@label` (an API key's label scope)
 
 
 def model_list(*, mount: Mount, user: Any) -> list[ModelRow]:

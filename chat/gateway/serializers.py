@@ -127,7 +127,7 @@ class ChatCompletionRequestSerializer(StrictObject, serializers.Serializer):
 
 def model_object(row: ModelRow, mount: Any) -> dict[str, Any]:
     return {
-        "id": services.model_id(row.registry, row.slug, mount),
+        "id": services.model_id(row.registry, f"{row.slug}@{row.label}" if row.label else row.slug, mount),
         "object": "model",
         "created": row.created_at_ms // 1000,
         "owned_by": row.registry,

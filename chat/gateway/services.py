@@ -23,6 +23,7 @@ CHAT_ENGINE_TIMEOUT_SECONDS, like `?wait=1`), look at the stored turn after a se
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -35,6 +36,8 @@ from django.db import transaction
 
 from profiles.arms import RolloutSubject
 from profiles.errors import InvalidInput, NotFound, ProfileError
+from profiles.keys import scope_allows, scope_labels
+from profiles.models import ApiKey
 from profiles.mounts import Mount
 from profiles.resolution import Resolution
 from profiles.selectors import profile_resolve
@@ -49,7 +52,7 @@ from ..sequencer import get_sequencer
 from ..turns import SILENCE_CHECK_SECONDS, await_turn, turn_enqueue
 from ..writer import writer
 from . import selectors
-from .errors import ModelNotFound, TurnOutcomeError, UnsupportedParameter
+from .errors import ModelNotAllowed, ModelNotFound, TurnOutcomeError, UnsupportedParameter
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +90,29 @@ def model_ref(model: str, mount: Mount) -> tuple[str, ProfileRef]:
         raise ModelNotFound(model) from None
 
 
-def model_list(*, mount: Mount, user: Any) -> list[selectors.ModelRow]:
-    return selectors.model_list(mount=mount, user=user)
+def model_list(*, mount: Mount, user: Any, key: ApiKey | None = None) -> list[selectors.ModelRow]:
+    """The models `user` may use; with an API key, those its scopes cover (a label scope lists
+    `slug@label`)."""
+    rows = selectors.model_list(mount=mount, user=user)
+    if key is None:
+        return rows
+    covered = (
+        (row, scope_labels(key.scopes, registry=row.registry, slug=row.slug, default_registry=mount.default_registry))
+        for row in rows
+    )
+    return [dataclasses.replace(row, label=label) for row, labels in covered for label in labels]
 
 
-def model_get(*, mount: Mount, model: str, user: Any) -> selectors.ModelRow:
+def check_key_scope(key: ApiKey | None, *, mount: Mount, model: str, registry: str, ref: ProfileRef) -> None:
+    """403 `model_not_allowed` when an API key's scopes do not cover the model (the owner may use it:
+    the caller checked that first, so a model the owner may not see stays a 404)."""
+    if key is not None and not scope_allows(
+        key.scopes, registry=registry, slug=ref.slug, label=ref.label, default_registry=mount.default_registry
+    ):
+        raise ModelNotAllowed(model, key.name)
+
+
+def model_get(*, mount: Mount, model: str, user: Any, key: ApiKey | None = None) -> selectors.ModelRow:
     registry, ref = model_ref(model, mount)
     row = selectors.model_get(registry=registry, slug=ref.slug, user=user)
     if row is None:
@@ -101,7 +122,8 @@ def model_get(*, mount: Mount, model: str, user: Any) -> selectors.ModelRow:
             profile_resolve(registry_slug=registry, profile_slug=str(ref), user=user)
         except NotFound:
             raise ModelNotFound(model) from None
-    return row
+    check_key_scope(key, mount=mount, model=model, registry=registry, ref=ref)
+    return dataclasses.replace(row, label=ref.label) if ref.label else row
 
 
 # --------------------------------------------------------------------------- the request
@@ -254,13 +276,15 @@ def _conversation_id(raw: str | None) -> uuid.UUID | None:
 # --------------------------------------------------------------------------- the turn
 
 
-def _resolve_model(*, user: Any, mount: Mount, data: CompletionInput, conv_id: uuid.UUID | None = None) -> Resolution:
-    """The model, with the overrides (checked against its policy), as the user may use it (a label's
-    rollout picks the arm for the user, or for the new conversation `conv_id`)."""
+def _resolve_model(
+    *, user: Any, mount: Mount, data: CompletionInput, key: ApiKey | None, conv_id: uuid.UUID | None = None
+) -> Resolution:
+    """The model, with the overrides (checked against its policy), as the user may use it and the API key
+    covers (a label's rollout picks the arm for the user, or for the new conversation `conv_id`)."""
     registry, ref = model_ref(data.model, mount)
     subject = RolloutSubject(user_id=user.pk, conversation_id=conv_id)
     try:
-        return profile_resolve(
+        resolution = profile_resolve(
             registry_slug=registry,
             profile_slug=str(ref),
             request_overrides=data.overrides(),
@@ -271,13 +295,17 @@ def _resolve_model(*, user: Any, mount: Mount, data: CompletionInput, conv_id: u
         if exc.field in ("registry", "slug"):
             raise ModelNotFound(data.model) from None
         raise
+    check_key_scope(key, mount=mount, model=data.model, registry=registry, ref=ref)
+    return resolution
 
 
-def _new_conversation(*, user: Any, mount: Mount, data: CompletionInput) -> tuple[Conversation, Resolution]:
+def _new_conversation(
+    *, user: Any, mount: Mount, data: CompletionInput, key: ApiKey | None
+) -> tuple[Conversation, Resolution]:
     """The model resolved, then a new conversation selecting it, not saved: it is stored with its
     first turn (one transaction), and that turn runs on this resolution."""
     conv_id = uuid.uuid4()
-    resolution = _resolve_model(user=user, mount=mount, data=data, conv_id=conv_id)
+    resolution = _resolve_model(user=user, mount=mount, data=data, key=key, conv_id=conv_id)
     if data.history:
         raise InvalidInput(
             f"earlier user/assistant messages need {CONVERSATION_HEADER}: the server keeps a conversation's "
@@ -298,11 +326,13 @@ def _new_conversation(*, user: Any, mount: Mount, data: CompletionInput) -> tupl
 
 
 @transaction.atomic  # a write through the writer opens its own atomic block
-def _named_conversation(*, user: Any, mount: Mount, data: CompletionInput, conv_id: uuid.UUID) -> Conversation:
+def _named_conversation(
+    *, user: Any, mount: Mount, data: CompletionInput, api_key: ApiKey | None, conv_id: uuid.UUID
+) -> Conversation:
     """The model resolved before anything is written, then the named conversation (the caller's, in this
     mount, whose last completed turns are the earlier messages sent), switched to the model if it
-    selects another."""
-    resolution = _resolve_model(user=user, mount=mount, data=data)
+    selects another (`api_key`: the request's, whose scopes apply; `key` is the writer's)."""
+    resolution = _resolve_model(user=user, mount=mount, data=data, key=api_key)
     ref = str(model_ref(data.model, mount)[1])
     try:
         conversation = chat_selectors.conversation_get(conv_id=conv_id, user=user, mount=mount)
@@ -329,21 +359,27 @@ def _named_conversation(*, user: Any, mount: Mount, data: CompletionInput, conv_
 
 
 async def completion_create(
-    *, user: Any, mount: Mount, body: Mapping[str, Any], conversation_id: str | None = None
+    *,
+    user: Any,
+    mount: Mount,
+    body: Mapping[str, Any],
+    conversation_id: str | None = None,
+    key: ApiKey | None = None,
 ) -> Completion:
     """Submit the request as a turn (one path for every client: `turns.turn_enqueue`). A refused
-    override, an unknown model or a full queue raises before anything is stored."""
+    override, an unknown model, a model the API `key` does not cover or a full queue raises before
+    anything is stored; the turn's tokens count against the key's `tpm`."""
     data = completion_input(body)
     conv_id = _conversation_id(conversation_id)
     registry, ref = model_ref(data.model, mount)
     resolution: Resolution | None = None
     with _as_request_params(data):
         if conv_id is None:  # stored with the turn, in the same transaction
-            conversation, resolution = await run_db(_new_conversation, user=user, mount=mount, data=data)
+            conversation, resolution = await run_db(_new_conversation, user=user, mount=mount, data=data, key=key)
             get_sequencer().prime(conversation.pk)  # nothing numbered yet
         else:
             conversation = await writer.write(
-                _named_conversation, key=conv_id, user=user, mount=mount, data=data, conv_id=conv_id
+                _named_conversation, key=conv_id, user=user, mount=mount, data=data, api_key=key, conv_id=conv_id
             )
         submitted = await turn_enqueue(
             conversation=conversation,
@@ -351,6 +387,7 @@ async def completion_create(
             prompt=data.prompt,
             request_overrides=data.overrides() or None,
             resolution=resolution,
+            api_key_id=key.pk if key is not None else None,
         )
     return Completion(
         conv_id=str(conversation.pk),

@@ -20,11 +20,14 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 
+from profiles.api.keys import ApiKeyAuthentication
 from profiles.api.parsers import SafeJSONParser
 from profiles.api.views import Mounted
+from profiles.models import ApiKey
 
+from .. import limits
 from ..aio import run_db
 from ..asyncviews import AsyncAPIView
 from . import errors, openapi, services
@@ -35,6 +38,21 @@ class BearerTokenAuthentication(TokenAuthentication):
     """The project's DRF tokens as OpenAI clients send them: `Authorization: Bearer <token>`."""
 
     keyword = "Bearer"
+
+
+class KeyRateThrottle(BaseThrottle):
+    """An API key's per-minute limits (`chat.limits`), exact across workers; the window it leaves is said
+    in the `x-ratelimit-*` headers of the answer, a refusal included (429 with `Retry-After`)."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        key = request.auth if isinstance(request.auth, ApiKey) else None
+        if key is not None:
+            try:
+                view.rate_window = limits.admit(key)
+            except limits.RateLimited as exc:
+                view.rate_window = exc.window
+                raise
+        return True
 
 
 class JSONAnswers(BaseContentNegotiation):
@@ -51,20 +69,26 @@ class JSONAnswers(BaseContentNegotiation):
 
 
 class GatewayView(Mounted, AsyncAPIView):
-    authentication_classes = [BearerTokenAuthentication, TokenAuthentication]
+    authentication_classes = [ApiKeyAuthentication, BearerTokenAuthentication, TokenAuthentication]
     permission_classes = [IsAuthenticated]
     parser_classes = [SafeJSONParser]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JSONAnswers
-    throttle_classes: list = []
+    throttle_classes: list = [KeyRateThrottle]
     trace_headers: dict[str, str] | None = None  # set once a turn exists: on every answer, errors too
+    rate_window: limits.Window | None = None  # the key's minute, when it has limits
+
+    def key(self, request: Request) -> ApiKey | None:
+        """The API key the request came with (its scopes apply), or None for the project's tokens."""
+        return request.auth if isinstance(request.auth, ApiKey) else None
 
     def get_exception_handler(self) -> Any:
         return errors.exception_handler
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        for name, value in (self.trace_headers or {}).items():
+        headers = {**(self.rate_window.headers() if self.rate_window else {}), **(self.trace_headers or {})}
+        for name, value in headers.items():
             response[name] = value
         return response
 
@@ -90,7 +114,7 @@ class ModelListView(GatewayView):
         description="Every profile the caller may use, as OpenAI models.",
     )
     async def get(self, request: Request) -> Response:
-        rows = await run_db(services.model_list, mount=self.mounted, user=request.user)
+        rows = await run_db(services.model_list, mount=self.mounted, user=request.user, key=self.key(request))
         return Response(s.model_list_body(rows, self.mounted))
 
 
@@ -101,13 +125,15 @@ class ModelDetailView(GatewayView):
         responses={200: s.ModelObjectSerializer, **openapi.errors(401, 404)},
     )
     async def get(self, request: Request, model: str) -> Response:
-        row = await run_db(services.model_get, mount=self.mounted, model=model, user=request.user)
+        row = await run_db(
+            services.model_get, mount=self.mounted, model=model, user=request.user, key=self.key(request)
+        )
         return Response(s.model_object(row, self.mounted))
 
 
 class ChatCompletionView(GatewayView):
-    # Each completion is a turn: the REST turn throttle (per user, CHAT_REST_TURN_RATE) applies.
-    throttle_classes = [ScopedRateThrottle]
+    # Each completion is a turn: the REST turn throttle (per user, CHAT_REST_TURN_RATE) applies too.
+    throttle_classes = [KeyRateThrottle, ScopedRateThrottle]
     throttle_scope = "turns"
 
     @extend_schema(
@@ -126,6 +152,7 @@ class ChatCompletionView(GatewayView):
             mount=self.mounted,
             body=body.validated_data,
             conversation_id=request.headers.get(services.CONVERSATION_HEADER),
+            key=self.key(request),
         )
         self.trace_headers = completion.headers()
         if completion.stream:

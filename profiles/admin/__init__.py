@@ -5,16 +5,18 @@ validating (see `profiles.forms`), deletes, "make default" and restores call it 
 never saves or deletes a registry's profiles itself, so it cannot bypass a rule, a version or the
 default-profile invariant.
 
-The admins live in `common` (their bases), `profiles`, `registries` and `release` (audit log, label
-requests, rollouts); importing them here registers them.
+The admins live in `common` (their bases), `profiles`, `registries`, `release` (audit log, label
+requests, rollouts) and `keys` (API keys); importing them here registers them.
 """
 
 from .common import InspectOnlyAdmin, ServiceAdmin, ServiceFormAdmin, TimestampsAdmin
+from .keys import ApiKeyAdmin
 from .profiles import ProfileAdmin
 from .registries import ProfileRevisionAdmin, ProfileSelectionAdmin, RegistryAdmin
 from .release import AuditEventAdmin, LabelRequestAdmin, LabelRolloutAdmin
 
 __all__ = [
+    "ApiKeyAdmin",
     "AuditEventAdmin",
     "InspectOnlyAdmin",
     "LabelRequestAdmin",

@@ -79,6 +79,7 @@ PAGES = [
     View("admin-label-request-list", "/admin/profiles/labelrequest/"),
     View("admin-rollout-list", "/admin/profiles/labelrollout/"),
     View("admin-rollout-view", "/admin/profiles/labelrollout/{rollout}/change/"),
+    View("admin-key-list", "/admin/profiles/apikey/"),
     View("admin-item-list", "/admin/inventory/item/"),
     View("admin-item-change", "/admin/inventory/item/{item}/change/"),
     View("admin-sale-list", "/admin/inventory/sale/"),
@@ -142,6 +143,8 @@ def site(_live_server_process: LiveServer, django_db_blocker: Any, browser: Brow
             rollout_path = "/api/chat/profiles/analyst/labels/production/rollout"
             status, rollout = api(url, "PUT", rollout_path, admin.token, canary)
             assert status == 200, rollout
+            status, key = api(url, "POST", "/api/keys", admin.token, {"name": "deploy bot", "scopes": ["analyst"]})
+            assert status == 201, key
             analyst = Profile.objects.get(registry__slug="default", slug="analyst")
             ids = {
                 "profile": analyst.pk,
