@@ -103,8 +103,11 @@ def _redis() -> Any:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
-def _names(key_id: int) -> tuple[str, str]:
-    return f"chat:ratelimit:{key_id}:requests", f"chat:ratelimit:{key_id}:tokens"
+def _names(key_id: int, created_at_ms: int) -> tuple[str, str]:
+    """The key's sorted sets. The key's creation time is in the name: a key id reused by another database
+    (a test run, a restore) never inherits an old window."""
+    name = f"chat:ratelimit:{key_id}.{created_at_ms}"
+    return f"{name}:requests", f"{name}:tokens"
 
 
 def admit(key: ApiKey) -> Window | None:
@@ -114,7 +117,7 @@ def admit(key: ApiKey) -> Window | None:
         return None
     if settings.REDIS_URL:
         admitted, requests, tokens, reset = _redis().eval(
-            ADMIT, 2, *_names(key.pk), key.rpm or 0, key.tpm or 0, uuid.uuid4().hex, WINDOW_MS
+            ADMIT, 2, *_names(key.pk, key.created_at_ms), key.rpm or 0, key.tpm or 0, uuid.uuid4().hex, WINDOW_MS
         )
         window = Window(key.rpm, key.tpm, int(requests), int(tokens), int(reset))
     else:
@@ -152,10 +155,12 @@ def _admit_in_database(key: ApiKey) -> tuple[bool, Window]:
 
 
 def record_tokens(*, key_id: int, tokens: int) -> None:
-    """A turn of the key finished with `tokens` (prompt + completion): they count for the next minute."""
-    if tokens <= 0:
+    """A turn of the key finished with `tokens` (prompt + completion): they count for the next minute
+    (a key without `tpm` keeps nothing)."""
+    created = ApiKey.objects.filter(pk=key_id, tpm__isnull=False).values_list("created_at_ms", flat=True).first()
+    if tokens <= 0 or created is None:
         return
     if settings.REDIS_URL:  # an entry that expires with the window
-        _redis().eval(RECORD, 1, _names(key_id)[1], f"{uuid.uuid4().hex}:{tokens}", WINDOW_MS)
-    elif ApiKey.objects.filter(pk=key_id, tpm__isnull=False).exists():  # a key without `tpm` keeps no rows
+        _redis().eval(RECORD, 1, _names(key_id, created)[1], f"{uuid.uuid4().hex}:{tokens}", WINDOW_MS)
+    else:
         KeyRateHit.objects.create(key_id=key_id, at_ms=now_ms(), tokens=tokens)

@@ -8,6 +8,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from django.db import connection
+
 
 def expected_fingerprint(*, registry: str, profile: str, profile_version: int, runtime: Any, engine: Any) -> str:
     """The documented fingerprint, written out here and not with `profiles.resolution.fingerprint`:
@@ -80,3 +82,24 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def in_threads(count: int, work) -> list:
+    """`work(i)` in `count` real threads released together; each result, or the exception it raised."""
+    barrier, results = threading.Barrier(count), [None] * count
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = work(i)
+        except Exception as exc:  # collected and asserted on below
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results

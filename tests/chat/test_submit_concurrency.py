@@ -1,36 +1,14 @@
 """Concurrent submissions to one conversation (real threads, real database: SQLite here, PostgreSQL
 in the scale-out stage of `make test`)."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from chat.models import Turn
 from chat.mounts import CHAT_MOUNT
 from chat.services import conversation_create, turn_submit
+from tests.helpers import in_threads
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.concurrency]
-
-
-def _in_threads(count: int, work) -> list:
-    barrier, results = threading.Barrier(count), [None] * count
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as exc:  # collected and asserted on below
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
 
 
 @pytest.fixture
@@ -43,7 +21,7 @@ def test_concurrent_sends_each_get_their_own_turn_and_seq(conversation, chat_use
     def send_five(i: int) -> list:
         return [turn_submit(conversation=conversation, user=chat_user, prompt=f"t{i}-{n}").created for n in range(5)]
 
-    results = _in_threads(4, send_five)
+    results = in_threads(4, send_five)
 
     assert all(r == [True] * 5 for r in results), results
     seqs = sorted(Turn.objects.filter(conversation=conversation).values_list("seq", flat=True))
@@ -51,7 +29,7 @@ def test_concurrent_sends_each_get_their_own_turn_and_seq(conversation, chat_use
 
 
 def test_one_idempotency_key_sent_concurrently_makes_one_turn(conversation, chat_user):
-    results = _in_threads(
+    results = in_threads(
         6, lambda i: turn_submit(conversation=conversation, user=chat_user, prompt="once", idempotency_key="k")
     )
 
