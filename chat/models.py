@@ -78,6 +78,8 @@ class Turn(models.Model):
     # The API key the gateway request that made it was authenticated with (its tokens count against the
     # key's `tpm`: `chat.limits`).
     api_key_id = models.BigIntegerField(null=True, blank=True)
+    # A gateway client's own labels of the request (the Responses API's `metadata`), given back as sent.
+    metadata = models.JSONField(default=dict, blank=True)
     # The rollout arm that served it ({id, label, version, weight}), and its id for per-arm stats.
     rollout = models.JSONField(null=True, blank=True)
     rollout_id = models.BigIntegerField(null=True, blank=True)

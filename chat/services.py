@@ -262,6 +262,7 @@ def turn_submit(
     replaces: Any = None,
     resolution: Resolution | None = None,
     api_key_id: int | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Submitted:
     """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
     in the same transaction. The override policy is checked now, so a violation stores nothing.
@@ -296,7 +297,14 @@ def turn_submit(
         if new:  # stored with its first turn: nothing to lock, count or find
             conversation.save(force_insert=True)
             turn = _turn_create(
-                conversation, prompt, request_overrides, key, seq=1, replaced=None, api_key_id=api_key_id
+                conversation,
+                prompt,
+                request_overrides,
+                key,
+                seq=1,
+                replaced=None,
+                api_key_id=api_key_id,
+                metadata=metadata,
             )
             frame = _message_frame(conversation, turn, message_seq, replaced=None)
             return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
@@ -326,7 +334,14 @@ def turn_submit(
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
         turn = _turn_create(
-            locked, prompt, request_overrides, key, seq=(last or 0) + 1, replaced=replaced, api_key_id=api_key_id
+            locked,
+            prompt,
+            request_overrides,
+            key,
+            seq=(last or 0) + 1,
+            replaced=replaced,
+            api_key_id=api_key_id,
+            metadata=metadata,
         )
         frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
     return Submitted(turn, created=True, position=waiting, frame=frame, resolution=resolution)
@@ -341,6 +356,7 @@ def _turn_create(
     seq: int,
     replaced: Turn | None,
     api_key_id: int | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Turn:
     return Turn.objects.create(
         conversation=conversation,
@@ -351,6 +367,7 @@ def _turn_create(
         created_at_ms=now_ms(),
         replaces=replaced,
         api_key_id=api_key_id,
+        metadata=metadata or {},
     )
 
 

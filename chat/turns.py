@@ -52,6 +52,7 @@ async def turn_enqueue(
     replaces: Any = None,
     resolution: Resolution | None = None,
     api_key_id: int | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> services.Submitted:
     """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
     runs. `replaces`: the id of the conversation's last turn, regenerated (prompt None: the same
@@ -72,6 +73,7 @@ async def turn_enqueue(
         replaces=replaces,
         resolution=resolution,
         api_key_id=api_key_id,
+        metadata=metadata,
     )
     if submitted.created:
         if submitted.frame is not None:

@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from profiles.api.openapi import RETRY_AFTER
 
 from . import serializers as s
+from .responses import ResponseObjectSerializer
 from .services import CONVERSATION_HEADER, TURN_HEADER
 
 TAGS = ["openai-compatible"]
@@ -115,3 +116,24 @@ class StrictObjectExtension(OpenApiSerializerExtension):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         schema["additionalProperties"] = False
         return schema
+
+
+RESPONSE_SSE_DESCRIPTION = (
+    "With `stream: true`, `text/event-stream` of Responses events (`event: <type>` and `data: {type, "
+    "sequence_number, …}`): `response.created`, `response.in_progress`, `response.output_item.added`, "
+    "`response.content_part.added`, `response.output_text.delta` per delta, `response.output_text.done`, "
+    "`response.content_part.done`, `response.output_item.done`, `response.completed`; `response.failed` for "
+    "a turn that failed; `error` when it did not finish in time."
+)
+RESPONSE_EVENT = {
+    "type": "string",
+    "description": "Server-sent events: `event: <type>` then `data: <JSON event>` (see the description).",
+}
+RESPONSE_RESPONSES: dict[Any, Any] = {
+    (200, "application/json"): OpenApiResponse(
+        ResponseObjectSerializer, description="The finished turn as a Response object."
+    ),
+    (200, "text/event-stream"): OpenApiResponse(RESPONSE_EVENT, description=RESPONSE_SSE_DESCRIPTION),
+    **errors(400, 401, 403, 404, 409, 413, 415, 429, 502, 503, 504),
+}
+RESPONSE_PARAMETERS = [*TRACE_HEADERS, SHOULD_RETRY, RETRY_AFTER]

@@ -90,7 +90,18 @@ class StreamOptionsSerializer(StrictObject, serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, allow_null=True)
 
 
-class ChatCompletionRequestSerializer(StrictObject, serializers.Serializer):
+class StorableRequest:
+    """Text no database or JSON encoder takes (lone surrogates, NUL) is a 400 naming its path."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        problems = storable_errors(data, field="")
+        if problems:
+            path, message = problems[0]
+            raise serializers.ValidationError({path: [message]})
+        return super().to_internal_value(data)  # type: ignore[misc]  # a mixin of a Serializer
+
+
+class ChatCompletionRequestSerializer(StorableRequest, StrictObject, serializers.Serializer):
     """An OpenAI chat completion request. Unknown or unsupported parameters are a 400 naming them;
     `temperature`, `top_p`, `max_tokens`/`max_completion_tokens` and a system message are request
     overrides the profile's policy must allow (else 403)."""
@@ -112,14 +123,6 @@ class ChatCompletionRequestSerializer(StrictObject, serializers.Serializer):
     tool_choice = RefusedField(required=False, allow_null=True)
     function_call = RefusedField(required=False, allow_null=True)
     parallel_tool_calls = RefusedField(required=False, allow_null=True)
-
-    def to_internal_value(self, data: Any) -> Any:
-        # Text no database or JSON encoder takes (lone surrogates, NUL) is a 400 naming its path.
-        problems = storable_errors(data, field="")
-        if problems:
-            path, message = problems[0]
-            raise serializers.ValidationError({path: [message]})
-        return super().to_internal_value(data)
 
 
 # --------------------------------------------------------------------------- the answers

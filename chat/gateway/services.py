@@ -138,6 +138,7 @@ class CompletionInput:
     engine: dict[str, tuple[str, Any]]  # engine setting -> (OpenAI parameter, value), in request order
     stream: bool
     prompt_field: str  # where the prompt is in the request, for errors
+    system_field: str = "messages"  # where the system prompt is in the request, for errors
 
     def overrides(self) -> dict[str, Any]:
         """The request overrides, as REST and websocket clients express them."""
@@ -153,7 +154,7 @@ class CompletionInput:
         if path == "prompt":
             return self.prompt_field
         if path.startswith(f"{OVERRIDES}.system_prompt"):
-            return "messages"
+            return self.system_field
         for name, (param, _) in self.engine.items():
             if path.startswith(f"{OVERRIDES}.step_settings_patch.ai-chat.{name}"):
                 return param
@@ -366,11 +367,25 @@ async def completion_create(
     conversation_id: str | None = None,
     key: ApiKey | None = None,
 ) -> Completion:
-    """Submit the request as a turn (one path for every client: `turns.turn_enqueue`). A refused
-    override, an unknown model, a model the API `key` does not cover or a full queue raises before
-    anything is stored; the turn's tokens count against the key's `tpm`."""
-    data = completion_input(body)
-    conv_id = _conversation_id(conversation_id)
+    """A chat completion request as a turn (`submit`)."""
+    return await submit(
+        user=user, mount=mount, data=completion_input(body), conv_id=_conversation_id(conversation_id), key=key
+    )
+
+
+async def submit(
+    *,
+    user: Any,
+    mount: Mount,
+    data: CompletionInput,
+    conv_id: uuid.UUID | None,
+    key: ApiKey | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Completion:
+    """Submit a request of the OpenAI-compatible API as a turn (one path for every client:
+    `turns.turn_enqueue`) of a new conversation, or of `conv_id`. A refused override, an unknown model, a
+    model the API `key` does not cover or a full queue raises before anything is stored; the turn's tokens
+    count against the key's `tpm`."""
     registry, ref = model_ref(data.model, mount)
     resolution: Resolution | None = None
     with _as_request_params(data):
@@ -388,6 +403,7 @@ async def completion_create(
             request_overrides=data.overrides() or None,
             resolution=resolution,
             api_key_id=key.pk if key is not None else None,
+            metadata=metadata,
         )
     return Completion(
         conv_id=str(conversation.pk),

@@ -30,7 +30,7 @@ from profiles.models import ApiKey
 from .. import limits
 from ..aio import run_db
 from ..asyncviews import AsyncAPIView
-from . import errors, openapi, services
+from . import errors, openapi, responses, services
 from . import serializers as s
 
 
@@ -163,3 +163,64 @@ class ChatCompletionView(GatewayView):
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return Response(s.completion_body(completion, await completion.result()))
+
+
+RESPONSE_PATH = OpenApiParameter(
+    "response_id", str, location=OpenApiParameter.PATH, description="`resp_` and the turn's id (hex)."
+)
+
+
+class ResponseCreateView(GatewayView):
+    # Each response is a turn: the REST turn throttle (per user, CHAT_REST_TURN_RATE) applies too.
+    throttle_classes = [KeyRateThrottle, ScopedRateThrottle]
+    throttle_scope = "turns"
+
+    @extend_schema(
+        tags=openapi.TAGS,
+        request=responses.ResponseRequestSerializer,
+        parameters=openapi.RESPONSE_PARAMETERS,
+        responses=openapi.RESPONSE_RESPONSES,
+        description="The model's profile answers `input` as a turn of a new conversation of yours, or of the "
+        "conversation `previous_response_id` ends. " + openapi.RESPONSE_SSE_DESCRIPTION,
+    )
+    async def post(self, request: Request) -> Any:
+        body = responses.ResponseRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        asked = responses.response_input(body.validated_data)
+        conv_id = None
+        if asked.previous is not None:
+            conv_id = await run_db(
+                responses.previous_conversation, user=request.user, mount=self.mounted, previous=asked.previous
+            )
+        completion = await services.submit(
+            user=request.user,
+            mount=self.mounted,
+            data=asked.data,
+            conv_id=conv_id,
+            key=self.key(request),
+            metadata=asked.metadata,
+        )
+        self.trace_headers = completion.headers()
+        if completion.stream:
+            return StreamingHttpResponse(
+                responses.response_events(completion, mount=self.mounted),
+                content_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        result = await completion.result()
+        turn, previous = await run_db(responses.response_row, turn_id=result.turn.pk)
+        return Response(responses.response_body(turn, mount=self.mounted, previous=previous))
+
+
+class ResponseDetailView(GatewayView):
+    @extend_schema(
+        tags=openapi.TAGS,
+        parameters=[RESPONSE_PATH],
+        responses={200: responses.ResponseObjectSerializer, **openapi.errors(401, 403, 404)},
+        description="A stored response (a turn of one of your conversations), finished or in progress.",
+    )
+    async def get(self, request: Request, response_id: str) -> Response:
+        body = await run_db(
+            responses.response_get, user=request.user, mount=self.mounted, raw_id=response_id, key=self.key(request)
+        )
+        return Response(body)

@@ -38,7 +38,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         return key.owner, key
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="api"'
+        return "Bearer"
 
 
 class KeySerializer(serializers.ModelSerializer):
