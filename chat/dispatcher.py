@@ -84,6 +84,7 @@ class LiveTurn:
     store_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rollout_id: int | None = None  # the rollout whose arm it runs on: its guard is checked at the end
     api_key_id: int | None = None  # the API key it was asked with: its tokens count against the key's tpm
+    rate: Any = None  # the price of its engine's model when it started (`chat.billing.prices.Rate`)
 
     def sent(self, frame: Frame) -> None:
         """Called as a frame goes out: keeps what a replay needs (no await: always consistent)."""

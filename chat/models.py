@@ -194,3 +194,23 @@ class KeyRateHit(models.Model):
 
     def __str__(self) -> str:
         return f"key {self.key_id} @{self.at_ms} ({self.tokens or 'request'})"
+
+
+class Price(models.Model):
+    """What an engine's model costs from `effective_from_ms` on (`chat.billing.prices`): every price set is
+    a new row, so a turn's cost is that of the price in force when it started."""
+
+    api_type = models.CharField(max_length=32)  # the engine: openai, anthropic, offline
+    model = models.CharField(max_length=200)
+    input_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    output_usd_per_mtok = models.DecimalField(max_digits=12, decimal_places=6)
+    effective_from_ms = models.BigIntegerField()
+    created_at_ms = models.BigIntegerField()
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["api_type", "model", "-effective_from_ms"]
+        indexes = [models.Index(fields=["api_type", "model", "-effective_from_ms"], name="chat_price_in_force")]
+
+    def __str__(self) -> str:
+        return f"{self.api_type}/{self.model} from {self.effective_from_ms}"

@@ -12,6 +12,7 @@ from django.db.models import (
     Count,
     Exists,
     F,
+    FloatField,
     IntegerField,
     Max,
     Min,
@@ -308,10 +309,11 @@ def profile_version_stats(
         turns = turns.filter(profile_version=version)
     if since_ms is not None:
         turns = turns.filter(created_at_ms__gte=since_ms)
-    tokens = {
+    tokens: dict[str, Any] = {
         name: Coalesce(Sum(Cast(KT(f"usage__{key}"), output_field=BigIntegerField())), 0)
         for name, key in (("tokens_in", "prompt_tokens"), ("tokens_out", "completion_tokens"))
     }
+    tokens["cost_usd"] = Coalesce(Sum(Cast(KT("usage__cost_usd"), output_field=FloatField())), 0.0)
     outcomes = {
         status: Count("pk", filter=Q(status=status)) for status in ("completed", "failed", "cancelled", "interrupted")
     }
@@ -350,6 +352,7 @@ def profile_version_stats(
         if v is not None:
             durations.setdefault(v, []).append(duration)
     for v, row in stats.items():
+        row["cost_usd"] = round(row["cost_usd"], 6)
         row["latency_ms_p50"] = _percentile(durations.get(v, []), 50)
         row["latency_ms_p95"] = _percentile(durations.get(v, []), 95)
     return stats

@@ -21,9 +21,11 @@ from django.conf import settings
 
 from profiles.errors import ProfileError, ProfileUnavailable, is_outage
 from profiles.resolution import Resolution
+from profiles.timestamps import now_ms
 
 from . import frames, limits, selectors, services, streams
 from .aio import run_db, run_tool
+from .billing import prices
 from .composition import runtime_for, runtime_record, switch_reason, switched_from
 from .dispatcher import Dispatcher, LeaseLost, LiveTurn
 from .models import Turn
@@ -128,10 +130,12 @@ class _Recorder:
             self.suggestions = list(data.get("items", []))
 
 
-def _turn_inputs(*, turn: Turn, resolution: Resolution | None) -> tuple[Resolution, Runtime, list[tuple[str, str]]]:
+def _turn_inputs(
+    *, turn: Turn, resolution: Resolution | None
+) -> tuple[Resolution, Runtime, list[tuple[str, str]], prices.Rate | None]:
     """What a turn runs on, read in one database hop: its resolved profile (unless its submission just
     resolved it), the runtime composed from it (cached by fingerprint) and the conversation's history
-    within the runtime's window (a first turn has none)."""
+    within the runtime's window (a first turn has none), and the price of its engine's model now."""
     conversation = turn.conversation
     if resolution is None:
         resolution = selectors.conversation_resolve(
@@ -143,7 +147,9 @@ def _turn_inputs(*, turn: Turn, resolution: Resolution | None) -> tuple[Resoluti
         history = selectors.conversation_history(
             conversation=conversation, before_seq=turn.seq, limit=runtime.history_turns
         )
-    return resolution, runtime, history
+    engine = runtime.engine_info
+    rate = prices.table.rate(engine["provider"], engine["model"], at_ms=now_ms())
+    return resolution, runtime, history, rate
 
 
 async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
@@ -157,7 +163,7 @@ async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
     live.renewed(started)
 
     try:
-        resolution, runtime, history = await run_db(_turn_inputs, turn=turn, resolution=prepared)
+        resolution, runtime, history, live.rate = await run_db(_turn_inputs, turn=turn, resolution=prepared)
     except (ProfileError, LookupError, ValueError) as exc:
         message = getattr(exc, "message", str(exc))
         if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):
@@ -277,6 +283,8 @@ async def _finish(
 
     While the database does not answer, the end is announced at once (clients see it) and stored
     when the database answers again, retried with a growing pause (`retry`: not when the server stops)."""
+    if outcome.usage is not None:  # what it cost at the price in force when it started
+        outcome.usage = {**outcome.usage, "cost_usd": prices.cost_usd(outcome.usage, live.rate)}
     type, data = frames.turn_end(
         turn_id=live.turn_id,
         status=status,

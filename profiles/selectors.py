@@ -169,6 +169,7 @@ EMPTY_VERSION_STATS: dict[str, Any] = {
     "latency_ms_p95": None,
     "tokens_in": 0,
     "tokens_out": 0,
+    "cost_usd": 0.0,
     "thumbs_up": 0,
     "thumbs_down": 0,
     "first_turn_at_ms": None,

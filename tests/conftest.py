@@ -19,6 +19,16 @@ def _fresh_runtime_cache():
 
 
 @pytest.fixture(autouse=True)
+def _fresh_price_table():
+    """The price table is kept per process; each test's database has its own prices."""
+    from chat.billing.prices import table
+
+    table.clear()
+    yield
+    table.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttle_counts():
     """DRF throttles count in the cache; user ids repeat across tests, so counts must not."""
     from django.core.cache import cache

@@ -365,6 +365,7 @@ def response_body(turn: Turn, *, mount: Mount, previous: uuid.UUID | None) -> di
             "output_tokens": counted["completion_tokens"],
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": counted["total_tokens"],
+            "cost_usd": counted["cost_usd"],
         },
         "previous_response_id": response_id(previous) if previous else None,
         "instructions": overrides.get("system_prompt"),

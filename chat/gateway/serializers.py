@@ -146,13 +146,15 @@ def finish_reason(result: TurnResult) -> str:
     return REFUSED.get(stop) or FINISH_REASONS.get(stop, "stop")
 
 
-def usage(turn: Any) -> dict[str, int]:
+def usage(turn: Any) -> dict[str, Any]:
+    """OpenAI's usage object, and what the turn cost (`cost_usd`: null for a model without a price)."""
     stored = turn.usage if isinstance(turn.usage, dict) else {}
     prompt, completion = int(stored.get("prompt_tokens") or 0), int(stored.get("completion_tokens") or 0)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": int(stored.get("total_tokens") or prompt + completion),
+        "cost_usd": stored.get("cost_usd"),
     }
 
 
@@ -258,6 +260,7 @@ class UsageSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
+    cost_usd = serializers.FloatField(allow_null=True, help_text="At the price in force when the turn started")
 
 
 class ChatCompletionSerializer(serializers.Serializer):

@@ -41,7 +41,7 @@ class TurnOutcome:
 
     text: str = ""
     stop_reason: str = ""
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)  # token counts (and, once priced, cost_usd)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
 

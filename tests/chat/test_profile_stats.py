@@ -85,6 +85,7 @@ def test_stats_per_version_match_the_hand_counted_turns(agent_v2, chat_api, chat
             "latency_ms_p95": 300,
             "tokens_in": 20,
             "tokens_out": 28,
+            "cost_usd": 0.0,  # these rows carry no cost
             "thumbs_up": 0,
             "thumbs_down": 0,
             "first_turn_at_ms": BASE,
@@ -101,6 +102,7 @@ def test_stats_per_version_match_the_hand_counted_turns(agent_v2, chat_api, chat
             "latency_ms_p95": 40,
             "tokens_in": 5,
             "tokens_out": 3,
+            "cost_usd": 0.0,
             "thumbs_up": 0,
             "thumbs_down": 0,
             "first_turn_at_ms": BASE + 5000,
