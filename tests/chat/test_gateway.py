@@ -214,7 +214,7 @@ def test_a_completion_is_a_stored_turn_of_a_new_conversation(api, chat_user, pre
         "usage": turn.usage,
     }
     assert turn.fingerprint == resolution.fingerprint
-    assert set(turn.usage) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert set(turn.usage) == {"prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"}
 
 
 def test_a_model_of_another_registry_is_named_registry_slash_slug(api):

@@ -146,7 +146,7 @@ async def test_mid_stream_disconnect_fails_the_turn_keeps_the_partial_text_and_t
     ], types(frames)
     completed = of_type(frames, "turn.completed")[0]
     assert completed["text"] == "All good now."
-    assert completed["usage"] == FAKE_USAGE
+    assert completed["usage"] == {**FAKE_USAGE, "cost_usd": None}  # the fake model has no price
     first, second = await stored_turns(hello["conv_id"])
     assert first.status == "failed"
     assert (second.status, second.text, second.error) == ("completed", "All good now.", None)
@@ -294,4 +294,5 @@ async def test_an_openai_tool_call_round_runs_the_allowed_tool_and_sends_its_res
     assert turn.tools == ["calculator"]
     assert turn.engine == {"provider": "openai", "model": "fake-model", "history_turns": 20}
     # The turn's usage is the sum of its rounds (the tool-call round and the final one).
-    assert turn.usage == completed["usage"] == {key: 2 * value for key, value in FAKE_USAGE.items()}
+    both = {key: 2 * value for key, value in FAKE_USAGE.items()}
+    assert turn.usage == completed["usage"] == {**both, "cost_usd": None}

@@ -290,6 +290,7 @@ def _sample_kwargs(pattern: URLPattern) -> dict[str, Any]:
         "name": "staging",
         "request_id": 3,
         "webhook_id": 4,
+        "response_id": "resp_" + "0" * 32,
     }
     return {name: samples[name] for name in pattern.pattern.converters}
 
@@ -319,6 +320,9 @@ def test_both_mounts_expose_the_same_routes_from_the_same_code():
         "openai-models",
         "openai-model",
         "openai-chat-completions",
+        "openai-responses",
+        "openai-response",
+        "label-rollout",
     } <= set(chat)
     for name in sorted(chat):
         a, b = chat[name], inventory[name]
