@@ -1,4 +1,4 @@
-"""Prices in the admin: a new price (from now, or a later time) is written by `chat.billing.prices.price_set`
+"""Prices and budgets in the admin. Prices: a new price (from now, or a later time) is written by `chat.billing.prices.price_set`
 through the platform's admin pattern; a price set is history (never changed or deleted: set a new one)."""
 
 from __future__ import annotations
@@ -6,15 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from profiles.admin import ServiceFormAdmin
 from profiles.admin.common import _when
 from profiles.forms import ServiceModelForm
 
+from .billing.budgets import budget_create, budget_delete, budget_used
 from .billing.prices import price_set
-from .models import Price
+from .models import Budget, Price
 
 
 class PriceAdminForm(ServiceModelForm):
@@ -57,3 +59,50 @@ class PriceAdmin(ServiceFormAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class BudgetAdminForm(ServiceModelForm):
+    what = "budget"
+
+    class Meta:
+        model = Budget
+        fields = ("scope_type", "scope_id", "amount_usd", "period")
+        help_texts = {"scope_id": "the user's id, the group's name, registry/slug, or the API key's id"}
+
+    def _write(self) -> Budget:
+        data = self.cleaned_data
+        return budget_create(
+            scope={"type": data["scope_type"], "id": data["scope_id"]},
+            amount_usd=str(data["amount_usd"]),
+            period=data["period"],
+            actor=self.actor,
+        )
+
+
+@admin.register(Budget)
+class BudgetAdmin(ServiceFormAdmin):
+    """Budgets with what is used of them now; added and deleted through the service (audited)."""
+
+    form = BudgetAdminForm
+    list_display = ("scope_type", "scope_id", "amount_usd", "period", "used", "created_by")
+    list_filter = ("scope_type", "period")
+    actions = ["remove"]
+
+    @admin.display(description="used now (US$)")
+    def used(self, obj: Budget) -> str:
+        return f"{budget_used(obj):.6f}"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # delete it and set another
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the `remove` action deletes through the service
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return {k: v for k, v in super().get_actions(request).items() if k != "delete_selected"}
+
+    @admin.action(description="Delete the selected budgets")
+    def remove(self, request: HttpRequest, queryset: QuerySet[Budget]) -> None:
+        for budget in queryset:
+            budget_delete(budget_id=budget.pk, actor=request.user)
+        self.message_user(request, "budgets deleted", messages.SUCCESS)

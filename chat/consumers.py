@@ -260,6 +260,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             extra: dict[str, Any] = {"field": exc.field} if exc.field else {}
             if exc.retry_after:
                 extra["retry_after"] = exc.retry_after
+            extra.update(exc.extra)  # e.g. a budget's scope and when it resets
             await self._error(exc.code, exc.message, **extra)
 
     async def on_send(self, frame: dict[str, Any]) -> None:

@@ -78,6 +78,9 @@ class Turn(models.Model):
     # The API key the gateway request that made it was authenticated with (its tokens count against the
     # key's `tpm`: `chat.limits`).
     api_key_id = models.BigIntegerField(null=True, blank=True)
+    # The cost it reserved against the budgets that applied when it was submitted (`chat.billing.budgets`):
+    # counted while it waits or runs, replaced by its `usage.cost_usd` once it has finished.
+    reserved_usd = models.FloatField(null=True, blank=True)
     # A gateway client's own labels of the request (the Responses API's `metadata`), given back as sent.
     metadata = models.JSONField(default=dict, blank=True)
     # The rollout arm that served it ({id, label, version, weight}), and its id for per-arm stats.
@@ -214,3 +217,36 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_type}/{self.model} from {self.effective_from_ms}"
+
+
+class Budget(models.Model):
+    """A spending cap on a scope (`chat.billing.budgets`): the turns of a user, of a group's members, on a
+    profile or with an API key, per UTC day, month or in total."""
+
+    class Scope(models.TextChoices):
+        USER = "user"
+        GROUP = "group"
+        PROFILE = "profile"
+        KEY = "key"
+
+    class Period(models.TextChoices):
+        DAY = "day"
+        MONTH = "month"
+        TOTAL = "total"
+
+    scope_type = models.CharField(max_length=16, choices=Scope.choices)
+    # The user's id, the group's name, `registry/slug`, the key's id.
+    scope_id = models.CharField(max_length=300)
+    amount_usd = models.DecimalField(max_digits=12, decimal_places=6)
+    period = models.CharField(max_length=8, choices=Period.choices)
+    created_at_ms = models.BigIntegerField()
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["scope_type", "scope_id", "period"]
+        constraints = [
+            models.UniqueConstraint(fields=["scope_type", "scope_id", "period"], name="budget_unique_scope_period")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope_type} {self.scope_id}: {self.amount_usd} USD per {self.period}"

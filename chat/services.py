@@ -29,6 +29,7 @@ from profiles.services import rollout_guard_check
 from profiles.timestamps import now_ms
 from profiles.validation import canonical_slug, ensure_storable, parse_profile_ref
 
+from .billing import budgets
 from .errors import ConversationForbidden, QueueFull
 from .frames import chat_message, for_storage
 from .frames import make as make_frame
@@ -295,6 +296,7 @@ def turn_submit(
         resolution = conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
     with transaction.atomic():
         if new:  # stored with its first turn: nothing to lock, count or find
+            reserved = _budget_reserve(conversation, user, resolution, api_key_id)
             conversation.save(force_insert=True)
             turn = _turn_create(
                 conversation,
@@ -305,6 +307,7 @@ def turn_submit(
                 replaced=None,
                 api_key_id=api_key_id,
                 metadata=metadata,
+                reserved_usd=reserved,
             )
             frame = _message_frame(conversation, turn, message_seq, replaced=None)
             return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
@@ -333,6 +336,7 @@ def turn_submit(
             _check_replaceable(replaced, last_seq=last)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
+        reserved = _budget_reserve(locked, user, resolution, api_key_id)
         turn = _turn_create(
             locked,
             prompt,
@@ -342,6 +346,7 @@ def turn_submit(
             replaced=replaced,
             api_key_id=api_key_id,
             metadata=metadata,
+            reserved_usd=reserved,
         )
         frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
     return Submitted(turn, created=True, position=waiting, frame=frame, resolution=resolution)
@@ -357,6 +362,7 @@ def _turn_create(
     replaced: Turn | None,
     api_key_id: int | None = None,
     metadata: dict[str, str] | None = None,
+    reserved_usd: float | None = None,
 ) -> Turn:
     return Turn.objects.create(
         conversation=conversation,
@@ -368,7 +374,24 @@ def _turn_create(
         replaces=replaced,
         api_key_id=api_key_id,
         metadata=metadata or {},
+        reserved_usd=reserved_usd,
     )
+
+
+def _budget_reserve(
+    conversation: Conversation, user: Any, resolution: Resolution | None, api_key_id: int | None
+) -> float | None:
+    """The budgets that apply to the turn admit it (or `BudgetExceeded`); what it reserves. Its profile is
+    the one just resolved, else the one the conversation selects or last ran on."""
+    if resolution is not None:
+        registry, slug = resolution.registry, resolution.profile
+    elif conversation.selected_profile:
+        registry, slug = conversation.selected_registry, conversation.selected_profile
+    else:
+        registry = conversation.selected_registry or mount_default_registry(conversation)
+        slug = conversation.current_runtime_key
+    subject = budgets.Subject(user=user, registry=registry, slug=slug, api_key_id=api_key_id)
+    return budgets.budget_admit(subject)
 
 
 def _message_frame(

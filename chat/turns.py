@@ -164,13 +164,18 @@ async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
 
     try:
         resolution, runtime, history, live.rate = await run_db(_turn_inputs, turn=turn, resolution=prepared)
-    except (ProfileError, LookupError, ValueError) as exc:
-        message = getattr(exc, "message", str(exc))
+    except Exception as exc:
+        if is_outage(exc):  # the dispatcher tries again when the database answers
+            raise
+        if isinstance(exc, ProfileError | LookupError | ValueError):
+            code = "profile_unavailable" if isinstance(exc, ProfileUnavailable) else "resolution_failed"
+            message = getattr(exc, "message", str(exc))
+        else:  # a bug must not leave the turn queued for ever: it fails, and says so
+            log.exception("turn %s could not be prepared", turn_id)
+            code, message = "internal_error", "the server could not prepare this turn (the error is logged)"
         if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):
             return False
-        code = "profile_unavailable" if isinstance(exc, ProfileUnavailable) else "resolution_failed"
-        failure = {"code": code, "message": message}
-        return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failure)
+        return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", {"code": code, "message": message})
 
     live.rollout_id = (runtime.rollout or {}).get("id")
     live.api_key_id = turn.api_key_id

@@ -233,6 +233,8 @@ CHAT_TURN_LEASE_SECONDS = env.float("CHAT_TURN_LEASE_SECONDS", default=15.0)
 CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
 # How long a worker keeps the price table before reading it again (chat.billing.prices).
 CHAT_PRICE_CACHE_SECONDS = env.float("CHAT_PRICE_CACHE_SECONDS", default=10.0)
+# What a turn reserves against a budget when its profile has no priced turn to estimate from (US$).
+CHAT_BUDGET_RESERVE_USD = env.float("CHAT_BUDGET_RESERVE_USD", default=0.01)
 # Outages: a running turn rides through a database outage (it streams on and keeps what it has not
 # stored in memory, at most this many frames) up to the grace; past it, it ends `failed`
 # (`storage_unavailable`) and its text is written when the database answers again.

@@ -6,7 +6,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chat.billing.views import PriceViewSet, UsageViewSet
+from chat.billing.views import BudgetViewSet, PriceViewSet, UsageViewSet
 from chat.gateway.urls import gateway_urls
 from chat.mounts import CHAT_MOUNT
 from chat.pages import profile_version_admin
@@ -44,7 +44,9 @@ urlpatterns = [
     path("api/keys/<int:key_id>/rotate", KeyViewSet.as_view({"post": "rotate"}), name="api-key-rotate"),
     path("api/prices", PriceViewSet.as_view({"get": "list"}), name="prices"),
     path("api/prices/<str:api_type>/<path:model>", PriceViewSet.as_view({"put": "update"}), name="price"),
-    path("api/usage", UsageViewSet.as_view({"get": "list"}), name="usage"),
+    path("api/usage", UsageViewSet.as_view({"get": "report"}), name="usage"),
+    path("api/budgets", BudgetViewSet.as_view({"get": "list", "post": "create"}), name="budgets"),
+    path("api/budgets/<int:budget_id>", BudgetViewSet.as_view({"delete": "destroy"}), name="budget"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # A page for people: an anonymous browser is sent to the login page (the schema itself answers 401).
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),

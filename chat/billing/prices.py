@@ -26,7 +26,7 @@ from profiles.validation import ensure_storable
 from ..models import Price
 
 FREE_API_TYPES = frozenset({"offline"})
-MAX_USD_PER_MTOK = Decimal("1000000")
+MAX_USD_PER_MTOK = Decimal("100000")  # within the column (12 digits, 6 of them decimals)
 
 
 @dataclass(frozen=True)

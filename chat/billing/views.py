@@ -14,7 +14,7 @@ from profiles.api.openapi import AUTH, BODY, responses
 from profiles.api.serializers import StrictKeysMixin
 
 from ..models import Price
-from . import prices, usage
+from . import budgets, prices, usage
 
 
 class PriceSerializer(serializers.ModelSerializer):
@@ -66,11 +66,86 @@ class PriceViewSet(viewsets.ViewSet):
         return Response(PriceSerializer(price).data)
 
 
+class UsageRowSerializer(serializers.Serializer):
+    key = serializers.CharField(
+        allow_null=True, help_text="the user, group, registry/slug, `id: name` of a key, or day"
+    )
+    turns = serializers.IntegerField()
+    tokens_in = serializers.IntegerField()
+    tokens_out = serializers.IntegerField()
+    cost_usd = serializers.FloatField()
+    unpriced_turns = serializers.IntegerField()
+
+
+class UsageTotalSerializer(serializers.Serializer):
+    turns = serializers.IntegerField()
+    tokens_in = serializers.IntegerField()
+    tokens_out = serializers.IntegerField()
+    cost_usd = serializers.FloatField()
+    unpriced_turns = serializers.IntegerField()
+
+
+class UsageReportSerializer(serializers.Serializer):
+    group_by = serializers.CharField()
+    since_ms = serializers.IntegerField(allow_null=True)
+    rows = UsageRowSerializer(many=True)
+    total = UsageTotalSerializer()
+
+
+class BudgetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    scope = serializers.DictField(help_text="{type, id}")
+    amount_usd = serializers.FloatField()
+    period = serializers.CharField()
+    used_usd = serializers.FloatField(help_text="spent in the period plus reserved by turns under way")
+    resets_at_ms = serializers.IntegerField(allow_null=True)
+    created_at_ms = serializers.IntegerField()
+    created_by = serializers.CharField()
+
+
 class UsageViewSet(viewsets.ViewSet):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(parameters=[UsageParamsSerializer], responses=responses({200: dict[str, Any]}, AUTH, 400))
-    def list(self, request: Request) -> Response:
+    @extend_schema(parameters=[UsageParamsSerializer], responses=responses({200: UsageReportSerializer}, AUTH, 400))
+    def report(self, request: Request) -> Response:
         params = UsageParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         return Response(usage.usage_report(user=request.user, **params.validated_data))
+
+
+class BudgetCreateSerializer(StrictKeysMixin, serializers.Serializer):
+    """The body's shape; `budgets.budget_create` checks the values (with field paths)."""
+
+    scope = serializers.JSONField(help_text='{"type": "user" | "group" | "profile" | "key", "id": ...}')
+    amount_usd = serializers.JSONField(help_text="US dollars per period")
+    period = serializers.CharField(help_text="day, month (UTC) or total")
+
+
+class IsStaff(permissions.BasePermission):
+    message = "budgets are set and read by staff"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
+
+
+class BudgetViewSet(viewsets.ViewSet):
+    permission_classes = [permissions.IsAuthenticated, IsStaff]
+
+    @extend_schema(responses=responses({200: BudgetSerializer(many=True)}, AUTH, 403))
+    def list(self, request: Request) -> Response:
+        return Response(budgets.budget_list())
+
+    @extend_schema(request=BudgetCreateSerializer, responses=responses({201: BudgetSerializer}, AUTH, BODY, 403, 409))
+    def create(self, request: Request) -> Response:
+        body = BudgetCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        made = budgets.budget_create(actor=request.user, **body.validated_data)
+        return Response(next(b for b in budgets.budget_list() if b["id"] == made.pk), status=201)
+
+    @extend_schema(
+        responses=responses({204: None}, AUTH, 403, 404),
+        parameters=[OpenApiParameter("budget_id", int, location=OpenApiParameter.PATH)],
+    )
+    def destroy(self, request: Request, budget_id: int) -> Response:
+        budgets.budget_delete(budget_id=budget_id, actor=request.user)
+        return Response(status=204)

@@ -167,3 +167,17 @@ def test_the_admin_adds_a_price_through_the_service(staff, client):
     assert (price.model, price.created_by) == ("claude-x", "root") and price.effective_from_ms > 0
     assert AuditEvent.objects.filter(action="price.set", actor_username="root").exists()
     assert client.get(f"/admin/chat/price/{price.pk}/change/").status_code == 200  # a view, not a form
+
+
+def test_a_turn_that_cannot_be_prepared_fails_with_internal_error_instead_of_waiting_for_ever(chat_api, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the price table")
+
+    monkeypatch.setattr("chat.billing.prices.table.rate", broken)
+    conv = chat_api.post("/api/chat/conversations", {}, format="json").json()["conv_id"]
+
+    answer = chat_api.post(f"/api/chat/conversations/{conv}/messages?wait=1", {"prompt": "hi"}, format="json")
+
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["status"] == "failed"
+    assert answer.json()["error"]["code"] == "internal_error"

@@ -179,7 +179,9 @@ def test_the_stored_turn_is_the_answer_with_its_runtime_record(server, alice, cl
     [turn] = asyncio.run(stored_turns(server, alice, conv_id))
     assert turn["status"] == "completed"
     assert turn["text"] == completion.choices[0].message.content
-    assert turn["usage"] == completion.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"})
+    assert turn["usage"] == completion.usage.model_dump(
+        include={"prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"}
+    )
     assert turn["fingerprint"] == completion.system_fingerprint
     assert (turn["registry"], turn["profile_slug"], turn["profile_version"]) == ("default", "analyst", 1)
     assert turn["engine"]["provider"] == "offline"
@@ -221,7 +223,10 @@ def test_streaming_with_the_sync_client(server, alice, client):
     [turn] = asyncio.run(stored_turns(server, alice, conv_id))
     assert "".join(content) == turn["text"]
     assert {c.system_fingerprint for c in chunks} == {turn["fingerprint"]}
-    assert chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) == turn["usage"]
+    assert (
+        chunks[-1].usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"})
+        == turn["usage"]
+    )
 
 
 async def test_streaming_with_the_async_client_through_the_inventory_mount(server, alice):
@@ -255,7 +260,9 @@ async def test_a_non_streaming_inventory_answer_comes_from_the_tool(server, alic
     assert all(sku in completion.choices[0].message.content for sku in LOW_STOCK_SKUS)
     [turn] = await stored_turns(server, alice, raw.headers["x-conversation-id"], "/inventory")
     assert [call["name"] for call in turn["tool_calls"]] == ["inventory_low_stock"]
-    assert turn["usage"] == completion.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"})
+    assert turn["usage"] == completion.usage.model_dump(
+        include={"prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"}
+    )
 
 
 # --------------------------------------------------------------------------- conversations
