@@ -59,6 +59,8 @@ class LiveServer:
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "CHAT_OFFLINE_DELAY_SECONDS": "0.01",
+            # Tests set prices and budgets from outside the server process: it reads them at every turn.
+            "CHAT_PRICE_CACHE_SECONDS": "0",
             **(env or {}),
         }
         self.process: subprocess.Popen | None = None

@@ -18,6 +18,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
+from chat.billing.budgets import budget_create
+from chat.billing.prices import price_set
 from chat.models import Conversation, Turn
 from chat.services import conversation_create, now_ms
 from profiles import services
@@ -652,6 +654,23 @@ def test_an_answer_served_by_a_rollout_arm_names_it_in_its_runtime_record(open_u
     expect(panel.get_by_test_id("runtime-rollout")).to_have_text(
         f"arm v2 (100%) of the production rollout #{rollout.pk}"
     )
+    ui.watch.assert_clean()
+
+
+def test_a_turn_over_budget_is_not_sent_and_the_page_names_the_budget_and_its_reset(open_ui, alice):
+    owner = get_user_model().objects.get(pk=alice.pk)
+    price_set(api_type="offline", model="offline-v1", input_usd_per_mtok=1000, output_usd_per_mtok=1000, actor=owner)
+    budget_create(scope={"type": "user", "id": owner.pk}, amount_usd="0.000001", period="day", actor=owner)
+    ui = open_ui(alice)
+    open_app(ui.page)
+    ask(ui.page, "first")  # admitted: nothing was spent yet
+
+    send(ui.page, "second")
+
+    refusal = ui.page.get_by_test_id("unsent-notice")
+    expect(refusal).to_contain_text("daily budget of user")
+    expect(refusal).to_contain_text("it resets")
+    expect(ui.page.get_by_test_id("composer-input")).to_have_value("second")
     ui.watch.assert_clean()
 
 
