@@ -154,3 +154,55 @@ def test_two_workers_admit_exactly_rpm_requests_between_them(two_workers, transa
     statuses = asyncio.run(burst())
 
     assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
+
+
+@pytest.mark.scaleout
+def test_two_workers_never_overspend_a_key_budget_by_more_than_one_reservation(two_workers, transactional_db):
+    from django.contrib.auth import get_user_model
+
+    from chat.billing.budgets import budget_create, budget_used
+    from chat.billing.prices import price_set
+    from chat.models import Turn
+
+    seed()
+    holder = make_user("budgeted", staff=True)
+    staff = get_user_model().objects.get(pk=holder.pk)
+    price_set(api_type="offline", model="offline-v1", input_usd_per_mtok=1000, output_usd_per_mtok=1000, actor=staff)
+    first, second = two_workers
+    key = asyncio.run(issue(first, holder, scopes=["*"]))
+    body = {"model": "default", "messages": [{"role": "user", "content": "What is 6*7?"}]}
+    with sdk(first, key["key"]) as client:
+        client.chat.completions.create(**body)  # what one of these turns costs: the estimate
+    cost = Turn.objects.get(api_key_id=key["id"]).usage["cost_usd"]
+    limit = budget_create(scope={"type": "key", "id": key["id"]}, amount_usd=cost * 5.5, period="day", actor=staff)
+
+    async def burst() -> list[int]:
+        clients = [
+            AsyncOpenAI(
+                api_key=key["key"],
+                base_url=f"{worker.url}/v1",
+                max_retries=0,
+                http_client=httpx.AsyncClient(trust_env=False, timeout=60),
+            )
+            for worker in (first, second)
+        ]
+
+        async def one(n: int) -> int:
+            try:
+                await clients[n % 2].chat.completions.create(**body)
+            except openai.RateLimitError as error:
+                assert error.code == "budget_exceeded"
+                return 429
+            return 200
+
+        try:
+            return await asyncio.gather(*(one(n) for n in range(20)))
+        finally:
+            for client in clients:
+                await client.close()
+
+    statuses = asyncio.run(burst())
+
+    assert statuses.count(200) == 5 and statuses.count(429) == 15, statuses
+    spent = budget_used(limit)
+    assert spent == pytest.approx(cost * 6) and spent - float(limit.amount_usd) <= cost
