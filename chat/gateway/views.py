@@ -93,6 +93,13 @@ class GatewayView(Mounted, AsyncAPIView):
         return response
 
 
+def event_stream(events: Any) -> StreamingHttpResponse:
+    """Server-sent events, sent as they come (no proxy buffering, no cache)."""
+    return StreamingHttpResponse(
+        events, content_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
 MODEL_PATH = OpenApiParameter(
     "model", str, location=OpenApiParameter.PATH, description="A model id: `slug` or `registry/slug`."
 )
@@ -157,11 +164,7 @@ class ChatCompletionView(GatewayView):
         self.trace_headers = completion.headers()
         if completion.stream:
             include_usage = bool((body.validated_data.get("stream_options") or {}).get("include_usage"))
-            return StreamingHttpResponse(
-                s.sse(completion, include_usage=include_usage),
-                content_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return event_stream(s.sse(completion, include_usage=include_usage))
         return Response(s.completion_body(completion, await completion.result()))
 
 
@@ -202,11 +205,7 @@ class ResponseCreateView(GatewayView):
         )
         self.trace_headers = completion.headers()
         if completion.stream:
-            return StreamingHttpResponse(
-                responses.response_events(completion, mount=self.mounted),
-                content_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return event_stream(responses.response_events(completion, mount=self.mounted))
         result = await completion.result()
         turn, previous = await run_db(responses.response_row, turn_id=result.turn.pk)
         return Response(responses.response_body(turn, mount=self.mounted, previous=previous))

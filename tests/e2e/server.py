@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -111,3 +113,19 @@ class LiveServer:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def worker_pair(env: dict[str, str]) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two daphne workers with `env`, both stopped at the end (also when the second fails to start)."""
+    first = LiveServer(env=env).start()
+    try:
+        second = LiveServer(env=env).start()
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()

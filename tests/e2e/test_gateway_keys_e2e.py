@@ -17,7 +17,7 @@ from django.db import connection
 from openai import AsyncOpenAI, OpenAI
 
 from .helpers import ApiUser, http, make_user, seed
-from .server import LiveServer
+from .server import LiveServer, worker_pair
 
 pytestmark = pytest.mark.e2e
 
@@ -108,50 +108,44 @@ def test_rpm_answers_the_sdk_a_rate_limit_error_with_retry_after(server, owner):
 def two_workers(django_db_setup, django_db_blocker) -> Iterator[tuple[LiveServer, LiveServer]]:
     if connection.vendor != "postgresql" or not settings.REDIS_URL:
         pytest.fail("the scale-out limits need PostgreSQL and Redis (stage 2 of `make test`)", pytrace=False)
-    env = {"REDIS_URL": settings.REDIS_URL}
-    first = LiveServer(env=env).start()
+    with worker_pair({"REDIS_URL": settings.REDIS_URL}) as pair:
+        yield pair
+
+
+async def spread(workers: tuple[LiveServer, ...], secret: str, count: int, call) -> list[int]:
+    """`call(client)` `count` times at once, alternating between the workers: 200, or 429 (`RateLimitError`)."""
+    clients = [
+        AsyncOpenAI(
+            api_key=secret,
+            base_url=f"{worker.url}/v1",
+            max_retries=0,
+            http_client=httpx.AsyncClient(trust_env=False, timeout=60),
+        )
+        for worker in workers
+    ]
+
+    async def one(n: int) -> int:
+        try:
+            await call(clients[n % len(clients)])
+        except openai.RateLimitError:
+            return 429
+        return 200
+
     try:
-        second = LiveServer(env=env).start()
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+        return await asyncio.gather(*(one(n) for n in range(count)))
+    finally:
+        for client in clients:
+            await client.close()
 
 
 @pytest.mark.scaleout
 def test_two_workers_admit_exactly_rpm_requests_between_them(two_workers, transactional_db):
     seed()
     holder = make_user("limited")
-    first, second = two_workers
+    first = two_workers[0]
     key = asyncio.run(issue(first, holder, scopes=["*"], rpm=10))
 
-    async def burst() -> list[int]:
-        clients = [
-            AsyncOpenAI(
-                api_key=key["key"],
-                base_url=f"{worker.url}/v1",
-                max_retries=0,
-                http_client=httpx.AsyncClient(trust_env=False, timeout=60),
-            )
-            for worker in (first, second)
-        ]
-
-        async def one(n: int) -> int:
-            try:
-                await clients[n % 2].models.list()
-            except openai.RateLimitError:
-                return 429
-            return 200
-
-        try:
-            return await asyncio.gather(*(one(n) for n in range(30)))
-        finally:
-            for client in clients:
-                await client.close()
-
-    statuses = asyncio.run(burst())
+    statuses = asyncio.run(spread(two_workers, key["key"], 30, lambda client: client.models.list()))
 
     assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
 
@@ -168,7 +162,7 @@ def test_two_workers_never_overspend_a_key_budget_by_more_than_one_reservation(t
     holder = make_user("budgeted", staff=True)
     staff = get_user_model().objects.get(pk=holder.pk)
     price_set(api_type="offline", model="offline-v1", input_usd_per_mtok=1000, output_usd_per_mtok=1000, actor=staff)
-    first, second = two_workers
+    first = two_workers[0]
     key = asyncio.run(issue(first, holder, scopes=["*"]))
     body = {"model": "default", "messages": [{"role": "user", "content": "What is 6*7?"}]}
     with sdk(first, key["key"]) as client:
@@ -176,32 +170,7 @@ def test_two_workers_never_overspend_a_key_budget_by_more_than_one_reservation(t
     cost = Turn.objects.get(api_key_id=key["id"]).usage["cost_usd"]
     limit = budget_create(scope={"type": "key", "id": key["id"]}, amount_usd=cost * 5.5, period="day", actor=staff)
 
-    async def burst() -> list[int]:
-        clients = [
-            AsyncOpenAI(
-                api_key=key["key"],
-                base_url=f"{worker.url}/v1",
-                max_retries=0,
-                http_client=httpx.AsyncClient(trust_env=False, timeout=60),
-            )
-            for worker in (first, second)
-        ]
-
-        async def one(n: int) -> int:
-            try:
-                await clients[n % 2].chat.completions.create(**body)
-            except openai.RateLimitError as error:
-                assert error.code == "budget_exceeded"
-                return 429
-            return 200
-
-        try:
-            return await asyncio.gather(*(one(n) for n in range(20)))
-        finally:
-            for client in clients:
-                await client.close()
-
-    statuses = asyncio.run(burst())
+    statuses = asyncio.run(spread(two_workers, key["key"], 20, lambda client: client.chat.completions.create(**body)))
 
     assert statuses.count(200) == 5 and statuses.count(429) == 15, statuses
     spent = budget_used(limit)

@@ -8,6 +8,7 @@ FAILS loudly instead of skipping.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -37,7 +38,7 @@ from .helpers import (
     wait_turns_finished,
     ws_connect,
 )
-from .server import LiveServer
+from .server import LiveServer, worker_pair
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.e2e]
 
@@ -65,18 +66,10 @@ def scaleout_backends(django_db_setup) -> None:
 
 
 @pytest.fixture(scope="module")
-def workers(scaleout_backends, django_db_blocker) -> tuple[LiveServer, LiveServer]:
+def workers(scaleout_backends, django_db_blocker) -> Iterator[tuple[LiveServer, LiveServer]]:
     """Two worker processes; their offline engines wait 0.2 s between chunks so turns overlap."""
-    env = {"REDIS_URL": settings.REDIS_URL, "CHAT_OFFLINE_DELAY_SECONDS": "0.2"}
-    first = LiveServer(env=env).start()
-    try:
-        second = LiveServer(env=env).start()
-    except BaseException:
-        first.stop()
-        raise
-    yield first, second
-    first.stop()
-    second.stop()
+    with worker_pair({"REDIS_URL": settings.REDIS_URL, "CHAT_OFFLINE_DELAY_SECONDS": "0.2"}) as pair:
+        yield pair
 
 
 @pytest.fixture
