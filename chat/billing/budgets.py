@@ -198,8 +198,17 @@ def budget_used(budget: Budget) -> float:
     return float(used["spent"]) + float(used["reserved"])
 
 
-def budget_list() -> list[dict[str, Any]]:
-    """Every budget with what is used of it now and when its period ends."""
+def budget_list(*, user: Any) -> list[dict[str, Any]]:
+    """Every budget (staff), or the budgets that apply to `user` (theirs, their groups', their keys'),
+    with what is used of it now and when its period ends."""
+    budgets = Budget.objects.all()
+    if not user.is_staff:
+        keys = [str(pk) for pk in ApiKey.objects.filter(owner=user).values_list("pk", flat=True)]
+        budgets = budgets.filter(
+            Q(scope_type="user", scope_id=str(user.pk))
+            | Q(scope_type="group", scope_id__in=list(user_group_names(user)))
+            | Q(scope_type="key", scope_id__in=keys)
+        )
     return [
         {
             "id": b.pk,
@@ -211,7 +220,7 @@ def budget_list() -> list[dict[str, Any]]:
             "created_at_ms": b.created_at_ms,
             "created_by": b.created_by,
         }
-        for b in Budget.objects.all()
+        for b in budgets
     ]
 
 

@@ -129,18 +129,22 @@ class IsStaff(permissions.BasePermission):
 
 
 class BudgetViewSet(viewsets.ViewSet):
-    permission_classes = [permissions.IsAuthenticated, IsStaff]
+    permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(responses=responses({200: BudgetSerializer(many=True)}, AUTH, 403))
+    def get_permissions(self) -> list[Any]:
+        """Reading is everyone's (staff: every budget; others: those that apply to them); writing is staff's."""
+        return [*super().get_permissions(), *([] if self.action == "list" else [IsStaff()])]
+
+    @extend_schema(responses=responses({200: BudgetSerializer(many=True)}, AUTH))
     def list(self, request: Request) -> Response:
-        return Response(budgets.budget_list())
+        return Response(budgets.budget_list(user=request.user))
 
     @extend_schema(request=BudgetCreateSerializer, responses=responses({201: BudgetSerializer}, AUTH, BODY, 403, 409))
     def create(self, request: Request) -> Response:
         body = BudgetCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         made = budgets.budget_create(actor=request.user, **body.validated_data)
-        return Response(next(b for b in budgets.budget_list() if b["id"] == made.pk), status=201)
+        return Response(next(b for b in budgets.budget_list(user=request.user) if b["id"] == made.pk), status=201)
 
     @extend_schema(
         responses=responses({204: None}, AUTH, 403, 404),

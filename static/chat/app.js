@@ -7,6 +7,7 @@
 //   words), layout.js (drawer, tabs, confirmation), and the mount's panel module if it has one (the
 //   inventory's items). On a phone the sidebar is a drawer and the mount's panel a tab.
 
+import { AccountPanel } from "./account_panel.js";
 import { ApiError, ChatApi } from "./api.js";
 import { ConnectionView } from "./connection.js";
 import { ConversationList, conversationTitle } from "./conversations.js";
@@ -132,6 +133,8 @@ class ChatApp {
       choiceOf: (conv) => this.choiceOf(conv),
     });
     this.runtimePanel = new RuntimePanel({ dialog: $("runtime-panel"), api: this.api, adminUrl: config.admin_profile_version_url });
+    this.accountPanel = new AccountPanel({ dialog: $("account-panel") });
+    $("account-open").addEventListener("click", (event) => this.accountPanel.open(event.currentTarget));
     const panelTabs = document.querySelector("[data-testid=panel-tabs]");
     this.drawer = new Drawer({
       sidebar: $("sidebar"),

@@ -157,7 +157,9 @@ def test_budgets_over_rest_are_staffs_checked_and_audited(staff, chat_user, chat
     assert [b["scope"] for b in listed] == [{"type": "user", "id": str(chat_user.pk)}]
     assert [(r.status_code, r.json()["error"].get("field")) for r, _ in refused] == [(400, f) for _, f in refused]
     assert duplicate.status_code == 409
-    assert chat_api.get("/api/budgets").status_code == 403
+    # Others read the budgets that apply to them.
+    assert [b["scope"]["type"] for b in chat_api.get("/api/budgets").json()] == ["user"]
+    assert client_for(UserFactory(username="stranger")).get("/api/budgets").json() == []
     assert chat_api.post("/api/budgets", {}, format="json").status_code == 403
     assert api.delete(f"/api/budgets/{made.json()['id']}").status_code == 204
     assert [e.action for e in AuditEvent.objects.filter(object_type="budget").order_by("id")] == [

@@ -674,6 +674,42 @@ def test_a_turn_over_budget_is_not_sent_and_the_page_names_the_budget_and_its_re
     ui.watch.assert_clean()
 
 
+def test_keys_and_usage_show_spend_budgets_and_make_and_revoke_a_key_shown_once(open_ui, alice):
+    owner = get_user_model().objects.get(pk=alice.pk)
+    price_set(api_type="offline", model="offline-v1", input_usd_per_mtok=1000, output_usd_per_mtok=1000, actor=owner)
+    budget_create(scope={"type": "user", "id": owner.pk}, amount_usd="5", period="month", actor=owner)
+    ui = open_ui(alice)
+    page = ui.page
+    open_app(page)
+    ask(page, "What is 2+2?")
+
+    page.get_by_test_id("account-open").click()
+    panel = page.get_by_test_id("account-panel")
+    expect(panel).to_have_attribute("data-loaded", "true")
+    expect(panel.get_by_test_id("usage-total")).to_contain_text("1 turns")
+    expect(panel.get_by_test_id("usage-row")).to_contain_text("default/default")
+    expect(panel.get_by_test_id("budget")).to_contain_text("Monthly budget of user")
+    expect(panel.get_by_test_id("budget")).to_contain_text("resets")
+    panel.get_by_test_id("key-name").fill("report bot")
+    panel.get_by_test_id("key-scopes").fill("analyst, agent@production")
+    panel.get_by_test_id("key-rpm").fill("30")
+    panel.get_by_test_id("key-create").click()
+
+    secret = panel.get_by_test_id("key-secret-value")
+    expect(secret).to_contain_text("sk-")
+    row = panel.get_by_test_id("key-row")
+    expect(row).to_contain_text("report bot")
+    expect(row).to_contain_text("analyst, agent@production")
+    expect(row).to_contain_text("30 requests/min")
+    assert secret.inner_text() not in row.inner_text()  # the list never shows it
+    row.get_by_test_id("key-revoke").click()
+    expect(panel.get_by_test_id("key-status")).to_have_text("revoked")
+    expect(panel.get_by_test_id("key-secret")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    ui.watch.assert_clean()
+
+
 # ---------------------------------------------------------------------------------------- 7. what was seen
 
 
