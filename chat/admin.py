@@ -8,7 +8,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
 from profiles.admin import ServiceFormAdmin
 from profiles.admin.common import _when
@@ -16,6 +18,7 @@ from profiles.forms import ServiceModelForm
 
 from .billing.budgets import budget_create, budget_delete, budget_used
 from .billing.prices import price_set
+from .billing.usage import GROUPINGS, usage_report
 from .models import Budget, Price
 
 
@@ -53,6 +56,24 @@ class PriceAdmin(ServiceFormAdmin):
     @admin.display(description="effective from", ordering="effective_from_ms")
     def effective(self, obj: Price) -> str | None:
         return _when(obj.effective_from_ms)
+
+    def get_urls(self) -> list[URLPattern]:
+        usage_view = self.admin_site.admin_view(self.usage_view)  # login, staff and CSRF protection
+        return [path("usage/", usage_view, name="chat_price_usage"), *super().get_urls()]
+
+    def usage_view(self, request: HttpRequest) -> HttpResponse:
+        """Turns, tokens and cost per user, group, profile, key or day (`?group_by=`; staff see everyone's)."""
+        group_by = request.GET.get("group_by", "user")
+        if group_by not in GROUPINGS:
+            group_by = "user"
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Usage",
+            "report": usage_report(user=request.user, group_by=group_by),
+            "groupings": list(GROUPINGS),
+        }
+        return TemplateResponse(request, "admin/chat/price/usage.html", context)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # history: a new price is a new row

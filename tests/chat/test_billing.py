@@ -181,3 +181,18 @@ def test_a_turn_that_cannot_be_prepared_fails_with_internal_error_instead_of_wai
     assert answer.status_code == 200, answer.content
     assert answer.json()["status"] == "failed"
     assert answer.json()["error"]["code"] == "internal_error"
+
+
+def test_the_admin_usage_report_sums_per_user_and_per_profile(staff, chat_api, client):
+    price_set(api_type="offline", model="offline-v1", input_usd_per_mtok=1, output_usd_per_mtok=1, actor=staff)
+    say(chat_api)
+    root = UserFactory(username="root", is_superuser=True, is_staff=True)
+    client.force_login(root)
+
+    listing = client.get("/admin/chat/price/").content.decode()
+    by_user = client.get("/admin/chat/price/usage/").content.decode()
+    by_profile = client.get("/admin/chat/price/usage/?group_by=profile").content.decode()
+
+    assert 'data-testid="usage-link"' in listing
+    assert "<td>alice</td>" in by_user and "<strong>user</strong>" in by_user
+    assert "<td>default/default</td>" in by_profile
