@@ -6,7 +6,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chat.billing.views import BudgetViewSet, PriceViewSet, UsageViewSet
+from chat.billing.views import BudgetViewSet, KeyViewSet, PriceViewSet, UsageViewSet
 from chat.gateway.urls import gateway_urls
 from chat.mounts import CHAT_MOUNT
 from chat.pages import profile_version_admin
@@ -14,7 +14,6 @@ from chat.urls import conversation_urls, page_urls
 from inventory.mounts import INVENTORY_MOUNT
 from profiles.api.audit import AuditExportView, AuditLogView
 from profiles.api.errors import ApiErrorPages
-from profiles.api.keys import KeyViewSet
 from profiles.api.urls import profile_api_urls
 from profiles.api.views import TokenView
 from profiles.mounts import Mount

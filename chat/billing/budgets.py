@@ -29,6 +29,7 @@ from django.db.models.functions import Cast, Coalesce
 from profiles.access import user_group_names
 from profiles.audit import audit_record
 from profiles.errors import Busy, Conflict, Forbidden, InvalidInput, NotFound
+from profiles.keys import key_create
 from profiles.models import ApiKey, Profile
 from profiles.timestamps import now_ms
 
@@ -114,12 +115,18 @@ def _scope_id(scope_type: Any, raw: Any) -> str:
 
 @transaction.atomic
 def budget_create(*, scope: Any, amount_usd: Any, period: Any, actor: Any) -> Budget:
-    """A budget (staff only), one per scope and period: a second is a 409 (delete the first)."""
-    if actor is None or not actor.is_staff:
-        raise Forbidden("budgets are set by staff")
+    """A budget, one per scope and period: a second is a 409 (delete the first). Staff set any; a key's
+    owner may cap their own key."""
     if not isinstance(scope, dict):
         raise InvalidInput('must be {"type": "user" | "group" | "profile" | "key", "id": ...}', field="scope")
     scope_id = _scope_id(scope.get("type"), scope.get("id"))
+    owns_key = (
+        scope["type"] == "key"
+        and actor is not None
+        and ApiKey.objects.filter(pk=int(scope_id), owner_id=actor.pk).exists()
+    )
+    if actor is None or not (actor.is_staff or owns_key):
+        raise Forbidden("budgets are set by staff (a key's owner may cap their own key)")
     if period not in Budget.Period.values:
         raise InvalidInput(f"must be one of: {', '.join(Budget.Period.values)}", field="period")
     try:
@@ -141,6 +148,26 @@ def budget_create(*, scope: Any, amount_usd: Any, period: Any, actor: Any) -> Bu
     _audit("budget.created", budget, actor)
     transaction.on_commit(table.clear)
     return budget
+
+
+@transaction.atomic
+def key_issue(*, owner: Any, budget_usd: Any = None, budget_period: Any = None, **key: Any) -> Any:
+    """A new API key (`profiles.keys.key_create`) and, with `budget_usd`, its budget for `budget_period`
+    (default `month`), in one transaction: a refused budget makes no key."""
+    issued = key_create(owner=owner, **key)
+    if budget_usd is not None:
+        try:
+            budget_create(
+                scope={"type": "key", "id": issued.key.pk},
+                amount_usd=budget_usd,
+                period=budget_period or "month",
+                actor=owner,
+            )
+        except InvalidInput as exc:
+            raise InvalidInput(exc.message, field="budget_period" if exc.field == "period" else "budget_usd") from None
+    elif budget_period is not None:
+        raise InvalidInput("budget_period needs budget_usd", field="budget_period")
+    return issued
 
 
 @transaction.atomic

@@ -10,6 +10,7 @@ from rest_framework import permissions, serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from profiles.api import keys as key_views
 from profiles.api.openapi import AUTH, BODY, responses
 from profiles.api.serializers import StrictKeysMixin
 
@@ -153,3 +154,19 @@ class BudgetViewSet(viewsets.ViewSet):
     def destroy(self, request: Request, budget_id: int) -> Response:
         budgets.budget_delete(budget_id=budget_id, actor=request.user)
         return Response(status=204)
+
+
+class KeyCreateSerializer(key_views.KeyCreateSerializer):
+    budget_usd = serializers.JSONField(required=False, help_text="a budget for the key's turns (US dollars)")
+    budget_period = serializers.CharField(required=False, help_text="day, month (default) or total")
+
+
+class KeyViewSet(key_views.KeyViewSet):
+    """The API keys' routes, where a new key may come with its budget (`budgets.key_issue`)."""
+
+    @extend_schema(request=KeyCreateSerializer, responses=responses({201: key_views.IssuedKeySerializer}, AUTH, BODY))
+    def create(self, request: Request) -> Response:
+        body = KeyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        issued = budgets.key_issue(owner=request.user, **body.validated_data)
+        return Response(key_views.issued_body(issued), status=201)

@@ -89,7 +89,7 @@ class KeyCreateSerializer(StrictKeysMixin, serializers.Serializer):
     tpm = serializers.IntegerField(required=False, allow_null=True, min_value=1)
 
 
-def _issued(issued: keys.Issued) -> dict[str, Any]:
+def issued_body(issued: keys.Issued) -> dict[str, Any]:
     data = dict(KeySerializer(issued.key, context={"now_ms": now_ms()}).data)
     return {**data, "key": issued.secret}
 
@@ -111,7 +111,7 @@ class KeyViewSet(viewsets.ViewSet):
         body = KeyCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         issued = keys.key_create(owner=request.user, **body.validated_data)
-        return Response(_issued(issued), status=201)
+        return Response(issued_body(issued), status=201)
 
     @extend_schema(responses=responses({204: None}, AUTH, 404), parameters=[KEY_PATH])
     def destroy(self, request: Request, key_id: int) -> Response:
@@ -120,4 +120,4 @@ class KeyViewSet(viewsets.ViewSet):
 
     @extend_schema(request=None, responses=responses({200: IssuedKeySerializer}, AUTH, 404, 409), parameters=[KEY_PATH])
     def rotate(self, request: Request, key_id: int) -> Response:
-        return Response(_issued(keys.key_rotate(key_id=key_id, actor=request.user)))
+        return Response(issued_body(keys.key_rotate(key_id=key_id, actor=request.user)))

@@ -183,3 +183,23 @@ def test_concurrent_submissions_never_overspend_by_more_than_one_reservation(pri
     assert {type(r).__name__ for r in refused} == {"BudgetExceeded"}
     used = budget_used(limit)
     assert used == pytest.approx(cost * 6) and used - float(limit.amount_usd) <= cost
+
+
+def test_an_owner_caps_a_new_key_with_its_budget_in_one_step(priced, chat_user, chat_api):
+    made = chat_api.post(
+        "/api/keys", {"name": "capped", "scopes": ["*"], "budget_usd": 0.000001, "budget_period": "day"}, format="json"
+    )
+    bad = chat_api.post(
+        "/api/keys", {"name": "wrong", "scopes": ["*"], "budget_usd": 1, "budget_period": "week"}, format="json"
+    )
+    gateway = APIClient()
+    gateway.credentials(HTTP_AUTHORIZATION=f"Bearer {made.json()['key']}")
+    body = {"model": "default", "messages": [{"role": "user", "content": "hi"}]}
+
+    assert made.status_code == 201, made.content
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "budget_period"
+    assert [k["name"] for k in chat_api.get("/api/keys").json()] == ["capped"]  # the refused one made no key
+    mine = chat_api.get("/api/budgets").json()
+    assert [(b["scope"], b["period"]) for b in mine] == [({"type": "key", "id": str(made.json()["id"])}, "day")]
+    assert gateway.post("/v1/chat/completions", body, format="json").status_code == 200
+    assert gateway.post("/v1/chat/completions", body, format="json").json()["error"]["code"] == "budget_exceeded"
