@@ -22,6 +22,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from chat import selectors, services
+from chat.errors import ConversationForbidden
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.turns import dispatcher
 
@@ -199,7 +200,7 @@ def test_another_users_conversation_cannot_be_deleted(chat_api, other_user):
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "permission_denied"
     assert Conversation.objects.filter(pk=foreign.pk).exists() and Turn.objects.filter(conversation=foreign).exists()
-    with pytest.raises(services.ConversationForbidden):  # the service checks the owner too
+    with pytest.raises(ConversationForbidden):  # the service checks the owner too
         services.conversation_delete(conversation=foreign, user=UserFactory(username="carol"))
 
 

@@ -1,0 +1,224 @@
+"""A turn's submission: validated, admitted by the budgets that apply, queued with its `chat.message`
+frame in one transaction (one submitter at a time per conversation); and frames stored on their own."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, Max, Q
+
+from profiles.errors import Conflict, InvalidInput, NotFound
+from profiles.resolution import Resolution
+from profiles.timestamps import now_ms
+from profiles.validation import ensure_storable
+
+from ..billing import budgets
+from ..errors import QueueFull
+from ..frames import chat_message, for_storage
+from ..frames import make as make_frame
+from ..models import Conversation, ConversationEvent, Turn
+from ..selectors import conversation_resolve, mount_default_registry
+from .common import MAX_IDEMPOTENCY_KEY, MAX_PROMPT_CHARS
+
+log = logging.getLogger(__name__)
+
+
+def event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list[ConversationEvent]:
+    return [
+        ConversationEvent(conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=for_storage(f))
+        for f in frames
+    ]
+
+
+@transaction.atomic
+def events_store(*, conv_id: Any, frames: list[dict[str, Any]], turn_id: Any = None) -> None:
+    """Store frames numbered by the sequencer (one INSERT for all of them)."""
+    ConversationEvent.objects.bulk_create(event_rows(conv_id, turn_id, frames))
+
+
+@dataclass(frozen=True)
+class Submitted:
+    turn: Turn
+    created: bool
+    position: int  # turns ahead of it (0 = it runs now)
+    frame: dict[str, Any] | None = None  # the stored `chat.message` frame, to publish
+    resolution: Resolution | None = None  # the profile as resolved for this submission (with its overrides)
+
+
+def turn_submit(
+    *,
+    conversation: Conversation,
+    user: Any,
+    prompt: Any,
+    request_overrides: Any = None,
+    idempotency_key: Any = None,
+    message_seq: int = 0,
+    replaces: Any = None,
+    resolution: Resolution | None = None,
+    api_key_id: int | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Submitted:
+    """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
+    in the same transaction. The override policy is checked now, so a violation stores nothing.
+
+    `conversation` may be new and unsaved (`conversation_build`): it is stored with its first turn.
+    `api_key_id`: the API key the request came with (the gateway's). `resolution`: the conversation's
+    profile as the caller just resolved it with these overrides (the
+    policy check is then done).
+    `replaces` (a turn id): regenerate, retry or edit-and-resend. The conversation's last turn, finished;
+    the new turn links to it, and its prompt and request overrides default to that turn's."""
+    new = conversation._state.adding
+    replaced = None
+    if replaces is not None:
+        replaced = _replaced_turn(conversation, replaces)
+        prompt = replaced.prompt if prompt is None else prompt
+        request_overrides = (replaced.request_overrides or None) if request_overrides is None else request_overrides
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInput("prompt must be a non-empty string", field="prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"prompt is longer than {MAX_PROMPT_CHARS} characters", field="prompt")
+    key = idempotency_key or ""
+    if not isinstance(key, str) or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(
+            f"idempotency_key must be a string of at most {MAX_IDEMPOTENCY_KEY} characters", field="idempotency_key"
+        )
+    if request_overrides is not None and not isinstance(request_overrides, dict):
+        raise InvalidInput("request_overrides must be an object", field="request_overrides")
+    ensure_storable({"prompt": prompt, "idempotency_key": key, "request_overrides": request_overrides}, field="")
+    if request_overrides and resolution is None:  # checked against the policy now: a refusal stores nothing
+        resolution = conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
+    with transaction.atomic():
+        if new:  # stored with its first turn: nothing to lock, count or find
+            reserved = _budget_reserve(conversation, user, resolution, api_key_id)
+            conversation.save(force_insert=True)
+            turn = _turn_create(
+                conversation,
+                prompt,
+                request_overrides,
+                key,
+                seq=1,
+                replaced=None,
+                api_key_id=api_key_id,
+                metadata=metadata,
+                reserved_usd=reserved,
+            )
+            frame = _message_frame(conversation, turn, message_seq, replaced=None)
+            return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
+        # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
+        # the turn's seq, the queue bound and the idempotency check are read-then-write.
+        # The lock, and the conversation as it is now (with its owner: the turn's runner needs both).
+        # The counts are read after it: a statement that waited for the lock sees rows committed
+        # meanwhile only from its next statement on (PostgreSQL: a subquery here would count stale rows).
+        locked = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .filter(pk=conversation.pk)
+            .first()
+        )
+        if locked is None:
+            raise NotFound("conversation not found", field="conv_id")
+        if key:
+            existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
+            if existing is not None:
+                return Submitted(existing, created=False, position=0)
+        counts = Turn.objects.filter(conversation=locked).aggregate(
+            last=Max("seq"), waiting=Count("pk", filter=Q(status__in=Turn.WAITING))
+        )
+        waiting, last = counts["waiting"], counts["last"]
+        if replaced is not None:
+            _check_replaceable(replaced, last_seq=last)
+        if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
+            raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
+        reserved = _budget_reserve(locked, user, resolution, api_key_id)
+        turn = _turn_create(
+            locked,
+            prompt,
+            request_overrides,
+            key,
+            seq=(last or 0) + 1,
+            replaced=replaced,
+            api_key_id=api_key_id,
+            metadata=metadata,
+            reserved_usd=reserved,
+        )
+        frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
+    return Submitted(turn, created=True, position=waiting, frame=frame, resolution=resolution)
+
+
+def _turn_create(
+    conversation: Conversation,
+    prompt: str,
+    request_overrides: Any,
+    key: str,
+    *,
+    seq: int,
+    replaced: Turn | None,
+    api_key_id: int | None = None,
+    metadata: dict[str, str] | None = None,
+    reserved_usd: float | None = None,
+) -> Turn:
+    return Turn.objects.create(
+        conversation=conversation,
+        seq=seq,
+        prompt=prompt,
+        request_overrides=request_overrides or {},
+        idempotency_key=key,
+        created_at_ms=now_ms(),
+        replaces=replaced,
+        api_key_id=api_key_id,
+        metadata=metadata or {},
+        reserved_usd=reserved_usd,
+    )
+
+
+def _budget_reserve(
+    conversation: Conversation, user: Any, resolution: Resolution | None, api_key_id: int | None
+) -> float | None:
+    """The budgets that apply to the turn admit it (or `BudgetExceeded`); what it reserves. Its profile is
+    the one just resolved, else the one the conversation selects or last ran on."""
+    if resolution is not None:
+        registry, slug = resolution.registry, resolution.profile
+    elif conversation.selected_profile:
+        registry, slug = conversation.selected_registry, conversation.selected_profile
+    else:
+        registry = conversation.selected_registry or mount_default_registry(conversation)
+        slug = conversation.current_runtime_key
+    subject = budgets.Subject(user=user, registry=registry, slug=slug, api_key_id=api_key_id)
+    return budgets.budget_admit(subject)
+
+
+def _message_frame(
+    conversation: Conversation, turn: Turn, message_seq: int, *, replaced: Turn | None
+) -> dict[str, Any] | None:
+    """The turn's `chat.message` frame, stored (none when the caller numbered none)."""
+    if not message_seq:
+        return None
+    data = chat_message(turn_id=turn.pk, text=turn.prompt, replaces=replaced.pk if replaced else None)
+    frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
+    ConversationEvent.objects.create(
+        conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
+    )
+    return frame
+
+
+def _replaced_turn(conversation: Conversation, turn_id: Any) -> Turn:
+    try:
+        replaced = Turn.objects.filter(conversation_id=conversation.pk, pk=turn_id).first()
+    except (ValueError, ValidationError):
+        replaced = None
+    if replaced is None:
+        raise NotFound("turn not found in this conversation", field="turn_id")
+    return replaced
+
+
+def _check_replaceable(replaced: Turn, *, last_seq: int | None) -> None:
+    """Under the conversation's lock: only its last turn, once it has finished, can be replaced."""
+    if replaced.seq != last_seq:
+        raise Conflict("only the conversation's last turn can be regenerated or edited", field="turn_id")
+    if not Turn.objects.filter(pk=replaced.pk, status__in=Turn.FINISHED).exists():
+        raise Conflict("the turn has not finished yet: cancel it or wait for it", field="turn_id")
