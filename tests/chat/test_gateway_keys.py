@@ -188,3 +188,18 @@ def test_a_key_acts_as_its_owner_only(chat_user):
 
     assert conversations.status_code in (401, 403)  # a key opens the OpenAI-compatible API only
     assert Turn.objects.filter(conversation__owner=other).count() == 1
+
+
+def test_an_unreachable_redis_is_a_503_with_retry_after_never_an_unlimited_key(chat_user, settings):
+    from chat import limits
+
+    client = bearer(issue(chat_user, ["*"], rpm=100))
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there: the limits' Redis is away
+    limits._redis.cache_clear()
+    try:
+        refused = client.get("/v1/models")
+    finally:
+        limits._redis.cache_clear()
+
+    assert refused.status_code == 503, refused.content
+    assert refused.json()["error"]["type"] == "server_error" and int(refused["Retry-After"]) >= 1
