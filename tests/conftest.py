@@ -19,13 +19,16 @@ def _fresh_runtime_cache():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_price_table():
-    """The price table is kept per process; each test's database has its own prices."""
-    from chat.billing.prices import table
+def _fresh_price_and_budget_tables():
+    """The price and budget tables are kept per process (read again after a while): each test's database
+    has its own, and a table loaded by an earlier test must not go stale in the middle of this one."""
+    from chat.billing import budgets, prices
 
-    table.clear()
+    prices.table.clear()
+    budgets.table.clear()
     yield
-    table.clear()
+    prices.table.clear()
+    budgets.table.clear()
 
 
 @pytest.fixture(autouse=True)
