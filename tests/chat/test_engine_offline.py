@@ -387,3 +387,36 @@ async def test_unknown_result_shape_is_summarised() -> None:
     plain = after_tool(INVENTORY, "x", ToolCall("call_1", "mystery_tool", {}), None)
     plain[-1].content = "not json at all"
     assert "mystery_tool returned: not json at all" in text_of(await run(OfflineEngine(), plain, []))
+
+
+# --------------------------------------------------------------------------- "use <tool> with <json>"
+
+
+async def test_use_a_tool_with_json_arguments_calls_exactly_that_tool() -> None:
+    events = await run(
+        OfflineEngine(), conversation(CONCISE, 'use calculator with {"expression": "6 * 7"}'), specs("calculator")
+    )
+
+    assert events == [ToolCallsRequested([ToolCall("call_1", "calculator", {"expression": "6 * 7"})])]
+
+
+async def test_use_names_any_offered_tool_even_one_no_phrasing_recognises() -> None:
+    asked = 'use mcp:acme/add with {"a": 2, "b": 40}'
+
+    events = await run(OfflineEngine(), conversation(CONCISE, asked), specs("mcp:acme/add"))
+
+    assert events == [ToolCallsRequested([ToolCall("call_1", "mcp:acme/add", {"a": 2, "b": 40})])]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "said"),
+    [
+        ('use current_time with {"zone": "UTC"}', "No current_time tool is available in this profile"),
+        ("use calculator with {expression: 6}", "I can't call calculator: the arguments after 'with' are not JSON"),
+    ],
+)
+async def test_use_that_cannot_be_done_is_said_not_guessed(prompt: str, said: str) -> None:
+    events = await run(OfflineEngine(), conversation(CONCISE, prompt), specs("calculator"))
+
+    assert not any(isinstance(e, ToolCallsRequested) for e in events)
+    assert said in text_of(events)

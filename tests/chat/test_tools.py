@@ -105,3 +105,21 @@ def test_current_time_uses_the_real_clock_by_default(tool_context):
 def test_current_time_rejects_unknown_time_zones(zone, tool_context):
     with pytest.raises(ToolError, match="unknown time zone"):
         current_time.run({"timezone": zone}, tool_context)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("seeded_registries", "fast_turns")
+def test_use_with_json_runs_an_allowed_tool_through_a_whole_turn(chat_api):
+    conv = chat_api.post("/api/chat/conversations", {"profile": "analyst"}, format="json").json()["conv_id"]
+
+    answer = chat_api.post(
+        f"/api/chat/conversations/{conv}/messages?wait=1",
+        {"prompt": 'use calculator with {"expression": "6 * 7"}'},
+        format="json",
+    ).json()
+
+    assert answer["status"] == "completed", answer
+    assert [(c["name"], c["input"], c["result"]["result"]) for c in answer["tool_calls"]] == [
+        ("calculator", {"expression": "6 * 7"}, 42)
+    ]
+    assert "42" in answer["text"]

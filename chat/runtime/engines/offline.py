@@ -2,7 +2,8 @@
 
 It exercises the whole runtime path: it streams in several deltas, shows visibly that it obeys its
 system prompt (persona prefix, findings/evidence structure, agent mode), asks for the offered tools
-when it recognises a request, and answers only from the tool results it is given; it never invents data.
+when it recognises a request (or is told: `use <tool> with <json arguments>` calls any offered tool with
+exactly those arguments), and answers only from the tool results it is given; it never invents data.
 """
 
 from __future__ import annotations
@@ -101,6 +102,31 @@ class _Intent:
 Catalog = Callable[[], Mapping[str, Tool]]
 
 
+# "use <tool> with <json object>": a call of any offered tool with exactly these arguments (demos, tests).
+_EXPLICIT = re.compile(r"^\s*use\s+(?P<tool>[^\s]+)\s+with\s+(?P<arguments>\{.*\})\s*$", re.I | re.S)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """An explicit request whose arguments are not JSON: said, never guessed."""
+
+    tool: str
+    reason: str
+
+
+def explicit_call(text: str) -> _Intent | _Refused | None:
+    """`use <tool> with <json object>` as a call of that tool with those arguments, whichever tool it is."""
+    match = _EXPLICIT.match(text)
+    if match is None:
+        return None
+    tool = match.group("tool")
+    try:
+        arguments = json.loads(match.group("arguments"))  # braces around it: an object when it parses
+    except json.JSONDecodeError as exc:
+        return _Refused(tool, f"the arguments after 'with' are not JSON ({exc.msg})")
+    return _Intent(tool, arguments)
+
+
 def registered_tools() -> Mapping[str, Tool]:
     """Every registered tool's implementation, by name (what the apps registered at start-up)."""
     return {name: d.implementation for name, d in definitions.tools.items() if isinstance(d.implementation, Tool)}
@@ -175,7 +201,10 @@ class OfflineEngine:
         last = messages[-1] if messages else None
 
         if last is not None and last.role == "user" and tools:
-            intent = recognise(last.content, self.tools())
+            asked = explicit_call(last.content)
+            intent = asked if isinstance(asked, _Intent) else None
+            if asked is None:
+                intent = recognise(last.content, self.tools())
             if intent is not None and intent.tool in offered:
                 if self.delay > 0:
                     await asyncio.sleep(self.delay)
@@ -209,6 +238,12 @@ class OfflineEngine:
         user = next((m for m in reversed(messages) if m.role == "user"), None)
         said = _shorten(user.content) if user is not None else ""
         headline = f"You said: “{said}”." if said else "You said nothing."
+        asked = explicit_call(user.content) if user is not None else None
+        if isinstance(asked, _Refused):
+            return style.compose(headline, [f"I can't call {asked.tool}: {asked.reason}."], evidence="none")
+        if isinstance(asked, _Intent) and asked.tool not in offered:
+            detail = f"No {asked.tool} tool is available in this profile, so I can't call it; I won't guess."
+            return style.compose(headline, [detail], evidence="none (no tool was available)")
         catalog = self.tools()
         intent = recognise(user.content, catalog) if user is not None else None
         if intent is not None and intent.tool not in offered:
