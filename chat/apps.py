@@ -26,6 +26,9 @@ class ChatConfig(AppConfig):
 
         definitions.register_many(MIDDLEWARE_DEFINITIONS)
         definitions.register_many(TOOL_DEFINITIONS)
+        from .mcp.source import SOURCE
+
+        definitions.register_tool_source(SOURCE)  # `mcp:<server>/<tool>`: tools of the MCP servers
 
         from .selectors import profile_version_stats
 

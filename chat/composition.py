@@ -114,6 +114,10 @@ def switch_reason(conversation: Any, runtime: Runtime, resolution: Resolution) -
     changed = lineage_changes(resolution.previous_lineage, resolution.lineage)
     if changed:
         return {"reason": "profile_updated", "layer": changed[0], "layers": changed}
+    before = resolution.previous_tool_schemas
+    if before is not None and before != resolution.tool_schemas:
+        now = resolution.tool_schemas
+        return {"reason": "tools_changed", "tools": sorted(n for n in {*before, *now} if before.get(n) != now.get(n))}
     return {"reason": "runtime_changed"}
 
 

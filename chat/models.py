@@ -250,3 +250,28 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope_type} {self.scope_id}: {self.amount_usd} USD per {self.period}"
+
+
+class McpServer(TimestampedMs):
+    """An MCP server whose tools profiles may allow as `mcp:<slug>/<tool>` (`chat.mcp`). Secrets are never
+    stored: `headers_from_env` names, for each header, the environment variable that holds its value."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    url = models.URLField(max_length=500, help_text="its streamable HTTP endpoint, e.g. https://mcp.example.com/mcp")
+    headers_from_env = models.JSONField(default=dict, blank=True)  # {"Authorization": "ACME_MCP_TOKEN"}
+    # Names of the groups whose members may call its tools (checked for the user whose turn it is, at call
+    # time, with the profiles' rule: `profiles.access.in_visible_groups`); none: everyone.
+    visible_to_groups = models.JSONField(default=list, blank=True)
+    timeout_seconds = models.FloatField(default=10.0)
+    # Its tools as last fetched: [{name, description, input_schema, schema_hash}].
+    tools = models.JSONField(default=list, blank=True)
+    tools_fetched_at_ms = models.BigIntegerField(null=True, blank=True)
+    # What went wrong at the last fetch ("" when it went well), and the tools it left out.
+    tools_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name = "MCP server"
+
+    def __str__(self) -> str:
+        return self.slug

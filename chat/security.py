@@ -11,13 +11,32 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
+from profiles import keys
+from profiles.models import ApiKey
+
 from .aio import db
 
 
-@db
-def _user_for_token(key: str) -> Any:
+def user_for_token(key: str) -> Any:
     token = Token.objects.select_related("user").filter(key=key).first()
     return token.user if token is not None and token.user.is_active else None
+
+
+_user_for_token = db(user_for_token)
+
+
+def bearer_caller(authorization: str) -> tuple[Any, ApiKey | None] | None:
+    """(user, API key or None) of an `Authorization: Bearer <token or sk-… key>` header, for endpoints
+    outside DRF (`/mcp`); None when it names nobody (an unknown, revoked or expired key included)."""
+    scheme, _, secret = authorization.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() not in ("bearer", "token") or not secret:
+        return None
+    if secret.startswith(keys.SECRET_PREFIX):
+        key = keys.key_for_secret(secret)
+        return (key.owner, key) if key is not None else None
+    user = user_for_token(secret)
+    return (user, None) if user is not None else None
 
 
 def _token_from_scope(scope: dict[str, Any]) -> str | None:

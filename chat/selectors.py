@@ -204,7 +204,8 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
     error for the user. The next turn then says so with `runtime.switched` (`access_revoked` when the
     user lost the right to use it: `Resolution.fallback`). When the fingerprint moved away from the
     conversation's and the profile is stacked, the lineage it ran on before comes along
-    (`Resolution.previous_lineage`, one query), so the switch can name the layer that changed.
+    (`Resolution.previous_lineage`, one query), so the switch can name the layer that changed; with tools
+    from MCP servers, so do their schema hashes (`previous_tool_schemas`: `tools_changed`).
     """
     default_registry = mount_default_registry(conversation)
     subject = conversation_subject(conversation, user)
@@ -234,16 +235,17 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
         if current.access_revoked:
             resolution = replace(resolution, fallback="access_revoked")
     before = conversation.current_fingerprint
-    if before and before != resolution.fingerprint and len(resolution.lineage) > 1:
+    if before and before != resolution.fingerprint and (len(resolution.lineage) > 1 or resolution.tool_schemas):
         record = (
             Turn.objects.filter(conversation_id=conversation.pk, fingerprint=before)
             .order_by("-seq")
             .values_list("runtime_config", flat=True)
             .first()
-        )
-        lineage = (record or {}).get("lineage")
-        if lineage:
-            resolution = replace(resolution, previous_lineage=tuple(lineage))
+        ) or {}
+        if record.get("lineage"):
+            resolution = replace(resolution, previous_lineage=tuple(record["lineage"]))
+        if resolution.tool_schemas:
+            resolution = replace(resolution, previous_tool_schemas=record.get("tool_schemas") or {})
     return resolution
 
 

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chat.billing.views import BudgetViewSet, KeyViewSet, PriceViewSet, UsageViewSet
 from chat.gateway.urls import gateway_urls
+from chat.mcp.views import mcp_server_urls
 from chat.mounts import CHAT_MOUNT
 from chat.pages import profile_version_admin
 from chat.urls import conversation_urls, page_urls
@@ -21,8 +22,14 @@ from profiles.mounts import Mount
 
 def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
     """Everything a mount serves, the same for every app: its page, the shared profile API, its
-    conversations and the OpenAI-compatible API (`v1/`)."""
-    return [*page_urls(mount), *profile_api_urls(mount), *conversation_urls(mount), *gateway_urls(mount)]
+    conversations, the MCP servers its profiles' tools may come from and the OpenAI-compatible API (`v1/`)."""
+    return [
+        *page_urls(mount),
+        *profile_api_urls(mount),
+        *conversation_urls(mount),
+        *mcp_server_urls(),
+        *gateway_urls(mount),
+    ]
 
 
 urlpatterns = [

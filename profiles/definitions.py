@@ -7,7 +7,7 @@ Python (no ORM), so validation and composition unit-test without a database.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,21 @@ class ToolDefinition:
     permission: str | None = None
     # The runtime tool object (see chat.runtime.base.Tool).
     implementation: Any = None
+    # A tool from a source outside the process (`ToolSource`): the hash of the schema it was offered
+    # with, part of every fingerprint of a runtime that allows it (None for the process's own tools).
+    schema_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSource:
+    """Tools named `<prefix>:<rest>` that live outside the process (an app's MCP servers): looked up when
+    a profile names them, so `profiles` stores and validates the names without knowing the source."""
+
+    prefix: str
+    # check(name) -> the problem with a name's form, or None (no I/O: every validation calls it).
+    check: Callable[[str], str | None]
+    # lookup(names) -> {name: its ToolDefinition, or the problem (no such server or tool)}, one read.
+    lookup: Callable[[Sequence[str]], Mapping[str, ToolDefinition | str]]
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,8 @@ class DefinitionError(RuntimeError):
 class Definitions:
     middlewares: dict[str, MiddlewareDefinition] = field(default_factory=dict)
     tools: dict[str, ToolDefinition] = field(default_factory=dict)
+    # Tools kept outside the process, by the prefix of their names (`mcp:` -> an app's MCP servers).
+    tool_sources: dict[str, ToolSource] = field(default_factory=dict)
     extensions: dict[str, ExtensionCodec] = field(default_factory=dict)
     step_settings: dict[tuple[str, str], StepSettingField] = field(default_factory=dict)
     # provider -> model used when the engine choice names no model (registered by the engine's app).
@@ -133,6 +150,27 @@ class Definitions:
     def register_tool(self, definition: ToolDefinition) -> ToolDefinition:
         self._add(self.tools, definition.name, definition, "tool")
         return definition
+
+    def register_tool_source(self, source: ToolSource) -> ToolSource:
+        self._add(self.tool_sources, source.prefix, source, "tool source")
+        return source
+
+    def tool_source(self, name: str) -> ToolSource | None:
+        """The source of a tool name like `mcp:acme/add`, or None for the process's own tools."""
+        prefix, colon, _ = name.partition(":")
+        return self.tool_sources.get(prefix) if colon else None
+
+    def source_tools(self, names: Iterable[str]) -> dict[str, ToolDefinition | str]:
+        """Each named source tool's definition, or the problem with it (one lookup per source)."""
+        by_source: dict[str, list[str]] = {}
+        for name in names:
+            source = self.tool_source(name)
+            if source is not None:
+                by_source.setdefault(source.prefix, []).append(name)
+        found: dict[str, ToolDefinition | str] = {}
+        for prefix, wanted in by_source.items():
+            found.update(self.tool_sources[prefix].lookup(wanted))
+        return found
 
     def register_extension(self, codec: ExtensionCodec) -> ExtensionCodec:
         self._add(self.extensions, codec.key, codec, "extension codec")

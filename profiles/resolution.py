@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .definitions import Definitions
+from .definitions import Definitions, ToolDefinition
 from .definitions import definitions as default_definitions
 from .errors import InvalidInput, PolicyViolation, StackError
 from .validation import canonical_override_key, validate_runtime
@@ -64,6 +64,13 @@ class Resolution:
     # The followed label's rollout, `{id, status, ...}`, served or not (halted): says why a conversation
     # left its arm (`runtime.switched` reason `rollout_halted` or `rollout_ended`).
     label_rollout: dict[str, Any] | None = None
+    # Each allowed tool from outside the process (`mcp:<server>/<tool>`) and the hash of the schema it is
+    # offered with (None: gone from its server): part of the fingerprint, so a changed tool switches.
+    tool_schemas: dict[str, str | None] = field(default_factory=dict)
+    # Their definitions, as found when resolving (the composer offers these).
+    source_tools: dict[str, ToolDefinition] = field(default_factory=dict, compare=False, repr=False)
+    # The tool schemas of the runtime this one replaces, when the caller knows it (like `previous_lineage`).
+    previous_tool_schemas: dict[str, str | None] | None = None
 
     @property
     def runtime_key(self) -> str:
@@ -88,13 +95,17 @@ class Resolution:
 
     def trace(self) -> dict[str, Any]:
         """What a turn's runtime record keeps of how its runtime was built: the lineage and, for each
-        field, who set it and what it replaced (the values themselves are the record's own)."""
-        return {
+        field, who set it and what it replaced (the values themselves are the record's own); and the schema
+        hash of each tool from outside the process, when it allows any."""
+        trace: dict[str, Any] = {
             "lineage": [dict(layer) for layer in self.lineage],
             "provenance": {
                 path: {k: v for k, v in entry.items() if k != "value"} for path, entry in self.provenance.items()
             },
         }
+        if self.tool_schemas:
+            trace["tool_schemas"] = dict(self.tool_schemas)
+        return trace
 
 
 def canonical_json(value: Any) -> str:
@@ -109,10 +120,12 @@ def fingerprint(
     effective_runtime: Mapping,
     engine_settings: Mapping,
     lineage: list[Mapping[str, Any]] | None = None,
+    tool_schemas: Mapping[str, str | None] | None = None,
 ) -> str:
     """`lineage`: the layers of a stacked profile (bases first, with their versions), so saving a base
     layer changes every dependent's fingerprint. A profile without a stack has none (its fingerprint
-    is what it always was)."""
+    is what it always was). `tool_schemas`: the schema hash of each tool from outside the process, so a
+    server that changes a tool changes the fingerprint (absent when the runtime allows none)."""
     payload = {
         "registry": registry,
         "profile": profile,
@@ -122,6 +135,8 @@ def fingerprint(
     }
     if lineage:
         payload["lineage"] = [dict(layer) for layer in lineage]
+    if tool_schemas:
+        payload["tool_schemas"] = dict(tool_schemas)
     return "sha256:" + hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
@@ -233,7 +248,7 @@ def apply_overrides(
                         )
                 patch.setdefault(section, {}).update(fields)
             effective["step_settings_patch"] = patch
-    validated, errors = validate_runtime(effective, prefix="request_overrides", defs=defs)
+    validated, errors = validate_runtime(effective, prefix="request_overrides", defs=defs, check_sources=False)
     if errors:
         raise InvalidInput.from_errors([(_request_path(field, origin), message) for field, message in errors])
     return validated, overrides
@@ -633,7 +648,8 @@ def resolve_runtime(
     lineage = [*base_layers, own]
     merged_runtime, merged_policy, merged_extensions, trace = stack_merge(lineage)
     if base_layers:
-        runtime, policy, extensions = merge_validated(merged_runtime, defs=defs), merged_policy, merged_extensions
+        runtime = merge_validated(merged_runtime, defs=defs, check_sources=False)
+        policy, extensions = merged_policy, merged_extensions
     effective, applied = apply_overrides(runtime, policy, request_overrides, defs=defs)
     trace_overrides(trace, applied)
     settings = engine_settings(server_defaults or {}, effective.get("step_settings_patch"), defs=defs)
@@ -642,6 +658,7 @@ def resolve_runtime(
         bounds = (bounds or OverrideBounds.server(defs=defs)).with_policy(policy.get("value_bounds"))
         check_bounds(applied["step_settings_patch"], before, settings, bounds, defs=defs)
     refs = [layer.ref for layer in lineage]
+    source_tools, tool_schemas = _source_tools(effective.get("tools") or (), defs or default_definitions)
     return Resolution(
         registry=registry,
         profile=profile,
@@ -656,6 +673,7 @@ def resolve_runtime(
             effective_runtime=effective,
             engine_settings=settings,
             lineage=refs if base_layers else None,
+            tool_schemas=tool_schemas,
         ),
         extensions=dict(extensions or {}),
         ref=ref or profile,
@@ -664,13 +682,28 @@ def resolve_runtime(
         provenance=trace.as_dict(),
         rollout=rollout,
         label_rollout=label_rollout,
+        tool_schemas=tool_schemas,
+        source_tools=source_tools,
     )
 
 
-def merge_validated(runtime: Mapping[str, Any], *, defs: Definitions | None = None) -> dict[str, Any]:
+def _source_tools(names: Sequence[str], defs: Definitions) -> tuple[dict[str, ToolDefinition], dict[str, str | None]]:
+    """The allowed tools that live outside the process, as their sources have them now (one lookup, none
+    when the runtime allows only the process's own tools), and their schema hashes (None: gone)."""
+    wanted = [name for name in names if name not in defs.tools and defs.tool_source(name) is not None]
+    if not wanted:
+        return {}, {}
+    found = defs.source_tools(wanted)
+    tools = {name: tool for name, tool in found.items() if isinstance(tool, ToolDefinition)}
+    return tools, {name: tools[name].schema_hash if name in tools else None for name in wanted}
+
+
+def merge_validated(
+    runtime: Mapping[str, Any], *, defs: Definitions | None = None, check_sources: bool = True
+) -> dict[str, Any]:
     """A merged runtime checked like a profile's own (its paths are the merged chain's): two layers may
     give one middleware name with and without an id. 400 on `stack` (`StackError`), naming the merged path."""
-    validated, errors = validate_runtime(runtime, defs=defs)
+    validated, errors = validate_runtime(runtime, defs=defs, check_sources=check_sources)
     if errors:
         raise StackError.from_errors([("stack", f"the merged runtime is invalid: {p}: {m}") for p, m in errors])
     return validated

@@ -264,9 +264,11 @@ def schema_errors(schema: Mapping[str, Any], instance: Any, prefix: str, *, fill
 
 
 def validate_runtime(
-    raw: Any, *, prefix: str = "runtime", defs: Definitions | None = None
+    raw: Any, *, prefix: str = "runtime", defs: Definitions | None = None, check_sources: bool = True
 ) -> tuple[dict[str, Any], Errors]:
-    """Return the canonical runtime (configs with defaults filled in) and the errors found."""
+    """Return the canonical runtime (configs with defaults filled in) and the errors found.
+    `check_sources`: tools from outside the process (MCP servers) must exist (writes); resolving a
+    stored runtime passes False, so a server that went away never makes a profile unusable."""
     defs = defs or default_definitions
     errors: Errors = []
     if raw is None:
@@ -293,7 +295,7 @@ def validate_runtime(
     if raw.get("middlewares") is not None:
         runtime["middlewares"] = _validate_middlewares(raw["middlewares"], f"{prefix}.middlewares", defs, errors)
     if raw.get("tools") is not None:
-        runtime["tools"] = _validate_tools(raw["tools"], f"{prefix}.tools", defs, errors)
+        runtime["tools"] = _validate_tools(raw["tools"], f"{prefix}.tools", defs, errors, check_sources=check_sources)
     if raw.get("step_settings_patch") is not None:
         runtime["step_settings_patch"] = validate_step_settings(
             raw["step_settings_patch"], f"{prefix}.step_settings_patch", defs, errors
@@ -365,22 +367,37 @@ def _validate_middlewares(raw: Any, path: str, defs: Definitions, errors: Errors
     return out
 
 
-def _validate_tools(raw: Any, path: str, defs: Definitions, errors: Errors) -> list[str]:
+def _validate_tools(raw: Any, path: str, defs: Definitions, errors: Errors, *, check_sources: bool) -> list[str]:
+    """An exact allow-list of tool names: the process's own, or a source's (`mcp:<server>/<tool>`), which
+    must exist when `check_sources` (a write); a stored runtime keeps a name whose server went away."""
     if not isinstance(raw, list):
         errors.append((path, "must be a list of tool names"))
         return []
     out: list[str] = []
+    at: dict[str, str] = {}
     for i, name in enumerate(raw):
         if not isinstance(name, str) or not name.strip():
             errors.append((f"{path}[{i}]", "tool name is required"))
             continue
         name = name.strip()
-        if name not in defs.tools:
+        source = defs.tool_source(name)
+        problem = source.check(name) if source is not None else None
+        if problem:
+            errors.append((f"{path}[{i}]", problem))
+        elif source is None and name not in defs.tools:
             errors.append((f"{path}[{i}]", f"unknown tool {name!r}; known: {', '.join(sorted(defs.tools))}"))
         elif name in out:
             errors.append((f"{path}[{i}]", f"tool {name!r} is listed twice"))
         else:
             out.append(name)
+            if source is not None:
+                at[name] = f"{path}[{i}]"
+    if check_sources and at:
+        found = defs.source_tools(at)
+        for name, where in at.items():
+            problem = found.get(name)
+            if isinstance(problem, str):
+                errors.append((where, problem))
     return out
 
 

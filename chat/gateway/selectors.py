@@ -18,7 +18,12 @@ class ModelRow:
     registry: str
     slug: str
     created_at_ms: int
+    display_name: str = ""
+    description: str = ""
     label: str | None = None  # listed as `slug@label` (an API key's label scope)
+
+
+ROW_FIELDS = ("registry__slug", "slug", "created_at_ms", "display_name", "description")
 
 
 def model_list(*, mount: Mount, user: Any) -> list[ModelRow]:
@@ -28,7 +33,7 @@ def model_list(*, mount: Mount, user: Any) -> list[ModelRow]:
     visible = visible_filter(user)
     if visible is not None:
         rows = rows.filter(visible)
-    columns = rows.order_by("registry__slug", "slug").values_list("registry__slug", "slug", "created_at_ms")
+    columns = rows.order_by("registry__slug", "slug").values_list(*ROW_FIELDS)
     models = [ModelRow(*row) for row in columns]
     return sorted(models, key=lambda m: m.registry != mount.default_registry)  # stable: keeps slug order
 
@@ -38,12 +43,12 @@ def model_get(*, registry: str, slug: str, user: Any) -> ModelRow | None:
     visible = visible_filter(user)
     if visible is not None:
         rows = rows.filter(visible)
-    row = rows.values_list("registry__slug", "slug", "created_at_ms").first()
+    row = rows.values_list(*ROW_FIELDS).first()
     return ModelRow(*row) if row else None
 
 
 # What an answer shows of its turn: not the runtime record's JSON (decoded for nothing on every answer).
-IDENTITY_FIELDS = ("id", "registry", "profile_slug", "fingerprint", "created_at_ms")
+IDENTITY_FIELDS = ("id", "registry", "profile_slug", "profile_version", "fingerprint", "created_at_ms")
 ANSWER_FIELDS = (*IDENTITY_FIELDS, "status", "text", "usage", "error")
 
 

@@ -93,7 +93,8 @@ def compose(
     default_history_turns: int = 20,
 ) -> Runtime:
     """Deterministic: the chain follows the profile's order; `enabled: false` entries are skipped;
-    tools are the profile's allow-list (in its order) intersected with the mount's tools; the history
+    tools are the profile's allow-list (in its order) intersected with the mount's tools, plus those of
+    tool sources (MCP servers) the resolution found (one gone from its server is not offered); the history
     sent is bounded by the smallest context window of the chain, else by `default_history_turns`."""
     effective = resolution.effective_runtime
     middlewares = []
@@ -104,7 +105,11 @@ def compose(
         if definition.factory is None:
             raise LookupError(f"middleware {entry['name']!r} has no implementation registered")
         middlewares.append(definition.factory(id=entry.get("id"), config=entry.get("config") or {}))
-    tools = tuple(defs.tools[name] for name in effective.get("tools", []) if name in mount_tools)
+    tools = tuple(
+        resolution.source_tools[name] if name in resolution.source_tools else defs.tools[name]
+        for name in effective.get("tools", [])
+        if name in mount_tools or name in resolution.source_tools  # a source's tools serve every mount
+    )
     return Runtime(
         registry=resolution.registry,
         profile=resolution.profile,

@@ -231,3 +231,31 @@ MOUNTS = [Mounted("chat", "", "default", "default"), Mounted("inventory", "/inve
 def mount(request) -> Mounted:
     """Each test that takes it runs through both mounts."""
     return request.param
+
+
+# --------------------------------------------------------------------------- MCP servers
+
+
+@pytest.fixture
+def acme():
+    """A real MCP server (`tests.chat.mcp_servers.McpTestServer`) serving add, fail, hang and whoami."""
+    from .mcp_servers import McpTestServer
+
+    with McpTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mcp_admin(db):
+    from .factories import UserFactory
+
+    return UserFactory(username="mcp-admin", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def acme_registered(acme, mcp_admin, settings):
+    """`acme` stored as the MCP server `acme`, its tools fetched (through the service, as the API does)."""
+    from chat.mcp.services import mcp_server_create
+
+    settings.CHAT_TOOL_TIMEOUT_SECONDS = 5.0
+    return mcp_server_create(actor=mcp_admin, slug="acme", url=acme.url, timeout_seconds=2)

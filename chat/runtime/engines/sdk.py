@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from chat.runtime.base import EngineError, EngineEvent, Message, TextDelta, ToolSpec
+from chat.runtime.base import EngineError, EngineEvent, Message, TextDelta, ToolCallsRequested, ToolSpec
+from chat.runtime.toolnames import ProviderNames
 
 # Sent when no key goes with the request (a profile's own server, a local one): SDKs want a credential.
 PLACEHOLDER_API_KEY = "not-needed"
@@ -167,6 +168,9 @@ class SDKEngine(abc.ABC):
             )
         deadline = asyncio.get_running_loop().time() + self.total_timeout
         client = self._client()
+        names = ProviderNames(t.name for t in tools)  # `mcp:acme/add` is offered as `mcp_acme_add`
+        if names.renames:
+            messages, tools = names.messages(messages), names.specs(tools)
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self._open(client, messages, tools)
@@ -188,4 +192,5 @@ class SDKEngine(abc.ABC):
                     yield TextDelta(text)
         finally:
             await response.close()
-        yield state.finish()
+        last = state.finish()
+        yield names.calls(last) if isinstance(last, ToolCallsRequested) and names.renames else last
