@@ -393,11 +393,8 @@ def _validate_tools(raw: Any, path: str, defs: Definitions, errors: Errors, *, c
             if source is not None:
                 at[name] = f"{path}[{i}]"
     if check_sources and at:
-        found = defs.source_tools(at)
-        for name, where in at.items():
-            problem = found.get(name)
-            if isinstance(problem, str):
-                errors.append((where, problem))
+        problems = {name: found for name, found in defs.source_tools(at).items() if isinstance(found, str)}
+        errors.extend((where, problems[name]) for name, where in at.items() if name in problems)
     return out
 
 

@@ -41,6 +41,8 @@ from ..security import bearer_caller
 ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 MAX_MESSAGE = 32_000
 _OTHER = re.compile(r"[^A-Za-z0-9_.-]+")
+# Where the gateway's submission names a request part, the argument of the tool call that carried it.
+ARGUMENT_FIELDS = {gateway.CONVERSATION_HEADER: "arguments.conversation_id", "prompt": "arguments.message"}
 
 INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -166,7 +168,8 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     except TurnOutcomeError as exc:
         return _failed(exc.message)
     except ProfileError as exc:
-        where = f"{exc.field}: " if exc.field else ""
+        field = ARGUMENT_FIELDS.get(exc.field or "", exc.field)
+        where = f"{field}: " if field else ""
         retry = f" (retry in {exc.retry_after}s)" if exc.retry_after else ""
         return _failed(f"{exc.code}: {where}{exc.message}{retry}")
     except DatabaseError:

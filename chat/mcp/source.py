@@ -69,12 +69,11 @@ class McpTool(Tool):
 
     server: str
     tool: str
-    description_text: str = ""
 
     writes: ClassVar[bool] = False
     recognise_order: ClassVar[int] = 1000  # only on request (`use mcp:… with …`)
 
-    @property  # type: ignore[override]
+    @property
     def name(self) -> str:  # type: ignore[override]
         return f"{PREFIX}:{self.server}/{self.tool}"
 
@@ -112,7 +111,7 @@ def _user(user_id: int | None) -> Any:
 
 
 def definition_of(server: str, info: Mapping[str, Any]) -> ToolDefinition:
-    tool = McpTool(server, info["name"], info.get("description", ""))
+    tool = McpTool(server, info["name"])
     return ToolDefinition(
         name=tool.name,
         description=info.get("description") or f"{info['name']} (MCP server {server})",
