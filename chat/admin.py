@@ -1,4 +1,4 @@
-"""Prices, budgets and MCP servers in the admin. Prices: a new price (from now, or a later time) is written by `chat.billing.prices.price_set`
+"""Prices, budgets, MCP servers and evaluations in the admin. Prices: a new price (from now, or a later time) is written by `chat.billing.prices.price_set`
 through the platform's admin pattern; a price set is history (never changed or deleted: set a new one)."""
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from profiles.forms import ServiceModelForm
 from .billing.budgets import budget_create, budget_delete, budget_used
 from .billing.prices import price_set
 from .billing.usage import GROUPINGS, usage_report
+from .evaluations import selectors as evaluation_selectors
+from .evaluations.services import dataset_create, dataset_delete, dataset_update
 from .mcp.services import mcp_server_create, mcp_server_delete, mcp_server_refresh, mcp_server_update
-from .models import Budget, McpServer, Price
+from .models import Budget, Dataset, EvaluationRun, LabelGate, McpServer, Price
 
 
 class PriceAdminForm(ServiceModelForm):
@@ -191,3 +193,120 @@ class McpServerAdmin(ServiceFormAdmin):
         for server in queryset:
             mcp_server_delete(actor=request.user, slug=server.slug)
         self.message_user(request, "MCP servers deleted", messages.SUCCESS)
+
+
+class DatasetAdminForm(ServiceModelForm):
+    what = "dataset"
+
+    class Meta:
+        model = Dataset
+        fields = ("slug", "description", "cases")
+        help_texts = {"cases": '[{"input": "...", "expect": {"contains": "..."}}, ...]: see docs/evaluations.md'}
+
+    def _write(self) -> Dataset:
+        data = self.cleaned_data
+        if self.instance.pk is None:
+            return dataset_create(
+                actor=self.actor, slug=data["slug"], description=data["description"], cases=data["cases"]
+            )
+        changes = {"description": data["description"], "cases": data["cases"]}
+        return dataset_update(actor=self.actor, slug=self.instance.slug, changes=changes)
+
+
+@admin.register(Dataset)
+class DatasetAdmin(ServiceFormAdmin):
+    form = DatasetAdminForm
+    list_display = ("slug", "description", "case_count", "created_by")
+    actions = ["remove"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return ("slug",) if obj is not None else ()
+
+    @admin.display(description="cases")
+    def case_count(self, obj: Dataset) -> int:
+        return len(obj.cases)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the `remove` action deletes through the service
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return {k: v for k, v in super().get_actions(request).items() if k != "delete_selected"}
+
+    @admin.action(description="Delete the selected datasets")
+    def remove(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:
+        for dataset in queryset:
+            dataset_delete(actor=request.user, slug=dataset.slug)
+        self.message_user(request, "datasets deleted", messages.SUCCESS)
+
+
+@admin.register(EvaluationRun)
+class EvaluationRunAdmin(admin.ModelAdmin):
+    """Runs as they go (progress, pass rate); two selected runs side by side (`compare`)."""
+
+    list_display = ("id", "dataset_slug", "profile_ref", "status", "progress", "rate", "fingerprint", "created_at_ms")
+    list_filter = ("status", "dataset_slug", "profile")
+    actions = ["compare"]
+    readonly_fields = ("profile_ref", "status", "progress", "rate", "fingerprint", "error", "outcomes")
+    fields = readonly_fields
+
+    @admin.display(description="profile")
+    def profile_ref(self, obj: EvaluationRun) -> str:
+        return f"{obj.registry}/{obj.profile}@{obj.version}"
+
+    @admin.display(description="progress")
+    def progress(self, obj: EvaluationRun) -> str:
+        return f"{obj.done}/{obj.total}"
+
+    @admin.display(description="pass rate")
+    def rate(self, obj: EvaluationRun) -> str:
+        return "—" if obj.pass_rate is None else f"{obj.pass_rate:.0%} ({obj.passed} passed, {obj.failed} failed)"
+
+    @admin.display(description="cases")
+    def outcomes(self, obj: EvaluationRun) -> str:
+        lines = []
+        for case, result in zip(obj.cases, obj.results, strict=False):
+            outcome = "pending" if result is None else ("passed" if result["passed"] else "; ".join(result["reasons"]))
+            lines.append(f"{case['input'][:80]} → {outcome}")
+        return "\n".join(lines)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # runs start over REST: POST …/profiles/{ref}/evaluations
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return {k: v for k, v in super().get_actions(request).items() if k != "delete_selected"}
+
+    @admin.action(description="Compare the two selected runs side by side")
+    def compare(self, request: HttpRequest, queryset: QuerySet[EvaluationRun]) -> HttpResponse | None:
+        runs = list(queryset.order_by("created_at_ms")[:3])
+        if len(runs) != 2:
+            self.message_user(request, "select exactly two runs to compare", messages.WARNING)
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Run {runs[0].pk} and run {runs[1].pk}",
+            "comparison": evaluation_selectors.compare(a=runs[0], b=runs[1]),
+        }
+        return TemplateResponse(request, "admin/chat/evaluationrun/compare.html", context)
+
+
+@admin.register(LabelGate)
+class LabelGateAdmin(admin.ModelAdmin):
+    """Gates are set over REST (`PUT …/labels/{name}/gate`, by the registry's editors); listed here."""
+
+    list_display = ("registry", "profile", "label", "dataset", "min_pass_rate", "created_by")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

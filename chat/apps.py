@@ -29,6 +29,9 @@ class ChatConfig(AppConfig):
         from .mcp.source import SOURCE
 
         definitions.register_tool_source(SOURCE)  # `mcp:<server>/<tool>`: tools of the MCP servers
+        from .evaluations.services import gate_check
+
+        definitions.register_label_move_check(gate_check)  # a gated label needs a good enough evaluation
 
         from .selectors import profile_version_stats
 

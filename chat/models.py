@@ -33,6 +33,8 @@ class Conversation(TimestampedMs):
     active_turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Archived: kept, out of the default list (`?archived=true` lists them). Null = not archived.
     archived_at_ms = models.BigIntegerField(null=True, blank=True)
+    # Why it exists when no person started it: "evaluation" (a case of an evaluation run, in no list).
+    purpose = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at_ms"]
@@ -275,3 +277,87 @@ class McpServer(TimestampedMs):
 
     def __str__(self) -> str:
         return self.slug
+
+
+class Dataset(TimestampedMs):
+    """Cases to evaluate profile versions on (`chat.evaluations`): `[{input, expect?, judge?, reference?}]`."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    cases = models.JSONField(default=list, blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class EvaluationRun(models.Model):
+    """A dataset run against one profile version, keyed by the fingerprint of the runtime it measured.
+    Each case is a real turn of a conversation of its own (`Conversation.purpose` "evaluation")."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    dataset = models.ForeignKey(Dataset, null=True, on_delete=models.SET_NULL, related_name="runs")
+    dataset_slug = models.CharField(max_length=64)
+    mount = models.CharField(max_length=32)
+    registry = models.CharField(max_length=128)
+    profile = models.CharField(max_length=128)
+    version = models.PositiveIntegerField()
+    fingerprint = models.CharField(max_length=80)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    cases = models.JSONField(default=list)  # the dataset's cases when the run started
+    results = models.JSONField(default=list)  # one per case, null until it is scored
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    passed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at_ms = models.BigIntegerField()
+    started_at_ms = models.BigIntegerField(null=True, blank=True)
+    finished_at_ms = models.BigIntegerField(null=True, blank=True)
+    # The worker running it holds a lease it renews; an expired lease lets another worker resume it.
+    worker = models.CharField(max_length=64, blank=True)
+    lease_until_ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at_ms"]
+        indexes = [
+            models.Index(fields=["registry", "profile", "fingerprint"], name="chat_evalrun_fingerprint"),
+            models.Index(fields=["status", "lease_until_ms"], name="chat_evalrun_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk}: {self.dataset_slug} on {self.registry}/{self.profile}@{self.version}"
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.done if self.done else None
+
+
+class LabelGate(models.Model):
+    """Moving `label` of a profile (or rolling it out) needs a completed run of `dataset` on the target
+    version's fingerprint with a pass rate of at least `min_pass_rate`."""
+
+    registry = models.CharField(max_length=128)
+    profile = models.CharField(max_length=128)
+    label = models.CharField(max_length=64)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="gates")
+    min_pass_rate = models.FloatField()
+    created_by = models.CharField(max_length=150, blank=True)
+    updated_at_ms = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["registry", "profile", "label"], name="chat_labelgate_one_per_label")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.profile}@{self.label} needs {self.dataset_id} >= {self.min_pass_rate}"

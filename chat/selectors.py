@@ -41,8 +41,9 @@ def conversation_list(*, user: Any, mount: Mount, q: str = "", archived: bool | 
 
     `q`: only those whose title, or a prompt or answer of one of their turns, contains it (case-insensitive,
     in the database: one EXISTS subquery, so a page costs the same queries whatever the match).
-    `archived`: False (default) the ones not archived, True the archived ones, None both."""
-    rows = Conversation.objects.filter(owner=user, mount=mount.name)
+    `archived`: False (default) the ones not archived, True the archived ones, None both. The conversations
+    of evaluation runs (`purpose`) are in no list."""
+    rows = Conversation.objects.filter(owner=user, mount=mount.name, purpose="")
     if archived is not None:
         rows = rows.filter(archived_at_ms__isnull=not archived)
     if q:

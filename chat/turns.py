@@ -374,13 +374,16 @@ async def conversation_delete(*, conversation: Any, user: Any) -> None:
 dispatcher = Dispatcher(execute_turn)
 
 
-def bind_server_loop(app: Any) -> Any:
-    """Wrap the ASGI app so the dispatcher knows the server loop (REST-submitted turns run there)."""
+def bind_server_loop(app: Any, *others: Callable[[asyncio.AbstractEventLoop], None]) -> Any:
+    """Wrap the ASGI app so the dispatcher knows the server loop (REST-submitted turns run there), and
+    the webhook sender and `others` (each `bind(loop)`) start on it."""
+    binders = (dispatcher.bind, webhook_sender.bind, *others)
 
     async def asgi(scope: Any, receive: Any, send: Any) -> Any:
         if scope["type"] in ("http", "websocket"):
-            dispatcher.bind(asyncio.get_running_loop())
-            webhook_sender.bind(asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
+            for bind in binders:
+                bind(loop)
         return await app(scope, receive, send)
 
     return asgi

@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from chat.evaluations.runner import runner as evaluation_runner  # noqa: E402
 from chat.mcp.serve import mcp_routes  # noqa: E402
 from chat.mounts import CHAT_MOUNT  # noqa: E402
 from chat.routing import websocket_urls  # noqa: E402
@@ -41,6 +42,8 @@ websocket_app = AllowedHostsOrigin(
 http_app = mcp_routes(
     BoundedSyncThreads(django_asgi_app, size=settings.HTTP_SYNC_THREADS), [INVENTORY_MOUNT, CHAT_MOUNT]
 )
-application = bind_server_loop(ProtocolTypeRouter({"http": http_app, "websocket": websocket_app}))
+application = bind_server_loop(
+    ProtocolTypeRouter({"http": http_app, "websocket": websocket_app}), evaluation_runner.bind
+)
 
 gc.freeze()  # start-up objects live forever: keep ~170,000 of them out of every full collection's scan

@@ -208,6 +208,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a `status`: each choice set gets its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "TurnStatusEnum": "chat.models.Turn.Status",
+        "EvaluationStatusEnum": "chat.models.EvaluationRun.Status",
+    },
 }
 
 # Engine defaults: the lowest layer of engine settings (server defaults < profile < request).
@@ -252,6 +257,8 @@ CHAT_DB_THREADS = env.int("CHAT_DB_THREADS", default=8)
 CHAT_WRITE_BATCH_MS = env.float("CHAT_WRITE_BATCH_MS", default=2.0)
 CHAT_WRITE_BATCH_SIZE = env.int("CHAT_WRITE_BATCH_SIZE", default=64)
 CHAT_TOOL_THREADS = env.int("CHAT_TOOL_THREADS", default=8)
+# Evaluation case turns running at once per worker (`chat.evaluations.runner`): what runs may take from people.
+CHAT_EVAL_CONCURRENCY = env.int("CHAT_EVAL_CONCURRENCY", default=2)
 # Threads that run synchronous HTTP views (the profile API, pages, the admin): shared by all requests
 # (config.asgi), so a burst of requests queues instead of starting a thread each.
 HTTP_SYNC_THREADS = env.int("HTTP_SYNC_THREADS", default=4)
@@ -306,6 +313,11 @@ CHAT_OVERRIDE_MAX_RESPONSE_TOKENS = env.int("CHAT_OVERRIDE_MAX_RESPONSE_TOKENS",
 # loopback, private or reserved; the first retry's pause (it doubles each time) and the attempts before a
 # delivery is `failed` (30 s and 8: about an hour); how often each worker looks for due deliveries.
 WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# MCP servers (`chat.mcp`): hosts that may be loopback, private or reserved addresses (others are refused,
+# at creation and before each call), and the prefix every environment variable named in a server's
+# `headers_from_env` must have (so a server's headers can never carry SECRET_KEY or a provider's key).
+MCP_ALLOWED_HOSTS = env.list("MCP_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+MCP_HEADER_ENV_PREFIX = env.str("MCP_HEADER_ENV_PREFIX", default="MCP_")
 WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=30.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_POLL_SECONDS = env.float("WEBHOOK_POLL_SECONDS", default=1.0)

@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from chat.billing.views import BudgetViewSet, KeyViewSet, PriceViewSet, UsageViewSet
+from chat.evaluations.views import evaluation_urls
 from chat.gateway.urls import gateway_urls
 from chat.mcp.views import mcp_server_urls
 from chat.mounts import CHAT_MOUNT
@@ -28,6 +29,7 @@ def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
         *profile_api_urls(mount),
         *conversation_urls(mount),
         *mcp_server_urls(),
+        *evaluation_urls(mount),
         *gateway_urls(mount),
     ]
 

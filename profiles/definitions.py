@@ -142,6 +142,9 @@ class Definitions:
     # Which settings choose the engine, with the server's defaults and bounds (NO_ENGINE until an app
     # that runs engines registers).
     engine: EngineChoice = NO_ENGINE
+    # What an app adds to the rules of moving a label or rolling it out to other versions:
+    # check(registry=, slug=, label=, versions=) raises a ProfileError to refuse (an evaluation gate).
+    label_move_checks: list[Callable[..., None]] = field(default_factory=list)
 
     def register_middleware(self, definition: MiddlewareDefinition) -> MiddlewareDefinition:
         self._add(self.middlewares, definition.name, definition, "middleware")
@@ -184,6 +187,14 @@ class Definitions:
         if self.engine not in (NO_ENGINE, choice):
             raise DefinitionError("the engine choice is registered twice")
         self.engine = choice
+
+    def register_label_move_check(self, check: Callable[..., None]) -> None:
+        if check not in self.label_move_checks:
+            self.label_move_checks.append(check)
+
+    def check_label_move(self, *, registry: str, slug: str, label: str, versions: list[int]) -> None:
+        for check in self.label_move_checks:
+            check(registry=registry, slug=slug, label=label, versions=versions)
 
     def register_version_stats(self, provider: Callable[..., dict[int, dict[str, Any]]]) -> None:
         if self.version_stats not in (None, provider):

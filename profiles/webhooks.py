@@ -60,8 +60,8 @@ BATCH = 50
 # --------------------------------------------------------------------------- targets
 
 
-def _allowed_hosts() -> set[str]:
-    return {h.strip().lower() for h in settings.WEBHOOK_ALLOWED_HOSTS if h.strip()}
+def _allowed_hosts(setting: str) -> set[str]:
+    return {h.strip().lower() for h in getattr(settings, setting) if h.strip()}
 
 
 def _refused_address(address: str) -> bool:
@@ -69,14 +69,15 @@ def _refused_address(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def check_target(url: str, *, addresses: list[str] | None = None) -> str | None:
-    """Why `url` may not receive webhooks (None: it may). `addresses`: what its host resolves to (looked
-    up here when not given)."""
+def check_target(url: str, *, addresses: list[str] | None = None, setting: str = "WEBHOOK_ALLOWED_HOSTS") -> str | None:
+    """Why the server may not send requests to `url` (None: it may): a host that is not in the allow-list
+    `setting` and resolves to a loopback, private or reserved address is refused (webhooks; MCP servers,
+    with MCP_ALLOWED_HOSTS). `addresses`: what its host resolves to (looked up here when not given)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host"
     host = parts.hostname.lower()
-    allowed = _allowed_hosts()
+    allowed = _allowed_hosts(setting)
     if host in allowed:
         return None
     if addresses is None:
@@ -88,7 +89,7 @@ def check_target(url: str, *, addresses: list[str] | None = None) -> str | None:
     if refused:
         return (
             f"host {host!r} resolves to {refused[0]}, a loopback, private or reserved address "
-            "(list it in WEBHOOK_ALLOWED_HOSTS to allow it)"
+            f"(list it in {setting} to allow it)"
         )
     return None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +18,13 @@ import anyio
 import httpx2
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 from ..runtime.text import clean_text, clean_value
 
 MAX_TOOLS = 200  # a server listing more is cut here (each one is offered to engines as a schema)
 MAX_DESCRIPTION = 2000
+MAX_SCHEMA_CHARS = 50_000
+MAX_RESULT_CHARS = 100_000  # a tool result is stored with the turn and sent to the engine
 
 
 class McpUnavailable(Exception):
@@ -58,20 +58,31 @@ def schema_hash(name: str, description: str, input_schema: Mapping[str, Any]) ->
     return "sha256:" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _session(url: str, headers: Mapping[str, str], timeout: float) -> tuple[httpx2.AsyncClient, Client]:
-    """(http client, MCP client) for one call; entered by the caller's `AsyncExitStack`."""
+def _session(url: str, headers: Mapping[str, str], timeout: float) -> tuple[httpx2.AsyncClient, Any]:
+    """(http client, MCP client) for one call. The SDK is imported here, on a tool thread, at the first
+    call: it takes about a second, which no worker start or management command pays."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
     http = httpx2.AsyncClient(headers=dict(headers), timeout=timeout, follow_redirects=False)
     return http, Client(streamable_http_client(url, http_client=http), read_timeout_seconds=timeout, cache=None)
 
 
-def _failure(exc: BaseException, url: str, timeout: float) -> McpUnavailable:
+def _failure(exc: BaseException, name: str, timeout: float, secrets: Iterable[str]) -> McpUnavailable:
+    """What went wrong, naming the server by its name (never its URL) and never a header's value."""
     if isinstance(exc, TimeoutError):
-        return McpUnavailable(f"the MCP server at {url} did not answer within {timeout:g}s")
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return McpUnavailable(f"the MCP server at {url} failed: {text[:300]}")
+        return McpUnavailable(f"the MCP server {name!r} did not answer within {timeout:g}s")
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]").replace(
+                repr(secret.encode("latin-1", "replace"))[2:-1], "[redacted]"
+            )
+    detail = f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    return McpUnavailable(f"the MCP server {name!r} failed: {detail}")
 
 
-def _run(coro_fn: Any, url: str, timeout: float) -> Any:
+def _run(coro_fn: Any, name: str, timeout: float, secrets: Iterable[str]) -> Any:
     """Run one whole exchange on a loop of its own (this runs on a pool thread), within `timeout`."""
 
     async def bounded() -> Any:
@@ -83,9 +94,9 @@ def _run(coro_fn: Any, url: str, timeout: float) -> Any:
     except McpUnavailable:
         raise
     except BaseExceptionGroup as group:  # the SDK's task groups wrap what failed inside them
-        raise _failure(_first(group), url, timeout) from None
+        raise _failure(_first(group), name, timeout, secrets) from None
     except Exception as exc:
-        raise _failure(exc, url, timeout) from None
+        raise _failure(exc, name, timeout, secrets) from None
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
@@ -95,7 +106,7 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return inner
 
 
-def list_tools(url: str, *, headers: Mapping[str, str], timeout: float) -> tuple[list[ToolInfo], list[str]]:
+def list_tools(url: str, *, headers: Mapping[str, str], timeout: float, name: str) -> tuple[list[ToolInfo], list[str]]:
     """The server's tools (by name) and the problems with tools left out (a schema that is not a JSON
     schema of an object, a name given twice). Raises McpUnavailable."""
 
@@ -114,21 +125,23 @@ def list_tools(url: str, *, headers: Mapping[str, str], timeout: float) -> tuple
 
     found: dict[str, ToolInfo] = {}
     problems: list[str] = []
-    for tool in _run(fetch, url, timeout):
-        name = clean_text(str(tool.name))
+    for tool in _run(fetch, name, timeout, headers.values()):
+        tool_name = clean_text(str(tool.name))
         schema = clean_value(dict(tool.input_schema or {"type": "object"}))
         try:
+            if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+                raise SchemaError(f"larger than {MAX_SCHEMA_CHARS} characters")
             Draft202012Validator.check_schema(schema)
             if schema.get("type", "object") != "object":
                 raise SchemaError("the input schema must describe an object")
         except SchemaError as exc:
-            problems.append(f"tool {name!r} left out: its input schema is invalid ({exc.message})")
+            problems.append(f"tool {tool_name!r} left out: its input schema is invalid ({exc.message})")
             continue
-        if name in found:
-            problems.append(f"tool {name!r} left out: the server lists it twice")
+        if tool_name in found:
+            problems.append(f"tool {tool_name!r} left out: the server lists it twice")
             continue
         description = clean_text(str(tool.description or ""))[:MAX_DESCRIPTION]
-        found[name] = ToolInfo(name, description, schema, schema_hash(name, description, schema))
+        found[tool_name] = ToolInfo(tool_name, description, schema, schema_hash(tool_name, description, schema))
     return sorted(found.values(), key=lambda t: t.name), problems
 
 
@@ -147,7 +160,7 @@ class CallResult:
 
 
 def call_tool(
-    url: str, *, headers: Mapping[str, str], tool: str, arguments: dict[str, Any], timeout: float
+    url: str, *, headers: Mapping[str, str], tool: str, arguments: dict[str, Any], timeout: float, name: str
 ) -> CallResult:
     """One `tools/call`: the text parts joined, and the structured content when the tool gives one.
     Raises McpUnavailable (down, too slow, a protocol error)."""
@@ -157,11 +170,15 @@ def call_tool(
         async with http, client:
             return await client.call_tool(tool, arguments)
 
-    result = _run(call, url, timeout)
+    result = _run(call, name, timeout, headers.values())
     texts = [str(part.text) for part in result.content or [] if getattr(part, "type", "") == "text"]
     others = [str(getattr(part, "type", "?")) for part in result.content or [] if getattr(part, "type", "") != "text"]
     text = "\n".join(texts)
     if others:
         text += ("\n" if text else "") + f"({len(others)} non-text part(s) left out: {', '.join(sorted(set(others)))})"
     structured = clean_value(result.structured_content) if isinstance(result.structured_content, dict) else None
+    if structured is not None and len(json.dumps(structured)) > MAX_RESULT_CHARS:
+        structured, text = None, text + "\n(the structured content was left out: too large)"
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + f"\n(cut at {MAX_RESULT_CHARS} characters)"
     return CallResult(text=clean_text(text), structured=structured, is_error=bool(result.is_error))

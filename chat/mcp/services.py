@@ -14,13 +14,14 @@ from urllib.parse import urlsplit
 from django.db import IntegrityError, transaction
 
 from profiles.audit import audit_record
-from profiles.errors import Conflict, Forbidden, InvalidInput
+from profiles.errors import Conflict, Forbidden, InvalidInput, NotFound
 from profiles.timestamps import now_ms
 from profiles.validation import ensure_storable, validate_group_names
+from profiles.webhooks import check_target
 
 from ..models import McpServer
 from . import client, selectors
-from .source import MissingSecret, call_timeout, server_headers
+from .source import Refused, call_timeout, reach, variable_problem
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
@@ -43,6 +44,9 @@ def _url(raw: Any) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput("must be an http:// or https:// URL", field="url")
+    why = check_target(raw.strip(), setting="MCP_ALLOWED_HOSTS")
+    if why:
+        raise InvalidInput(why, field="url")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise InvalidInput(
             "must not carry credentials, a query or a fragment: name the environment variables that hold "
@@ -71,6 +75,9 @@ def _headers(raw: Any) -> dict[str, str]:
             raise InvalidInput(
                 "must be the NAME of an environment variable holding the value (secrets are never stored)", field=at
             )
+        problem = variable_problem(variable)
+        if problem:
+            raise InvalidInput(problem, field=at)
         out[str(header)] = variable
     return out
 
@@ -94,8 +101,10 @@ _CHECKS = {"url": _url, "headers_from_env": _headers, "visible_to_groups": _grou
 def _fetch(server: McpServer) -> None:
     """The server's tools into the (unsaved) row: on failure, none, and `tools_error` says why."""
     try:
-        tools, problems = client.list_tools(server.url, headers=server_headers(server), timeout=call_timeout(server))
-    except (client.McpUnavailable, MissingSecret) as exc:
+        tools, problems = client.list_tools(
+            server.url, headers=reach(server), timeout=call_timeout(server), name=server.slug
+        )
+    except (client.McpUnavailable, Refused) as exc:
         server.tools, server.tools_error = [], str(exc)
     else:
         server.tools, server.tools_error = [tool.as_dict() for tool in tools], "\n".join(problems)
@@ -156,7 +165,8 @@ def mcp_server_update(*, actor: Any, slug: str, changes: dict[str, Any]) -> McpS
     if {"url", "headers_from_env"} & set(checked):
         _fetch(server)
     with transaction.atomic():
-        McpServer.objects.select_for_update().get(pk=server.pk)
+        if not McpServer.objects.select_for_update().filter(pk=server.pk).exists():
+            raise NotFound(f"no MCP server {slug!r}", field="slug")
         server.save()
         after = _described(server)
         _audit("mcp_server.updated", server, actor, {k: after[k] for k in after if after[k] != before[k]})

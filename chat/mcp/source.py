@@ -19,12 +19,16 @@ from django.conf import settings
 
 from profiles.access import in_visible_groups
 from profiles.definitions import ToolDefinition, ToolSource
+from profiles.webhooks import check_target
 
 from ..models import McpServer
 from ..runtime.base import Rendered, Tool, ToolContext, ToolError
 from . import client
 
 PREFIX = "mcp"
+# The process environment, read by name for MCP headers: the names are data (a server's `headers_from_env`,
+# each with the documented MCP_HEADER_ENV_PREFIX), not settings of this code.
+_ENVIRONMENT: Mapping[str, str] = os.environ
 USE_MCP_SERVER = "chat.use_mcp_server"
 _NAME = re.compile(r"^mcp:(?P<server>[-a-zA-Z0-9_]{1,64})/(?P<tool>[^\s/][^\s]{0,127})$")
 
@@ -43,19 +47,45 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-class MissingSecret(Exception):
-    pass
+class Refused(Exception):
+    """The server may not be called now: a header's variable is missing or not allowed, or its address is."""
+
+
+def variable_problem(variable: str) -> str | None:
+    prefix = settings.MCP_HEADER_ENV_PREFIX
+    if not variable.startswith(prefix):
+        return f"must be the name of an environment variable starting with {prefix} (MCP_HEADER_ENV_PREFIX)"
+    return None
 
 
 def server_headers(server: McpServer) -> dict[str, str]:
-    """The server's headers, each value read from the environment variable it names (never stored)."""
+    """The server's headers, each value read from the environment variable it names (never stored); only
+    variables with the MCP prefix, and values a header may carry."""
     headers: dict[str, str] = {}
     for header, variable in (server.headers_from_env or {}).items():
-        value = os.environ.get(variable)
+        problem = variable_problem(variable)
+        if problem:
+            raise Refused(f"header {header} of MCP server {server.slug!r}: the variable {problem}")
+        value = _ENVIRONMENT.get(variable)
         if value is None:
-            raise MissingSecret(f"the environment variable {variable} (header {header}) is not set on the server")
+            raise Refused(f"the environment variable {variable} (header {header}) is not set on the server")
+        if any(char in value for char in "\r\n\x00"):
+            raise Refused(f"the environment variable {variable} (header {header}) holds a line break or NUL")
         headers[header] = value
     return headers
+
+
+def check_address(server: McpServer) -> None:
+    """Refuse a server whose host is (now) a loopback, private or reserved address not in MCP_ALLOWED_HOSTS."""
+    why = check_target(server.url, setting="MCP_ALLOWED_HOSTS")
+    if why:
+        raise Refused(f"MCP server {server.slug!r}: {why}")
+
+
+def reach(server: McpServer) -> dict[str, str]:
+    """Everything checked before a request leaves for the server: its address, then its headers."""
+    check_address(server)
+    return server_headers(server)
 
 
 def call_timeout(server: McpServer) -> float:
@@ -87,12 +117,13 @@ class McpTool(Tool):
         try:
             result = client.call_tool(
                 server.url,
-                headers=server_headers(server),
+                headers=reach(server),
                 tool=self.tool,
                 arguments=args,
                 timeout=call_timeout(server),
+                name=server.slug,
             )
-        except (client.McpUnavailable, MissingSecret) as exc:
+        except (client.McpUnavailable, Refused) as exc:
             raise ToolError(str(exc)) from None
         if result.is_error:
             raise ToolError(f"the tool {self.name} failed: {result.text or 'no detail given'}")

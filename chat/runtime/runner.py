@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,14 +127,20 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
     return result
 
 
-# Compiled argument validators by schema identity (the schema object is kept to pin the id).
-_validators: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+# Compiled argument validators by schema identity (the schema object is kept to pin the id), the most
+# recently used ones only: schemas of tools from outside (MCP) are new objects with each new runtime.
+_validators: OrderedDict[int, tuple[dict[str, Any], Draft202012Validator]] = OrderedDict()
+MAX_VALIDATORS = 512
 
 
 def _validator(schema: dict[str, Any]) -> Draft202012Validator:
     cached = _validators.get(id(schema))
     if cached is None or cached[0] is not schema:
         cached = _validators[id(schema)] = (schema, Draft202012Validator(schema, format_checker=FormatChecker()))
+        while len(_validators) > MAX_VALIDATORS:
+            _validators.popitem(last=False)
+    else:
+        _validators.move_to_end(id(schema))
     return cached[1]
 
 

@@ -33,12 +33,14 @@ def conversation_create(
     registry: str | None = None,
     profile: str | None = None,
     title: str = "",
+    purpose: str = "",
 ) -> Conversation:
     """`profile` (a ref: `slug`, `slug@3`, `slug@label`) and `registry` given at creation become the
-    conversation's own selection (checked first)."""
+    conversation's own selection (checked first). `purpose`: "evaluation" for a case of a run (in no list)."""
     conversation = conversation_build(
         owner=owner, mount=mount, conv_id=conv_id, registry=registry, profile=profile, title=title
     )
+    conversation.purpose = purpose
     conversation.save(force_insert=True)
     return conversation
 

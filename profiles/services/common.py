@@ -175,7 +175,9 @@ def _check_stack(
     layers = selectors.stack_layers(registry=registry.slug, slug=slug, stack=stack, user=user)
     own = Layer(registry.slug, slug, 0, content["runtime"], content["policy"], content["extensions"])
     runtime, _, _, _ = stack_merge([*layers, own])
-    merge_validated(runtime)
+    # The profile's own tools were checked with its content; a base layer's stored tools may name an MCP
+    # server that went away since, which makes no dependent unsavable.
+    merge_validated(runtime, check_sources=False)
 
 
 def stack_check(*, registry_slug: str, slug: str) -> None:

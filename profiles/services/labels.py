@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from ..audit import audit_record
+from ..definitions import definitions
 from ..errors import (
     ApprovalRequired,
     Forbidden,
@@ -94,6 +95,7 @@ def label_set(
             raise VersionConflict(expected=expected, actual=current, what=f"label {name!r}")
     if label is not None and label.version == version:
         return label
+    check_app_rules(registry, profile, name, [version], source)
     if label is not None:
         _end_rollout(registry, profile, label, actor, source)
     stamp, who = now_ms(), _actor_name(actor)
@@ -117,6 +119,13 @@ def label_set(
     _close_requests(profile, name, stamp, keep=request)
     _audit_label(registry, profile, name, current, version, actor, source)
     return label
+
+
+def check_app_rules(registry: Registry, profile: Profile, name: str, versions: list[int], source: str) -> None:
+    """What apps add to moving a label to `versions` (an evaluation gate: `Definitions.label_move_checks`);
+    the importer and the seed are the authority for their file."""
+    if versions and source not in FILE_SOURCES:
+        definitions.check_label_move(registry=registry.slug, slug=profile.slug, label=name, versions=versions)
 
 
 def check_version_exists(profile: Profile, version: int) -> None:

@@ -18,7 +18,7 @@ from ..selectors import rollout_arm_stats
 from ..timestamps import now_ms
 from ..validation import canonical_label
 from .common import _actor_name, _check_editor, _check_visible, _locked_profile, _locked_registry
-from .labels import _check_label_move, check_arm_versions, rollout_step
+from .labels import _check_label_move, check_app_rules, check_arm_versions, rollout_step
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def rollout_set(
     spec = parse_rollout(body)
     check_arm_versions(profile, spec.arms)
     label, current = _locked_label(registry, profile, name)
+    check_app_rules(registry, profile, name, sorted({arm["version"] for arm in spec.arms} - {label.version}), source)
     stamp = now_ms()
     if current is not None and current.status == LabelRollout.Status.ACTIVE:
         before = {"arms": current.arms, "sticky": current.sticky, "guard": current.guard}

@@ -170,16 +170,17 @@ def test_a_server_that_is_down_is_a_failed_call(chat_api, acme):
     answer = ask(chat_api, conversation(chat_api), 'use mcp:acme/add with {"a": 1, "b": 1}')
 
     assert answer["status"] == "completed", answer
-    assert "the MCP server at" in answer["tool_calls"][0]["error"]
+    assert answer["tool_calls"][0]["error"].startswith("the MCP server 'acme' failed: ")
+    assert acme.url not in answer["tool_calls"][0]["error"]  # named, never its address
 
 
 @pytest.mark.usefixtures("seeded_registries")
 def test_headers_come_from_the_environment_and_are_never_stored_or_shown(acme, mcp_admin, monkeypatch, chat_api):
     from chat.mcp.services import mcp_server_create
 
-    monkeypatch.setenv("ACME_MCP_TOKEN", "Bearer s3cret-value")
+    monkeypatch.setenv("MCP_ACME_TOKEN", "Bearer s3cret-value")
     server = mcp_server_create(
-        actor=mcp_admin, slug="acme", url=acme.url, headers_from_env={"Authorization": "ACME_MCP_TOKEN"}
+        actor=mcp_admin, slug="acme", url=acme.url, headers_from_env={"Authorization": "MCP_ACME_TOKEN"}
     )
     make_profile(tools=["mcp:acme/whoami"])
 
@@ -188,7 +189,7 @@ def test_headers_come_from_the_environment_and_are_never_stored_or_shown(acme, m
     assert answer["tool_calls"][0]["result"]["structured_content"] == {"authorization": "Bearer s3cret-value"}
     server.refresh_from_db()
     stored = json.dumps([server.headers_from_env, server.tools, server.tools_error])
-    assert "s3cret" not in stored and "ACME_MCP_TOKEN" in stored
+    assert "s3cret" not in stored and "MCP_ACME_TOKEN" in stored
     listed = APIClient()
     listed.force_authenticate(mcp_admin)
     assert "s3cret" not in listed.get("/api/chat/mcp-servers").content.decode()
@@ -199,13 +200,13 @@ def test_a_missing_environment_variable_is_said_by_the_failed_call(acme, mcp_adm
     from chat.mcp.services import mcp_server_create
 
     server = mcp_server_create(actor=mcp_admin, slug="acme", url=acme.url)
-    server.headers_from_env = {"Authorization": "NOT_SET_ANYWHERE"}
+    server.headers_from_env = {"Authorization": "MCP_NOT_SET_ANYWHERE"}
     server.save()
     make_profile(tools=["mcp:acme/add"])
 
     answer = ask(chat_api, conversation(chat_api), 'use mcp:acme/add with {"a": 1, "b": 1}')
 
-    assert "NOT_SET_ANYWHERE" in answer["tool_calls"][0]["error"]
+    assert "MCP_NOT_SET_ANYWHERE" in answer["tool_calls"][0]["error"]
     assert acme.calls == []
 
 
@@ -244,3 +245,47 @@ def test_a_deleted_server_leaves_the_profile_usable_without_its_tools(chat_api, 
 
     assert answer["status"] == "completed"
     assert answer["tools"] == ["calculator"]
+
+
+@pytest.mark.usefixtures("seeded_registries")
+def test_a_header_value_with_a_line_break_is_refused_and_never_shown(acme, mcp_admin, monkeypatch, chat_api):
+    from chat.mcp.services import mcp_server_create
+
+    monkeypatch.setenv("MCP_ACME_TOKEN", "Bearer sk-SECRET123\n")
+    server = mcp_server_create(
+        actor=mcp_admin, slug="acme", url=acme.url, headers_from_env={"Authorization": "MCP_ACME_TOKEN"}
+    )
+    make_profile(tools=["calculator"])
+
+    assert "line break" in server.tools_error and "SECRET123" not in server.tools_error
+    assert acme.calls == []
+
+
+@pytest.mark.usefixtures("seeded_registries", "acme_registered")
+def test_a_stored_header_variable_without_the_prefix_is_refused_at_call_time(acme, chat_api, monkeypatch):
+    from chat.models import McpServer
+
+    monkeypatch.setenv("SECRET_KEY", "the-django-secret")
+    McpServer.objects.filter(slug="acme").update(headers_from_env={"X-Leak": "SECRET_KEY"})  # older data
+    make_profile(tools=["mcp:acme/whoami"])
+
+    answer = ask(chat_api, conversation(chat_api), "use mcp:acme/whoami with {}")
+
+    assert "must be the name of an environment variable starting with MCP_" in answer["tool_calls"][0]["error"]
+    assert acme.calls == []
+
+
+@pytest.mark.usefixtures("seeded_registries", "acme_registered")
+def test_saving_a_profile_stacked_on_one_whose_server_is_gone_still_works(mcp_admin):
+    from chat.mcp.services import mcp_server_delete
+
+    make_profile(slug="base-with-mcp", tools=["mcp:acme/add"])
+    mcp_server_delete(actor=mcp_admin, slug="acme")
+
+    services.profile_create(
+        registry_slug="default",
+        slug="on-top",
+        display_name="On top",
+        runtime={"system_prompt": "More."},
+        stack=[{"slug": "base-with-mcp"}],
+    )

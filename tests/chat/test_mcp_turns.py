@@ -66,3 +66,19 @@ def test_a_completion_of_the_openai_compatible_api_runs_an_mcp_tool(chat_user, c
 
     assert response.status_code == 200, response.content
     assert "42" in response.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.usefixtures("seeded_registries")
+def test_mcp_calls_share_the_callers_turn_rate_with_rest(chat_user, chat_api, monkeypatch):
+    from django.core.cache import cache
+
+    from chat.mcp.protocol import Caller, _admit, _TurnThrottle
+    from chat.mounts import CHAT_MOUNT
+    from profiles.errors import Busy
+
+    cache.clear()
+    monkeypatch.setattr(_TurnThrottle, "THROTTLE_RATES", {"turns": "1/min"})
+    _admit(Caller(user=chat_user, key=None, mount=CHAT_MOUNT))
+    with pytest.raises(Busy) as refused:
+        _admit(Caller(user=chat_user, key=None, mount=CHAT_MOUNT))
+    assert refused.value.retry_after >= 1 and "CHAT_REST_TURN_RATE" in refused.value.message

@@ -83,13 +83,14 @@ def test_the_replay_and_live_deduplication_is_written_once():
 
 
 def test_the_server_starts_without_importing_a_provider_sdk():
-    """The openai and anthropic SDKs take about two seconds to import: an engine of theirs loads them."""
+    """The openai and anthropic SDKs take about two seconds to import: an engine of theirs loads them. The
+    mcp SDK (about one) is loaded by the first MCP tool call or `/mcp` request."""
     loaded = subprocess.run(
         [
             sys.executable,
             "-c",
             "import sys, django; django.setup(); import config.asgi, config.urls; "
-            "print(sorted({'openai', 'anthropic'} & set(sys.modules)))",
+            "print(sorted({'openai', 'anthropic', 'mcp', 'mcp_types'} & set(sys.modules)))",
         ],
         cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from chat.gateway.selectors import ModelRow
-from chat.mcp.serve import tool_names
+from chat.mcp.protocol import tool_names
 from chat.runtime.base import Message, ToolCall, ToolCallsRequested, ToolSpec
 from chat.runtime.toolnames import ProviderNames
 from profiles.mounts import Mount
@@ -54,3 +54,15 @@ def test_profiles_are_served_as_ask_tools_with_names_mcp_accepts():
 
     assert list(names) == ["ask_support-desk", "ask_other_agent", "ask_agent_production", "ask_agent"]
     assert all(re.match(r"^[A-Za-z0-9_.-]{1,128}$", n) for n in names)
+
+
+def test_ask_names_two_models_would_share_get_a_stable_suffix_of_their_own():
+    mount = Mount(name="chat", prefix="", default_registry="default")
+    one, two = ModelRow("other", "agent", 0), ModelRow("default", "other_agent", 0)  # both ask_other_agent
+
+    first = tool_names([one, two], mount)
+    alone = tool_names([two], mount)
+
+    assert len(first) == 2 and all(name.startswith("ask_other_agent-") for name in first)
+    assert [name for name, row in first.items() if row == two] != list(alone)  # alone it needs no suffix
+    assert tool_names([two, one], mount) == {name: row for name, row in first.items()}  # whatever the order

@@ -8,9 +8,11 @@ repository root. A failing command ends the shell, and with it the page.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -88,6 +90,7 @@ class Page:
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
+            start_new_session=True,  # its own process group: what a page starts in the background ends with it
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -140,6 +143,7 @@ class Page:
         return outcome
 
     def close(self) -> None:
-        if self.shell.poll() is None:
-            self.shell.kill()
-            self.shell.wait()
+        """End the page's shell and everything it started (a server a block ran in the background)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.shell.pid, signal.SIGKILL)
+        self.shell.wait()
