@@ -346,9 +346,7 @@ def test_the_admin_adds_a_dataset_through_the_service_and_compares_two_runs_side
     from profiles.models import AuditEvent
 
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
-    added = client.post(
-        "/admin/chat/dataset/add/", {"slug": "math", "description": "", "cases": json.dumps(CASES)}
-    )
+    added = client.post("/admin/chat/dataset/add/", {"slug": "math", "description": "", "cases": json.dumps(CASES)})
     bad = client.post("/admin/chat/dataset/add/", {"slug": "bad", "description": "", "cases": '[{"input": ""}]'})
     first, second = run(admin_api), run(admin_api)
 
