@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from profiles.admin import ServiceFormAdmin
-from profiles.admin.common import _when
+from profiles.admin.common import InspectOnlyAdmin, _when
 from profiles.forms import ServiceModelForm
 
 from .billing.budgets import budget_create, budget_delete, budget_used
@@ -240,8 +240,9 @@ class DatasetAdmin(ServiceFormAdmin):
 
 
 @admin.register(EvaluationRun)
-class EvaluationRunAdmin(admin.ModelAdmin):
-    """Runs as they go (progress, pass rate); two selected runs side by side (`compare`)."""
+class EvaluationRunAdmin(InspectOnlyAdmin):
+    """Runs as they go (progress, pass rate); two selected runs side by side (`compare`). Runs start over
+    REST (`POST …/profiles/{ref}/evaluations`)."""
 
     list_display = ("id", "dataset_slug", "profile_ref", "status", "progress", "rate", "fingerprint", "created_at_ms")
     list_filter = ("status", "dataset_slug", "profile")
@@ -269,18 +270,6 @@ class EvaluationRunAdmin(admin.ModelAdmin):
             lines.append(f"{case['input'][:80]} → {outcome}")
         return "\n".join(lines)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # runs start over REST: POST …/profiles/{ref}/evaluations
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        return {k: v for k, v in super().get_actions(request).items() if k != "delete_selected"}
-
     @admin.action(description="Compare the two selected runs side by side")
     def compare(self, request: HttpRequest, queryset: QuerySet[EvaluationRun]) -> HttpResponse | None:
         runs = list(queryset.order_by("created_at_ms")[:3])
@@ -297,16 +286,7 @@ class EvaluationRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(LabelGate)
-class LabelGateAdmin(admin.ModelAdmin):
+class LabelGateAdmin(InspectOnlyAdmin):
     """Gates are set over REST (`PUT …/labels/{name}/gate`, by the registry's editors); listed here."""
 
     list_display = ("registry", "profile", "label", "dataset", "min_pass_rate", "created_by")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

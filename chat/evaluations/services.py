@@ -43,9 +43,11 @@ def require_perm(actor: Any, action: str, model: str) -> None:
         raise Forbidden(f"this needs the permission chat.{action}_{model}")
 
 
-def _audit(action: str, slug: str, actor: Any, changes: dict[str, Any]) -> None:
+def _audit(action: str, slug: str, actor: Any, changes: dict[str, Any], *, registry: str = "") -> None:
+    """A dataset's entry (`dataset.*`), or a profile's gate (`label.gate_*`, with its registry)."""
+    kind = "profile" if registry else "dataset"
     audit_record(
-        actor=actor, source="api", action=action, object_type="dataset", registry="", slug=slug, changes=changes
+        actor=actor, source="api", action=action, object_type=kind, registry=registry, slug=slug, changes=changes
     )
 
 
@@ -258,15 +260,8 @@ def gate_set(*, actor: Any, registry_slug: str, slug: str, name: Any, dataset: A
             "updated_at_ms": now_ms(),
         },
     )
-    audit_record(
-        actor=actor,
-        source="api",
-        action="label.gate_set",
-        object_type="profile",
-        registry=registry.slug,
-        slug=profile.slug,
-        changes={"label": label, "dataset": data.slug, "min_pass_rate": gate.min_pass_rate},
-    )
+    changes = {"label": label, "dataset": data.slug, "min_pass_rate": gate.min_pass_rate}
+    _audit("label.gate_set", profile.slug, actor, changes, registry=registry.slug)
     return gate
 
 
@@ -278,15 +273,7 @@ def gate_delete(*, actor: Any, registry_slug: str, slug: str, name: Any) -> None
     deleted, _ = LabelGate.objects.filter(registry=registry.slug, profile=slug, label=label).delete()
     if not deleted:
         raise NotFound(f"label {label!r} of {slug!r} has no gate", field="name")
-    audit_record(
-        actor=actor,
-        source="api",
-        action="label.gate_deleted",
-        object_type="profile",
-        registry=registry.slug,
-        slug=slug,
-        changes={"label": label},
-    )
+    _audit("label.gate_deleted", slug, actor, {"label": label}, registry=registry.slug)
 
 
 def gate_check(*, registry: str, slug: str, label: str, versions: list[int]) -> None:

@@ -359,3 +359,17 @@ def test_the_admin_adds_a_dataset_through_the_service_and_compares_two_runs_side
     assert bad.status_code == 200 and "cases[0].input" in bad.content.decode()
     assert f"Run {first['id']}: analyst@1 (2 passed)" in page and "what is 6 * 7?" in page
     assert "3/3" in listing and "67% (2 passed, 1 failed)" in listing
+
+
+@pytest.mark.usefixtures("seeded_inventory")
+def test_a_run_through_the_inventory_mount_measures_its_registrys_profile(admin_api):
+    make_dataset(admin_api, prefix="/inventory", cases=[{"input": "hello", "expect": {"contains": "offline"}}])
+    result = run(admin_api, ref="inventory", prefix="/inventory")
+
+    assert (result["registry"], result["profile"], result["status"], result["passed"]) == (
+        "inventory",
+        "inventory",
+        "completed",
+        1,
+    )
+    assert Conversation.objects.get(purpose="evaluation").mount == "inventory"
