@@ -308,6 +308,7 @@ def profile_version_stats(
         turns = Turn.objects.filter(rollout_id=rollout_id, profile_version__isnull=False)
     else:
         turns = Turn.objects.filter(registry=registry, profile_slug=slug, profile_version__isnull=False)
+        turns = turns.filter(conversation__purpose="")  # people's turns: an evaluation's cases are its own
     if version is not None:
         turns = turns.filter(profile_version=version)
     if since_ms is not None:

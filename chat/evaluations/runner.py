@@ -20,14 +20,14 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError
 
-from profiles.errors import ProfileError
+from profiles.errors import ProfileError, is_outage
 from profiles.mounts import get_mount
 
-from ..aio import run_db
+from ..aio import run_db, run_tool
 from ..gateway.selectors import turn_result
 from ..models import EvaluationRun, Turn
-from ..services import conversation_create
-from ..turns import await_turn, turn_enqueue
+from ..services import MAX_PROMPT_CHARS, conversation_create
+from ..turns import await_turn, dispatcher, turn_enqueue
 from . import selectors, services
 from .scorers import judge_prompt, judge_verdict, score
 
@@ -72,7 +72,8 @@ class EvaluationRunner:
         while True:
             try:
                 for run_id in await run_db(selectors.runs_due):
-                    if run_id not in self.running:
+                    # At most as many runs as case slots per worker: the others stay for other workers.
+                    if run_id not in self.running and len(self.running) < settings.CHAT_EVAL_CONCURRENCY:
                         self._keep(asyncio.get_running_loop().create_task(self.execute(run_id)))
             except DatabaseError as exc:  # an outage: look again later
                 log.warning("evaluation runner: runs not read (%s)", exc)
@@ -81,7 +82,9 @@ class EvaluationRunner:
             self._wake.clear()
 
     async def execute(self, run_id: int) -> None:
-        """Claim the run and score every case it has no result for; then finish it."""
+        """Claim the run and score every case it has no result for; then finish it. An outage pauses it (its
+        lease expires, and a worker resumes it when the database is back); a lost lease stops this worker's
+        part; anything else fails the case it happened in, never the run's end."""
         if run_id in self.running:
             return
         self.running.add(run_id)
@@ -89,26 +92,39 @@ class EvaluationRunner:
             run = await run_db(services.evaluation_claim, run_id=run_id)
             if run is None:
                 return
-            heartbeat = asyncio.get_running_loop().create_task(self._renew(run_id))
+            heartbeat = asyncio.get_running_loop().create_task(self._renew(run_id, asyncio.current_task()))
             try:
                 error = "" if run.created_by is not None else "the run's author no longer exists"
                 if not error:
                     pending = [i for i, result in enumerate(run.results) if result is None]
-                    await asyncio.gather(*(self._case(run, i) for i in pending))
+                    outcomes = await asyncio.gather(*(self._case(run, i) for i in pending), return_exceptions=True)
+                    paused = next((o for o in outcomes if isinstance(o, BaseException)), None)
+                    if paused is not None:
+                        raise paused
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
             await run_db(services.evaluation_finish, run_id=run_id, error=error)
-        except DatabaseError as exc:  # the lease expires; a worker resumes the run when the database is back
-            log.warning("evaluation run %s paused: %s", run_id, exc)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("evaluation run %s paused by an outage: %s", run_id, type(exc).__name__)
         finally:
             self.running.discard(run_id)
 
-    async def _renew(self, run_id: int) -> None:
+    async def _renew(self, run_id: int, owner: asyncio.Task[Any] | None) -> None:
+        """Renew the lease a third of it at a time; when another worker took the run, stop this one."""
         while True:
             await asyncio.sleep(services.LEASE_MS / 3000)
-            with contextlib.suppress(DatabaseError):
-                await run_db(services.evaluation_renew, run_id=run_id)
+            try:
+                kept = await run_db(services.evaluation_renew, run_id=run_id)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                continue
+            if not kept and owner is not None:
+                owner.cancel()
+                return
 
     async def _case(self, run: EvaluationRun, index: int) -> None:
         case = run.cases[index]
@@ -123,7 +139,10 @@ class EvaluationRunner:
                     reasons.append(
                         f"ran on another runtime ({turn.fingerprint}): its tools or the server's settings changed"
                     )
-                reasons += score(case.get("expect") or {}, output)
+                try:  # a dataset's own patterns: off the event loop
+                    reasons += await run_tool(score, case.get("expect") or {}, output)
+                except Exception as exc:
+                    reasons.append(f"could not be scored: {type(exc).__name__}: {str(exc)[:200]}")
                 if case.get("judge"):
                     reasons += await self._judge(run, case, output, index)
         usage = (turn.usage if turn is not None else None) or {}
@@ -141,9 +160,8 @@ class EvaluationRunner:
 
     async def _judge(self, run: EvaluationRun, case: dict[str, Any], output: str, index: int) -> list[str]:
         judge = case["judge"]
-        verdict, problem = await self._turn(
-            run, judge["profile"], judge_prompt(judge["criteria"], case["input"], output), index
-        )
+        asked = judge_prompt(judge["criteria"], case["input"], output, limit=MAX_PROMPT_CHARS)
+        verdict, problem = await self._turn(run, judge["profile"], asked, index)
         if problem or verdict is None:
             return [f"the judge could not answer: {problem}"]
         passed, reason = judge_verdict(verdict.text)
@@ -170,8 +188,9 @@ class EvaluationRunner:
             timeout=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2,
             read=turn_result,
         )
-        if found is None:
-            return None, "the turn did not finish in time"
+        if found is None:  # it ends now: its slot goes to the next case
+            await dispatcher.request_cancel(conversation.pk)
+            return None, "the turn did not finish in time (cancelled)"
         turn = found.turn
         if turn.status != Turn.Status.COMPLETED:
             error = turn.error if isinstance(turn.error, dict) else {}

@@ -15,16 +15,17 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 MAX_CASES = 500
-MAX_INPUT = 16_000
 MAX_PATTERN = 2_000
+MAX_CRITERIA = 2_000
 EXPECT_KEYS = ("contains", "equals", "regex", "json_schema")
 CASE_KEYS = ("input", "expect", "judge", "reference")
 
 Errors = list[tuple[str, str]]
 
 
-def validate_cases(raw: Any, *, field: str = "cases") -> tuple[list[dict[str, Any]], Errors]:
-    """The canonical cases and the errors found, each with its path (`cases[2].expect.regex`)."""
+def validate_cases(raw: Any, *, max_input: int, field: str = "cases") -> tuple[list[dict[str, Any]], Errors]:
+    """The canonical cases and the errors found, each with its path (`cases[2].expect.regex`). `max_input`:
+    a case's input is a turn's prompt, so the prompt limit of the app that runs it."""
     if not isinstance(raw, list):
         return [], [(field, "must be a list of cases")]
     if len(raw) > MAX_CASES:
@@ -32,21 +33,21 @@ def validate_cases(raw: Any, *, field: str = "cases") -> tuple[list[dict[str, An
     cases: list[dict[str, Any]] = []
     errors: Errors = []
     for i, case in enumerate(raw):
-        checked = validate_case(case, at=f"{field}[{i}]", errors=errors)
+        checked = validate_case(case, at=f"{field}[{i}]", errors=errors, max_input=max_input)
         if checked is not None:
             cases.append(checked)
     return cases, errors
 
 
-def validate_case(case: Any, *, at: str, errors: Errors) -> dict[str, Any] | None:
+def validate_case(case: Any, *, at: str, errors: Errors, max_input: int) -> dict[str, Any] | None:
     """One case, canonical, its errors added to `errors` with paths under `at`."""
     if not isinstance(case, dict):
         errors.append((at, "must be an object with an input"))
         return None
     errors += [(f"{at}.{key}", f"unknown key; allowed: {', '.join(CASE_KEYS)}") for key in case if key not in CASE_KEYS]
     text = case.get("input")
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_INPUT:
-        errors.append((f"{at}.input", f"a non-empty string of at most {MAX_INPUT} characters"))
+    if not isinstance(text, str) or not text.strip() or len(text) > max_input:
+        errors.append((f"{at}.input", f"a non-empty string of at most {max_input} characters"))
     out: dict[str, Any] = {"input": text}
     if case.get("expect") is not None:
         out["expect"] = _expect(case["expect"], f"{at}.expect", errors)
@@ -79,6 +80,8 @@ def _expect(raw: Any, at: str, errors: Errors) -> dict[str, Any]:
             if not isinstance(raw["json_schema"], dict):
                 raise SchemaError("must be an object")
             Draft202012Validator.check_schema(raw["json_schema"])
+            if '"$ref"' in json.dumps(raw["json_schema"]) or '"$dynamicRef"' in json.dumps(raw["json_schema"]):
+                raise SchemaError("references ($ref) are not followed: write the schema whole")
         except SchemaError as exc:
             errors.append((f"{at}.json_schema", f"not a JSON schema: {exc.message}"))
     return dict(raw)
@@ -93,8 +96,8 @@ def _judge(raw: Any, at: str, errors: Errors) -> dict[str, Any]:
             errors.append((f"{at}.{key}", "unknown key; allowed: profile, criteria"))
     if not isinstance(raw.get("profile"), str) or not raw["profile"].strip():
         errors.append((f"{at}.profile", "the judge profile's ref, e.g. judge or judge@3"))
-    if not isinstance(raw.get("criteria"), str) or not raw["criteria"].strip():
-        errors.append((f"{at}.criteria", "what the judge checks, as text"))
+    if not isinstance(raw.get("criteria"), str) or not raw["criteria"].strip() or len(raw["criteria"]) > MAX_CRITERIA:
+        errors.append((f"{at}.criteria", f"what the judge checks, as text of at most {MAX_CRITERIA} characters"))
     return dict(raw)
 
 
@@ -120,12 +123,21 @@ def score(expect: dict[str, Any], output: str) -> list[str]:
     return reasons
 
 
-def judge_prompt(criteria: str, case_input: str, output: str) -> str:
-    return (
-        "You are grading an assistant's answer. Criteria: " + criteria.strip() + "\n\n"
-        "The user asked:\n" + case_input + "\n\nThe assistant answered:\n" + output + "\n\n"
-        'Reply with only a JSON object: {"pass": true or false, "reason": "one sentence"}.'
-    )
+def judge_prompt(criteria: str, case_input: str, output: str, *, limit: int) -> str:
+    """What the judge is asked, within a turn's prompt limit: the input and the answer are shortened
+    (their middle left out, said so) when the whole would not fit."""
+    head = "You are grading an assistant's answer. Criteria: " + criteria.strip()
+    tail = 'Reply with only a JSON object: {"pass": true or false, "reason": "one sentence"}.'
+    room = limit - len(head) - len(tail) - 80
+    asked, answered = _fit(case_input, room // 2), _fit(output, room - room // 2)
+    return f"{head}\n\nThe user asked:\n{asked}\n\nThe assistant answered:\n{answered}\n\n{tail}"
+
+
+def _fit(text: str, size: int) -> str:
+    if len(text) <= size:
+        return text
+    half = max(0, (size - 20) // 2)
+    return f"{text[:half]}\n[… cut …]\n{text[len(text) - half :]}"
 
 
 def judge_verdict(reply: str) -> tuple[bool, str]:

@@ -10,8 +10,9 @@ from django.db.models.functions import Cast
 
 from profiles.errors import InvalidInput, NotFound
 from profiles.mounts import Mount
+from profiles.selectors import profile_get, registry_get
 from profiles.timestamps import now_ms
-from profiles.validation import canonical_slug, parse_profile_ref
+from profiles.validation import canonical_label, canonical_slug, parse_profile_ref
 
 from ..models import Dataset, EvaluationRun, LabelGate, Turn
 
@@ -30,14 +31,25 @@ def dataset_get(*, slug: str, lock: bool = False, field: str = "slug") -> Datase
     return dataset
 
 
-def run_get(*, run_id: Any) -> EvaluationRun:
+def _usable(*, registry: str, slug: str, user: Any, field: str = "slug") -> None:
+    """A 404 (as for a missing profile) when `user` may not use the profile: its runs and gates show its
+    answers and its rules."""
+    profile_get(registry=registry_get(registry), slug=slug, user=user, field=field)
+
+
+def run_get(*, run_id: Any, user: Any, field: str = "id") -> EvaluationRun:
     run = EvaluationRun.objects.filter(pk=run_id).first() if str(run_id).isdigit() else None
     if run is None:
-        raise NotFound(f"no evaluation run {run_id}", field="id")
+        raise NotFound(f"no evaluation run {run_id}", field=field)
+    try:
+        _usable(registry=run.registry, slug=run.profile, user=user)
+    except NotFound:
+        raise NotFound(f"no evaluation run {run_id}", field=field) from None
     return run
 
 
-def run_list(*, registry: str, slug: str) -> QuerySet[EvaluationRun]:
+def run_list(*, registry: str, slug: str, user: Any) -> QuerySet[EvaluationRun]:
+    _usable(registry=registry, slug=slug, user=user)
     return EvaluationRun.objects.filter(registry=registry, profile=slug).defer("cases", "results")
 
 
@@ -58,7 +70,14 @@ def best_run(*, registry: str, slug: str, fingerprint: str, dataset: Dataset) ->
 
 
 def turns_for_cases(
-    *, mount: Mount, profile: Any, version: Any = None, feedback: Any = None, since_ms: Any = None, limit: Any = 50
+    *,
+    mount: Mount,
+    user: Any,
+    profile: Any,
+    version: Any = None,
+    feedback: Any = None,
+    since_ms: Any = None,
+    limit: Any = 50,
 ) -> list[tuple[str, str]]:
     """(prompt, answer) of the completed turns of a profile (`[registry/]slug`), newest first; `feedback`:
     only those someone rated up or down; `version`, `since_ms`: only those."""
@@ -67,6 +86,7 @@ def turns_for_cases(
     registry, _, ref = profile.rpartition("/")
     registry = canonical_slug(registry or mount.default_registry, field="profile")
     slug = parse_profile_ref(ref, field="profile").slug
+    _usable(registry=registry, slug=slug, user=user, field="profile")
     rows = Turn.objects.filter(registry=registry, profile_slug=slug, status=Turn.Status.COMPLETED)
     rows = rows.filter(conversation__purpose="")  # never an evaluation's own turns
     if version is not None:
@@ -87,11 +107,14 @@ def turns_for_cases(
 
 
 def compare(*, a: EvaluationRun, b: EvaluationRun) -> dict[str, Any]:
-    """Per case (matched by input), both outputs and outcomes; cases whose outcome changed come first."""
-    by_input: dict[str, dict[str, Any]] = {}
+    """Per case (matched by input, and by order among cases with the same input), both outputs and
+    outcomes; cases whose outcome changed come first."""
+    by_input: dict[tuple[str, int], dict[str, Any]] = {}
     for side, run in (("a", a), ("b", b)):
+        seen: dict[str, int] = {}
         for case, result in zip(run.cases, run.results, strict=False):
-            row = by_input.setdefault(case["input"], {"input": case["input"], "a": None, "b": None})
+            nth = seen[case["input"]] = seen.get(case["input"], -1) + 1
+            row = by_input.setdefault((case["input"], nth), {"input": case["input"], "a": None, "b": None})
             row[side] = None if result is None else {k: result.get(k) for k in ("output", "passed", "reasons")}
     rows = list(by_input.values())
     for row in rows:
@@ -115,8 +138,10 @@ def summary(run: EvaluationRun) -> dict[str, Any]:
     }
 
 
-def gate_get(*, registry: str, slug: str, name: str) -> LabelGate:
-    gate = LabelGate.objects.select_related("dataset").filter(registry=registry, profile=slug, label=name).first()
+def gate_get(*, registry: str, slug: str, name: str, user: Any) -> LabelGate:
+    _usable(registry=registry, slug=slug, user=user)
+    label = canonical_label(name)
+    gate = LabelGate.objects.select_related("dataset").filter(registry=registry, profile=slug, label=label).first()
     if gate is None:
         raise NotFound(f"label {name!r} of {slug!r} has no gate", field="name")
     return gate

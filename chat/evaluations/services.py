@@ -15,15 +15,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from profiles.access import require_editor
+from profiles.api.parsers import refuse_constant, unique_keys
 from profiles.audit import audit_record
 from profiles.errors import Conflict, Forbidden, InvalidInput, NotFound
 from profiles.mounts import Mount
 from profiles.selectors import profile_get, profile_resolve, registry_get
 from profiles.timestamps import now_ms
-from profiles.validation import canonical_label, ensure_storable
+from profiles.validation import canonical_label, canonical_slug, ensure_storable
 
 from ..models import Dataset, EvaluationRun, LabelGate
-from ..services.common import WORKER_ID
+from ..services.common import MAX_PROMPT_CHARS, WORKER_ID
 from . import selectors
 from .scorers import MAX_CASES, validate_case, validate_cases
 
@@ -56,7 +57,7 @@ def _audit(action: str, slug: str, actor: Any, changes: dict[str, Any], *, regis
 
 def _cases(raw: Any) -> list[dict[str, Any]]:
     ensure_storable(raw, field="cases")
-    cases, errors = validate_cases(raw)
+    cases, errors = validate_cases(raw, max_input=MAX_PROMPT_CHARS)
     if errors:
         raise InvalidInput.from_errors(errors)
     return cases
@@ -126,10 +127,10 @@ def dataset_add_cases(*, actor: Any, slug: str, cases: list[dict[str, Any]]) -> 
 def dataset_cases_from_turns(*, actor: Any, slug: str, mount: Mount, params: dict[str, Any]) -> Dataset:
     """The prompts of real turns of a profile (its answers kept as `reference`): `profile` (a ref in the
     mount's default registry or `registry/slug`), `version`?, `feedback`? up|down, `since_ms`?, `limit`.
-    People's prompts: staff only."""
+    People's prompts: staff only, of a profile they may use."""
     if not actor.is_staff:
         raise Forbidden("cases are copied from people's turns by staff")
-    turns = selectors.turns_for_cases(mount=mount, **params)
+    turns = selectors.turns_for_cases(mount=mount, user=actor, **params)
     cases = [{"input": prompt, "reference": text} for prompt, text in turns]
     return dataset_add_cases(actor=actor, slug=slug, cases=cases)
 
@@ -149,11 +150,13 @@ def dataset_import_jsonl(*, actor: Any, slug: str, text: str) -> Dataset:
         if not line.strip():
             continue
         try:
-            cases.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"line {number}: not JSON ({exc.msg})", field=f"line {number}") from None
+            cases.append(json.loads(line, parse_constant=refuse_constant, object_pairs_hook=unique_keys))
+        except RecursionError:
+            raise InvalidInput(f"line {number}: nested too deeply", field=f"line {number}") from None
+        except ValueError as exc:  # not JSON, NaN or Infinity, a key given twice
+            raise InvalidInput(f"line {number}: not valid JSON ({exc})", field=f"line {number}") from None
         errors: list[tuple[str, str]] = []
-        validate_case(cases[-1], at=f"line {number}", errors=errors)
+        validate_case(cases[-1], at=f"line {number}", errors=errors, max_input=MAX_PROMPT_CHARS)
         if errors:
             raise InvalidInput.from_errors(errors)
     return dataset_add_cases(actor=actor, slug=slug, cases=cases)
@@ -162,13 +165,12 @@ def dataset_import_jsonl(*, actor: Any, slug: str, text: str) -> Dataset:
 # --------------------------------------------------------------------------- runs
 
 
+@transaction.atomic
 def evaluation_create(*, actor: Any, mount: Mount, registry_slug: str, ref: str, dataset: Any) -> EvaluationRun:
     """A queued run of `dataset` on the version `ref` resolves to for the caller (pinned, so every case
     runs on it), keyed by its fingerprint. The worker's runner (`chat.evaluations.runner`) takes it."""
     require_perm(actor, "add", "evaluationrun")
-    if not isinstance(dataset, str):
-        raise InvalidInput("the dataset's slug", field="dataset")
-    data = selectors.dataset_get(slug=dataset, field="dataset")
+    data = selectors.dataset_get(slug=canonical_slug(dataset, field="dataset"), field="dataset")
     if not data.cases:
         raise InvalidInput(f"dataset {dataset!r} has no cases", field="dataset")
     resolution = profile_resolve(registry_slug=registry_slug, profile_slug=ref, user=actor)
@@ -246,7 +248,7 @@ def gate_set(*, actor: Any, registry_slug: str, slug: str, name: Any, dataset: A
     require_editor(actor, registry)
     profile = profile_get(registry=registry, slug=slug)
     label = canonical_label(name)
-    data = selectors.dataset_get(slug=dataset if isinstance(dataset, str) else "", field="dataset")
+    data = selectors.dataset_get(slug=canonical_slug(dataset, field="dataset"), lock=True, field="dataset")
     if isinstance(min_pass_rate, bool) or not isinstance(min_pass_rate, int | float) or not 0 <= min_pass_rate <= 1:
         raise InvalidInput("a pass rate from 0 to 1", field="min_pass_rate")
     gate, _ = LabelGate.objects.update_or_create(
@@ -269,8 +271,9 @@ def gate_set(*, actor: Any, registry_slug: str, slug: str, name: Any, dataset: A
 def gate_delete(*, actor: Any, registry_slug: str, slug: str, name: Any) -> None:
     registry = registry_get(registry_slug)
     require_editor(actor, registry)
+    profile = profile_get(registry=registry, slug=slug)
     label = canonical_label(name)
-    deleted, _ = LabelGate.objects.filter(registry=registry.slug, profile=slug, label=label).delete()
+    deleted, _ = LabelGate.objects.filter(registry=registry.slug, profile=profile.slug, label=label).delete()
     if not deleted:
         raise NotFound(f"label {label!r} of {slug!r} has no gate", field="name")
     _audit("label.gate_deleted", slug, actor, {"label": label}, registry=registry.slug)

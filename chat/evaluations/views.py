@@ -9,6 +9,7 @@ from django.http import HttpResponse
 from django.urls import URLPattern, path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
+from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -55,6 +56,11 @@ class FromTurnsSerializer(StrictKeysMixin, serializers.Serializer):
     feedback = serializers.JSONField(required=False, help_text="up or down")
     since_ms = serializers.JSONField(required=False)
     limit = serializers.JSONField(required=False, help_text="1-500, default 50")
+
+
+class CompareParamsSerializer(serializers.Serializer):
+    a = serializers.IntegerField(min_value=1, help_text="a run's id")
+    b = serializers.IntegerField(min_value=1, help_text="another run's id")
 
 
 class RunCreateSerializer(StrictKeysMixin, serializers.Serializer):
@@ -183,7 +189,9 @@ class EvaluationViewSet(MountedViewSet):
         parameters=[SLUG],
     )
     def dataset_import(self, request: Request, slug: str) -> Response:
-        text = request.data if isinstance(request.data, str) else ""
+        if not isinstance(request.data, str):  # a JSON body: JSON lines only
+            raise UnsupportedMediaType(request.content_type, detail="send the cases as application/x-ndjson")
+        text = request.data
         return Response(DatasetSerializer(services.dataset_import_jsonl(actor=request.user, slug=slug, text=text)).data)
 
     # ------------------------------------------------------------------ runs
@@ -207,14 +215,13 @@ class EvaluationViewSet(MountedViewSet):
     @extend_schema(responses=responses({200: RunSerializer(many=True)}, AUTH, 404), parameters=[SLUG])
     def run_list(self, request: Request, slug: str) -> Response:
         services.require_perm(request.user, "view", "evaluationrun")
-        return Response(
-            RunSerializer(selectors.run_list(registry=self.registry_slug(request), slug=slug), many=True).data
-        )
+        runs = selectors.run_list(registry=self.registry_slug(request), slug=slug, user=request.user)
+        return Response(RunSerializer(runs, many=True).data)
 
     @extend_schema(responses=responses({200: RunDetailSerializer}, AUTH, 403, 404))
     def run_get(self, request: Request, run_id: str) -> Response:
         services.require_perm(request.user, "view", "evaluationrun")
-        return Response(RunDetailSerializer(selectors.run_get(run_id=run_id)).data)
+        return Response(RunDetailSerializer(selectors.run_get(run_id=run_id, user=request.user)).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("a", int, required=True), OpenApiParameter("b", int, required=True)],
@@ -222,8 +229,10 @@ class EvaluationViewSet(MountedViewSet):
     )
     def compare(self, request: Request) -> Response:
         services.require_perm(request.user, "view", "evaluationrun")
-        a = selectors.run_get(run_id=request.query_params.get("a", ""))
-        b = selectors.run_get(run_id=request.query_params.get("b", ""))
+        params = CompareParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        a = selectors.run_get(run_id=params.validated_data["a"], user=request.user, field="a")
+        b = selectors.run_get(run_id=params.validated_data["b"], user=request.user, field="b")
         return Response(selectors.compare(a=a, b=b))
 
     # ------------------------------------------------------------------ gates
@@ -241,9 +250,8 @@ class EvaluationViewSet(MountedViewSet):
 
     @extend_schema(responses=responses({200: GateSerializer}, AUTH, 404), parameters=[SLUG])
     def gate_get(self, request: Request, slug: str, name: str) -> Response:
-        return Response(
-            GateSerializer(selectors.gate_get(registry=self.registry_slug(request), slug=slug, name=name)).data
-        )
+        gate = selectors.gate_get(registry=self.registry_slug(request), slug=slug, name=name, user=request.user)
+        return Response(GateSerializer(gate).data)
 
     @extend_schema(responses=responses({204: None}, AUTH, 403, 404), parameters=[SLUG])
     def gate_delete(self, request: Request, slug: str, name: str) -> Response:

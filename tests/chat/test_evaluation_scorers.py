@@ -46,6 +46,22 @@ def test_the_judges_verdict_is_its_first_json_object_with_a_boolean_pass(reply, 
 
 
 def test_cases_are_canonical_and_lone_problems_are_reported_with_paths():
-    cases, errors = validate_cases([{"input": "q", "expect": {"contains": "a"}, "reference": "r"}, "nope"])
+    cases, errors = validate_cases(
+        [{"input": "q", "expect": {"contains": "a"}, "reference": "r"}, "nope"], max_input=100
+    )
     assert cases == [{"input": "q", "expect": {"contains": "a"}, "reference": "r"}]
     assert errors == [("cases[1]", "must be an object with an input")]
+
+
+def test_a_json_schema_that_refers_elsewhere_is_refused():
+    _, errors = validate_cases([{"input": "q", "expect": {"json_schema": {"$ref": "https://x/s.json"}}}], max_input=10)
+    assert errors == [
+        ("cases[0].expect.json_schema", "not a JSON schema: references ($ref) are not followed: write the schema whole")
+    ]
+
+
+def test_the_judges_prompt_fits_the_limit_whatever_the_answer():
+    from chat.evaluations.scorers import judge_prompt
+
+    prompt = judge_prompt("is short", "q" * 10_000, "a" * 50_000, limit=16_000)
+    assert len(prompt) <= 16_000 and "[… cut …]" in prompt and prompt.startswith("You are grading")

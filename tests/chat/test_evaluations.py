@@ -373,3 +373,82 @@ def test_a_run_through_the_inventory_mount_measures_its_registrys_profile(admin_
         1,
     )
     assert Conversation.objects.get(purpose="evaluation").mount == "inventory"
+
+
+# --------------------------------------------------------------------------- hostile and private
+
+
+def test_a_case_that_cannot_be_scored_fails_alone_and_the_run_ends(admin_api):
+    from chat.models import Dataset
+
+    make_dataset(admin_api)
+    poisoned = [*CASES[:1], {"input": "hello", "expect": {"regex": "("}}]
+    Dataset.objects.filter(slug="math").update(cases=poisoned)  # stored by hand, never validated
+
+    result = run(admin_api)
+
+    assert result["status"] == "completed" and (result["passed"], result["failed"]) == (1, 1)
+    assert result["cases"][1]["reasons"][0].startswith("could not be scored: ")
+
+
+def test_runs_and_gates_of_a_profile_the_caller_may_not_use_are_not_found(admin_api):
+    make_dataset(admin_api)
+    profile_services.profile_create(
+        registry_slug="default", slug="private", display_name="Private", visible_to_groups=["finance"]
+    )
+    secret = run(admin_api, ref="private")
+    viewer = APIClient()
+    viewer.force_authenticate(UserFactory(username="viewer", perms=["chat.view_evaluationrun", "chat.view_dataset"]))
+
+    assert viewer.get(f"/api/chat/evaluations/{secret['id']}").status_code == 404
+    assert viewer.get("/api/chat/profiles/private/evaluations").status_code == 404
+    assert viewer.get(f"/api/chat/evaluations/compare?a={secret['id']}&b={secret['id']}").status_code == 404
+    assert viewer.get("/api/chat/profiles/private/labels/production/gate").status_code == 404
+    assert viewer.get("/api/chat/evaluations/compare?a=x&b=1").json()["error"]["field"] == "a"
+
+
+def test_compare_keeps_cases_that_share_an_input(admin_api):
+    make_dataset(
+        admin_api,
+        cases=[{"input": "hello", "expect": {"contains": "hello"}}, {"input": "hello", "expect": {"contains": "nope"}}],
+    )
+    a, b = run(admin_api), run(admin_api)
+
+    rows = admin_api.get(f"/api/chat/evaluations/compare?a={a['id']}&b={b['id']}").json()["cases"]
+
+    assert [(r["a"]["passed"], r["b"]["passed"]) for r in rows] == [(True, True), (False, False)]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b'{"input": NaN}\n', "application/x-ndjson", 400),
+        (b'{"input": "a", "input": "b"}\n', "application/x-ndjson", 400),
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "application/x-ndjson", 400),
+        (b'{"input": "a"}', "application/json", 415),
+    ],
+)
+def test_hostile_json_lines_are_refused_and_add_nothing(admin_api, body, content_type, status):
+    make_dataset(admin_api, cases=[])
+    response = admin_api.generic("POST", "/api/chat/datasets/math/import", body, content_type=content_type)
+    assert response.status_code == status, response.content
+    assert admin_api.get("/api/chat/datasets/math").json()["cases"] == []
+
+
+def test_a_dataset_name_with_a_lone_surrogate_is_a_400(admin_api):
+    body = b'{"dataset": "\\ud800"}'
+    response = admin_api.generic(
+        "POST", "/api/chat/profiles/analyst/evaluations", body, content_type="application/json"
+    )
+    assert response.status_code == 400 and response.json()["error"]["field"] == "dataset"
+
+
+def test_an_evaluations_turns_are_not_in_the_versions_stats(admin_api, chat_api):
+    make_dataset(admin_api)
+    run(admin_api)
+    conv = chat_api.post("/api/chat/conversations", {"profile": "analyst"}, format="json").json()["conv_id"]
+    chat_api.post(f"/api/chat/conversations/{conv}/messages?wait=1", {"prompt": "hi"}, format="json")
+
+    stats = admin_api.get("/api/chat/profiles/analyst/stats").json()
+
+    assert [row["turns"] for row in stats] == [1], stats
