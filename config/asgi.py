@@ -38,12 +38,11 @@ websocket_app = AllowedHostsOrigin(
     )
 )
 
+http_app = BoundedSyncThreads(django_asgi_app, size=settings.HTTP_SYNC_THREADS)
 # `/mcp` and `/inventory/mcp`: every profile as an MCP tool (the SDK's server, beside Django).
-http_app = mcp_routes(
-    BoundedSyncThreads(django_asgi_app, size=settings.HTTP_SYNC_THREADS), [INVENTORY_MOUNT, CHAT_MOUNT]
-)
+mcp_and_http = mcp_routes(http_app, [INVENTORY_MOUNT, CHAT_MOUNT])
 application = bind_server_loop(
-    ProtocolTypeRouter({"http": http_app, "websocket": websocket_app}), evaluation_runner.bind
+    ProtocolTypeRouter({"http": mcp_and_http, "websocket": websocket_app}), evaluation_runner.bind
 )
 
 gc.freeze()  # start-up objects live forever: keep ~170,000 of them out of every full collection's scan

@@ -28,7 +28,7 @@ def mount_urls(mount: Mount) -> list[URLPattern | URLResolver]:
         *page_urls(mount),
         *profile_api_urls(mount),
         *conversation_urls(mount),
-        *mcp_server_urls(),
+        *mcp_server_urls(mount),
         *evaluation_urls(mount),
         *gateway_urls(mount),
     ]

@@ -52,15 +52,16 @@ class EvaluationRunner:
         return self._slots[1]
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start watching for runs on the server's loop (at its first request: daphne has no lifespan)."""
-        if self.loop is None:
+        """Start watching for runs on the server's loop (at its first request: daphne has no lifespan); a
+        loop that ended (a test's) is replaced by the next one."""
+        if self.loop is None or self.loop.is_closed():
             self.loop = loop
             self._wake = asyncio.Event()
             self._keep(loop.create_task(self._watch(), name="evaluation-runner"))
 
     def poke(self) -> None:
         """A run was queued: look now (from any thread)."""
-        if self.loop is not None and self._wake is not None:
+        if self.loop is not None and self._wake is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._wake.set)
 
     def _keep(self, task: asyncio.Task[Any]) -> None:

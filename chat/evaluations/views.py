@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.urls import URLPattern, path
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.exceptions import UnsupportedMediaType
@@ -176,7 +177,10 @@ class EvaluationViewSet(MountedViewSet):
         )
         return Response(DatasetSerializer(dataset).data)
 
-    @extend_schema(responses={200: str}, parameters=[SLUG])
+    @extend_schema(
+        responses={(200, "application/x-ndjson"): OpenApiTypes.STR, **responses({}, AUTH, 403, 404)},
+        parameters=[SLUG],
+    )
     def dataset_export(self, request: Request, slug: str) -> HttpResponse:
         services.require_perm(request.user, "view", "dataset")
         return HttpResponse(
@@ -184,7 +188,7 @@ class EvaluationViewSet(MountedViewSet):
         )
 
     @extend_schema(
-        request={"application/x-ndjson": str},
+        request={"application/x-ndjson": OpenApiTypes.STR},
         responses=responses({200: DatasetSerializer}, AUTH, BODY, 403, 404),
         parameters=[SLUG],
     )
@@ -212,7 +216,7 @@ class EvaluationViewSet(MountedViewSet):
         runner.poke()
         return Response(RunSerializer(run).data, status=202)
 
-    @extend_schema(responses=responses({200: RunSerializer(many=True)}, AUTH, 404), parameters=[SLUG])
+    @extend_schema(responses=responses({200: RunSerializer(many=True)}, AUTH, 400, 403, 404), parameters=[SLUG])
     def run_list(self, request: Request, slug: str) -> Response:
         services.require_perm(request.user, "view", "evaluationrun")
         runs = selectors.run_list(registry=self.registry_slug(request), slug=slug, user=request.user)
@@ -225,7 +229,7 @@ class EvaluationViewSet(MountedViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("a", int, required=True), OpenApiParameter("b", int, required=True)],
-        responses=responses({200: dict}, AUTH, 403, 404),
+        responses=responses({200: OpenApiTypes.OBJECT}, AUTH, 400, 403, 404),
     )
     def compare(self, request: Request) -> Response:
         services.require_perm(request.user, "view", "evaluationrun")
@@ -248,12 +252,12 @@ class EvaluationViewSet(MountedViewSet):
         )
         return Response(GateSerializer(gate).data)
 
-    @extend_schema(responses=responses({200: GateSerializer}, AUTH, 404), parameters=[SLUG])
+    @extend_schema(responses=responses({200: GateSerializer}, AUTH, 400, 404), parameters=[SLUG])
     def gate_get(self, request: Request, slug: str, name: str) -> Response:
         gate = selectors.gate_get(registry=self.registry_slug(request), slug=slug, name=name, user=request.user)
         return Response(GateSerializer(gate).data)
 
-    @extend_schema(responses=responses({204: None}, AUTH, 403, 404), parameters=[SLUG])
+    @extend_schema(responses=responses({204: None}, AUTH, 400, 403, 404), parameters=[SLUG])
     def gate_delete(self, request: Request, slug: str, name: str) -> Response:
         services.gate_delete(actor=request.user, registry_slug=self.registry_slug(request), slug=slug, name=name)
         return Response(status=204)

@@ -13,6 +13,8 @@ from rest_framework.response import Response
 
 from profiles.api.openapi import AUTH, BODY, responses
 from profiles.api.serializers import StrictKeysMixin
+from profiles.api.views import Mounted
+from profiles.mounts import Mount
 
 from ..models import McpServer
 from . import selectors, services
@@ -64,7 +66,9 @@ class McpServerCreateSerializer(McpServerWriteSerializer):
     slug = serializers.CharField(help_text="names its tools: mcp:<slug>/<tool>")
 
 
-class McpServerViewSet(viewsets.ViewSet):
+class McpServerViewSet(Mounted, viewsets.ViewSet):
+    """The servers are the platform's, the same under every mount (each mount serves the routes)."""
+
     @extend_schema(responses=responses({200: McpServerSerializer(many=True)}, AUTH, 403))
     def list(self, request: Request) -> Response:
         services.require_perm(request.user, "view")
@@ -110,9 +114,9 @@ class McpServerViewSet(viewsets.ViewSet):
         return Response(McpServerSerializer(services.mcp_server_refresh(actor=request.user, slug=slug)).data)
 
 
-def mcp_server_urls() -> list[URLPattern]:
+def mcp_server_urls(mount: Mount) -> list[URLPattern]:
     def view(actions: dict[str, Any]) -> Any:
-        return McpServerViewSet.as_view(actions)
+        return McpServerViewSet.as_view(actions, mount=mount)
 
     return [
         path("api/chat/mcp-servers", view({"get": "list", "post": "create"}), name="mcp-server-list"),

@@ -10,6 +10,7 @@ import pytest
 
 from tests.docs.blocks import extract
 from tests.docs.runner import ROOT, Outcome, Page
+from tests.e2e.server import free_port
 
 INDEX = ROOT / "docs" / "README.md"
 
@@ -37,6 +38,8 @@ def test_every_block_of_the_page_runs_and_shows_its_output(page, docs_server, re
             "DATABASE_URL": docs_server.database_url,
             "TMPDIR": str(tmp_path),
             "LANG": "C.UTF-8",
+            # Where a page serves its own demo servers (docs/mcp.md's MCP server; 8765 for a reader).
+            "MCP_PORT": str(free_port()),
         },
     )
     outcomes: list[Outcome] = []

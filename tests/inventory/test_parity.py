@@ -291,6 +291,7 @@ def _sample_kwargs(pattern: URLPattern) -> dict[str, Any]:
         "request_id": 3,
         "webhook_id": 4,
         "response_id": "resp_" + "0" * 32,
+        "run_id": 5,
     }
     return {name: samples[name] for name in pattern.pattern.converters}
 
