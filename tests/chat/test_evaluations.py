@@ -452,3 +452,27 @@ def test_an_evaluations_turns_are_not_in_the_versions_stats(admin_api, chat_api)
     stats = admin_api.get("/api/chat/profiles/analyst/stats").json()
 
     assert [row["turns"] for row in stats] == [1], stats
+
+
+@pytest.mark.usefixtures("gated")
+def test_an_approved_request_to_an_unevaluated_version_is_refused_until_a_run_passes(admin_api):
+    from django.contrib.auth.models import Group
+
+    approver = UserFactory(username="approver")
+    approver.groups.add(Group.objects.get_or_create(name="release")[0])
+    releaser = APIClient()
+    releaser.force_authenticate(approver)
+    patched = admin_api.patch(
+        "/api/chat/registries/default", {"required_approvals": 1, "approver_groups": ["release"]}, format="json"
+    )
+    assert patched.status_code == 200, patched.content
+    request = admin_api.post("/api/chat/profiles/helper/labels/production/requests", {"version": 2}, format="json")
+    assert request.status_code == 201, request.content
+    approve = f"/api/chat/profiles/helper/labels/production/requests/{request.json()['id']}/approve"
+
+    refused = releaser.post(approve)
+    run(admin_api, ref="helper@2", dataset="concise")
+    accepted = releaser.post(approve)
+
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "evaluation_required"
+    assert accepted.status_code == 200 and accepted.json()["status"] == "applied"

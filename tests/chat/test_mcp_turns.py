@@ -82,3 +82,25 @@ def test_mcp_calls_share_the_callers_turn_rate_with_rest(chat_user, chat_api, mo
     with pytest.raises(Busy) as refused:
         _admit(Caller(user=chat_user, key=None, mount=CHAT_MOUNT))
     assert refused.value.retry_after >= 1 and "CHAT_REST_TURN_RATE" in refused.value.message
+
+
+@pytest.mark.usefixtures("seeded_registries", "acme_registered")
+def test_the_anthropic_engine_offers_and_maps_back_mcp_tool_names_too(chat_api, acme, settings):
+    from .fake_anthropic import FakeAnthropicServer, anthropic_profile
+
+    settings.ANTHROPIC_API_KEY = ""
+    with FakeAnthropicServer() as fake:
+        anthropic_profile(fake.base_url, tools=["mcp:acme/add"])
+        fake.stream_tool_use([("toolu_1", "mcp_acme_add", {"a": 20, "b": 22})]).stream_text(["It is 42."])
+        conv = chat_api.post("/api/chat/conversations", {"profile": "claude"}, format="json").json()["conv_id"]
+
+        answer = chat_api.post(
+            f"/api/chat/conversations/{conv}/messages?wait=1", {"prompt": "add them"}, format="json"
+        ).json()
+
+    assert answer["status"] == "completed", answer
+    assert answer["tool_calls"][0]["name"] == "mcp:acme/add"
+    assert answer["tool_calls"][0]["result"]["structured_content"] == {"result": 42}
+    assert [t["name"] for t in fake.requests[0].body["tools"]] == ["mcp_acme_add"]
+    replayed = [m for m in fake.requests[1].body["messages"] if m["role"] == "assistant"]
+    assert [b["name"] for b in replayed[0]["content"] if b["type"] == "tool_use"] == ["mcp_acme_add"]
