@@ -12,6 +12,7 @@ import logging
 import re
 import uuid
 import weakref
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -31,9 +32,10 @@ from .. import limits
 from ..aio import run_db
 from ..gateway import services as gateway
 from ..gateway.selectors import ModelRow
+from ..services import MAX_PROMPT_CHARS
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE = 32_000
+MAX_MESSAGE = MAX_PROMPT_CHARS  # the message is a turn's prompt
 _OTHER = re.compile(r"[^A-Za-z0-9_.-]+")
 # Where the gateway's submission names a request part, the argument of the tool call that carried it.
 ARGUMENT_FIELDS = {gateway.CONVERSATION_HEADER: "arguments.conversation_id", "prompt": "arguments.message"}
@@ -75,7 +77,7 @@ def tool_names(rows: Iterable[ModelRow], mount: Mount) -> dict[str, ModelRow]:
     the model id, so a name always means the same model whatever else the caller sees."""
     rows = list(rows)
     plain = {row: "ask_" + _OTHER.sub("_", _model(row, mount))[:110] for row in rows}
-    shared = {name for name in plain.values() if list(plain.values()).count(name) > 1}
+    shared = {name for name, count in Counter(plain.values()).items() if count > 1}
     names: dict[str, ModelRow] = {}
     for row, name in plain.items():
         if name in shared:
