@@ -131,7 +131,13 @@ class EvaluationRunner:
         case = run.cases[index]
         async with self.slots:
             started = time.monotonic()
-            turn, problem = await self._turn(run, f"{run.profile}@{run.version}", case["input"], index)
+            try:
+                turn, problem = await self._turn(run, f"{run.profile}@{run.version}", case["input"], index)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise  # the run pauses; the case runs again when it resumes
+                log.exception("evaluation run %s: case %s could not run", run.pk, index + 1)
+                turn, problem = None, f"could not run: {type(exc).__name__}"
             latency_ms = int((time.monotonic() - started) * 1000)
             reasons = [problem] if problem else []
             output = turn.text if turn is not None else ""
