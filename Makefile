@@ -58,7 +58,7 @@ test: migrate browser
 	@rm -f $(STAGE2_SKIPPED)
 	@if $(BIN)/python -c "import psycopg,redis,sys; psycopg.connect('$(SCALEOUT_DATABASE_URL)').close(); redis.Redis.from_url('$(SCALEOUT_REDIS_URL)').ping()" 2>/dev/null; then \
 	  echo "== scale-out suite: PostgreSQL + Redis + several daphne workers, and the races again on PostgreSQL =="; \
-	  DATABASE_URL=$(SCALEOUT_DATABASE_URL) REDIS_URL=$(SCALEOUT_REDIS_URL) $(BIN)/pytest -m "scaleout or concurrency" --durations=15; \
+	  DATABASE_URL=$(SCALEOUT_DATABASE_URL) REDIS_URL=$(SCALEOUT_REDIS_URL) $(BIN)/pytest -m "scaleout or concurrency or backends" --durations=15; \
 	else \
 	  echo "!! scale-out suite NOT run: PostgreSQL ($(SCALEOUT_DATABASE_URL)) or Redis ($(SCALEOUT_REDIS_URL)) unreachable"; \
 	  [ -z "$$CI" ] || exit 1; \

@@ -9,7 +9,6 @@ from channels.auth import AuthMiddlewareStack
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from profiles import keys
 from profiles.models import ApiKey
@@ -18,7 +17,7 @@ from .aio import db
 
 
 def user_for_token(key: str) -> Any:
-    token = Token.objects.select_related("user").filter(key=key).first()
+    token = keys.token_get(key)
     return token.user if token is not None and token.user.is_active else None
 
 

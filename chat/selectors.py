@@ -28,6 +28,7 @@ from django.db.models.functions import Cast, Coalesce
 from profiles.arms import RolloutSubject
 from profiles.errors import NotFound, NotVisible
 from profiles.mounts import Mount
+from profiles.prepared import Param, Select
 from profiles.resolution import Resolution
 from profiles.selectors import current_profile, profile_resolve, profile_resolve_at
 
@@ -69,7 +70,10 @@ def database_answers() -> bool:
 
 def turn_if_finished(*, turn_id: Any) -> Turn | None:
     """The turn once it has finished (completed, failed, cancelled, interrupted), else None."""
-    return Turn.objects.filter(pk=turn_id, status__in=Turn.FINISHED).first()
+    return _FINISHED_TURN.first(turn_id=turn_id)
+
+
+_FINISHED_TURN = Select(lambda: Turn.objects.filter(pk=Param("turn_id"), status__in=Turn.FINISHED).order_by()[:1])
 
 
 def conversation_turn_get(*, conversation: Conversation, turn_id: Any) -> Turn:
@@ -253,13 +257,19 @@ def conversation_resolve(*, conversation: Conversation, user: Any, request_overr
 def conversation_history(*, conversation: Conversation, before_seq: int, limit: int) -> list[tuple[str, str]]:
     """(prompt, reply) of the last `limit` turns that finished with a reply, oldest first. The window
     is in the query: a long conversation never loads its whole past."""
-    rows = (
-        Turn.objects.filter(conversation=conversation, seq__lt=before_seq, status=Turn.Status.COMPLETED)
+    rows = _HISTORY.rows(conv_id=conversation.pk, before_seq=before_seq, limit=limit)
+    return list(reversed(rows))
+
+
+_HISTORY = Select(
+    lambda: (
+        Turn.objects.filter(conversation_id=Param("conv_id"), seq__lt=Param("before_seq"), status=Turn.Status.COMPLETED)
         .filter(replaced_by__isnull=True)  # a regenerated or edited turn is replaced by its successor
         .order_by("-seq")
-        .values_list("prompt", "text")[:limit]
-    )
-    return list(reversed(rows))
+        .values_list("prompt", "text")
+    ),
+    limit="limit",
+)
 
 
 def turn_next_queued(*, conv_id: Any) -> Turn | None:

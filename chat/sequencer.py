@@ -26,6 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from profiles.prepared import Param, Select, Update
+
 from .aio import run_db
 
 BLOCK = 10_000
@@ -34,9 +36,8 @@ REDIS_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _floor(conv_id: Any) -> int:
-    from .models import Conversation
-
-    return Conversation.objects.filter(pk=conv_id).values_list("last_seq", flat=True).first() or 0
+    row = _FLOOR.row(conv_id=conv_id)
+    return (row[0] if row else 0) or 0
 
 
 def reservation_for(seq: int) -> int:
@@ -47,9 +48,20 @@ def reservation_for(seq: int) -> int:
 
 
 def _reserve(conv_id: Any, upto: int) -> None:
+    _RESERVE(conv_id=conv_id, upto=upto)
+
+
+# Compiled once (`profiles.prepared`): the reservation runs on every conversation's first frames.
+_FLOOR = Select(lambda: _conversations().filter(pk=Param("conv_id")).order_by().values_list("last_seq")[:1])
+_RESERVE = Update(
+    lambda: _conversations().filter(pk=Param("conv_id"), last_seq__lt=Param("upto")), last_seq=Param("upto")
+)
+
+
+def _conversations() -> Any:
     from .models import Conversation
 
-    Conversation.objects.filter(pk=conv_id, last_seq__lt=upto).update(last_seq=upto)
+    return Conversation.objects.all()
 
 
 class LocalSequencer:

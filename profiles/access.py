@@ -28,6 +28,7 @@ from django.contrib.auth.models import Group, Permission
 from django.db.models import Exists, Expression, OuterRef, Q, Value
 
 from .errors import Forbidden
+from .prepared import Param, Select
 
 USE_PROFILE = "profiles.use_profile"
 EDIT_REGISTRY = "profiles.edit_registry"
@@ -37,6 +38,7 @@ CHANGE_PROFILE = "profiles.change_profile"
 # The model permissions that write profiles: any of them with edit rights on a registry makes a writer.
 WRITE_PERMISSIONS = ("profiles.add_profile", CHANGE_PROFILE, "profiles.delete_profile")
 _GROUPS_CACHE = "_profiles_group_names"
+_GROUP_NAMES = Select(lambda: Group.objects.filter(user=Param("user_id")).values_list("name"))
 
 
 def user_group_names(user: Any) -> frozenset[str]:
@@ -46,7 +48,7 @@ def user_group_names(user: Any) -> frozenset[str]:
         return frozenset()
     cached = getattr(user, _GROUPS_CACHE, None)
     if cached is None:
-        cached = frozenset(user.groups.values_list("name", flat=True))
+        cached = frozenset(name for (name,) in _GROUP_NAMES.rows(user_id=user.pk))
         setattr(user, _GROUPS_CACHE, cached)
     return cached
 

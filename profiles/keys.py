@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from rest_framework.authtoken.models import Token
 
 from .audit import audit_record
 from .errors import Conflict, InvalidInput, NotFound
 from .models import ApiKey
+from .prepared import Param, Select
 from .timestamps import now_ms
 from .validation import LABEL_RE, SLUG_RE, ensure_storable
 
@@ -114,10 +116,20 @@ def digest_of(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Every request with a key or a token reads one of these (compiled once: `profiles.prepared`).
+_KEY = Select(lambda: ApiKey.objects.select_related("owner").filter(digest=Param("digest")).order_by()[:1])
+_TOKEN = Select(lambda: Token.objects.select_related("user").filter(key=Param("key")).order_by()[:1])
+
+
+def token_get(key: str) -> Token | None:
+    """The project's (DRF's) token with that key, with its user; one query."""
+    return _TOKEN.first(key=key)
+
+
 def key_for_secret(secret: str) -> ApiKey | None:
     """The key a secret belongs to, with its owner, if it is usable now (not revoked, not expired, its
     owner active); one query."""
-    key = ApiKey.objects.select_related("owner").filter(digest=digest_of(secret)).first()
+    key = _KEY.first(digest=digest_of(secret))
     if key is None or key.revoked_at_ms is not None or not key.owner.is_active:
         return None
     if key.expires_at_ms is not None and key.expires_at_ms <= now_ms():

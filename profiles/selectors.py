@@ -23,6 +23,7 @@ from .models import (
     ProfileSelection,
     Registry,
 )
+from .prepared import Param, Select
 from .resolution import Layer, Resolution, resolve_runtime
 from .validation import LATEST, MAX_STACK_LAYERS, ProfileRef, canonical_slug, parse_profile_ref
 
@@ -53,12 +54,34 @@ def registry_detail(*, slug: str, user: Any = None) -> Registry:
     return registry
 
 
+# The reads of every resolution (a turn's, a request's), compiled once (`profiles.prepared`).
+_REGISTRY = Select(lambda: Registry.objects.select_related("default_profile").filter(slug=Param("slug")).order_by()[:1])
+_PROFILE = Select(lambda: Profile.objects.filter(registry_id=Param("registry_id"), slug=Param("slug")).order_by()[:1])
+_SELECTED_PROFILE = Select(
+    lambda: (
+        Profile.objects.select_related("registry", "registry__default_profile")
+        .filter(registry__slug=Param("registry"), slug=Param("slug"))
+        .order_by()[:1]
+    )
+)
+_SELECTION = Select(
+    lambda: ProfileSelection.objects.filter(user_id=Param("user_id"), mount=Param("mount")).order_by("pk")[:1]
+)
+_LABEL_STATE = Select(
+    lambda: (
+        ProfileLabel.objects.filter(profile_id=Param("profile_id"), name=Param("name"))
+        .order_by("pk")
+        .values_list("version", "rollout_id", "rollout__status", "rollout__arms", "rollout__sticky")[:1]
+    )
+)
+
+
 def registry_get(slug: str) -> Registry:
     slug = canonical_slug(slug, field="registry")
-    try:
-        return Registry.objects.select_related("default_profile").get(slug=slug)
-    except Registry.DoesNotExist:
-        raise NotFound(f"registry {slug!r} not found", field="registry") from None
+    registry = _REGISTRY.first(slug=slug)
+    if registry is None:
+        raise NotFound(f"registry {slug!r} not found", field="registry")
+    return registry
 
 
 LIST_COLUMNS = ("id", "slug", "display_name", "description", "runtime", "extensions", "version")
@@ -105,10 +128,9 @@ def profile_get(*, registry: Registry, slug: str, user: Any = None, field: str =
     """The profile, or 404; also 404 when `user` may not use it (403 for the registry's writers:
     `not_usable`). `user` None: no access check (the system's own reads)."""
     slug = canonical_slug(slug, field=field)
-    try:
-        profile = Profile.objects.get(registry=registry, slug=slug)
-    except Profile.DoesNotExist:
-        raise _not_found(registry, slug, field) from None
+    profile = _PROFILE.first(registry_id=registry.pk, slug=slug)
+    if profile is None:
+        raise _not_found(registry, slug, field)
     profile.registry = registry
     if not can_use(user, profile):
         raise not_usable(registry, slug, user, field)
@@ -213,11 +235,7 @@ class ProfileAt:
 
 def _label_state(profile: Profile, name: str) -> tuple[int, dict[str, Any] | None] | None:
     """A label's version and its rollout (active or halted), in one query (a join); None: no such label."""
-    row = (
-        ProfileLabel.objects.filter(profile=profile, name=name)
-        .values_list("version", "rollout_id", "rollout__status", "rollout__arms", "rollout__sticky")
-        .first()
-    )
+    row = _LABEL_STATE.row(profile_id=profile.pk, name=name)
     if row is None:
         return None
     version, rollout_id, status, arms, sticky = row
@@ -475,13 +493,9 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
     selection = None
     revoked = False
     if getattr(user, "is_authenticated", False):
-        selection = ProfileSelection.objects.filter(user=user, mount=mount).first()
+        selection = _SELECTION.first(user_id=user.pk, mount=mount)
     if selection is not None:
-        profile = (
-            Profile.objects.select_related("registry", "registry__default_profile")
-            .filter(registry__slug=selection.registry_slug, slug=selection.profile_slug)
-            .first()
-        )
+        profile = _SELECTED_PROFILE.first(registry=selection.registry_slug, slug=selection.profile_slug)
         if profile is not None and not can_use(user, profile):
             revoked = True
         elif profile is not None:

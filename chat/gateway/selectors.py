@@ -8,6 +8,7 @@ from typing import Any
 from profiles.access import visible_filter
 from profiles.models import Profile
 from profiles.mounts import Mount
+from profiles.prepared import Param, Select
 
 from .. import frames
 from ..models import ConversationEvent, Turn
@@ -52,9 +53,24 @@ IDENTITY_FIELDS = ("id", "registry", "profile_slug", "profile_version", "fingerp
 ANSWER_FIELDS = (*IDENTITY_FIELDS, "status", "text", "usage", "error")
 
 
+# Compiled once (`profiles.prepared`): every completion reads them.
+_IDENTITY = Select(lambda: Turn.objects.only(*IDENTITY_FIELDS).filter(pk=Param("turn_id")).order_by()[:1])
+_ANSWER = Select(lambda: Turn.objects.only(*ANSWER_FIELDS).filter(pk=Param("turn_id")).order_by()[:1])
+_TERMINAL = Select(
+    lambda: (
+        ConversationEvent.objects.filter(turn_id=Param("turn_id"), type__in=frames.TERMINAL)
+        .order_by("-seq")
+        .values_list("frame")[:1]
+    )
+)
+
+
 def turn_identity(*, turn_id: Any) -> Turn:
     """The started turn's id, model and fingerprint (its record), for the first chunk of a stream."""
-    return Turn.objects.only(*IDENTITY_FIELDS).get(pk=turn_id)
+    turn = _IDENTITY.first(turn_id=turn_id)
+    if turn is None:
+        raise Turn.DoesNotExist(f"turn {turn_id} not found")
+    return turn
 
 
 @dataclass(frozen=True)
@@ -65,13 +81,8 @@ class TurnResult:
 
 def turn_result(*, turn_id: Any) -> TurnResult | None:
     """The turn once it has finished (completed, failed, cancelled, interrupted), else None."""
-    turn = Turn.objects.only(*ANSWER_FIELDS).filter(pk=turn_id).order_by().first()  # no ordering: it joins
+    turn = _ANSWER.first(turn_id=turn_id)
     if turn is None or turn.status not in Turn.FINISHED:
         return None
-    frame = (
-        ConversationEvent.objects.filter(turn_id=turn_id, type__in=frames.TERMINAL)
-        .order_by("-seq")
-        .values_list("frame", flat=True)
-        .first()
-    )
-    return TurnResult(turn, (frame or {}).get("data"))
+    row = _TERMINAL.row(turn_id=turn_id)
+    return TurnResult(turn, ((row[0] if row else None) or {}).get("data"))

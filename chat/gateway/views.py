@@ -13,7 +13,6 @@ from typing import Any
 from django.http import StreamingHttpResponse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import IsAuthenticated
@@ -22,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 
-from profiles.api.keys import ApiKeyAuthentication
+from profiles.api.authentication import ApiKeyAuthentication, TokenAuthentication
 from profiles.api.parsers import SafeJSONParser
 from profiles.api.views import Mounted
 from profiles.models import ApiKey

@@ -11,11 +11,12 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from profiles.prepared import Param, Select, Update
 from profiles.timestamps import now_ms
 
 from ..models import Conversation, ConversationEvent, Turn, TurnChunk
 from .common import WORKER_ID
-from .submission import event_rows
+from .submission import event_rows, events_insert
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,66 @@ RECORD_FIELDS = (
 )
 
 
+# The statements of every turn's claim and finish, compiled once (profiles.prepared).
+_CLAIM = Update(
+    lambda: Conversation.objects.filter(pk=Param("conv_id"), active_turn__isnull=True),
+    active_turn=Param("turn_id"),
+)
+_CLAIM_WITH_RECORD = Update(
+    lambda: Conversation.objects.filter(pk=Param("conv_id"), active_turn__isnull=True),
+    active_turn=Param("turn_id"),
+    current_runtime_key=Param("runtime_key"),
+    current_fingerprint=Param("fingerprint"),
+    current_profile_version=Param("profile_version"),
+    rollout_id=Param("rollout_id"),
+    rollout_version=Param("rollout_version"),
+)
+_STARTED = Update(
+    lambda: Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.QUEUED),
+    status=Turn.Status.RUNNING,
+    worker=Param("worker"),
+    started_at_ms=Param("stamp"),
+    lease_until_ms=Param("lease_until"),
+)
+_STARTED_WITH_RECORD = Update(
+    lambda: Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.QUEUED),
+    status=Turn.Status.RUNNING,
+    worker=Param("worker"),
+    started_at_ms=Param("stamp"),
+    lease_until_ms=Param("lease_until"),
+    rollout_id=Param("rollout_id"),
+    **{name: Param(name) for name in RECORD_FIELDS},
+)
+_FINISHED = Update(
+    lambda: Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.RUNNING, worker=Param("worker")),
+    **{
+        name: Param(name)
+        for name in (
+            "status",
+            "text",
+            "usage",
+            "error",
+            "tool_calls",
+            "artifacts",
+            "suggestions",
+            "middleware_events",
+            "finished_at_ms",
+        )
+    },
+    lease_until_ms=None,
+)
+_RELEASED = Update(
+    lambda: Conversation.objects.filter(pk=Param("conv_id"), active_turn_id=Param("turn_id")), active_turn=None
+)
+_MORE_QUEUED = Select(
+    lambda: (
+        Turn.objects.filter(conversation_id=Param("conv_id"), status=Turn.Status.QUEUED)
+        .order_by()
+        .values_list("pk")[:1]
+    )
+)
+
+
 @transaction.atomic
 def turn_start(
     *, turn: Turn, record: dict[str, Any] | None, frames: list[dict[str, Any]], worker: str = WORKER_ID
@@ -43,32 +104,32 @@ def turn_start(
     """Claim the turn and take its lease, write the runtime it runs on and its first frames, in one
     transaction. The conditional UPDATE of `active_turn` is the cross-worker lock: False = another
     turn of the conversation runs (or another worker took this one)."""
-    conv = Conversation.objects.filter(pk=turn.conversation_id, active_turn__isnull=True)
+    ids = {"conv_id": turn.conversation_id, "turn_id": turn.pk}
+    stamp = now_ms()
+    lease = {"worker": worker, "stamp": stamp, "lease_until": _lease_until(stamp)}
     if record is not None:
         arm = record.get("rollout") or {}
-        claimed = conv.update(
-            active_turn=turn,
-            current_runtime_key=record["runtime_key"],
-            current_fingerprint=record["fingerprint"],
-            current_profile_version=record["profile_version"],
+        claimed = _CLAIM_WITH_RECORD(
+            **ids,
+            runtime_key=record["runtime_key"],
+            fingerprint=record["fingerprint"],
+            profile_version=record["profile_version"],
             rollout_id=arm.get("id"),
             rollout_version=arm.get("version"),
         )
     else:
-        claimed = conv.update(active_turn=turn)
+        claimed = _CLAIM(**ids)
     if not claimed:
         return False
-    stamp = now_ms()
-    fields = {k: record[k] for k in RECORD_FIELDS if k in record} if record is not None else {}
-    if fields.get("rollout"):
-        fields["rollout_id"] = fields["rollout"]["id"]
-    started = Turn.objects.filter(pk=turn.pk, status=Turn.Status.QUEUED).update(
-        status=Turn.Status.RUNNING, worker=worker, started_at_ms=stamp, lease_until_ms=_lease_until(stamp), **fields
-    )
+    if record is not None:
+        fields = {name: record[name] for name in RECORD_FIELDS}
+        started = _STARTED_WITH_RECORD(**ids, **lease, **fields, rollout_id=(record["rollout"] or {}).get("id"))
+    else:
+        started = _STARTED(**ids, **lease)
     if not started:
         transaction.set_rollback(True)
         return False
-    ConversationEvent.objects.bulk_create(event_rows(turn.conversation_id, turn.pk, frames))
+    events_insert(event_rows(turn.conversation_id, turn.pk, frames))
     return True
 
 
@@ -117,7 +178,7 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID, 
     if chunks:
         TurnChunk.objects.bulk_create(chunks)  # appended: a checkpoint never rewrites the text so far
     if rows:
-        ConversationEvent.objects.bulk_create(rows)
+        events_insert(rows)
     return held
 
 
@@ -157,7 +218,9 @@ def turn_finish(
     """End a turn this worker still holds, with the frames not stored yet (its terminal frame last),
     its whole text (and, `has_chunks`, without the pieces its checkpoints stored).
     Not `finished`: the lease was lost (the turn is `interrupted` already) and nothing is written."""
-    finished = Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, worker=worker).update(
+    finished = _FINISHED(
+        turn_id=turn_id,
+        worker=worker,
         status=status,
         text=text,
         usage=usage or {},
@@ -167,16 +230,15 @@ def turn_finish(
         suggestions=suggestions or [],
         middleware_events=middleware_events or [],
         finished_at_ms=now_ms(),
-        lease_until_ms=None,
     )
     if not finished:
         return Finished(False, False)
     if has_chunks:
         TurnChunk.objects.filter(turn_id=turn_id).delete()
     conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
-    ConversationEvent.objects.bulk_create(event_rows(conv_id, turn_id, list(frames)))
-    Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
-    return Finished(True, Turn.objects.filter(conversation_id=conv_id, status=Turn.Status.QUEUED).exists())
+    events_insert(event_rows(conv_id, turn_id, list(frames)))
+    _RELEASED(conv_id=conv_id, turn_id=turn_id)
+    return Finished(True, _MORE_QUEUED.row(conv_id=conv_id) is not None)
 
 
 INTERRUPTED_ERROR = {"code": "interrupted", "message": "the server stopped while this turn was running"}

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Count, Max, Q
 
 from profiles.errors import Conflict, InvalidInput, NotFound
+from profiles.prepared import Insert, Param, Select
 from profiles.resolution import Resolution
 from profiles.timestamps import now_ms
 from profiles.validation import ensure_storable
@@ -35,10 +36,37 @@ def event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list
     ]
 
 
+# Every turn's rows, inserted without compiling (profiles.prepared).
+events_insert = Insert(ConversationEvent)
+_turn_insert = Insert(Turn)
+
+
 @transaction.atomic
 def events_store(*, conv_id: Any, frames: list[dict[str, Any]], turn_id: Any = None) -> None:
     """Store frames numbered by the sequencer (one INSERT for all of them)."""
-    ConversationEvent.objects.bulk_create(event_rows(conv_id, turn_id, frames))
+    events_insert(event_rows(conv_id, turn_id, frames))
+
+
+# The statements of every submission, compiled once (profiles.prepared): the lock, with the conversation
+# as it is now and its owner (the turn's runner needs both), and the conversation's last seq and the turns
+# waiting in it (no row: it has no turn yet).
+_LOCKED = Select(
+    lambda: (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("owner")
+        .filter(pk=Param("conv_id"))
+        .order_by()[:1]
+    )
+)
+_COUNTS = Select(
+    lambda: (
+        Turn.objects.filter(conversation_id=Param("conv_id"))
+        .order_by()
+        .values("conversation_id")
+        .annotate(last=Max("seq"), waiting=Count("pk", filter=Q(status__in=Turn.WAITING)))
+        .values_list("last", "waiting")
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -111,25 +139,16 @@ def turn_submit(
             return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
-        # The lock, and the conversation as it is now (with its owner: the turn's runner needs both).
-        # The counts are read after it: a statement that waited for the lock sees rows committed
+        # The counts are read after the lock: a statement that waited for it sees rows committed
         # meanwhile only from its next statement on (PostgreSQL: a subquery here would count stale rows).
-        locked = (
-            Conversation.objects.select_for_update(of=("self",))
-            .select_related("owner")
-            .filter(pk=conversation.pk)
-            .first()
-        )
+        locked = _LOCKED.first(conv_id=conversation.pk)
         if locked is None:
             raise NotFound("conversation not found", field="conv_id")
         if key:
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)
-        counts = Turn.objects.filter(conversation=locked).aggregate(
-            last=Max("seq"), waiting=Count("pk", filter=Q(status__in=Turn.WAITING))
-        )
-        waiting, last = counts["waiting"], counts["last"]
+        last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, 0)
         if replaced is not None:
             _check_replaceable(replaced, last_seq=last)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
@@ -162,7 +181,7 @@ def _turn_create(
     metadata: dict[str, str] | None = None,
     reserved_usd: float | None = None,
 ) -> Turn:
-    return Turn.objects.create(
+    turn = Turn(
         conversation=conversation,
         seq=seq,
         prompt=prompt,
@@ -174,6 +193,8 @@ def _turn_create(
         metadata=metadata or {},
         reserved_usd=reserved_usd,
     )
+    _turn_insert([turn])
+    return turn
 
 
 def _budget_reserve(
@@ -200,8 +221,8 @@ def _message_frame(
         return None
     data = chat_message(turn_id=turn.pk, text=turn.prompt, replaces=replaced.pk if replaced else None)
     frame = make_frame(type="chat.message", conv_id=conversation.pk, seq=message_seq, data=data)
-    ConversationEvent.objects.create(
-        conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame
+    events_insert(
+        [ConversationEvent(conversation=conversation, seq=message_seq, type=frame["type"], turn=turn, frame=frame)]
     )
     return frame
 

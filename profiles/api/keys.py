@@ -1,6 +1,5 @@
-"""API keys (`profiles.keys`): `GET|POST /api/keys`, `DELETE /api/keys/{id}`, `POST /api/keys/{id}/rotate`,
-and the authentication that lets a key act as its owner (`Authorization: Bearer sk-…`) on the
-OpenAI-compatible API."""
+"""API keys (`profiles.keys`): `GET|POST /api/keys`, `DELETE /api/keys/{id}`, `POST /api/keys/{id}/rotate`
+(the authentication that lets a key act as its owner is in `profiles.api.authentication`)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers, viewsets
-from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -21,24 +18,6 @@ from .openapi import AUTH, BODY, responses
 from .serializers import StrictKeysMixin
 
 KEY_PATH = OpenApiParameter("key_id", int, location=OpenApiParameter.PATH, description="The key's id")
-
-
-class ApiKeyAuthentication(BaseAuthentication):
-    """`Authorization: Bearer sk-…`: the key's owner is the user, the key is `request.auth` (its scopes and
-    limits apply). A secret that is unknown, revoked or expired is a 401; other bearer values are left to
-    the next authentication (the project's tokens)."""
-
-    def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
-        parts = get_authorization_header(request).split()
-        if len(parts) != 2 or parts[0].lower() != b"bearer" or not parts[1].startswith(keys.SECRET_PREFIX.encode()):
-            return None
-        key = keys.key_for_secret(parts[1].decode("latin-1"))
-        if key is None:
-            raise AuthenticationFailed("invalid API key: unknown, revoked or expired")
-        return key.owner, key
-
-    def authenticate_header(self, request: Request) -> str:
-        return "Bearer"
 
 
 class KeySerializer(serializers.ModelSerializer):

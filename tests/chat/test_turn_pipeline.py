@@ -31,14 +31,27 @@ WRITES = ("INSERT", "UPDATE", "DELETE")
 LONG_PROMPT = "Please tell me a long story about the sea, the wind, the boats and the people who sail them " * 2
 
 
+class SqlLog(list):
+    """Statements (the list) and, in `params`, the parameters of each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: list[object] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.params.clear()
+
+
 @pytest.fixture
-def sql_log(monkeypatch) -> list[str]:
+def sql_log(monkeypatch) -> SqlLog:
     """Every SQL statement run on any thread (the chat pools use their own connections)."""
-    log: list[str] = []
+    log = SqlLog()
     original = CursorWrapper._execute_with_wrappers
 
     def recording(self, sql, params, many, executor):
         log.append(sql)
+        log.params.append(params)
         return original(self, sql, params, many, executor)
 
     monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", recording)
@@ -207,8 +220,12 @@ async def test_the_history_sent_is_bounded_by_the_default_window_in_the_query(
     assert types(frames)[-1] == "turn.completed"
     sent = fake.requests[-1].body["messages"]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["q26", "q27", "q28", "q29", "q30", "and now?"]
-    history = [sql for sql in sql_log if "ORDER BY" in sql and '"chat_turn"."seq" DESC' in sql and "LIMIT 5" in sql]
-    assert history, "the window is applied in the query"
+    history = [
+        params
+        for sql, params in zip(sql_log, sql_log.params, strict=True)
+        if "ORDER BY" in sql and '"chat_turn"."seq" DESC' in sql and sql.rstrip().endswith("LIMIT %s")
+    ]
+    assert history and list(history[0])[-1] == 5, "the window is applied in the query"
     turn = await run_db(Turn.objects.get, pk=frames[0]["data"]["turn_id"])
     assert turn.engine["history_turns"] == 5  # recorded with the turn's runtime
 

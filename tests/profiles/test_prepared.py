@@ -1,0 +1,145 @@
+"""Prepared statements (`profiles.prepared`): the ORM's own SQL and row decoding, compiled once per
+connection. Run on SQLite in stage 1 and again on PostgreSQL in stage 2 (`backends`)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models.sql.compiler import SQLCompiler
+from django.test.utils import CaptureQueriesContext
+
+from profiles.models import Profile, ProfileSelection, Registry
+from profiles.prepared import Insert, Param, Select, Update
+
+from .factories import ProfileFactory, RegistryFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+
+BY_REF = Select(
+    lambda: Profile.objects.select_related("registry", "registry__default_profile").filter(
+        registry__slug=Param("registry"), slug=Param("slug")
+    )[:1]
+)
+SLUGS = Select(
+    lambda: Profile.objects.filter(registry_id=Param("registry_id")).order_by("slug").values_list("slug", "runtime"),
+    limit="limit",
+)
+DESCRIBE = Update(
+    lambda: Registry.objects.filter(slug=Param("slug")),
+    description=Param("description"),
+    group_defaults=Param("group_defaults"),
+)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    registry = RegistryFactory(slug="prep")
+    for slug in ("alpha", "beta", "gamma"):
+        ProfileFactory(registry=registry, slug=slug, runtime={"system_prompt": f"I am {slug}", "tools": ["calculator"]})
+    return Registry.objects.get(pk=registry.pk)
+
+
+@pytest.fixture
+def compiles(monkeypatch) -> list[str]:
+    """The SELECT statements Django compiles (as_sql of a query compiler), on any thread."""
+    seen: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def counting(self, *args, **kwargs):
+        sql, params = original(self, *args, **kwargs)
+        seen.append(sql)
+        return sql, params
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    return seen
+
+
+def test_a_select_gives_the_instances_its_queryset_gives_with_their_related_rows(registry):
+    expected = (
+        Profile.objects.select_related("registry", "registry__default_profile")
+        .filter(registry__slug="prep", slug="beta")
+        .first()
+    )
+
+    found = BY_REF.first(registry="prep", slug="beta")
+
+    assert found is not None and expected is not None
+    assert {f.attname: getattr(found, f.attname) for f in Profile._meta.concrete_fields} == {
+        f.attname: getattr(expected, f.attname) for f in Profile._meta.concrete_fields
+    }
+    assert found.runtime == {"system_prompt": "I am beta", "tools": ["calculator"]}  # JSON decoded
+    with CaptureQueriesContext(connection) as queries:
+        assert found.registry.slug == "prep"
+        assert found.registry.default_profile == expected.registry.default_profile
+    assert not queries.captured_queries  # loaded with the row, like select_related
+    assert found._state.adding is False and found._state.db == "default"
+    assert BY_REF.first(registry="prep", slug="missing") is None
+
+
+def test_the_statement_is_compiled_once_per_connection_and_runs_again_with_new_values(registry, compiles):
+    statement = Select(lambda: Profile.objects.filter(registry__slug=Param("registry"), slug=Param("slug"))[:1])
+    assert [statement.first(registry="prep", slug=slug).slug for slug in ("alpha", "beta", "gamma")] == [
+        "alpha",
+        "beta",
+        "gamma",
+    ]
+    assert len(compiles) == 1
+
+    other: list[str] = []
+    thread = threading.Thread(target=lambda: other.append(statement.first(registry="prep", slug="beta").slug))
+    thread.start()
+    thread.join()
+    assert other == ["beta"]
+    assert len(compiles) == 2  # another thread's connection compiles its own
+
+
+def test_rows_come_converted_like_values_list_and_the_limit_is_a_value(registry):
+    assert SLUGS.rows(registry_id=registry.pk, limit=2) == list(
+        Profile.objects.filter(registry=registry).order_by("slug").values_list("slug", "runtime")[:2]
+    )
+    assert [slug for slug, _ in SLUGS.rows(registry_id=registry.pk, limit=10)] == ["alpha", "beta", "gamma"]
+
+
+def test_an_update_saves_values_as_their_fields_would_and_counts_the_rows(registry):
+    defaults = [{"group": "support", "profile": "beta"}]
+
+    assert DESCRIBE(slug="prep", description="Prepared", group_defaults=defaults) == 1
+    assert DESCRIBE(slug="nobody", description="x", group_defaults=[]) == 0
+
+    stored = Registry.objects.get(pk=registry.pk)
+    assert (stored.description, stored.group_defaults) == ("Prepared", defaults)
+
+
+def test_a_param_set_to_none_stores_null(registry):
+    other = RegistryFactory(slug="other")
+    ProfileFactory(registry=other, slug="kept")
+    clear = Update(lambda: Registry.objects.filter(slug=Param("slug")), default_profile=Param("default"))
+    assert registry.default_profile_id is not None
+
+    assert clear(slug="prep", default=None) == 1
+
+    assert Registry.objects.get(pk=registry.pk).default_profile_id is None
+    assert Registry.objects.get(pk=other.pk).default_profile_id is not None  # other rows untouched
+
+
+def test_an_insert_writes_every_row_in_as_many_statements_as_the_backend_takes(monkeypatch):
+    users = [get_user_model().objects.create(username=f"u{i}") for i in range(5)]
+    rows = [ProfileSelection(user=u, mount="chat", registry_slug="default", profile_slug=u.username) for u in users]
+    monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
+
+    with CaptureQueriesContext(connection) as queries:
+        Insert(ProfileSelection)(rows)
+
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 3  # 2 + 2 + 1
+    assert sorted(ProfileSelection.objects.values_list("profile_slug", flat=True)) == [u.username for u in users]
+    assert all(row._state.adding is False for row in rows)
+
+
+def test_a_param_that_is_neither_compared_nor_saved_is_refused(registry):
+    loose = Select(lambda: Profile.objects.annotate(x=Param("x")).values_list("x"))
+    with pytest.raises(TypeError, match="neither compared with a field nor saved"):
+        loose.rows(x=1)
