@@ -120,6 +120,9 @@ class Turn(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "lease_until_ms"], name="chat_turn_status_lease"),
+            # A conversation's waiting turns (each submission counts them, each finish looks for the next):
+            # found without reading the conversation's other turns, however many it has.
+            models.Index(fields=["conversation", "status"], name="chat_turn_conversation_status"),
             # Per-version stats of a profile read its turns by this prefix.
             models.Index(fields=["registry", "profile_slug", "profile_version"], name="chat_turn_profile_version"),
             # Per-arm stats of a rollout, and its guard when one of its turns finishes.

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, OuterRef, Subquery
 
 from profiles.errors import Conflict, InvalidInput, NotFound
 from profiles.prepared import Insert, Param, Select
@@ -60,11 +60,19 @@ _LOCKED = Select(
 )
 _COUNTS = Select(
     lambda: (
-        Turn.objects.filter(conversation_id=Param("conv_id"))
+        Conversation.objects.filter(pk=Param("conv_id"))
         .order_by()
-        .values("conversation_id")
-        .annotate(last=Max("seq"), waiting=Count("pk", filter=Q(status__in=Turn.WAITING)))
-        .values_list("last", "waiting")
+        .values_list(
+            # Each through its index, whatever the number of turns: (conversation, seq) and (conversation, status).
+            Subquery(Turn.objects.filter(conversation_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]),
+            Subquery(
+                Turn.objects.filter(conversation_id=OuterRef("pk"), status__in=Turn.WAITING)
+                .order_by()
+                .values("conversation_id")
+                .annotate(n=Count("pk"))
+                .values("n")
+            ),
+        )
     )
 )
 
@@ -148,7 +156,8 @@ def turn_submit(
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)
-        last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, 0)
+        last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, None)
+        waiting = waiting or 0
         if replaced is not None:
             _check_replaceable(replaced, last_seq=last)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import channels.consumer
 import pytest
 from channels.layers import get_channel_layer
+from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
@@ -577,3 +578,47 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_co
         lambda: list(ConversationEvent.objects.filter(conversation_id=conv_id).values_list("seq", flat=True))
     )
     assert seqs and conversation.last_seq >= max(seqs)  # a restarted counter starts above them
+
+
+
+def _vm_steps(action) -> int:
+    """SQLite virtual-machine steps (in hundreds) that `action` makes on this thread's connection."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection.ensure_connection()
+    connection.connection.set_progress_handler(count, 100)
+    try:
+        action()
+    finally:
+        connection.connection.set_progress_handler(None, 100)
+    return steps[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_submitting_and_finishing_a_turn_reads_no_other_turn_of_a_long_conversation(chat_user):
+    """The submission's counts (last seq, turns waiting) and the finish's look for a queued turn search
+    their indexes: the work SQLite does is the same in a conversation of 10 turns or of 3,000."""
+    if connection.vendor != "sqlite":
+        pytest.skip("counts SQLite's virtual-machine steps")
+
+    def turn_in(earlier: int) -> int:
+        conversation = ConversationFactory(owner=chat_user, mount="chat")
+        Turn.objects.bulk_create(
+            Turn(conversation=conversation, seq=seq, prompt="q", text="a", status="completed", created_at_ms=seq)
+            for seq in range(1, earlier + 1)
+        )
+
+        def submit_and_finish() -> None:
+            turn = services.turn_submit(conversation=conversation, user=chat_user, prompt="now?").turn
+            assert services.turn_start(turn=turn, record=None, frames=[], worker="w1")
+            assert services.turn_finish(turn_id=turn.pk, status="completed", text="ok", worker="w1").finished
+
+        return _vm_steps(submit_and_finish)
+
+    short, long = turn_in(10), turn_in(3000)
+    assert long <= short + 5, (short, long)  # a scan of 3,000 turns would be hundreds more
+
