@@ -580,7 +580,6 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_co
     assert seqs and conversation.last_seq >= max(seqs)  # a restarted counter starts above them
 
 
-
 def _vm_steps(action) -> int:
     """SQLite virtual-machine steps (in hundreds) that `action` makes on this thread's connection."""
     steps = [0]
@@ -621,4 +620,3 @@ def test_submitting_and_finishing_a_turn_reads_no_other_turn_of_a_long_conversat
 
     short, long = turn_in(10), turn_in(3000)
     assert long <= short + 5, (short, long)  # a scan of 3,000 turns would be hundreds more
-
