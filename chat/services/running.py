@@ -38,35 +38,30 @@ RECORD_FIELDS = (
 
 
 # The statements of every turn's claim and finish, compiled once (profiles.prepared).
-_CLAIM = Update(
-    lambda: Conversation.objects.filter(pk=Param("conv_id"), active_turn__isnull=True),
-    active_turn=Param("turn_id"),
+def _params(*names: str) -> dict[str, Param]:
+    return {name: Param(name) for name in names}
+
+
+def _free_conversation() -> Any:
+    return Conversation.objects.filter(pk=Param("conv_id"), active_turn__isnull=True)
+
+
+def _queued_turn() -> Any:
+    return Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.QUEUED)
+
+
+_CONVERSATION_RECORD = (
+    "current_runtime_key",
+    "current_fingerprint",
+    "current_profile_version",
+    "rollout_id",
+    "rollout_version",
 )
-_CLAIM_WITH_RECORD = Update(
-    lambda: Conversation.objects.filter(pk=Param("conv_id"), active_turn__isnull=True),
-    active_turn=Param("turn_id"),
-    current_runtime_key=Param("runtime_key"),
-    current_fingerprint=Param("fingerprint"),
-    current_profile_version=Param("profile_version"),
-    rollout_id=Param("rollout_id"),
-    rollout_version=Param("rollout_version"),
-)
-_STARTED = Update(
-    lambda: Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.QUEUED),
-    status=Turn.Status.RUNNING,
-    worker=Param("worker"),
-    started_at_ms=Param("stamp"),
-    lease_until_ms=Param("lease_until"),
-)
-_STARTED_WITH_RECORD = Update(
-    lambda: Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.QUEUED),
-    status=Turn.Status.RUNNING,
-    worker=Param("worker"),
-    started_at_ms=Param("stamp"),
-    lease_until_ms=Param("lease_until"),
-    rollout_id=Param("rollout_id"),
-    **{name: Param(name) for name in RECORD_FIELDS},
-)
+_LEASE = {"status": Turn.Status.RUNNING, **_params("worker", "started_at_ms", "lease_until_ms")}
+_CLAIM = Update(_free_conversation, active_turn=Param("turn_id"))
+_CLAIM_WITH_RECORD = Update(_free_conversation, active_turn=Param("turn_id"), **_params(*_CONVERSATION_RECORD))
+_STARTED = Update(_queued_turn, **_LEASE)
+_STARTED_WITH_RECORD = Update(_queued_turn, **_LEASE, **_params(*RECORD_FIELDS, "rollout_id"))
 _FINISHED = Update(
     lambda: Turn.objects.filter(pk=Param("turn_id"), status=Turn.Status.RUNNING, worker=Param("worker")),
     **{
@@ -106,26 +101,24 @@ def turn_start(
     turn of the conversation runs (or another worker took this one)."""
     ids = {"conv_id": turn.conversation_id, "turn_id": turn.pk}
     stamp = now_ms()
-    lease = {"worker": worker, "stamp": stamp, "lease_until": _lease_until(stamp)}
-    if record is not None:
-        arm = record.get("rollout") or {}
-        claimed = _CLAIM_WITH_RECORD(
-            **ids,
-            runtime_key=record["runtime_key"],
-            fingerprint=record["fingerprint"],
-            profile_version=record["profile_version"],
-            rollout_id=arm.get("id"),
-            rollout_version=arm.get("version"),
-        )
-    else:
-        claimed = _CLAIM(**ids)
-    if not claimed:
-        return False
-    if record is not None:
-        fields = {name: record[name] for name in RECORD_FIELDS}
-        started = _STARTED_WITH_RECORD(**ids, **lease, **fields, rollout_id=(record["rollout"] or {}).get("id"))
-    else:
+    lease = {"worker": worker, "started_at_ms": stamp, "lease_until_ms": _lease_until(stamp)}
+    if record is None:
+        if not _CLAIM(**ids):
+            return False
         started = _STARTED(**ids, **lease)
+    else:
+        arm = record["rollout"] or {}
+        conversation = {
+            "current_runtime_key": record["runtime_key"],
+            "current_fingerprint": record["fingerprint"],
+            "current_profile_version": record["profile_version"],
+            "rollout_id": arm.get("id"),
+            "rollout_version": arm.get("version"),
+        }
+        if not _CLAIM_WITH_RECORD(**ids, **conversation):
+            return False
+        fields = {name: record[name] for name in RECORD_FIELDS}
+        started = _STARTED_WITH_RECORD(**ids, **lease, **fields, rollout_id=arm.get("id"))
     if not started:
         transaction.set_rollback(True)
         return False
