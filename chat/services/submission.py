@@ -39,6 +39,7 @@ def event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list
 # Every turn's rows, inserted without compiling (profiles.prepared).
 events_insert = Insert(ConversationEvent)
 _turn_insert = Insert(Turn)
+_conversation_insert = Insert(Conversation)
 
 
 @transaction.atomic
@@ -131,7 +132,8 @@ def turn_submit(
     with transaction.atomic():
         if new:  # stored with its first turn: nothing to lock, count or find
             reserved = _budget_reserve(conversation, user, resolution, api_key_id)
-            conversation.save(force_insert=True)
+            conversation.updated_at_ms = now_ms()  # as its save() would stamp it
+            _conversation_insert([conversation])
             turn = _turn_create(
                 conversation,
                 prompt,
