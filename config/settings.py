@@ -55,14 +55,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    # Django's own middlewares, whose hooks run on the event loop under ASGI (config.middleware).
+    "config.middleware.Security",
     "config.static.AsyncWhiteNoiseMiddleware",  # WhiteNoise, without holding a thread per request
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.Sessions",
+    "config.middleware.Common",
+    "config.middleware.Csrf",
+    "config.middleware.Authentication",
+    "config.middleware.Messages",
+    "config.middleware.XFrameOptions",
     "simple_history.middleware.HistoryRequestMiddleware",
     "profiles.audit.AuditOriginMiddleware",  # the request's address for the audit log
 ]

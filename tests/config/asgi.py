@@ -6,9 +6,10 @@ from asgiref.testing import ApplicationCommunicator
 
 
 async def fetch(
-    path: str, *, method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None
+    path: str, *, method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b""
 ) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers with lower-case names, body)."""
+    """(status, headers with lower-case names, body); a repeated header
+    (Set-Cookie) has its values on separate lines."""
     from config.asgi import application
 
     scope = {
@@ -24,12 +25,16 @@ async def fetch(
         "scheme": "http",
     }
     app = ApplicationCommunicator(application, scope)
-    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    await app.send_input({"type": "http.request", "body": body, "more_body": False})
     start = await app.receive_output(timeout=30)
-    body = b""
+    content = b""
     while True:
         part = await app.receive_output(timeout=30)
-        body += part.get("body", b"")
+        content += part.get("body", b"")
         if not part.get("more_body"):
             break
-    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
+    headers_out: dict[str, str] = {}
+    for name, value in start["headers"]:
+        key = name.decode().lower()
+        headers_out[key] = f"{headers_out[key]}\n{value.decode()}" if key in headers_out else value.decode()
+    return start["status"], headers_out, content
