@@ -100,6 +100,28 @@ async def test_streams_text_in_several_deltas_with_usage(server: FakeOpenAIServe
     assert "temperature" not in body
 
 
+async def test_chunks_are_read_as_decoded_json_without_building_sdk_models(
+    server: FakeOpenAIServer, monkeypatch
+) -> None:
+    """Building the SDK's typed models cost more CPU per delta than the rest of the stream."""
+    import openai._base_client
+
+    built: list[object] = []
+    original = openai._base_client.construct_type
+
+    def counting(**kwargs: Any) -> object:
+        built.append(kwargs.get("type_"))
+        return original(**kwargs)
+
+    monkeypatch.setattr(openai._base_client, "construct_type", counting)
+    server.stream_text(["a", "b", "c"], usage={"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4})
+
+    events, error = await collect(engine_for(server), conversation())
+
+    assert error is None and text_of(events) == "abc"
+    assert built == []
+
+
 async def test_sampling_settings_are_sent(server: FakeOpenAIServer) -> None:
     server.stream_text(["ok"], finish_reason="length")
     engine = engine_for(server, temperature=0.2, top_p=0.9, max_tokens=64)
@@ -247,7 +269,16 @@ async def test_stream_ending_without_finish_reason_is_malformed(server: FakeOpen
 
 
 @pytest.mark.parametrize(
-    "payload", ["{this is not json", '{"choices": "nope"}', '{"choices": [{"delta": {"content": 5}}]}']
+    "payload",
+    [
+        "{this is not json",
+        '{"choices": "nope"}',
+        '{"choices": [{"delta": {"content": 5}}]}',
+        '["a list"]',
+        '{"choices": [{"delta": {"tool_calls": "nope"}}]}',
+        '{"choices": [{"delta": {"tool_calls": [{"index": "x"}]}}]}',
+        '{"usage": {"prompt_tokens": "many"}, "choices": []}',
+    ],
 )
 async def test_invalid_chunks_are_malformed(server: FakeOpenAIServer, payload: str) -> None:
     server.garbage(["ok "], payload=payload)

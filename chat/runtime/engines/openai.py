@@ -91,52 +91,60 @@ class _StreamState:
             raise EngineError("malformed_stream", f"invalid chunk #{self.chunks} from the provider") from exc
 
     def _feed(self, chunk: Any) -> str:
-        usage = getattr(chunk, "usage", None)
+        # Chunks are the provider's JSON objects as decoded (no SDK models: building them cost more
+        # CPU per delta than the rest of the stream); a wrong shape raises and is a malformed stream.
+        usage = chunk.get("usage")
         if usage is not None:
             self.usage = {
-                key: int(getattr(usage, key))
+                key: int(usage[key])
                 for key in ("prompt_tokens", "completion_tokens", "total_tokens")
-                if getattr(usage, key, None) is not None
+                if usage.get(key) is not None
             }
-        choices = chunk.choices
+        choices = chunk.get("choices")
         if choices is None:
             return ""
         if not isinstance(choices, list):
             raise TypeError("choices is not a list")
         text = ""
         for position, choice in enumerate(choices):
-            if getattr(choice, "index", 0) not in (0, None):
+            if choice.get("index", 0) not in (0, None):
                 continue  # n > 1 is never requested; ignore stray alternatives
-            delta = choice.delta
+            delta = choice.get("delta")
             if delta is not None:
-                content = delta.content
+                content = delta.get("content")
                 if content is not None:
                     if not isinstance(content, str):
                         raise TypeError("content is not a string")
                     text += content
-                for fragment_position, fragment in enumerate(delta.tool_calls or []):
+                fragments = delta.get("tool_calls") or []
+                if not isinstance(fragments, list):
+                    raise TypeError("tool_calls is not a list")
+                for fragment_position, fragment in enumerate(fragments):
                     self._absorb_call(fragment, position + fragment_position)
-            if choice.finish_reason is not None:
-                if not isinstance(choice.finish_reason, str):
+            finish_reason = choice.get("finish_reason")
+            if finish_reason is not None:
+                if not isinstance(finish_reason, str):
                     raise TypeError("finish_reason is not a string")
-                self.finish_reason = choice.finish_reason
+                self.finish_reason = finish_reason
         return text
 
     def _absorb_call(self, fragment: Any, fallback_index: int) -> None:
-        index = fragment.index if fragment.index is not None else fallback_index
+        index = fragment.get("index")
+        index = fallback_index if index is None else index
         if not isinstance(index, int):
             raise TypeError("tool call index is not an integer")
         call = self.calls.setdefault(index, _PartialCall())
-        if fragment.id:
-            call.call_id = str(fragment.id)
-        function = fragment.function
+        if fragment.get("id"):
+            call.call_id = str(fragment["id"])
+        function = fragment.get("function")
         if function is not None:
-            if function.name and not call.name:
-                call.name = str(function.name)
-            if function.arguments:
-                if not isinstance(function.arguments, str):
+            name, arguments = function.get("name"), function.get("arguments")
+            if name and not call.name:
+                call.name = str(name)
+            if arguments:
+                if not isinstance(arguments, str):
                     raise TypeError("tool call arguments are not a string")
-                call.arguments += function.arguments
+                call.arguments += arguments
 
     def finish(self) -> EngineEvent:
         """The last event of the round: ToolCallsRequested, EngineDone, or EngineError if incomplete."""
@@ -202,7 +210,16 @@ class OpenAIEngine(SDKEngine):
         )
 
     async def _open(self, client: openai.AsyncOpenAI, messages: list[Message], tools: list[ToolSpec]) -> Any:
-        return await client.chat.completions.create(**self._request_kwargs(messages, tools))
+        # The SDK's documented raw request: the body is already plain JSON (no transform of the
+        # params) and each chunk comes back as its decoded object (`cast_to=object`); the SDK still
+        # sends, retries nothing (max_retries=0), decodes the SSE stream and raises its errors.
+        return await client.post(
+            "/chat/completions",
+            cast_to=object,
+            body=self._request_kwargs(messages, tools),
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+        )
 
     def _new_state(self) -> _StreamState:
         return _StreamState()
