@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from time import monotonic
 from typing import Any
@@ -82,11 +83,17 @@ class InMemoryChannelLayer(_ChannelsInMemoryChannelLayer):
                 self.channels.pop(channel, None)
 
     async def group_send(self, group: str, message: dict) -> None:
+        """Each member gets its own copy, put on its queue in turn: channels starts a task per member
+        and waits for them with `as_completed` (a put never waits), which cost more than the frame."""
         self.require_valid_group_name(group)
+        self._clean_expired()
         members = self.groups.get(group)
-        if members:
-            timeout = int(time.time()) - self.group_expiry
-            for name, joined in list(members.items()):
-                if joined and joined < timeout:
-                    members.pop(name, None)
-        await super().group_send(group, message)
+        if not members:
+            return
+        timeout = int(time.time()) - self.group_expiry
+        for name, joined in list(members.items()):
+            if joined and joined < timeout:
+                members.pop(name, None)
+        for channel in list(members):
+            with contextlib.suppress(ChannelFull):  # as channels: a full member misses the frame
+                await self.send(channel, message)

@@ -89,6 +89,24 @@ async def test_group_send_reaches_the_members_only():
     assert await nothing_on(layer, "b")
 
 
+async def test_group_send_puts_a_copy_on_each_member_queue_without_a_task_per_member(monkeypatch):
+    layer = InMemoryChannelLayer()
+    for name in ("a", "b", "c"):
+        await layer.group_add("room", name)
+    started: list[object] = []
+    real_create_task = asyncio.create_task
+    monkeypatch.setattr(asyncio, "create_task", lambda coro, **kw: started.append(coro) or real_create_task(coro, **kw))
+    message = {"type": "chat.frame", "frame": {"data": {"text": "hi"}}}
+
+    await layer.group_send("room", message)
+
+    assert started == []
+    received = [await layer.receive(name) for name in ("a", "b", "c")]
+    assert received == [message] * 3
+    received[0]["frame"]["data"]["text"] = "changed by one receiver"
+    assert received[1]["frame"]["data"]["text"] == "hi" and message["frame"]["data"]["text"] == "hi"
+
+
 async def test_an_expired_message_is_never_delivered_even_between_sweeps(clocks, sweeps):
     layer = InMemoryChannelLayer(expiry=10, sweep_interval=3600)
     await layer.group_add("room", "ch")
