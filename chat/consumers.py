@@ -119,7 +119,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.conversation = opened.conversation
         if opened.created:
-            get_sequencer().prime(self.conv_id)  # nothing numbered yet: no need to ask the database
+            # Nothing numbered yet, its first numbers reserved with its row: no need to ask the database.
+            get_sequencer().prime(self.conv_id, mark=opened.conversation.last_seq)
         # A profile that cannot be used now (its stack does not resolve) keeps the socket open: the hello
         # names it without a runtime, an `error` frame says why, and its turns fail until it is fixed.
         runtime = runtime_for(self.mount.name, opened.resolution) if opened.resolution is not None else None

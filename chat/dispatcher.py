@@ -320,24 +320,26 @@ class Dispatcher:
         try:
             stored = [len(t.pending) for t in live]
             texts = [t.text_checkpoint() for t in live]
-            checkpoints = [
-                services.Checkpoint(t.turn_id, t.conv_id, text, t.pending[:n], start=start, rewrite=rewrite)
-                for t, (text, start, rewrite), n in zip(live, texts, stored, strict=True)
-            ]
             started = time.monotonic()
-            # Leases are renewed once a third of them has passed, not at every checkpoint.
-            renew = any(t.lease_deadline - started < RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS for t in live)
+            # A lease is renewed once a third of it has passed, not at every checkpoint: under load,
+            # a tick renews the few turns that are due, not every running turn.
+            due = RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS
+            renew = [t.lease_deadline - started < due for t in live]
+            checkpoints = [
+                services.Checkpoint(t.turn_id, t.conv_id, text, t.pending[:n], start=start, rewrite=rewrite, renew=r)
+                for t, (text, start, rewrite), n, r in zip(live, texts, stored, renew, strict=True)
+            ]
             try:
-                held = await run_db(services.turns_checkpoint, checkpoints=checkpoints, renew=renew)
+                held = await run_db(services.turns_checkpoint, checkpoints=checkpoints)
             except BaseException:
                 for turn, (text, _start, rewrite) in zip(live, texts, strict=True):
                     turn.unstored(text, rewrite)  # not stored: the next checkpoint tries again
                 raise
-            for turn, (text, start, rewrite), n in zip(live, texts, stored, strict=True):
+            for turn, (text, start, rewrite), n, renewed in zip(live, texts, stored, renew, strict=True):
                 if turn.turn_id in held:
                     del turn.pending[:n]
                     turn.stored_chars = (0 if rewrite else start) + len(text or "")
-                    if renew:
+                    if renewed:
                         turn.renewed(started)
                 elif turn.task is not None and not turn.task.done():
                     turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more

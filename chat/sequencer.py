@@ -47,6 +47,11 @@ def reservation_for(seq: int) -> int:
     return seq + BLOCK
 
 
+# A new conversation's row is stored with this mark (`Conversation.last_seq`): its first block of numbers
+# is reserved with it, and the process that made it (`prime`) numbers them without a database write.
+FIRST_MARK = reservation_for(0)
+
+
 def _reserve(conv_id: Any, upto: int) -> None:
     _RESERVE(conv_id=conv_id, upto=upto)
 
@@ -86,11 +91,12 @@ class LocalSequencer:
             await self._load(key, conv_id)
         return self.values[key]
 
-    def prime(self, conv_id: Any) -> None:
-        """A conversation just created has numbered nothing: its counter starts at 0 without a read."""
+    def prime(self, conv_id: Any, *, mark: int) -> None:
+        """A conversation just created (its row stored, or to be stored, with `last_seq` = `mark`) has
+        numbered nothing: its counter starts at 0, and numbers up to `mark` need no write."""
         key = str(conv_id)
         self.values.setdefault(key, 0)
-        self.marks.setdefault(key, 0)
+        self.marks.setdefault(key, mark)
 
     async def next(self, conv_id: Any, *, running_here: bool = False) -> int:
         key = str(conv_id)
@@ -128,12 +134,13 @@ if v > m then
 end
 return {v, 0}
 """
-# KEYS: counter, mark. ARGV: floor, ttl. Raises both to at least the floor.
+# KEYS: counter, mark. ARGV: floor, ttl[, mark]. Raises the counter to at least the floor and the mark
+# to at least the mark (default: the floor).
 _INIT = """
-local f = tonumber(ARGV[1])
-for _, k in ipairs(KEYS) do
+local floors = {tonumber(ARGV[1]), tonumber(ARGV[3] or ARGV[1])}
+for i, k in ipairs(KEYS) do
   local cur = tonumber(redis.call('GET', k) or '-1')
-  if cur < f then redis.call('SET', k, f, 'EX', ARGV[2]) end
+  if cur < floors[i] then redis.call('SET', k, floors[i], 'EX', ARGV[2]) end
 end
 return redis.call('GET', KEYS[1])
 """
@@ -148,6 +155,7 @@ class RedisSequencer:
         self._last: OrderedDict[str, int] = OrderedDict()  # the last number handed out here, per conversation
         self._reserved: dict[str, int] = {}  # numbered alone: reserved in the database up to
         self._ahead: dict[str, int] = {}  # numbered alone up to: Redis' counter is raised first
+        self._primed: OrderedDict[str, int] = OrderedDict()  # created here, numbered nothing: their mark
 
     def _client(self) -> Any:
         import redis.asyncio as redis
@@ -176,10 +184,16 @@ class RedisSequencer:
 
     async def current(self, conv_id: Any) -> int:
         value = await self._client().get(self._keys(conv_id)[0])
-        return int(value) if value is not None else await self._init(conv_id)
+        if value is not None:
+            return int(value)
+        return 0 if str(conv_id) in self._primed else await self._init(conv_id)
 
-    def prime(self, conv_id: Any) -> None:
-        """Nothing to do: the first number loads the floor (0) from the database once."""
+    def prime(self, conv_id: Any, *, mark: int) -> None:
+        """A conversation just created (its row stored, or to be stored, with `last_seq` = `mark`): its
+        first number starts the Redis counter at 0 and the mark there without reading the database."""
+        self._primed[str(conv_id)] = mark
+        while len(self._primed) > LOCAL_CAPACITY:
+            self._primed.popitem(last=False)
 
     async def next(self, conv_id: Any, *, running_here: bool = False) -> int:
         key = str(conv_id)
@@ -206,10 +220,15 @@ class RedisSequencer:
             value, reserve = await self._client().eval(_NEXT, 2, *keys, REDIS_TTL_SECONDS, BLOCK)
             value = int(value)
             if value >= 0:
+                self._primed.pop(key, None)
                 if int(reserve):
                     await run_db(_reserve, conv_id, reservation_for(value))
                 return value
-            await self._init(conv_id)
+            mark = self._primed.pop(key, None)
+            if mark is not None:  # created here: nothing numbered, its row holds the mark
+                await self._client().eval(_INIT, 2, *keys, 0, REDIS_TTL_SECONDS, mark)
+            else:
+                await self._init(conv_id)
         raise RuntimeError(f"could not initialise the sequence counter of conversation {conv_id}")
 
     async def _next_alone(self, conv_id: Any, key: str) -> int:

@@ -48,7 +48,7 @@ from .. import selectors as chat_selectors
 from .. import services as chat_services
 from ..aio import run_db
 from ..models import Conversation, Turn
-from ..sequencer import get_sequencer
+from ..sequencer import FIRST_MARK, get_sequencer
 from ..turns import SILENCE_CHECK_SECONDS, await_turn, turn_enqueue
 from ..writer import writer
 from . import selectors
@@ -322,6 +322,7 @@ def _new_conversation(
         profile=str(model_ref(data.model, mount)[1]),
         title=" ".join(data.prompt.split())[:TITLE_CHARS],
         resolution=resolution,
+        last_seq=FIRST_MARK,  # its first frame numbers reserved with the row (`submit` primes the sequencer)
     )
     return conversation, resolution
 
@@ -391,7 +392,7 @@ async def submit(
     with _as_request_params(data):
         if conv_id is None:  # stored with the turn, in the same transaction
             conversation, resolution = await run_db(_new_conversation, user=user, mount=mount, data=data, key=key)
-            get_sequencer().prime(conversation.pk)  # nothing numbered yet
+            get_sequencer().prime(conversation.pk, mark=conversation.last_seq)  # nothing numbered yet
         else:
             conversation = await writer.write(
                 _named_conversation, key=conv_id, user=user, mount=mount, data=data, api_key=key, conv_id=conv_id

@@ -21,6 +21,7 @@ from profiles.validation import canonical_slug, ensure_storable, parse_profile_r
 from ..errors import ConversationForbidden
 from ..models import Conversation, Turn
 from ..selectors import conversation_get, conversation_resolve, mount_default_registry
+from ..sequencer import FIRST_MARK
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,14 @@ def conversation_create(
     profile: str | None = None,
     title: str = "",
     purpose: str = "",
+    last_seq: int = 0,
 ) -> Conversation:
     """`profile` (a ref: `slug`, `slug@3`, `slug@label`) and `registry` given at creation become the
-    conversation's own selection (checked first). `purpose`: "evaluation" for a case of a run (in no list)."""
+    conversation's own selection (checked first). `purpose`: "evaluation" for a case of a run (in no list).
+    `last_seq`: frame numbers reserved with the row (`chat.sequencer.FIRST_MARK` for a creator that primes
+    the sequencer)."""
     conversation = conversation_build(
-        owner=owner, mount=mount, conv_id=conv_id, registry=registry, profile=profile, title=title
+        owner=owner, mount=mount, conv_id=conv_id, registry=registry, profile=profile, title=title, last_seq=last_seq
     )
     conversation.purpose = purpose
     conversation.save(force_insert=True)
@@ -54,6 +58,7 @@ def conversation_build(
     profile: str | None = None,
     title: str = "",
     resolution: Resolution | None = None,
+    last_seq: int = 0,
 ) -> Conversation:
     """A new conversation, checked but not saved: `conversation_create` saves it alone, `turn_submit`
     with its first turn (one transaction). `resolution`: `profile` as the caller just resolved it for
@@ -73,6 +78,7 @@ def conversation_build(
         id=conv_id or uuid.uuid4(),
         owner=owner,
         mount=mount.name,
+        last_seq=last_seq,
         title=title[:200],
         selected_registry=selected_registry,
         selected_profile=selected_profile,
@@ -105,12 +111,15 @@ def conversation_open(
         if Conversation.objects.filter(pk=conv_id).exists():
             raise
         try:
+            # Its first block of frame numbers reserved with the row: the socket primes the sequencer.
             conversation = conversation_create(
-                owner=user, mount=mount, conv_id=conv_id, registry=registry, profile=profile
+                owner=user, mount=mount, conv_id=conv_id, registry=registry, profile=profile, last_seq=FIRST_MARK
             )
         except ProfileUnavailable as exc:
             refused = exc
-            conversation = conversation_create(owner=user, mount=mount, conv_id=conv_id, registry=registry)
+            conversation = conversation_create(
+                owner=user, mount=mount, conv_id=conv_id, registry=registry, last_seq=FIRST_MARK
+            )
         created = True
     try:
         resolution = conversation_resolve(conversation=conversation, user=user)

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from profiles.prepared import Param, Select, Update
+from profiles.prepared import Insert, Param, Select, Update
 from profiles.timestamps import now_ms
 
 from ..models import Conversation, ConversationEvent, Turn, TurnChunk
@@ -138,12 +138,16 @@ class Checkpoint:
     frames: list[dict[str, Any]]
     start: int = 0  # where `text` begins in the turn's text
     rewrite: bool = False  # `text` is the whole text so far (it changed before `start`): replace it
+    renew: bool = True  # its lease is renewed (a third of it has passed)
+
+
+_chunks_insert = Insert(TurnChunk)
 
 
 @transaction.atomic
-def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID, renew: bool = True) -> set[str]:
-    """A worker's timer: renew the leases of its running turns, store their partial text and the
-    frames sent since the last checkpoint. Returns the turns it still holds (a turn whose lease
+def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) -> set[str]:
+    """A worker's timer: renew the leases of its running turns that are due, store their partial text
+    and the frames sent since the last checkpoint. Returns the turns it still holds (a turn whose lease
     expired and was interrupted elsewhere is not written to)."""
     held = {
         str(pk)
@@ -153,8 +157,9 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID, 
     }
     if not held:
         return held
+    renew = [c.turn_id for c in checkpoints if c.renew and c.turn_id in held]
     if renew:
-        Turn.objects.filter(pk__in=held, status=Turn.Status.RUNNING, worker=worker).update(
+        Turn.objects.filter(pk__in=renew, status=Turn.Status.RUNNING, worker=worker).update(
             lease_until_ms=_lease_until(now_ms())
         )
     rows: list[ConversationEvent] = []
@@ -169,7 +174,7 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID, 
             chunks.append(TurnChunk(turn_id=c.turn_id, start=c.start, text=c.text))
         rows += event_rows(c.conv_id, c.turn_id, c.frames)
     if chunks:
-        TurnChunk.objects.bulk_create(chunks)  # appended: a checkpoint never rewrites the text so far
+        _chunks_insert(chunks)  # appended: a checkpoint never rewrites the text so far
     if rows:
         events_insert(rows)
     return held

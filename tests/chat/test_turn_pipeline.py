@@ -14,6 +14,7 @@ import channels.consumer
 import pytest
 from channels.layers import get_channel_layer
 from django.db import connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
@@ -57,6 +58,29 @@ def sql_log(monkeypatch) -> SqlLog:
 
     monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", recording)
     return log
+
+
+class Commits:
+    count = 0
+
+
+@pytest.fixture
+def commits(monkeypatch) -> Commits:
+    """Transactions committed on any thread (SQLite logs their BEGIN; psycopg sends it unlogged)."""
+    counter = Commits()
+    original = BaseDatabaseWrapper.commit
+
+    def counting(self):  # type: ignore[no-untyped-def]
+        counter.count += 1
+        return original(self)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "commit", counting)
+    return counter
+
+
+def mark_statements(log: list[str]) -> list[str]:
+    """The sequencer's reads and raises of a conversation's reserved mark (`chat.sequencer`)."""
+    return [sql for sql in log if 'SET "last_seq"' in sql or sql.startswith('SELECT "chat_conversation"."last_seq"')]
 
 
 def writes(log: list[str]) -> list[str]:
@@ -106,13 +130,30 @@ async def test_a_turn_of_1000_deltas_makes_the_same_writes_as_a_turn_of_10(
     assert len(few) <= 12, few
 
 
-async def test_a_socket_turn_costs_14_statements_in_3_transactions_without_savepoints(
+@pytest.mark.backends
+async def test_a_new_conversations_first_frames_are_numbered_without_reading_or_writing_its_mark(
     connected, frames_until, sql_log, quiet_timer
+):
+    """The socket that creates its conversation stores it with its first block of numbers reserved and
+    primes the sequencer (in the process, or Redis): its first turn neither reads the conversation's mark
+    nor raises it."""
+    communicator, _ = await connected()
+
+    await communicator.send_json_to({"type": "chat.send", "prompt": "first"})
+    assert types(await frames_until(communicator, timeout=20))[-1] == "turn.completed"
+
+    assert mark_statements(sql_log) == []
+
+
+@pytest.mark.backends
+async def test_a_socket_turn_costs_14_statements_in_3_transactions_without_savepoints(
+    connected, frames_until, sql_log, commits, quiet_timer
 ):
     communicator, _ = await connected()
     await communicator.send_json_to({"type": "chat.send", "prompt": "first"})  # numbers reserved, runtime built
     await frames_until(communicator, timeout=20)
     sql_log.clear()
+    commits.count = 0
 
     await communicator.send_json_to({"type": "chat.send", "prompt": "2 + 2"})
     assert types(await frames_until(communicator, timeout=20))[-1] == "turn.completed"
@@ -121,8 +162,8 @@ async def test_a_socket_turn_costs_14_statements_in_3_transactions_without_savep
     # The writer's write alone is its own transaction (no savepoint), the submission's row lock loads
     # the conversation the drain runs with, and the profile and history are read in one hop.
     assert "SAVEPOINT" not in statements, sql_log
-    assert statements.count("BEGIN") == 3, sql_log  # submission, claim, finish (SQLite: BEGIN IMMEDIATE)
-    assert len(statements) - statements.count("BEGIN") <= 14, sql_log
+    assert commits.count == 3, sql_log  # submission, claim, finish
+    assert len(statements) - statements.count("BEGIN") <= 14, sql_log  # SQLite's BEGIN IMMEDIATE aside
 
 
 @pytest.fixture
@@ -322,6 +363,34 @@ async def test_a_worker_that_cannot_renew_its_lease_stops_its_turn_before_it_exp
     assert types(frames).count("llm.delta") < 6  # it stopped streaming when it could not renew
     turn = await run_db(Turn.objects.get, pk=turn_id)
     assert turn.status == "interrupted"
+
+
+async def test_a_checkpoint_renews_only_the_leases_that_are_due(chat_user, settings, monkeypatch):
+    """Under load a tick renews the few turns a third into their lease, not every running turn."""
+    settings.CHAT_TURN_LEASE_SECONDS = 15.0
+    conversations = [await run_db(ConversationFactory, owner=chat_user) for _ in range(2)]
+    turns = [
+        await run_db(
+            TurnFactory, conversation=c, seq=1, status=Turn.Status.RUNNING, worker=services.WORKER_ID, lease_until_ms=1
+        )
+        for c in conversations
+    ]
+    fresh, due = (dispatcher_module.LiveTurn(str(t.pk), str(t.conversation_id)) for t in turns)
+    now = dispatcher_module.time.monotonic()
+    fresh.renewed(now)  # just renewed: 12 s of its (80%) deadline left
+    due.renewed(now - 6)  # renewed 6 s ago: 6 s left, under 0.8 - 1/3 of the lease
+    monkeypatch.setattr(dispatcher, "live", {t.turn_id: t for t in (fresh, due)})
+
+    assert await dispatcher.checkpoint()
+
+    leases = dict(
+        await run_db(
+            lambda: list(Turn.objects.filter(pk__in=[t.pk for t in turns]).values_list("pk", "lease_until_ms"))
+        )
+    )
+    assert leases[turns[0].pk] == 1  # not due: untouched
+    assert leases[turns[1].pk] > 1
+    assert due.lease_deadline > fresh.lease_deadline - 1
 
 
 async def test_any_worker_sweeps_expired_leases_on_its_timer_and_the_queue_goes_on(
@@ -548,8 +617,9 @@ async def test_a_queue_left_behind_is_restarted_by_the_timer(
     assert (await wait_turn(stranded.pk, timeout=5)).status == "completed"
 
 
+@pytest.mark.backends
 async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_commits_three_times(
-    chat_user, sql_log, quiet_timer
+    chat_user, sql_log, commits, quiet_timer
 ):
     """The gateway resolves the model (with its overrides) once: the new conversation is built from that
     resolution, stored with its first turn in one transaction (with the reservation of the numbers its
@@ -562,16 +632,18 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_co
     await read_body(communicator)
     assert headers[":status"] == 200
     sql_log.clear()
+    commits.count = 0
 
     communicator, headers = await asgi_post(chat_user, body, token)
     await read_body(communicator)
 
     assert headers[":status"] == 200
     statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
-    assert statements.count("BEGIN") == 3, sql_log  # the conversation with its turn, the claim, the finish
+    assert commits.count == 3, sql_log  # the conversation with its turn, the claim, the finish
     assert len([sql for sql in sql_log if 'FROM "profiles_profile"' in sql]) == 1, sql_log
     assert not [sql for sql in sql_log if 'SELECT "chat_turn"."prompt", "chat_turn"."text"' in sql]  # history
-    assert len(statements) - statements.count("BEGIN") <= 17, sql_log
+    assert mark_statements(sql_log) == []
+    assert len(statements) - statements.count("BEGIN") <= 16, "\n".join(sql[:120] for sql in sql_log)
     conv_id = headers["x-conversation-id"]
     conversation = await run_db(Conversation.objects.get, pk=conv_id)
     seqs = await run_db(
