@@ -44,8 +44,10 @@ REPLAY_TIMEOUT_SECONDS = 2.0
 REPLAY_RESEND_SECONDS = 0.4
 DRAIN_RETRY_SECONDS = 0.5  # a queue whose turn met a database error (a deadlock, an outage) tries again
 RECOVER_SECONDS = 10.0
+OUTAGE_POLL_SECONDS = 1.0
 # A turn's own deadline is 80% of its lease; it is renewed when less than this fraction of the lease is
-# left before that deadline (a third of the lease has passed since the last renewal).
+# left before that deadline (a third of the lease has passed since the last renewal), or when the next
+# two ticks might not come before it.
 RENEW_WHEN_LEFT = 0.8 - 1 / 3
 
 
@@ -157,6 +159,8 @@ class Dispatcher:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._drains: dict[str, asyncio.Task] = {}
         self._again: set[str] = set()
+        # A turn handed to a conversation's drain while it was busy (its submission claimed it, or loaded it).
+        self._first: dict[str, tuple[Turn, Any]] = {}
         # One control channel per process, listened to for as long as the process lives: a
         # channel-layer receive must never be cancelled (channels-redis can drop a message then).
         self._control: tuple[Any, Any, str, asyncio.Task] | None = None
@@ -185,8 +189,9 @@ class Dispatcher:
         commands, the test client) the turns run to completion before this returns.
 
         `first`: the conversation's oldest queued turn, just loaded with its conversation and owner
-        (a submission that found nothing ahead of it): the drain starts with it without reading it again,
-        and hands `prepared` (what its submitter already worked out for it) to `execute` with it."""
+        (a submission that found nothing ahead of it), or a turn its submission claimed already: the
+        drain starts with it without reading it again (after the turn it runs now, if any), and hands
+        `prepared` (what its submitter already worked out for it) to `execute` with it."""
         loop = asyncio.get_running_loop()
         key = str(conv_id)
         if self.loop is not loop:
@@ -194,6 +199,8 @@ class Dispatcher:
             return None
         task = self._drains.get(key)
         if task is not None and not task.done():
+            if first is not None:  # claimed or loaded already: the drain takes it from here
+                self._first[key] = (first, prepared)
             self._again.add(key)
             return task
         # A fresh context: the drain must not inherit the request's thread-sensitive executor.
@@ -205,6 +212,8 @@ class Dispatcher:
         try:
             while True:
                 self._again.discard(key)
+                if first is None and key in self._first:
+                    first, prepared = self._first.pop(key)
                 # Loaded afresh: the conversation's selection and current runtime may have changed.
                 try:
                     turn, first = first or await run_db(selectors.turn_next_queued, conv_id=key), None
@@ -226,6 +235,8 @@ class Dispatcher:
         finally:
             if self._drains.get(key) is asyncio.current_task():
                 del self._drains[key]
+                if self._first.pop(key, None) is not None:  # its lease expires: the sweep interrupts it
+                    log.warning("a turn handed to the stopped queue of conversation %s is left to its lease", key)
 
     # ------------------------------------------------------------------ the timer
 
@@ -274,8 +285,12 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ the timer
 
+    @staticmethod
+    def tick_interval() -> float:
+        return min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
+
     async def _tick_forever(self) -> None:
-        interval = min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
+        interval = self.tick_interval()
         every = max(1, round(RECOVER_SECONDS / interval))
         for tick in itertools.count():
             # Every tick: renew and checkpoint (or, while the database is away, ask it whether it is back),
@@ -289,7 +304,8 @@ class Dispatcher:
                 await self._step(self.sweep)
             if tick % every == 0:
                 await self._step(self.restart_queues)
-            await asyncio.sleep(interval)
+            # While the database is away, it is asked at least every second whether it is back.
+            await asyncio.sleep(min(interval, OUTAGE_POLL_SECONDS) if self.storage_down() else interval)
 
     async def _step(self, step: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -321,9 +337,10 @@ class Dispatcher:
             stored = [len(t.pending) for t in live]
             texts = [t.text_checkpoint() for t in live]
             started = time.monotonic()
-            # A lease is renewed once a third of it has passed, not at every checkpoint: under load,
-            # a tick renews the few turns that are due, not every running turn.
-            due = RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS
+            # A checkpoint that stores a turn's text renews its lease with it (no write of its own); a
+            # turn with nothing new (a tool call, a slow provider) is renewed only when it is due: under
+            # load, a tick renews the few such turns that are due, not every running turn.
+            due = max(RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS, 2 * self.tick_interval())
             renew = [t.lease_deadline - started < due for t in live]
             checkpoints = [
                 services.Checkpoint(t.turn_id, t.conv_id, text, t.pending[:n], start=start, rewrite=rewrite, renew=r)
@@ -335,11 +352,11 @@ class Dispatcher:
                 for turn, (text, _start, rewrite) in zip(live, texts, strict=True):
                     turn.unstored(text, rewrite)  # not stored: the next checkpoint tries again
                 raise
-            for turn, (text, start, rewrite), n, renewed in zip(live, texts, stored, renew, strict=True):
+            for turn, checkpoint, n in zip(live, checkpoints, stored, strict=True):
                 if turn.turn_id in held:
                     del turn.pending[:n]
-                    turn.stored_chars = (0 if rewrite else start) + len(text or "")
-                    if renewed:
+                    turn.stored_chars = (0 if checkpoint.rewrite else checkpoint.start) + len(checkpoint.text or "")
+                    if checkpoint.renews:
                         turn.renewed(started)
                 elif turn.task is not None and not turn.task.done():
                     turn.lease_lost = True  # interrupted elsewhere: stop without writing anything more

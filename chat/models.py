@@ -136,11 +136,15 @@ class Turn(models.Model):
 class TurnChunk(models.Model):
     """A piece of a running turn's text, stored by a checkpoint: checkpoints append what is new since the
     last one (written bytes stay linear in the answer), and the turn's end writes `Turn.text` whole and
-    deletes its chunks. A running turn's text so far is `Turn.text` followed by its chunks by `start`."""
+    deletes its chunks. A running turn's text so far is `Turn.text` followed by its chunks by `start`.
+
+    A chunk also renews its turn's lease (`lease_until_ms`): a checkpoint that stores text makes one write
+    per turn, not two. A running turn's lease is the later of its row's and its newest chunk's."""
 
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="chunks")
     start = models.PositiveIntegerField()  # where the piece begins in the text (characters)
     text = models.TextField()
+    lease_until_ms = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["turn", "start"]

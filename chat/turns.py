@@ -2,15 +2,18 @@
 gateway), `execute_turn` (run by the dispatcher on the server's loop), and `await_turn` (the one way
 to wait for a turn's end, on the event loop: REST `?wait=1` and the gateway).
 
-A turn is stored in a few transactions (submission; claim with its runtime record and first frames;
-a checkpoint about once a second, see `chat.dispatcher`; finish), and its frames are sent as they are
-made: `llm.delta` frames are never stored (each message's `llm.final` has its text).
+A turn is stored in a few transactions: its submission, which also claims it with its runtime record
+when nothing runs or waits in its conversation (else the dispatcher's claim does, when its turn comes);
+a checkpoint every few seconds (see `chat.dispatcher`); its finish. Its frames are sent as they are
+made and stored with the next of those: `llm.delta` frames are never stored (each message's `llm.final`
+has its text).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -76,6 +79,7 @@ async def turn_enqueue(
         resolution=resolution,
         api_key_id=api_key_id,
         metadata=metadata,
+        start=_start_at_submission,
     )
     if submitted.created:
         if submitted.frame is not None:
@@ -84,11 +88,13 @@ async def turn_enqueue(
             turn_id = str(submitted.turn.pk)
             queued = frames.chat_queued(turn_id=turn_id, position=submitted.position)
             await streams.publish(conversation.pk, "chat.queued", queued, turn_id)
-        # First in line: the drain starts with it (loaded fresh with its conversation by the submission).
+        # First in line: the drain starts with it (loaded fresh with its conversation by the submission),
+        # claimed already when its submission could prepare it.
         if submitted.position:
             await dispatcher.kick(conversation.pk)
         else:
-            await dispatcher.kick(conversation.pk, first=submitted.turn, prepared=submitted.resolution)
+            prepared = submitted.started or submitted.resolution
+            await dispatcher.kick(conversation.pk, first=submitted.turn, prepared=prepared)
     return submitted
 
 
@@ -152,7 +158,34 @@ def _turn_inputs(
     return resolution, runtime, history, rate
 
 
-async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What a turn claimed at its submission runs on (prepared under the conversation's lock)."""
+
+    resolution: Resolution
+    runtime: Runtime
+    history: list[tuple[str, str]]
+    rate: prices.Rate | None
+    record: dict[str, Any]  # its runtime record, stored with its claim
+    switch: tuple[dict[str, Any], dict[str, Any]] | None  # (the runtime before, why) when it changes
+
+
+def _start_at_submission(conversation: Any, turn: Turn, resolution: Resolution | None) -> Started | None:
+    """`turn_submit`'s `start`: resolve and compose the turn's runtime and read its history, so that its
+    submission claims it with its record. None when it cannot be prepared (the drain then fails it and
+    says why, as for any queued turn); an outage fails the submission."""
+    try:
+        resolution, runtime, history, rate = _turn_inputs(turn=turn, resolution=resolution)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return None
+    previous = switched_from(conversation, runtime)
+    switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
+    return Started(resolution, runtime, history, rate, runtime_record(runtime, resolution), switch)
+
+
+async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None) -> bool:
     """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
     False: none does, or it could not be claimed (another runs, or another worker took it).
     `prepared`: its profile as its submission resolved it a moment ago (else resolved now)."""
@@ -162,36 +195,34 @@ async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
     live = LiveTurn(turn_id, conv_id)
     live.renewed(started)
 
-    try:
-        resolution, runtime, history, live.rate = await run_db(_turn_inputs, turn=turn, resolution=prepared)
-    except Exception as exc:
-        if is_outage(exc):  # the dispatcher tries again when the database answers
-            raise
-        if isinstance(exc, ProfileError | LookupError | ValueError):
-            code = "profile_unavailable" if isinstance(exc, ProfileUnavailable) else "resolution_failed"
-            message = getattr(exc, "message", str(exc))
-        else:  # a bug must not leave the turn queued for ever: it fails, and says so
-            log.exception("turn %s could not be prepared", turn_id)
-            code, message = "internal_error", "the server could not prepare this turn (the error is logged)"
-        if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None, frames=[]):
+    if isinstance(prepared, Started):  # claimed with its submission, its record stored
+        resolution, runtime, history, live.rate = prepared.resolution, prepared.runtime, prepared.history, prepared.rate
+        switch = prepared.switch
+    else:
+        try:
+            resolution, runtime, history, live.rate = await run_db(_turn_inputs, turn=turn, resolution=prepared)
+        except Exception as exc:
+            if is_outage(exc):  # the dispatcher tries again when the database answers
+                raise
+            if isinstance(exc, ProfileError | LookupError | ValueError):
+                code = "profile_unavailable" if isinstance(exc, ProfileUnavailable) else "resolution_failed"
+                message = getattr(exc, "message", str(exc))
+            else:  # a bug must not leave the turn queued for ever: it fails, and says so
+                log.exception("turn %s could not be prepared", turn_id)
+                code, message = "internal_error", "the server could not prepare this turn (the error is logged)"
+            if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=None):
+                return False
+            failed = {"code": code, "message": message}
+            return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failed)
+        previous = switched_from(conversation, runtime)
+        switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
+        # The runtime record is stored with the claim, before the first delta.
+        record = runtime_record(runtime, resolution)
+        if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=record):
             return False
-        return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", {"code": code, "message": message})
 
     live.rollout_id = (runtime.rollout or {}).get("id")
     live.api_key_id = turn.api_key_id
-    first: list[frames.Frame] = []
-    previous = switched_from(conversation, runtime)
-    if previous is not None:
-        reason = switch_reason(conversation, runtime, resolution)
-        switched = frames.runtime_switched(previous=previous, to=runtime.marker(), reason=reason)
-        first.append(await streams.number(conv_id, "runtime.switched", switched, running_here=True))
-    started_data = frames.turn_started(turn_id=turn_id, marker=runtime.marker())
-    first.append(await streams.number(conv_id, "turn.started", started_data, running_here=True))
-    # The runtime record and the first frames are stored with the claim, before the first delta.
-    record = runtime_record(runtime, resolution)
-    if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=record, frames=first):
-        return False
-
     recorder, outcome = _Recorder(), TurnOutcome()
 
     async def emit(type: str, data: dict[str, Any]) -> None:
@@ -208,9 +239,13 @@ async def execute_turn(turn: Turn, prepared: Resolution | None = None) -> bool:
     error: dict[str, Any] | None = None
     async with dispatcher.running(live):
         try:
-            for frame in first:
-                await streams.fan_out(frame)
-                live.published_seq = frame["seq"]
+            # Its first frames go out like any other: stored with its first checkpoint or its end.
+            if switch is not None:
+                await emit(
+                    "runtime.switched",
+                    frames.runtime_switched(previous=switch[0], to=runtime.marker(), reason=switch[1]),
+                )
+            await emit("turn.started", frames.turn_started(turn_id=turn_id, marker=runtime.marker()))
             messages: list[Message] = []
             for prompt, reply in history:
                 messages += [Message("user", prompt), Message("assistant", reply)]

@@ -236,7 +236,7 @@ CHAT_OFFLINE_DELAY_SECONDS = env.float("CHAT_OFFLINE_DELAY_SECONDS", default=0.0
 # whose lease expired (their worker died), keeping the last checkpoint of their text.
 CHAT_TURN_LEASE_SECONDS = env.float("CHAT_TURN_LEASE_SECONDS", default=15.0)
 # Partial text (and frames not yet stored) are written at most this often while a turn runs.
-CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=1.0)
+CHAT_CHECKPOINT_SECONDS = env.float("CHAT_CHECKPOINT_SECONDS", default=5.0)
 # How long a worker keeps the price table before reading it again (chat.billing.prices).
 CHAT_PRICE_CACHE_SECONDS = env.float("CHAT_PRICE_CACHE_SECONDS", default=10.0)
 # What a turn reserves against a budget when its profile has no priced turn to estimate from (US$).

@@ -21,6 +21,7 @@ from .conversations import (
     conversation_select_profile,
     conversation_update,
 )
+from .events import event_rows, events_store
 from .feedback import rollout_judge, turn_feedback_delete, turn_feedback_set
 from .running import (
     INTERRUPTED_ERROR,
@@ -35,7 +36,7 @@ from .running import (
     turns_interrupt_expired,
     turns_mark_interrupted,
 )
-from .submission import Submitted, event_rows, events_store, turn_submit
+from .submission import Submitted, turn_submit
 
 __all__ = [
     "INTERRUPTED_ERROR",

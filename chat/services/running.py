@@ -10,13 +10,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from profiles.prepared import Insert, Param, Select, Update
 from profiles.timestamps import now_ms
 
 from ..models import Conversation, ConversationEvent, Turn, TurnChunk
 from .common import WORKER_ID
-from .submission import event_rows, events_insert
+from .events import event_rows, events_insert
 
 log = logging.getLogger(__name__)
 
@@ -92,37 +93,52 @@ _MORE_QUEUED = Select(
 )
 
 
-@transaction.atomic
-def turn_start(
-    *, turn: Turn, record: dict[str, Any] | None, frames: list[dict[str, Any]], worker: str = WORKER_ID
-) -> bool:
-    """Claim the turn and take its lease, write the runtime it runs on and its first frames, in one
-    transaction. The conditional UPDATE of `active_turn` is the cross-worker lock: False = another
-    turn of the conversation runs (or another worker took this one)."""
-    ids = {"conv_id": turn.conversation_id, "turn_id": turn.pk}
+def turn_claimed(turn: Turn, record: dict[str, Any] | None, *, worker: str = WORKER_ID) -> dict[str, Any]:
+    """Make `turn` (in memory) running on this worker under a new lease, with its runtime record; returns
+    what its conversation stores of that record (`conversation_claim`)."""
     stamp = now_ms()
-    lease = {"worker": worker, "started_at_ms": stamp, "lease_until_ms": _lease_until(stamp)}
+    turn.status, turn.worker = Turn.Status.RUNNING, worker
+    turn.started_at_ms, turn.lease_until_ms = stamp, _lease_until(stamp)
     if record is None:
-        if not _CLAIM(**ids):
-            return False
+        return {}
+    arm = record["rollout"] or {}
+    for name in RECORD_FIELDS:
+        setattr(turn, name, record[name])
+    turn.rollout_id = arm.get("id")
+    return {
+        "current_runtime_key": record["runtime_key"],
+        "current_fingerprint": record["fingerprint"],
+        "current_profile_version": record["profile_version"],
+        "rollout_id": arm.get("id"),
+        "rollout_version": arm.get("version"),
+    }
+
+
+def conversation_claim(*, conv_id: Any, turn_id: Any, record: dict[str, Any]) -> bool:
+    """The cross-worker lock: the conversation's `active_turn` becomes this turn if it has none (a
+    conditional UPDATE, the same on SQLite and PostgreSQL), with what it stores of the turn's record."""
+    ids = {"conv_id": conv_id, "turn_id": turn_id}
+    return bool(_CLAIM_WITH_RECORD(**ids, **record) if record else _CLAIM(**ids))
+
+
+@transaction.atomic
+def turn_start(*, turn: Turn, record: dict[str, Any] | None, worker: str = WORKER_ID) -> bool:
+    """Claim a queued turn and take its lease, and write the runtime it runs on, in one transaction
+    (a turn claimed at its submission skips this). False = another turn of the conversation runs (or
+    another worker took this one). Its first frames are stored with its first checkpoint or its end."""
+    conversation = turn_claimed(turn, record, worker=worker)
+    if not conversation_claim(conv_id=turn.conversation_id, turn_id=turn.pk, record=conversation):
+        return False
+    lease = {"worker": worker, "started_at_ms": turn.started_at_ms, "lease_until_ms": turn.lease_until_ms}
+    ids = {"conv_id": turn.conversation_id, "turn_id": turn.pk}
+    if record is None:
         started = _STARTED(**ids, **lease)
     else:
-        arm = record["rollout"] or {}
-        conversation = {
-            "current_runtime_key": record["runtime_key"],
-            "current_fingerprint": record["fingerprint"],
-            "current_profile_version": record["profile_version"],
-            "rollout_id": arm.get("id"),
-            "rollout_version": arm.get("version"),
-        }
-        if not _CLAIM_WITH_RECORD(**ids, **conversation):
-            return False
         fields = {name: record[name] for name in RECORD_FIELDS}
-        started = _STARTED_WITH_RECORD(**ids, **lease, **fields, rollout_id=arm.get("id"))
+        started = _STARTED_WITH_RECORD(**ids, **lease, **fields, rollout_id=turn.rollout_id)
     if not started:
         transaction.set_rollback(True)
         return False
-    events_insert(event_rows(turn.conversation_id, turn.pk, frames))
     return True
 
 
@@ -138,7 +154,13 @@ class Checkpoint:
     frames: list[dict[str, Any]]
     start: int = 0  # where `text` begins in the turn's text
     rewrite: bool = False  # `text` is the whole text so far (it changed before `start`): replace it
-    renew: bool = True  # its lease is renewed (a third of it has passed)
+    renew: bool = True  # with no text to store, its lease is renewed all the same (it is due)
+
+    @property
+    def renews(self) -> bool:
+        """Whether this checkpoint renews the turn's lease: always when it stores text (the chunk, or the
+        rewritten row, carries the lease), else when it is due."""
+        return bool(self.text) or self.rewrite or self.renew
 
 
 _chunks_insert = Insert(TurnChunk)
@@ -146,9 +168,10 @@ _chunks_insert = Insert(TurnChunk)
 
 @transaction.atomic
 def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) -> set[str]:
-    """A worker's timer: renew the leases of its running turns that are due, store their partial text
-    and the frames sent since the last checkpoint. Returns the turns it still holds (a turn whose lease
-    expired and was interrupted elsewhere is not written to)."""
+    """A worker's timer: store the running turns' partial text and the frames sent since the last
+    checkpoint, and renew their leases: a turn with new text renews it with its chunk (one write per turn),
+    one without only when it is due. Returns the turns it still holds (a turn whose lease expired and was
+    interrupted elsewhere is not written to)."""
     held = {
         str(pk)
         for pk in Turn.objects.filter(
@@ -157,11 +180,10 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) 
     }
     if not held:
         return held
-    renew = [c.turn_id for c in checkpoints if c.renew and c.turn_id in held]
+    lease = _lease_until(now_ms())
+    renew = [c.turn_id for c in checkpoints if c.renew and not c.text and not c.rewrite and c.turn_id in held]
     if renew:
-        Turn.objects.filter(pk__in=renew, status=Turn.Status.RUNNING, worker=worker).update(
-            lease_until_ms=_lease_until(now_ms())
-        )
+        Turn.objects.filter(pk__in=renew, status=Turn.Status.RUNNING, worker=worker).update(lease_until_ms=lease)
     rows: list[ConversationEvent] = []
     chunks: list[TurnChunk] = []
     for c in checkpoints:
@@ -169,9 +191,9 @@ def turns_checkpoint(*, checkpoints: list[Checkpoint], worker: str = WORKER_ID) 
             continue
         if c.rewrite:  # rare: a message's final text differs from its deltas
             TurnChunk.objects.filter(turn_id=c.turn_id).delete()
-            Turn.objects.filter(pk=c.turn_id).update(text=c.text or "")
+            Turn.objects.filter(pk=c.turn_id).update(text=c.text or "", lease_until_ms=lease)
         elif c.text:
-            chunks.append(TurnChunk(turn_id=c.turn_id, start=c.start, text=c.text))
+            chunks.append(TurnChunk(turn_id=c.turn_id, start=c.start, text=c.text, lease_until_ms=lease))
         rows += event_rows(c.conv_id, c.turn_id, c.frames)
     if chunks:
         _chunks_insert(chunks)  # appended: a checkpoint never rewrites the text so far
@@ -254,14 +276,17 @@ def storage_unavailable_error() -> dict[str, str]:
     }
 
 
+def _expired(stamp: int) -> Any:
+    """Running turns whose lease expired at `stamp`: neither their row's lease nor their newest chunk's
+    (a checkpoint that stored text renewed it with the chunk) runs past it."""
+    renewed_by_chunk = TurnChunk.objects.filter(turn_id=OuterRef("pk"), lease_until_ms__gte=stamp)
+    return Turn.objects.filter(status=Turn.Status.RUNNING, lease_until_ms__lt=stamp).exclude(Exists(renewed_by_chunk))
+
+
 def turns_interrupt_expired() -> list[tuple[str, str, str]]:
     """Any worker, on a timer: interrupt running turns whose lease expired (their worker died),
     keeping their last checkpoint of text, and free their conversations. Returns (conv_id, turn_id, text)."""
-    expired = list(
-        Turn.objects.filter(status=Turn.Status.RUNNING, lease_until_ms__lt=now_ms()).values_list(
-            "pk", "conversation_id", "text"
-        )
-    )
+    expired = list(_expired(now_ms()).values_list("pk", "conversation_id", "text"))
     if not expired:
         return []
     with transaction.atomic():
@@ -270,17 +295,22 @@ def turns_interrupt_expired() -> list[tuple[str, str, str]]:
         for turn_id, conv_id, text in expired:
             text += pieces.get(turn_id, "")
             # Conditional per turn: its worker may have finished or renewed it meanwhile.
-            if Turn.objects.filter(pk=turn_id, status=Turn.Status.RUNNING, lease_until_ms__lt=now_ms()).update(
-                status=Turn.Status.INTERRUPTED,
-                finished_at_ms=now_ms(),
-                error=LEASE_EXPIRED_ERROR,
-                lease_until_ms=None,
-                text=text,
+            if (
+                _expired(now_ms())
+                .filter(pk=turn_id)
+                .update(
+                    status=Turn.Status.INTERRUPTED,
+                    finished_at_ms=now_ms(),
+                    error=LEASE_EXPIRED_ERROR,
+                    lease_until_ms=None,
+                    text=text,
+                )
             ):
                 Conversation.objects.filter(pk=conv_id, active_turn_id=turn_id).update(active_turn=None)
                 done.append((str(conv_id), str(turn_id), text))
-        if pieces:
-            TurnChunk.objects.filter(turn_id__in=list(pieces)).delete()
+        consolidated = [turn_id for _, turn_id, _ in done if turn_id in {str(pk) for pk in pieces}]
+        if consolidated:  # a turn renewed meanwhile keeps its chunks
+            TurnChunk.objects.filter(turn_id__in=consolidated).delete()
     return done
 
 

@@ -4,6 +4,7 @@ frame in one transaction (one submitter at a time per conversation); and frames 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,32 +21,20 @@ from profiles.validation import ensure_storable
 
 from ..billing import budgets
 from ..errors import QueueFull
-from ..frames import chat_message, for_storage
+from ..frames import chat_message
 from ..frames import make as make_frame
 from ..models import Conversation, ConversationEvent, Turn
 from ..selectors import conversation_resolve, mount_default_registry
 from .common import MAX_IDEMPOTENCY_KEY, MAX_PROMPT_CHARS
+from .events import events_insert
+from .running import conversation_claim, turn_claimed
 
 log = logging.getLogger(__name__)
 
 
-def event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list[ConversationEvent]:
-    return [
-        ConversationEvent(conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=for_storage(f))
-        for f in frames
-    ]
-
-
 # Every turn's rows, inserted without compiling (profiles.prepared).
-events_insert = Insert(ConversationEvent)
 _turn_insert = Insert(Turn)
 _conversation_insert = Insert(Conversation)
-
-
-@transaction.atomic
-def events_store(*, conv_id: Any, frames: list[dict[str, Any]], turn_id: Any = None) -> None:
-    """Store frames numbered by the sequencer (one INSERT for all of them)."""
-    events_insert(event_rows(conv_id, turn_id, frames))
 
 
 # The statements of every submission, compiled once (profiles.prepared): the lock, with the conversation
@@ -85,6 +74,15 @@ class Submitted:
     position: int  # turns ahead of it (0 = it runs now)
     frame: dict[str, Any] | None = None  # the stored `chat.message` frame, to publish
     resolution: Resolution | None = None  # the profile as resolved for this submission (with its overrides)
+    started: Any = None  # what `start` prepared: the turn was claimed with its submission (running already)
+
+
+# `start(conversation, turn, resolution)`: called under the conversation's lock when nothing runs or waits
+# in it, with the conversation as stored, the turn about to be inserted (`turn.seq` known) and the
+# submission's resolution (or None). It returns what the turn
+# will run on (its `record`, the runtime record; anything else is the caller's), and the turn is inserted
+# running, claimed in the same transaction; or None, and the turn is queued for the dispatcher.
+Start = Callable[[Conversation, Turn, Resolution | None], Any]
 
 
 def turn_submit(
@@ -99,6 +97,7 @@ def turn_submit(
     resolution: Resolution | None = None,
     api_key_id: int | None = None,
     metadata: dict[str, str] | None = None,
+    start: Start | None = None,
 ) -> Submitted:
     """Validate and queue a turn, with its `chat.message` frame (numbered `message_seq` by the caller)
     in the same transaction. The override policy is checked now, so a violation stores nothing.
@@ -106,7 +105,8 @@ def turn_submit(
     `conversation` may be new and unsaved (`conversation_build`): it is stored with its first turn.
     `api_key_id`: the API key the request came with (the gateway's). `resolution`: the conversation's
     profile as the caller just resolved it with these overrides (the
-    policy check is then done).
+    policy check is then done). `start`: a turn that would run at once is claimed in the same
+    transaction, already running (see `Start`): its submission, claim and runtime record are one write.
     `replaces` (a turn id): regenerate, retry or edit-and-resend. The conversation's last turn, finished;
     the new turn links to it, and its prompt and request overrides default to that turn's."""
     new = conversation._state.adding
@@ -129,24 +129,21 @@ def turn_submit(
     ensure_storable({"prompt": prompt, "idempotency_key": key, "request_overrides": request_overrides}, field="")
     if request_overrides and resolution is None:  # checked against the policy now: a refusal stores nothing
         resolution = conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
+    turn_fields = {"request_overrides": request_overrides, "key": key, "api_key_id": api_key_id, "metadata": metadata}
     with transaction.atomic():
         if new:  # stored with its first turn: nothing to lock, count or find
             reserved = _budget_reserve(conversation, user, resolution, api_key_id)
+            turn = _turn_build(conversation, prompt, seq=1, replaced=None, reserved_usd=reserved, **turn_fields)
+            started = start(conversation, turn, resolution) if start is not None else None
+            if started is not None:  # the row is stored claimed, with the record
+                for name, value in turn_claimed(turn, started.record).items():
+                    setattr(conversation, name, value)
+                conversation.active_turn_id = turn.pk
             conversation.updated_at_ms = now_ms()  # as its save() would stamp it
             _conversation_insert([conversation])
-            turn = _turn_create(
-                conversation,
-                prompt,
-                request_overrides,
-                key,
-                seq=1,
-                replaced=None,
-                api_key_id=api_key_id,
-                metadata=metadata,
-                reserved_usd=reserved,
-            )
+            _turn_insert([turn])
             frame = _message_frame(conversation, turn, message_seq, replaced=None)
-            return Submitted(turn, created=True, position=0, frame=frame, resolution=resolution)
+            return Submitted(turn, True, 0, frame=frame, resolution=resolution, started=started)
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
         # The counts are read after the lock: a statement that waited for it sees rows committed
@@ -165,34 +162,31 @@ def turn_submit(
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
         reserved = _budget_reserve(locked, user, resolution, api_key_id)
-        turn = _turn_create(
-            locked,
-            prompt,
-            request_overrides,
-            key,
-            seq=(last or 0) + 1,
-            replaced=replaced,
-            api_key_id=api_key_id,
-            metadata=metadata,
-            reserved_usd=reserved,
-        )
+        turn = _turn_build(locked, prompt, seq=(last or 0) + 1, replaced=replaced, reserved_usd=reserved, **turn_fields)
+        started = None
+        if start is not None and not waiting and locked.active_turn_id is None:
+            started = start(locked, turn, resolution)
+        record = turn_claimed(turn, started.record) if started is not None else None
+        _turn_insert([turn])
+        if record is not None and not conversation_claim(conv_id=locked.pk, turn_id=turn.pk, record=record):
+            raise RuntimeError(f"conversation {locked.pk} could not be claimed under its lock")
         frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
-    return Submitted(turn, created=True, position=waiting, frame=frame, resolution=resolution)
+    return Submitted(turn, True, waiting, frame=frame, resolution=resolution, started=started)
 
 
-def _turn_create(
+def _turn_build(
     conversation: Conversation,
     prompt: str,
+    *,
     request_overrides: Any,
     key: str,
-    *,
     seq: int,
     replaced: Turn | None,
     api_key_id: int | None = None,
     metadata: dict[str, str] | None = None,
     reserved_usd: float | None = None,
 ) -> Turn:
-    turn = Turn(
+    return Turn(
         conversation=conversation,
         seq=seq,
         prompt=prompt,
@@ -204,8 +198,6 @@ def _turn_create(
         metadata=metadata or {},
         reserved_usd=reserved_usd,
     )
-    _turn_insert([turn])
-    return turn
 
 
 def _budget_reserve(

@@ -146,7 +146,7 @@ async def test_a_new_conversations_first_frames_are_numbered_without_reading_or_
 
 
 @pytest.mark.backends
-async def test_a_socket_turn_costs_14_statements_in_3_transactions_without_savepoints(
+async def test_a_socket_turn_costs_12_statements_in_2_transactions_without_savepoints(
     connected, frames_until, sql_log, commits, quiet_timer
 ):
     communicator, _ = await connected()
@@ -159,11 +159,11 @@ async def test_a_socket_turn_costs_14_statements_in_3_transactions_without_savep
     assert types(await frames_until(communicator, timeout=20))[-1] == "turn.completed"
 
     statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
-    # The writer's write alone is its own transaction (no savepoint), the submission's row lock loads
-    # the conversation the drain runs with, and the profile and history are read in one hop.
+    # The writer's write alone is its own transaction (no savepoint); the submission claims the turn of
+    # an idle conversation under its row lock, with the runtime record (profile and history read there).
     assert "SAVEPOINT" not in statements, sql_log
-    assert commits.count == 3, sql_log  # submission, claim, finish
-    assert len(statements) - statements.count("BEGIN") <= 14, sql_log  # SQLite's BEGIN IMMEDIATE aside
+    assert commits.count == 2, sql_log  # submission with its claim, finish
+    assert len(statements) - statements.count("BEGIN") <= 12, sql_log  # SQLite's BEGIN IMMEDIATE aside
 
 
 @pytest.fixture
@@ -393,6 +393,65 @@ async def test_a_checkpoint_renews_only_the_leases_that_are_due(chat_user, setti
     assert due.lease_deadline > fresh.lease_deadline - 1
 
 
+async def test_a_checkpoint_that_stores_text_renews_the_lease_with_its_chunk_and_no_write_of_its_own(
+    chat_user, settings, monkeypatch, sql_log
+):
+    """One write per turn per checkpoint: the chunk carries the lease. The sweep judges a turn by its
+    newest chunk's lease as well as its row's."""
+    settings.CHAT_TURN_LEASE_SECONDS = 15.0
+    conversation = await run_db(ConversationFactory, owner=chat_user)
+    turn = await run_db(
+        TurnFactory,
+        conversation=conversation,
+        seq=1,
+        status=Turn.Status.RUNNING,
+        worker=services.WORKER_ID,
+        lease_until_ms=1,
+    )
+    live = dispatcher_module.LiveTurn(str(turn.pk), str(conversation.pk))
+    now = dispatcher_module.time.monotonic()
+    live.renewed(now - 6)  # due
+    live.sent(
+        frames.make(type="llm.delta", conv_id=conversation.pk, seq=5, data={"delta": "so far", "message_id": "m"})
+    )
+    monkeypatch.setattr(dispatcher, "live", {live.turn_id: live})
+    sql_log.clear()
+
+    assert await dispatcher.checkpoint()
+
+    assert [sql.split(" (")[0] for sql in writes(sql_log)] == ['INSERT INTO "chat_turnchunk"'], sql_log
+    assert live.lease_deadline > now + 10
+    # Its row's lease is long past, its chunk's is not: no worker may take it.
+    assert await run_db(services.turns_interrupt_expired) == []
+    await run_db(TurnChunk.objects.filter(turn_id=turn.pk).update, lease_until_ms=1)
+    swept = await run_db(services.turns_interrupt_expired)
+    assert [(turn_id, text) for _, turn_id, text in swept] == [(str(turn.pk), "so far")]
+
+
+async def test_a_turn_handed_to_a_busy_drain_runs_after_the_turn_it_runs_now(monkeypatch):
+    """A submission that claimed its turn while the conversation's drain was still ending the turn before
+    hands it to that drain, which runs it next: it is running already, so the queue would not find it."""
+    ran, release = [], asyncio.Event()
+
+    async def execute(turn, prepared):
+        ran.append((turn, prepared))
+        if len(ran) == 1:
+            await release.wait()
+        return False
+
+    drains = dispatcher_module.Dispatcher(execute)
+    drains.loop = asyncio.get_running_loop()  # the server loop (its timer is not needed here)
+    monkeypatch.setattr(dispatcher_module.selectors, "turn_next_queued", lambda **kwargs: None)
+    task = await drains.kick("c1", first="the turn before", prepared=None)
+    await asyncio.sleep(0)
+
+    assert await drains.kick("c1", first="the claimed turn", prepared="what it runs on") is task
+    release.set()
+    await asyncio.wait_for(task, 5)
+
+    assert ran == [("the turn before", None), ("the claimed turn", "what it runs on")]
+
+
 async def test_any_worker_sweeps_expired_leases_on_its_timer_and_the_queue_goes_on(
     connected, chat_user, settings, fast_turns, wait_turn
 ):
@@ -428,7 +487,7 @@ def test_two_workers_claiming_the_same_turn_one_wins(chat_user, seeded_registrie
     def claim(worker: str) -> None:
         barrier.wait()
         try:
-            results.append((worker, services.turn_start(turn=turn, record=None, frames=[], worker=worker)))
+            results.append((worker, services.turn_start(turn=turn, record=None, worker=worker)))
         finally:
             from django.db import connection
 
@@ -449,7 +508,7 @@ def test_two_workers_claiming_the_same_turn_one_wins(chat_user, seeded_registrie
 def test_a_turn_interrupted_while_running_cannot_be_finished_as_completed(chat_user, seeded_registries):
     conversation = ConversationFactory(owner=chat_user, mount="chat")
     turn = TurnFactory(conversation=conversation, seq=1, prompt="race")
-    assert services.turn_start(turn=turn, record=None, frames=[], worker="w1")
+    assert services.turn_start(turn=turn, record=None, worker="w1")
     assert len(services.turns_mark_interrupted(turn_ids=[turn.pk])) == 1
 
     frame = frames.make(type="turn.completed", conv_id=conversation.pk, seq=9, data={})
@@ -618,12 +677,12 @@ async def test_a_queue_left_behind_is_restarted_by_the_timer(
 
 
 @pytest.mark.backends
-async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_commits_three_times(
+async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_commits_twice(
     chat_user, sql_log, commits, quiet_timer
 ):
     """The gateway resolves the model (with its overrides) once: the new conversation is built from that
-    resolution, stored with its first turn in one transaction (with the reservation of the numbers its
-    frames got before it existed), and the turn runs on it; a first turn reads no history."""
+    resolution, stored with its first turn, claimed, in one transaction (with the reservation of the
+    numbers its frames got before it existed), and the turn runs on it; a first turn reads no history."""
     from .test_gateway import asgi_post, read_body
 
     token = (await run_db(Token.objects.create, user=chat_user)).key
@@ -639,11 +698,11 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_co
 
     assert headers[":status"] == 200
     statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
-    assert commits.count == 3, sql_log  # the conversation with its turn, the claim, the finish
+    assert commits.count == 2, sql_log  # the conversation with its turn claimed, the finish
     assert len([sql for sql in sql_log if 'FROM "profiles_profile"' in sql]) == 1, sql_log
     assert not [sql for sql in sql_log if 'SELECT "chat_turn"."prompt", "chat_turn"."text"' in sql]  # history
     assert mark_statements(sql_log) == []
-    assert len(statements) - statements.count("BEGIN") <= 16, "\n".join(sql[:120] for sql in sql_log)
+    assert len(statements) - statements.count("BEGIN") <= 14, "\n".join(sql[:120] for sql in sql_log)
     conv_id = headers["x-conversation-id"]
     conversation = await run_db(Conversation.objects.get, pk=conv_id)
     seqs = await run_db(
@@ -685,7 +744,7 @@ def test_submitting_and_finishing_a_turn_reads_no_other_turn_of_a_long_conversat
 
         def submit_and_finish() -> None:
             turn = services.turn_submit(conversation=conversation, user=chat_user, prompt="now?").turn
-            assert services.turn_start(turn=turn, record=None, frames=[], worker="w1")
+            assert services.turn_start(turn=turn, record=None, worker="w1")
             assert services.turn_finish(turn_id=turn.pk, status="completed", text="ok", worker="w1").finished
 
         return _vm_steps(submit_and_finish)

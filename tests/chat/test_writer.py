@@ -80,8 +80,8 @@ async def test_a_write_rolled_back_in_a_batch_takes_only_its_own_rows(chat_user,
     batches = writer.batches
 
     claimed = await asyncio.gather(
-        writer.write(services.turn_start, key=second.pk, turn=gone, record=None, frames=[], worker="w1"),
-        writer.write(services.turn_start, key=first.pk, turn=queued, record=None, frames=[], worker="w1"),
+        writer.write(services.turn_start, key=second.pk, turn=gone, record=None, worker="w1"),
+        writer.write(services.turn_start, key=first.pk, turn=queued, record=None, worker="w1"),
     )
 
     assert claimed == [False, True]  # each outcome to its own caller, whatever the order of the writes
