@@ -170,19 +170,26 @@ class Started:
     switch: tuple[dict[str, Any], dict[str, Any]] | None  # (the runtime before, why) when it changes
 
 
+def _prepare(*, turn: Turn, resolution: Resolution | None) -> Started:
+    """What the turn runs on (one database hop, see `_turn_inputs`), its runtime record, and the switch
+    its first frame announces when the conversation ran on another runtime before."""
+    conversation = turn.conversation
+    resolution, runtime, history, rate = _turn_inputs(turn=turn, resolution=resolution)
+    previous = switched_from(conversation, runtime)
+    switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
+    return Started(resolution, runtime, history, rate, runtime_record(runtime, resolution), switch)
+
+
 def _start_at_submission(conversation: Any, turn: Turn, resolution: Resolution | None) -> Started | None:
-    """`turn_submit`'s `start`: resolve and compose the turn's runtime and read its history, so that its
-    submission claims it with its record. None when it cannot be prepared (the drain then fails it and
-    says why, as for any queued turn); an outage fails the submission."""
+    """`turn_submit`'s `start` (`turn.conversation` is `conversation` as locked): what the turn runs on, so
+    that its submission claims it with its record. None when it cannot be prepared (the drain then fails
+    it and says why, as for any queued turn); an outage fails the submission."""
     try:
-        resolution, runtime, history, rate = _turn_inputs(turn=turn, resolution=resolution)
+        return _prepare(turn=turn, resolution=resolution)
     except Exception as exc:
         if is_outage(exc):
             raise
         return None
-    previous = switched_from(conversation, runtime)
-    switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
-    return Started(resolution, runtime, history, rate, runtime_record(runtime, resolution), switch)
 
 
 async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None) -> bool:
@@ -195,12 +202,9 @@ async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None)
     live = LiveTurn(turn_id, conv_id)
     live.renewed(started)
 
-    if isinstance(prepared, Started):  # claimed with its submission, its record stored
-        resolution, runtime, history, live.rate = prepared.resolution, prepared.runtime, prepared.history, prepared.rate
-        switch = prepared.switch
-    else:
+    if not isinstance(prepared, Started):  # it waited: prepared and claimed now
         try:
-            resolution, runtime, history, live.rate = await run_db(_turn_inputs, turn=turn, resolution=prepared)
+            prepared = await run_db(_prepare, turn=turn, resolution=prepared)
         except Exception as exc:
             if is_outage(exc):  # the dispatcher tries again when the database answers
                 raise
@@ -214,12 +218,10 @@ async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None)
                 return False
             failed = {"code": code, "message": message}
             return await _finish(live, started, TurnOutcome(), _Recorder(), "failed", failed)
-        previous = switched_from(conversation, runtime)
-        switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
         # The runtime record is stored with the claim, before the first delta.
-        record = runtime_record(runtime, resolution)
-        if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=record):
+        if not await writer.write(services.turn_start, key=conv_id, turn=turn, record=prepared.record):
             return False
+    runtime, history, live.rate = prepared.runtime, prepared.history, prepared.rate
 
     live.rollout_id = (runtime.rollout or {}).get("id")
     live.api_key_id = turn.api_key_id
@@ -240,11 +242,10 @@ async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None)
     async with dispatcher.running(live):
         try:
             # Its first frames go out like any other: stored with its first checkpoint or its end.
-            if switch is not None:
-                await emit(
-                    "runtime.switched",
-                    frames.runtime_switched(previous=switch[0], to=runtime.marker(), reason=switch[1]),
-                )
+            if prepared.switch is not None:
+                previous, reason = prepared.switch
+                switched = frames.runtime_switched(previous=previous, to=runtime.marker(), reason=reason)
+                await emit("runtime.switched", switched)
             await emit("turn.started", frames.turn_started(turn_id=turn_id, marker=runtime.marker()))
             messages: list[Message] = []
             for prompt, reply in history:
