@@ -44,7 +44,7 @@ REPLAY_TIMEOUT_SECONDS = 2.0
 REPLAY_RESEND_SECONDS = 0.4
 DRAIN_RETRY_SECONDS = 0.5  # a queue whose turn met a database error (a deadlock, an outage) tries again
 RECOVER_SECONDS = 10.0
-OUTAGE_POLL_SECONDS = 1.0
+TICK_SECONDS = 1.0  # the timer's beat: outages noticed, expired leases swept, terminal frames sent again
 # A turn's own deadline is 80% of its lease; it is renewed when less than this fraction of the lease is
 # left before that deadline (a third of the lease has passed since the last renewal), or when the next
 # two ticks might not come before it.
@@ -286,26 +286,36 @@ class Dispatcher:
     # ------------------------------------------------------------------ the timer
 
     @staticmethod
-    def tick_interval() -> float:
+    def checkpoint_interval() -> float:
         return min(settings.CHAT_CHECKPOINT_SECONDS, settings.CHAT_TURN_LEASE_SECONDS / 3)
 
     async def _tick_forever(self) -> None:
-        interval = self.tick_interval()
-        every = max(1, round(RECOVER_SECONDS / interval))
+        interval = self.checkpoint_interval()
+        beat = min(TICK_SECONDS, interval)
+        checkpoint_every = max(1, round(interval / beat))
+        recover_every = max(1, round(RECOVER_SECONDS / beat))
         for tick in itertools.count():
-            # Every tick: renew and checkpoint (or, while the database is away, ask it whether it is back),
-            # then sweep. At start-up and every RECOVER_SECONDS: also restart queues that wait for nothing
-            # (a drain that stopped on an error leaves one behind).
+            # Every beat: checkpoint and renew when one is due (and while the database is away, to ask it
+            # whether it is back); between checkpoints, while turns run here, ask the database whether it
+            # answers, so that an outage is noticed (and its grace counted) within a beat. Then sweep.
+            # At start-up and every RECOVER_SECONDS: also restart queues that wait for nothing (a drain
+            # that stopped on an error leaves one behind).
             self._stop_turns_past_grace()
-            await self._step(self.renew)
+            if tick % checkpoint_every == 0 or self.storage_down():
+                await self._step(self.renew)
+            elif self.live:
+                await self._step(self.probe)
             self._stop_turns_past_grace()
             await self._step(self._resend_unsent)
             if not self.sweep_paused():
                 await self._step(self.sweep)
-            if tick % every == 0:
+            if tick % recover_every == 0:
                 await self._step(self.restart_queues)
-            # While the database is away, it is asked at least every second whether it is back.
-            await asyncio.sleep(min(interval, OUTAGE_POLL_SECONDS) if self.storage_down() else interval)
+            await asyncio.sleep(beat)
+
+    async def probe(self) -> None:
+        await run_db(selectors.database_answers)
+        self.storage_answered()
 
     async def _step(self, step: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -340,7 +350,7 @@ class Dispatcher:
             # A checkpoint that stores a turn's text renews its lease with it (no write of its own); a
             # turn with nothing new (a tool call, a slow provider) is renewed only when it is due: under
             # load, a tick renews the few such turns that are due, not every running turn.
-            due = max(RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS, 2 * self.tick_interval())
+            due = max(RENEW_WHEN_LEFT * settings.CHAT_TURN_LEASE_SECONDS, 2 * self.checkpoint_interval())
             renew = [t.lease_deadline - started < due for t in live]
             checkpoints = [
                 services.Checkpoint(t.turn_id, t.conv_id, text, t.pending[:n], start=start, rewrite=rewrite, renew=r)

@@ -62,7 +62,7 @@ def turn_get(*, turn_id: Any) -> Turn:
 
 
 def database_answers() -> bool:
-    """One round trip: whether the database is back after an outage."""
+    """One round trip: whether the database answers (the timer asks between checkpoints while turns run)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return True
