@@ -7,7 +7,8 @@ every thread's connection (the worker runs ORM code on its own thread pools).
 
   - database writes (INSERT/UPDATE/DELETE) and written bytes (the write statements' text, values
     included) per turn at 10 and at 1,000 deltas, at delay 0 and at 20 ms between deltas (a 20 s answer:
-    the checkpoint timer runs, as on a server: the turn runs on a served loop), CHAT_DELTA_COALESCE_MS=0
+    the checkpoint timer runs, as on a server: the turn runs on a served loop; a conversation's second
+    turn), CHAT_DELTA_COALESCE_MS=0
     unless the environment sets it, so every engine delta is one llm.delta frame;
   - stored bytes per turn (the turn row's text + its stored event frames' JSON) at 1 KB and 100 KB answers
     (the openai engine against bench/fake_llm.py: exact sizes, ~100-byte deltas);
@@ -303,21 +304,27 @@ def _measure_all(spec: dict[str, Any]) -> dict[str, Any]:
         }
 
     def served_turn(conversation: Conversation, prompt: str) -> dict[str, Any]:
-        """A turn on a served loop, as daphne runs it: the dispatcher's timer checkpoints and renews."""
+        """A turn on a served loop, as daphne runs it: the dispatcher's timer checkpoints and renews.
+        Measured is the conversation's second turn: its first also reserves its block of frame numbers
+        (one write per 10,000 frames, none when a socket or a completion created it)."""
         import asyncio
 
         from chat import selectors
         from chat.turns import dispatcher
 
-        async def run() -> Any:
-            dispatcher.bind(asyncio.get_running_loop())
+        async def one(prompt: str) -> Any:
             submitted = await turns.turn_enqueue(conversation=conversation, user=user, prompt=prompt)
             return await turns.await_turn(
                 conv_id=conversation.pk, turn_id=submitted.turn.pk, timeout=300, read=selectors.turn_if_finished
             )
 
-        with CaptureAllThreads() as captured, WriteTransactions() as transactions:
-            turn = asyncio.run(run())
+        async def run() -> Any:
+            dispatcher.bind(asyncio.get_running_loop())
+            await one("n=1 bytes=16")
+            with CaptureAllThreads() as captured, WriteTransactions() as transactions:
+                return await one(prompt), captured, transactions
+
+        turn, captured, transactions = asyncio.run(run())
         if turn is None or turn.status != Turn.Status.COMPLETED:
             raise RuntimeError(f"turn ended {getattr(turn, 'status', 'unfinished')}")
         sqls = [q["sql"].lstrip() for q in captured.captured_queries]

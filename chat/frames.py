@@ -110,18 +110,29 @@ def pong(*, conv_id: Any) -> Frame:
     return local(type="ws.pong", conv_id=conv_id, data={"server_time_ms": now_ms()})
 
 
-def for_storage(frame: Frame) -> Frame:
+def for_storage(frame: Frame, turn_text: str | None = None) -> Frame:
     """The stored copy of a frame: a terminal frame without its `text` (the turn's row has it; the replay
-    puts it back), so a turn's text is stored in its row and its messages' `llm.final` frames only."""
-    if frame["type"] in TERMINAL and "text" in frame["data"]:
-        return {**frame, "data": {k: v for k, v in frame["data"].items() if k != "text"}}
+    puts it back), and so is a message's `llm.final` whose text is the turn's whole text (`turn_text`,
+    given when it is stored with the turn's end): a turn's text is stored once in its row, and only the
+    messages of a turn of several keep theirs."""
+    data = frame["data"]
+    if frame["type"] in TERMINAL and "text" in data:
+        return {**frame, "data": {k: v for k, v in data.items() if k != "text"}}
+    if frame["type"] == "llm.final" and turn_text is not None and data.get("text") == turn_text:
+        return {**frame, "data": {**{k: v for k, v in data.items() if k != "text"}, _TEXT_OF_TURN: True}}
     return frame
+
+
+_TEXT_OF_TURN = "text_of_turn"  # a stored `llm.final` whose text is its turn's (never sent)
 
 
 def from_storage(frame: Frame, turn_text: str | None) -> Frame:
     """A stored frame as it was sent (see `for_storage`)."""
-    if frame["type"] in TERMINAL and "text" not in frame["data"] and turn_text is not None:
-        return {**frame, "data": {**frame["data"], "text": turn_text}}
+    data = frame["data"]
+    if frame["type"] in TERMINAL and "text" not in data and turn_text is not None:
+        return {**frame, "data": {**data, "text": turn_text}}
+    if frame["type"] == "llm.final" and data.get(_TEXT_OF_TURN) and turn_text is not None:
+        return {**frame, "data": {**{k: v for k, v in data.items() if k != _TEXT_OF_TURN}, "text": turn_text}}
     return frame
 
 

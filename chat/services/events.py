@@ -12,9 +12,14 @@ from ..frames import for_storage
 from ..models import ConversationEvent
 
 
-def event_rows(conv_id: Any, turn_id: Any, frames: list[dict[str, Any]]) -> list[ConversationEvent]:
+def event_rows(
+    conv_id: Any, turn_id: Any, frames: list[dict[str, Any]], *, turn_text: str | None = None
+) -> list[ConversationEvent]:
+    """`turn_text`: the turn's whole text, for frames stored with its end (`frames.for_storage`)."""
     return [
-        ConversationEvent(conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=for_storage(f))
+        ConversationEvent(
+            conversation_id=conv_id, seq=f["seq"], type=f["type"], turn_id=turn_id, frame=for_storage(f, turn_text)
+        )
         for f in frames
     ]
 

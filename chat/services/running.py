@@ -256,7 +256,7 @@ def turn_finish(
     if has_chunks:
         TurnChunk.objects.filter(turn_id=turn_id).delete()
     conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
-    events_insert(event_rows(conv_id, turn_id, list(frames)))
+    events_insert(event_rows(conv_id, turn_id, list(frames), turn_text=text))
     _RELEASED(conv_id=conv_id, turn_id=turn_id)
     return Finished(True, _MORE_QUEUED.row(conv_id=conv_id) is not None)
 

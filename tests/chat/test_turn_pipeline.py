@@ -19,7 +19,7 @@ from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
 from chat import dispatcher as dispatcher_module
-from chat import frames, services
+from chat import frames, selectors, services
 from chat.aio import run_db
 from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
 from chat.runtime import tools as chat_tools
@@ -225,6 +225,24 @@ async def test_checkpoints_append_only_what_is_new_and_the_text_is_written_whole
     turn = await run_db(Turn.objects.get, pk=frames[-1]["data"]["turn_id"])
     assert turn.text == answer
     assert not await run_db(TurnChunk.objects.filter(turn=turn).exists)  # the end consolidated
+
+
+async def test_a_message_whose_text_is_the_turns_is_stored_without_it_and_replayed_whole(
+    connected, frames_until, quiet_timer
+):
+    """A one-message answer's text is stored once, in the turn's row: its `llm.final` (stored with the
+    turn's end) leaves it out, and the replay puts it back."""
+    communicator, _ = await connected()
+    await communicator.send_json_to({"type": "chat.send", "prompt": "hello"})
+    sent = await frames_until(communicator, timeout=20)
+    final = next(f for f in sent if f["type"] == "llm.final")
+    conv_id = final["conv_id"]
+
+    stored = await run_db(ConversationEvent.objects.values_list("frame", flat=True).get, seq=final["seq"])
+    replayed, _ = await run_db(selectors.events_after, conv_id=conv_id, since_seq=0, upto_seq=None, limit=100)
+
+    assert final["data"]["text"] and "text" not in stored["data"], stored
+    assert next(f for f in replayed if f["seq"] == final["seq"]) == final
 
 
 async def test_hello_pong_and_error_frames_write_nothing(connected, chat_user, sql_log):
