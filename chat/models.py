@@ -156,7 +156,8 @@ class TurnChunk(models.Model):
 
 class ConversationEvent(models.Model):
     """The stored frames of a conversation, by seq, for replay after a reconnect. `llm.delta` frames
-    are not stored (each message's `llm.final` holds its text), so storage grows linearly."""
+    are not stored (each message's `llm.final` holds its text; a one-message answer's, and a turn's
+    terminal frame, leave it to the turn's row: `chat.frames.for_storage`), so storage grows linearly."""
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
     seq = models.BigIntegerField()
