@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,16 +23,15 @@ from django.conf import settings
 
 from profiles.errors import ProfileError, ProfileUnavailable, is_outage
 from profiles.resolution import Resolution
-from profiles.timestamps import now_ms
 
-from . import frames, limits, selectors, services, streams
+from . import frames, limits, services, streams
 from .aio import run_db, run_tool
 from .billing import prices
-from .composition import runtime_for, runtime_record, switch_reason, switched_from
-from .dispatcher import Dispatcher, LeaseLost, LiveTurn
+from .dispatcher import Dispatcher
+from .live import LeaseLost, LiveTurn
 from .models import Turn
+from .preparation import Started, prepare, start_at_submission
 from .runtime.base import EngineError, Message, ToolContext, TurnContext
-from .runtime.composer import Runtime
 from .runtime.runner import TurnOutcome, run_turn
 from .sequencer import get_sequencer, reservation_for
 from .streams import Subscription
@@ -79,7 +77,7 @@ async def turn_enqueue(
         resolution=resolution,
         api_key_id=api_key_id,
         metadata=metadata,
-        start=_start_at_submission,
+        start=start_at_submission,
     )
     if submitted.created:
         if submitted.frame is not None:
@@ -136,62 +134,6 @@ class _Recorder:
             self.suggestions = list(data.get("items", []))
 
 
-def _turn_inputs(
-    *, turn: Turn, resolution: Resolution | None
-) -> tuple[Resolution, Runtime, list[tuple[str, str]], prices.Rate | None]:
-    """What a turn runs on, read in one database hop: its resolved profile (unless its submission just
-    resolved it), the runtime composed from it (cached by fingerprint) and the conversation's history
-    within the runtime's window (a first turn has none), and the price of its engine's model now."""
-    conversation = turn.conversation
-    if resolution is None:
-        resolution = selectors.conversation_resolve(
-            conversation=conversation, user=conversation.owner, request_overrides=turn.request_overrides or None
-        )
-    runtime = runtime_for(conversation.mount, resolution)
-    history: list[tuple[str, str]] = []
-    if turn.seq > 1 and runtime.history_turns:
-        history = selectors.conversation_history(
-            conversation=conversation, before_seq=turn.seq, limit=runtime.history_turns
-        )
-    engine = runtime.engine_info
-    rate = prices.table.rate(engine["provider"], engine["model"], at_ms=now_ms())
-    return resolution, runtime, history, rate
-
-
-@dataclasses.dataclass(frozen=True)
-class Started:
-    """What a turn claimed at its submission runs on (prepared under the conversation's lock)."""
-
-    resolution: Resolution
-    runtime: Runtime
-    history: list[tuple[str, str]]
-    rate: prices.Rate | None
-    record: dict[str, Any]  # its runtime record, stored with its claim
-    switch: tuple[dict[str, Any], dict[str, Any]] | None  # (the runtime before, why) when it changes
-
-
-def _prepare(*, turn: Turn, resolution: Resolution | None) -> Started:
-    """What the turn runs on (one database hop, see `_turn_inputs`), its runtime record, and the switch
-    its first frame announces when the conversation ran on another runtime before."""
-    conversation = turn.conversation
-    resolution, runtime, history, rate = _turn_inputs(turn=turn, resolution=resolution)
-    previous = switched_from(conversation, runtime)
-    switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
-    return Started(resolution, runtime, history, rate, runtime_record(runtime, resolution), switch)
-
-
-def _start_at_submission(conversation: Any, turn: Turn, resolution: Resolution | None) -> Started | None:
-    """`turn_submit`'s `start` (`turn.conversation` is `conversation` as locked): what the turn runs on, so
-    that its submission claims it with its record. None when it cannot be prepared (the drain then fails
-    it and says why, as for any queued turn); an outage fails the submission."""
-    try:
-        return _prepare(turn=turn, resolution=resolution)
-    except Exception as exc:
-        if is_outage(exc):
-            raise
-        return None
-
-
 async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None) -> bool:
     """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
     False: none does, or it could not be claimed (another runs, or another worker took it).
@@ -204,7 +146,7 @@ async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None)
 
     if not isinstance(prepared, Started):  # it waited: prepared and claimed now
         try:
-            prepared = await run_db(_prepare, turn=turn, resolution=prepared)
+            prepared = await run_db(prepare, turn=turn, resolution=prepared)
         except Exception as exc:
             if is_outage(exc):  # the dispatcher tries again when the database answers
                 raise

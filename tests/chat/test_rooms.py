@@ -19,7 +19,13 @@ from chat.views import ConversationMessagesView
 
 CHAT = Path(__file__).resolve().parents[2] / "chat"
 ENTRANCES = ("consumers.py", "views.py", "gateway/services.py", "gateway/views.py")
-INTERNALS = {"chat.dispatcher", "chat.streams", "chat.sequencer"}  # what only the pipeline uses
+INTERNALS = {
+    "chat.dispatcher",
+    "chat.live",
+    "chat.preparation",
+    "chat.streams",
+    "chat.sequencer",
+}  # what only the pipeline uses
 
 
 def chat_modules() -> dict[str, ast.Module]:

@@ -21,6 +21,7 @@ from rest_framework.authtoken.models import Token
 from chat import dispatcher as dispatcher_module
 from chat import frames, selectors, services
 from chat.aio import run_db
+from chat.live import LiveTurn
 from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
 from chat.runtime import tools as chat_tools
 from chat.turns import dispatcher
@@ -393,7 +394,7 @@ async def test_a_checkpoint_renews_only_the_leases_that_are_due(chat_user, setti
         )
         for c in conversations
     ]
-    fresh, due = (dispatcher_module.LiveTurn(str(t.pk), str(t.conversation_id)) for t in turns)
+    fresh, due = (LiveTurn(str(t.pk), str(t.conversation_id)) for t in turns)
     now = dispatcher_module.time.monotonic()
     fresh.renewed(now)  # just renewed: 12 s of its (80%) deadline left
     due.renewed(now - 6)  # renewed 6 s ago: 6 s left, under 0.8 - 1/3 of the lease
@@ -426,7 +427,7 @@ async def test_a_checkpoint_that_stores_text_renews_the_lease_with_its_chunk_and
         worker=services.WORKER_ID,
         lease_until_ms=1,
     )
-    live = dispatcher_module.LiveTurn(str(turn.pk), str(conversation.pk))
+    live = LiveTurn(str(turn.pk), str(conversation.pk))
     now = dispatcher_module.time.monotonic()
     live.renewed(now - 6)  # due
     live.sent(
@@ -651,7 +652,7 @@ async def test_a_replay_while_the_turn_here_has_published_nothing_yet_keeps_ever
     message = frames.make(type="chat.message", conv_id=conversation.pk, seq=1, data={"turn_id": str(turn.pk)})
     await run_db(services.events_store, conv_id=conversation.pk, frames=[message], turn_id=turn.pk)
 
-    async with dispatcher.running(dispatcher_module.LiveTurn(str(turn.pk), str(conversation.pk))):
+    async with dispatcher.running(LiveTurn(str(turn.pk), str(conversation.pk))):
         page = await replay(conversation.pk, 0)
 
     assert [f["seq"] for f in page.frames] == [1]
