@@ -41,7 +41,7 @@ def turn_inputs(
 
 
 @dataclass(frozen=True)
-class Started:
+class Prepared:
     """What a turn claimed at its submission runs on (prepared under the conversation's lock)."""
 
     resolution: Resolution
@@ -52,17 +52,17 @@ class Started:
     switch: tuple[dict[str, Any], dict[str, Any]] | None  # (the runtime before, why) when it changes
 
 
-def prepare(*, turn: Turn, resolution: Resolution | None) -> Started:
+def prepare(*, turn: Turn, resolution: Resolution | None) -> Prepared:
     """What the turn runs on (one database hop, see `turn_inputs`), its runtime record, and the switch
     its first frame announces when the conversation ran on another runtime before."""
     conversation = turn.conversation
     resolution, runtime, history, rate = turn_inputs(turn=turn, resolution=resolution)
     previous = switched_from(conversation, runtime)
     switch = None if previous is None else (previous, switch_reason(conversation, runtime, resolution))
-    return Started(resolution, runtime, history, rate, runtime_record(runtime, resolution), switch)
+    return Prepared(resolution, runtime, history, rate, runtime_record(runtime, resolution), switch)
 
 
-def start_at_submission(conversation: Any, turn: Turn, resolution: Resolution | None) -> Started | None:
+def start_at_submission(conversation: Any, turn: Turn, resolution: Resolution | None) -> Prepared | None:
     """`turn_submit`'s `start` (`turn.conversation` is `conversation` as locked): what the turn runs on, so
     that its submission claims it with its record. None when it cannot be prepared (the drain then fails
     it and says why, as for any queued turn); an outage fails the submission."""

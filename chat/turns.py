@@ -30,7 +30,7 @@ from .billing import prices
 from .dispatcher import Dispatcher
 from .live import LeaseLost, LiveTurn
 from .models import Turn
-from .preparation import Started, prepare, start_at_submission
+from .preparation import Prepared, prepare, start_at_submission
 from .runtime.base import EngineError, Message, ToolContext, TurnContext
 from .runtime.runner import TurnOutcome, run_turn
 from .sequencer import get_sequencer, reservation_for
@@ -134,7 +134,7 @@ class _Recorder:
             self.suggestions = list(data.get("items", []))
 
 
-async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None) -> bool:
+async def execute_turn(turn: Turn, prepared: Resolution | Prepared | None = None) -> bool:
     """Run one queued turn to its end. True: turns may wait behind it (the drain looks again at once);
     False: none does, or it could not be claimed (another runs, or another worker took it).
     `prepared`: its profile as its submission resolved it a moment ago (else resolved now)."""
@@ -144,7 +144,7 @@ async def execute_turn(turn: Turn, prepared: Resolution | Started | None = None)
     live = LiveTurn(turn_id, conv_id)
     live.renewed(started)
 
-    if not isinstance(prepared, Started):  # it waited: prepared and claimed now
+    if not isinstance(prepared, Prepared):  # it waited: prepared and claimed now
         try:
             prepared = await run_db(prepare, turn=turn, resolution=prepared)
         except Exception as exc:
