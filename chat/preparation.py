@@ -42,7 +42,7 @@ def turn_inputs(
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a turn claimed at its submission runs on (prepared under the conversation's lock)."""
+    """What a turn runs on, prepared by its submission (then claimed with it) or by the drain."""
 
     resolution: Resolution
     runtime: Runtime
