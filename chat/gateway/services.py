@@ -414,6 +414,8 @@ async def submit(
         model=model_id(registry, str(ref), mount),
         stream=data.stream,
         wait_seconds=settings.CHAT_ENGINE_TIMEOUT_SECONDS * 2,
+        # Claimed with its submission: the turn as stored, its record included (no read when it starts).
+        identity=submitted.turn if submitted.started is not None else None,
     )
 
 
@@ -497,6 +499,7 @@ class Completion:
     model: str  # the model id requested (what the turn runs is in its record)
     stream: bool
     wait_seconds: float
+    identity: Turn | None = None  # the turn with its runtime record, when its submission claimed it
     deadline: float = 0.0
 
     def __post_init__(self) -> None:
@@ -559,7 +562,10 @@ class Completion:
             follow.ours = data.get("turn_id") == self.turn_id
             if follow.ours and not follow.started:
                 follow.started = True
-                return [Started(await run_db(selectors.turn_identity, turn_id=self.turn_id))]
+                identity = self.identity
+                if identity is None:
+                    identity = await run_db(selectors.turn_identity, turn_id=self.turn_id)
+                return [Started(identity)]
             return []
         if not follow.ours:
             return []

@@ -708,6 +708,29 @@ async def test_live_streaming_through_the_asgi_application(chat_user, fresh_laye
     assert conversation_group_is_empty(turn)  # the request's channel left the conversation's group
 
 
+async def test_a_streamed_completion_claimed_with_its_submission_reads_no_identity_when_it_starts(
+    chat_user, fresh_layer, monkeypatch
+):
+    """Its first chunk's id, model and fingerprint come from the turn as its submission stored it."""
+    from chat.gateway import selectors as gateway_selectors
+
+    def no_read(**kwargs):
+        raise AssertionError("the started turn was read again")
+
+    monkeypatch.setattr(gateway_selectors, "turn_identity", no_read)
+    body = {"model": "agent", "stream": True, "messages": [{"role": "user", "content": "Hello there"}]}
+    communicator, headers = await asgi_post(chat_user, body)
+    raw = await read_body(communicator)
+
+    chunks = [json.loads(b.removeprefix("data: ")) for b in raw.decode().split("\n\n") if b and "[DONE]" not in b]
+    turn = await turn_row(headers["x-turn-id"])
+    assert turn.status == "completed", raw
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert {(c["id"], c["model"], c["system_fingerprint"]) for c in chunks} == {
+        (f"chatcmpl-{turn.pk.hex}", "agent", turn.fingerprint)
+    }
+
+
 async def test_waiting_completions_hold_no_thread_so_more_than_the_sync_threads_run_at_once(
     chat_user, fresh_layer, settings
 ):
