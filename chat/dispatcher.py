@@ -364,6 +364,14 @@ class Dispatcher:
         """The conversation's turn if it runs in this process."""
         return next((t for t in self.live.values() if t.conv_id == str(conv_id)), None)
 
+    def local_replay(self, conv_id: Any) -> dict[str, Any] | None:
+        """What the conversation's turn has not stored when it runs in this process and this is the server's
+        loop (its state is that loop's), else None: nothing to ask, and no need to look whether one runs."""
+        if asyncio.get_running_loop() is not self.loop:
+            return None
+        local = self._running(conv_id)
+        return local.replay() if local is not None else None
+
     async def ask_replay(self, conv_id: Any) -> dict[str, Any] | None:
         """What the worker running this conversation's turn has not stored: None if nobody answers.
 
@@ -374,9 +382,9 @@ class Dispatcher:
         until an answer comes (answers are matched by request id), or until the turn is found to have
         ended meanwhile (nobody would answer)."""
         if asyncio.get_running_loop() is self.loop:
-            local = self._running(conv_id)
+            local = self.local_replay(conv_id)
             if local is not None:
-                return local.replay()
+                return local
             if not settings.REDIS_URL:  # one process (the in-memory layer): nobody else runs it
                 return None  # it is claimed and not started here yet, or finishing: its frames are stored
         request_id = uuid.uuid4().hex

@@ -28,8 +28,8 @@ class Replay:
 async def replay(conv_id: Any, since_seq: int, limit: int = REPLAY_PAGE) -> Replay:
     """The frames after `since_seq`, a page at a time. Live frames with a seq up to `next_since_seq`
     are covered by it; later ones come live (or from the next call)."""
-    live = None
-    if await run_db(selectors.conversation_active_turn, conv_id=conv_id):
+    live = dispatcher.local_replay(conv_id)  # its turn runs here: no need to look whether one runs
+    if live is None and await run_db(selectors.conversation_active_turn, conv_id=conv_id):
         live = await dispatcher.ask_replay(conv_id)
     upto = live["seq"] if live else None
     stored, more = await run_db(

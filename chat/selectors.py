@@ -134,17 +134,31 @@ def conversation_turns_page(
     return TurnsPage(turns=turns, more=more, before_seq=turns[0].seq if more else None)
 
 
+# Compiled once (`profiles.prepared`): every replay (a socket that joins, a stream, a poll) reads them.
+def _events(*, upto: bool) -> Select:
+    def build() -> Any:
+        rows = ConversationEvent.objects.filter(conversation_id=Param("conv_id"), seq__gt=Param("since_seq"))
+        if upto:
+            rows = rows.filter(seq__lte=Param("upto_seq"))
+        return rows.order_by("seq").values_list("frame", "turn__text")
+
+    return Select(build, limit="limit")
+
+
+_EVENTS_AFTER, _EVENTS_BETWEEN = _events(upto=False), _events(upto=True)
+_ACTIVE_TURN = Select(lambda: Conversation.objects.filter(pk=Param("conv_id")).order_by().values_list("active_turn_id"))
+
+
 def events_after(*, conv_id: Any, since_seq: int, upto_seq: int | None, limit: int) -> tuple[list[dict], bool]:
     """Stored frames with since_seq < seq (<= upto_seq), oldest first, at most `limit`; and whether more remain."""
-    rows = ConversationEvent.objects.filter(conversation_id=conv_id, seq__gt=since_seq)
-    if upto_seq is not None:
-        rows = rows.filter(seq__lte=upto_seq)
-    stored = list(rows.order_by("seq").values_list("frame", "turn__text")[: limit + 1])
+    window = {"conv_id": conv_id, "since_seq": since_seq, "limit": limit + 1}
+    stored = _EVENTS_AFTER.rows(**window) if upto_seq is None else _EVENTS_BETWEEN.rows(**window, upto_seq=upto_seq)
     return [frames.from_storage(frame, text) for frame, text in stored[:limit]], len(stored) > limit
 
 
 def conversation_active_turn(*, conv_id: Any) -> Any:
-    return Conversation.objects.filter(pk=conv_id).values_list("active_turn_id", flat=True).first()
+    row = _ACTIVE_TURN.row(conv_id=conv_id)
+    return row[0] if row else None
 
 
 def conversation_running_turn_id(*, conv_id: Any) -> Any:

@@ -19,7 +19,7 @@ from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
 from chat import dispatcher as dispatcher_module
-from chat import frames, selectors, services
+from chat import frames, replay, selectors, services
 from chat.aio import run_db
 from chat.live import LiveTurn
 from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
@@ -621,6 +621,26 @@ async def test_a_replay_of_a_turn_running_in_this_process_does_not_ask_through_t
 
     assert live is not None and live["message"] is not None  # the text so far of the streaming message
     assert "turn.replay" not in asked
+    await frames_until(first, timeout=15)
+
+
+async def test_a_socket_joining_a_turn_running_here_reads_only_the_stored_frames(
+    connected, frames_until, settings, quiet_timer, sql_log
+):
+    """The replay does not look whether a turn runs (the conversation's row) when it runs in this
+    process: one read, the stored frames, and the turn's own replay for the rest."""
+    settings.CHAT_OFFLINE_DELAY_SECONDS = 0.03
+    conv_id = uuid.uuid4()
+    first, _ = await connected(conv_id=conv_id)
+    await first.send_json_to({"type": "chat.send", "prompt": LONG_PROMPT})
+    await frames_until(first, "llm.delta", timeout=5)
+    sql_log.clear()
+
+    page = await replay.replay(conv_id, 0)
+
+    reads = [sql for sql in sql_log if sql.lstrip().upper().startswith("SELECT")]
+    assert [frame["type"] for frame in page.frames][-1] == "llm.snapshot"
+    assert len(reads) == 1 and 'FROM "chat_conversationevent"' in reads[0], sql_log
     await frames_until(first, timeout=15)
 
 
