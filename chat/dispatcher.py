@@ -62,6 +62,7 @@ class Dispatcher:
         self._again: set[str] = set()
         # A turn handed to a conversation's drain while it was busy (its submission claimed it, or loaded it).
         self._first: dict[str, tuple[Turn, Any]] = {}
+        self._claimed: set[str] = set()  # turns claimed by their submission here, not run to their end yet
         # One control channel per process, listened to for as long as the process lives: a
         # channel-layer receive must never be cancelled (channels-redis can drop a message then).
         self._control: tuple[Any, Any, str, asyncio.Task] | None = None
@@ -85,19 +86,24 @@ class Dispatcher:
         """The delta interval widens once all streams together would exceed CHAT_FRAME_BUDGET frames/s."""
         return max(settings.CHAT_DELTA_COALESCE_SECONDS, len(self.live) / settings.CHAT_FRAME_BUDGET)
 
-    async def kick(self, conv_id: Any, *, first: Turn | None = None, prepared: Any = None) -> asyncio.Task | None:
+    async def kick(
+        self, conv_id: Any, *, first: Turn | None = None, prepared: Any = None, claimed: bool = False
+    ) -> asyncio.Task | None:
         """Make sure queued turns of this conversation run. Without a server loop (management
         commands, the test client) the turns run to completion before this returns.
 
         `first`: the conversation's oldest queued turn, just loaded with its conversation and owner
         (a submission that found nothing ahead of it), or a turn its submission claimed already: the
         drain starts with it without reading it again (after the turn it runs now, if any), and hands
-        `prepared` (what its submitter already worked out for it) to `execute` with it."""
+        `prepared` (what its submitter already worked out for it) to `execute` with it. `claimed`: `first`
+        was claimed by its submission: until it has run here, `runs_here` says so."""
         loop = asyncio.get_running_loop()
         key = str(conv_id)
         if self.loop is not loop:
             await self._drain(key, first, prepared)
             return None
+        if claimed and first is not None:
+            self._claimed.add(str(first.pk))
         task = self._drains.get(key)
         if task is not None and not task.done():
             if first is not None:  # claimed or loaded already: the drain takes it from here
@@ -118,7 +124,11 @@ class Dispatcher:
                 # Loaded afresh: the conversation's selection and current runtime may have changed.
                 try:
                     turn, first = first or await run_db(selectors.turn_next_queued, conv_id=key), None
-                    more = turn is not None and await self.execute(turn, prepared)
+                    try:
+                        more = turn is not None and await self.execute(turn, prepared)
+                    finally:
+                        if turn is not None:
+                            self._claimed.discard(str(turn.pk))
                     prepared = None
                 except Exception as exc:
                     if not is_outage(exc):
@@ -136,7 +146,9 @@ class Dispatcher:
         finally:
             if self._drains.get(key) is asyncio.current_task():
                 del self._drains[key]
-                if self._first.pop(key, None) is not None:  # its lease expires: the sweep interrupts it
+                handed = self._first.pop(key, None)
+                if handed is not None:  # its lease expires: the sweep interrupts it
+                    self._claimed.discard(str(handed[0].pk))
                     log.warning("a turn handed to the stopped queue of conversation %s is left to its lease", key)
 
     # ------------------------------------------------------------------ the timer
@@ -363,6 +375,11 @@ class Dispatcher:
     def _running(self, conv_id: Any) -> LiveTurn | None:
         """The conversation's turn if it runs in this process."""
         return next((t for t in self.live.values() if t.conv_id == str(conv_id)), None)
+
+    def runs_here(self, turn_id: Any) -> bool:
+        """The turn was claimed by its submission in this process and has not run to its end: its terminal
+        frame is still to be sent (from this loop)."""
+        return asyncio.get_running_loop() is self.loop and str(turn_id) in self._claimed
 
     def local_replay(self, conv_id: Any) -> dict[str, Any] | None:
         """What the conversation's turn has not stored when it runs in this process and this is the server's

@@ -92,7 +92,8 @@ async def turn_enqueue(
             await dispatcher.kick(conversation.pk)
         else:
             prepared = submitted.started or submitted.resolution
-            await dispatcher.kick(conversation.pk, first=submitted.turn, prepared=prepared)
+            claimed = submitted.started is not None
+            await dispatcher.kick(conversation.pk, first=submitted.turn, prepared=prepared, claimed=claimed)
     return submitted
 
 
@@ -101,11 +102,15 @@ async def await_turn(*, conv_id: Any, turn_id: Any, timeout: float, read: Callab
     `read(turn_id=...)`, which is None while the turn runs; None after `timeout` seconds.
 
     It listens for the turn's terminal frame on the conversation's group and reads the stored turn
-    before, after that frame and after each second of silence, so a frame a layer lost cannot hang it."""
+    before (unless this process runs it and has not sent that frame yet: it comes through the
+    subscription), after that frame and after each second of silence, so a frame a layer lost cannot
+    hang it."""
     deadline = time.monotonic() + timeout
     async with Subscription(conv_id) as live:
+        look = not dispatcher.runs_here(turn_id)
         while True:
-            result = await run_db(read, turn_id=turn_id)
+            result = await run_db(read, turn_id=turn_id) if look else None
+            look = True
             if result is not None:
                 return result
             while True:

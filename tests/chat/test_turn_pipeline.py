@@ -9,6 +9,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import channels.consumer
 import pytest
@@ -461,14 +462,17 @@ async def test_a_turn_handed_to_a_busy_drain_runs_after_the_turn_it_runs_now(mon
     drains = dispatcher_module.Dispatcher(execute)
     drains.loop = asyncio.get_running_loop()  # the server loop (its timer is not needed here)
     monkeypatch.setattr(dispatcher_module.selectors, "turn_next_queued", lambda **kwargs: None)
-    task = await drains.kick("c1", first="the turn before", prepared=None)
+    before, claimed = SimpleNamespace(pk="the turn before"), SimpleNamespace(pk="the claimed turn")
+    task = await drains.kick("c1", first=before, prepared=None)
     await asyncio.sleep(0)
 
-    assert await drains.kick("c1", first="the claimed turn", prepared="what it runs on") is task
+    assert await drains.kick("c1", first=claimed, prepared="what it runs on", claimed=True) is task
+    assert drains.runs_here(claimed.pk)
     release.set()
     await asyncio.wait_for(task, 5)
 
-    assert ran == [("the turn before", None), ("the claimed turn", "what it runs on")]
+    assert ran == [(before, None), (claimed, "what it runs on")]
+    assert not drains.runs_here(claimed.pk)  # it ran to its end
 
 
 async def test_any_worker_sweeps_expired_leases_on_its_timer_and_the_queue_goes_on(
@@ -721,7 +725,8 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_co
 ):
     """The gateway resolves the model (with its overrides) once: the new conversation is built from that
     resolution, stored with its first turn, claimed, in one transaction (with the reservation of the
-    numbers its frames got before it existed), and the turn runs on it; a first turn reads no history."""
+    numbers its frames got before it existed), and the turn runs on it; a first turn reads no history,
+    and the wait for its end reads the stored turn only once it has ended (this process runs it)."""
     from .test_gateway import asgi_post, read_body
 
     token = (await run_db(Token.objects.create, user=chat_user)).key
@@ -741,7 +746,7 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_and_co
     assert len([sql for sql in sql_log if 'FROM "profiles_profile"' in sql]) == 1, sql_log
     assert not [sql for sql in sql_log if 'SELECT "chat_turn"."prompt", "chat_turn"."text"' in sql]  # history
     assert mark_statements(sql_log) == []
-    assert len(statements) - statements.count("BEGIN") <= 14, "\n".join(sql[:120] for sql in sql_log)
+    assert len(statements) - statements.count("BEGIN") <= 12, "\n".join(sql[:120] for sql in sql_log)
     conv_id = headers["x-conversation-id"]
     conversation = await run_db(Conversation.objects.get, pk=conv_id)
     seqs = await run_db(
