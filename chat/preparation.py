@@ -31,9 +31,14 @@ def turn_inputs(
         )
     runtime = runtime_for(conversation.mount, resolution)
     history: list[tuple[str, str]] = []
-    if turn.seq > 1 and runtime.history_turns:
+    before = turn.seq
+    if turn._state.adding and turn.replaces is not None:
+        # Prepared by its submission, before its row exists: the turn it replaces (the conversation's last,
+        # in memory) is not marked replaced yet, so the window ends before it.
+        before = turn.replaces.seq
+    if before > 1 and runtime.history_turns:
         history = selectors.conversation_history(
-            conversation=conversation, before_seq=turn.seq, limit=runtime.history_turns
+            conversation=conversation, before_seq=before, limit=runtime.history_turns
         )
     engine = runtime.engine_info
     rate = prices.table.rate(engine["provider"], engine["model"], at_ms=now_ms())

@@ -292,6 +292,31 @@ async def test_the_history_sent_is_bounded_by_the_default_window_in_the_query(
     assert turn.engine["history_turns"] == 5  # recorded with the turn's runtime
 
 
+async def test_a_regenerated_turn_does_not_send_the_answer_it_replaces_as_history(
+    connected, frames_until, fake, chat_user
+):
+    """Claimed with its submission, before its row marks the turn it replaces: the history still ends
+    before that turn."""
+    await run_db(remote_profile, fake)
+    conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat", selected_registry="default")
+    await run_db(Conversation.objects.filter(pk=conversation.pk).update, selected_profile="remote")
+    await run_db(TurnFactory, conversation=conversation, seq=1, prompt="q1", text="a1", status="completed")
+    last = await run_db(TurnFactory, conversation=conversation, seq=2, prompt="q2", text="a2", status="completed")
+    fake.stream_text(["again"])
+    communicator, _ = await connected(conv_id=conversation.pk)
+
+    await communicator.send_json_to({"type": "chat.regenerate", "turn_id": str(last.pk)})
+    frames = await frames_until(communicator, timeout=10)
+
+    assert types(frames)[-1] == "turn.completed"
+    sent = fake.requests[-1].body["messages"]
+    assert [(m["role"], m["content"]) for m in sent if m["role"] != "system"] == [
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2"),
+    ]
+
+
 # --------------------------------------------------------------------------- no single shared thread
 
 
