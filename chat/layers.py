@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from copy import deepcopy
 from time import monotonic
 from typing import Any
 
@@ -56,19 +57,34 @@ class InMemoryChannelLayer(_ChannelsInMemoryChannelLayer):
             self._remove_from_groups(channel)
         return dropped
 
+    def _queue(self, channel: str) -> asyncio.Queue:
+        """The channel's queue, made (and its capacity looked up) only when it has none: channels builds a
+        queue, and matches the capacity globs, on every send and receive."""
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        return queue
+
     async def send(self, channel: str, message: dict) -> None:
+        """channels' send (each receiver gets its own deep copy, as a serialising layer would give it), with
+        the queue looked up once; a full channel first drops its expired messages."""
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        queue = self._queue(channel)
         try:
-            await super().send(channel, message)
-        except ChannelFull:
-            queue = self.channels.get(channel)
-            if queue is None or not self._drop_expired(channel, queue):
-                raise
-            await super().send(channel, message)
+            queue.put_nowait((time.time() + self.expiry, deepcopy(message)))
+        except asyncio.QueueFull:
+            if not self._drop_expired(channel, queue):
+                raise ChannelFull(channel) from None
+            try:
+                queue.put_nowait((time.time() + self.expiry, deepcopy(message)))
+            except asyncio.QueueFull:
+                raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> dict:
         self.require_valid_channel_name(channel)
         self._clean_expired()
-        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        queue = self._queue(channel)
         removed_from_groups = False
         try:
             while True:

@@ -51,17 +51,32 @@ class _Slot:
 
 
 def _lookup_params(node: Any) -> None:
-    """Give each `Param` of a WHERE tree the preparation of the field it is compared with."""
+    """Give each `Param` of a WHERE tree (its subqueries' included) the preparation of the field it is
+    compared with."""
     if isinstance(node, WhereNode):
         for child in node.children:
             _lookup_params(child)
-    elif isinstance(node, Lookup) and isinstance(node.rhs, Param):
+        return
+    _subquery_params(node)
+    if isinstance(node, Lookup) and isinstance(node.rhs, Param):
         field = node.lhs.output_field
 
         def prepare(value: Any, connection: Any, field: Any = field) -> Any:
             return field.get_db_prep_value(value, connection, prepared=False)
 
         node.rhs.prepare = prepare
+
+
+def _subquery_params(expression: Any) -> None:
+    """The `Param`s in the filters of the subqueries an expression holds (an annotation, a lookup's side)."""
+    query = getattr(expression, "query", None)
+    if query is not None and isinstance(getattr(query, "where", None), WhereNode):
+        _lookup_params(query.where)
+        for annotation in query.annotations.values():
+            _subquery_params(annotation)
+    for source in getattr(expression, "get_source_expressions", lambda: [])():
+        if source is not None:
+            _subquery_params(source)
 
 
 @dataclass
@@ -118,6 +133,8 @@ class Select(_Statement, Generic[M]):
     def _compile(self, connection: Any) -> _Compiled:
         queryset = self.build()
         _lookup_params(queryset.query.where)
+        for annotation in queryset.query.annotations.values():
+            _subquery_params(annotation)
         compiler = queryset.query.get_compiler(connection=connection)
         sql, params = compiler.as_sql()
         params = list(params)
@@ -178,11 +195,22 @@ class Select(_Statement, Generic[M]):
 
 class Update(_Statement):
     """An UPDATE of the rows of a queryset (`build()`, with `Param`s in its filters) setting `changes`
-    (constants or `Param`s). Calling it returns the number of rows it changed."""
+    (constants or `Param`s). Calling it returns the number of rows it changed.
 
-    def __init__(self, build: Callable[[], QuerySet[Any, Any]], **changes: Any) -> None:
+    `returning`: a one-column `values()` queryset (with its own `Param`s) each changed row returns, as a
+    scalar subquery in a RETURNING clause (SQLite 3.35+ and PostgreSQL): `returned()` gives its value for
+    the first changed row. It is evaluated with the UPDATE's snapshot; see the callers for when that is
+    the latest."""
+
+    def __init__(
+        self,
+        build: Callable[[], QuerySet[Any, Any]],
+        *,
+        returning: Callable[[], QuerySet[Any, Any]] | None = None,
+        **changes: Any,
+    ) -> None:
         super().__init__()
-        self.build, self.changes = build, changes
+        self.build, self.changes, self.returning = build, changes, returning
 
     def _alias_of(self) -> str:
         queryset = self.build()
@@ -202,12 +230,28 @@ class Update(_Statement):
 
                 value.prepare = prepare
         sql, params = query.get_compiler(connection=connection).as_sql()
-        return _Compiled(sql, list(params), lambda row, connection: row)
+        params = list(params)
+        if self.returning is not None:
+            returned = self.returning()
+            _lookup_params(returned.query.where)
+            returned_sql, returned_params = returned.query.get_compiler(connection=connection).as_sql()
+            sql += f" RETURNING ({returned_sql})"
+            params += list(returned_params)
+        return _Compiled(sql, params, lambda row, connection: row)
 
     def __call__(self, **values: Any) -> int:
         cursor, _, _ = self._execute(values)
         with cursor:
             return int(cursor.rowcount)
+
+    def returned(self, **values: Any) -> tuple[Any] | None:
+        """Run the UPDATE; `(value,)` of `returning` for the first row it changed, None when it changed none."""
+        if self.returning is None:
+            raise TypeError("returned() needs an Update with `returning`")
+        cursor, _, _ = self._execute(values)
+        with cursor:
+            rows = cursor.fetchall()
+        return (rows[0][0],) if rows else None
 
 
 class Insert(Generic[M]):

@@ -67,6 +67,22 @@ _SELECTED_PROFILE = Select(
 _SELECTION = Select(
     lambda: ProfileSelection.objects.filter(user_id=Param("user_id"), mount=Param("mount")).order_by("pk")[:1]
 )
+# The registry a user without a selection gets their default from, with whether they have one (the
+# common case reads once: most users never select).
+_REGISTRY_UNLESS_SELECTED = Select(
+    lambda: (
+        Registry.objects.select_related("default_profile")
+        .filter(slug=Param("slug"))
+        .annotate(
+            selection_id=Subquery(
+                ProfileSelection.objects.filter(user_id=Param("user_id"), mount=Param("mount"))
+                .order_by("pk")
+                .values("pk")[:1]
+            )
+        )
+        .order_by()[:1]
+    )
+)
 _LABEL_STATE = Select(
     lambda: (
         ProfileLabel.objects.filter(profile_id=Param("profile_id"), name=Param("name"))
@@ -490,10 +506,14 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
     """The user's stored selection for this mount; else their first group's default; else the registry
     default. A selection that no longer resolves (its profile, or the label or version it names, is gone,
     or the user may no longer use it) falls back the same way and says so (`stale_selection`)."""
-    selection = None
+    selection = registry = None
     revoked = False
     if getattr(user, "is_authenticated", False):
-        selection = _SELECTION.first(user_id=user.pk, mount=mount)
+        registry = _REGISTRY_UNLESS_SELECTED.first(
+            slug=canonical_slug(default_registry, field="registry"), user_id=user.pk, mount=mount
+        )
+        if registry is None or registry.selection_id is not None:  # type: ignore[attr-defined]
+            registry, selection = None, _SELECTION.first(user_id=user.pk, mount=mount)
     if selection is not None:
         profile = _SELECTED_PROFILE.first(registry=selection.registry_slug, slug=selection.profile_slug)
         if profile is not None and not can_use(user, profile):
@@ -506,10 +526,11 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
                 pass
             else:
                 return CurrentProfile(at=at, source="selection")
-    try:
-        registry = registry_get(selection.registry_slug if selection else default_registry)
-    except NotFound:  # the selected registry itself is gone
-        registry = registry_get(default_registry)
+    if registry is None:
+        try:
+            registry = registry_get(selection.registry_slug if selection else default_registry)
+        except NotFound:  # the selected registry itself is gone
+            registry = registry_get(default_registry)
     stale = None
     if selection is not None:
         stale = {"registry": selection.registry_slug, "slug": selection.profile_slug}

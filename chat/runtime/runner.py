@@ -93,18 +93,23 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
     stream = runtime.engine.stream(messages, runtime.tool_specs()).__aiter__()
     result: ToolCallsRequested | EngineDone | None = None
     text = StreamText()  # provider text is made storable here, before it is streamed or stored
-    pending = asyncio.ensure_future(stream.__anext__())
+    pending: asyncio.Future | None = None
     try:
         while True:
-            done, _ = await asyncio.wait({pending}, timeout=coalescer.due_in())
-            if not done:
-                await coalescer.flush()
-                continue
+            due_in = coalescer.due_in()
             try:
-                event = pending.result()
+                if pending is None and due_in is None:  # nothing held back: no deadline to keep meanwhile
+                    event = await stream.__anext__()
+                else:  # held-back deltas are flushed on time even while the engine is quiet
+                    if pending is None:
+                        pending = asyncio.ensure_future(stream.__anext__())
+                    done, _ = await asyncio.wait({pending}, timeout=due_in)
+                    if not done:
+                        await coalescer.flush()
+                        continue
+                    event, pending = pending.result(), None
             except StopAsyncIteration:
                 break
-            pending = asyncio.ensure_future(stream.__anext__())
             if isinstance(event, TextDelta):
                 coalescer.add(text.feed(event.text))
                 if coalescer.due_in() == 0:
@@ -115,7 +120,7 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
             else:
                 result = event
     finally:
-        if not pending.done():
+        if pending is not None and not pending.done():
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
         coalescer.add(text.flush())

@@ -16,7 +16,7 @@ from profiles.prepared import Insert, Param, Select, Update
 from profiles.timestamps import now_ms
 
 from ..models import Conversation, ConversationEvent, Turn, TurnChunk
-from .common import WORKER_ID
+from .common import WORKER_ID, writers_serialised
 from .events import event_rows, events_insert
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,20 @@ _FINISHED = Update(
     },
     lease_until_ms=None,
 )
-_RELEASED = Update(
-    lambda: Conversation.objects.filter(pk=Param("conv_id"), active_turn_id=Param("turn_id")), active_turn=None
-)
-_MORE_QUEUED = Select(
-    lambda: (
-        Turn.objects.filter(conversation_id=Param("conv_id"), status=Turn.Status.QUEUED)
-        .order_by()
-        .values_list("pk")[:1]
-    )
-)
+
+
+def _released() -> Any:
+    return Conversation.objects.filter(pk=Param("conv_id"), active_turn_id=Param("turn_id"))
+
+
+def _queued() -> Any:
+    return Turn.objects.filter(conversation_id=Param("conv_id"), status=Turn.Status.QUEUED).order_by()
+
+
+_RELEASED = Update(_released, active_turn=None)
+# Where writers are serialised, the release says whether turns wait behind it (`writers_serialised`).
+_RELEASED_LOOKING = Update(_released, returning=lambda: _queued().values("pk")[:1], active_turn=None)
+_MORE_QUEUED = Select(lambda: _queued().values_list("pk")[:1])
 
 
 def turn_claimed(turn: Turn, record: dict[str, Any] | None, *, worker: str = WORKER_ID) -> dict[str, Any]:
@@ -257,7 +261,12 @@ def turn_finish(
         TurnChunk.objects.filter(turn_id=turn_id).delete()
     conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
     events_insert(event_rows(conv_id, turn_id, list(frames), turn_text=text))
-    _RELEASED(conv_id=conv_id, turn_id=turn_id)
+    if writers_serialised():
+        released = _RELEASED_LOOKING.returned(conv_id=conv_id, turn_id=turn_id)
+        if released is not None:
+            return Finished(True, released[0] is not None)
+    else:
+        _RELEASED(conv_id=conv_id, turn_id=turn_id)
     return Finished(True, _MORE_QUEUED.row(conv_id=conv_id) is not None)
 
 

@@ -25,7 +25,7 @@ from ..frames import chat_message
 from ..frames import make as make_frame
 from ..models import Conversation, ConversationEvent, Turn
 from ..selectors import conversation_resolve, mount_default_registry
-from .common import MAX_IDEMPOTENCY_KEY, MAX_PROMPT_CHARS
+from .common import MAX_IDEMPOTENCY_KEY, MAX_PROMPT_CHARS, writers_serialised
 from .events import events_insert
 from .running import conversation_claim, turn_claimed
 
@@ -39,31 +39,33 @@ _conversation_insert = Insert(Conversation)
 
 # The statements of every submission, compiled once (profiles.prepared): the lock, with the conversation
 # as it is now and its owner (the turn's runner needs both), and the conversation's last seq and the turns
-# waiting in it (no row: it has no turn yet).
-_LOCKED = Select(
-    lambda: (
-        Conversation.objects.select_for_update(of=("self",))
-        .select_related("owner")
-        .filter(pk=Param("conv_id"))
-        .order_by()[:1]
-    )
-)
-_COUNTS = Select(
-    lambda: (
-        Conversation.objects.filter(pk=Param("conv_id"))
+# waiting in it (no row: it has no turn yet), each through its index whatever the number of turns:
+# (conversation, seq) and (conversation, status). Where writers are serialised the lock carries the counts.
+def _last_seq() -> Subquery:
+    return Subquery(Turn.objects.filter(conversation_id=OuterRef("pk")).order_by("-seq").values("seq")[:1])
+
+
+def _waiting() -> Subquery:
+    return Subquery(
+        Turn.objects.filter(conversation_id=OuterRef("pk"), status__in=Turn.WAITING)
         .order_by()
-        .values_list(
-            # Each through its index, whatever the number of turns: (conversation, seq) and (conversation, status).
-            Subquery(Turn.objects.filter(conversation_id=OuterRef("pk")).order_by("-seq").values("seq")[:1]),
-            Subquery(
-                Turn.objects.filter(conversation_id=OuterRef("pk"), status__in=Turn.WAITING)
-                .order_by()
-                .values("conversation_id")
-                .annotate(n=Count("pk"))
-                .values("n")
-            ),
-        )
+        .values("conversation_id")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
+
+
+def _locked(*, counted: bool) -> Any:
+    rows = Conversation.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=Param("conv_id"))
+    if counted:
+        rows = rows.annotate(last_turn_seq=_last_seq(), waiting_turns=_waiting())
+    return rows.order_by()[:1]
+
+
+_LOCKED = Select(lambda: _locked(counted=False))
+_LOCKED_COUNTED = Select(lambda: _locked(counted=True))
+_COUNTS = Select(
+    lambda: Conversation.objects.filter(pk=Param("conv_id")).order_by().values_list(_last_seq(), _waiting())
 )
 
 
@@ -146,16 +148,22 @@ def turn_submit(
             return Submitted(turn, True, 0, frame=frame, resolution=resolution, started=started)
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
-        # The counts are read after the lock: a statement that waited for it sees rows committed
-        # meanwhile only from its next statement on (PostgreSQL: a subquery here would count stale rows).
-        locked = _LOCKED.first(conv_id=conversation.pk)
+        # On PostgreSQL the counts are read after the lock (`writers_serialised`).
+        last, waiting = None, None
+        if writers_serialised():
+            locked = _LOCKED_COUNTED.first(conv_id=conversation.pk)
+            if locked is not None:
+                last, waiting = locked.last_turn_seq, locked.waiting_turns  # type: ignore[attr-defined]
+        else:
+            locked = _LOCKED.first(conv_id=conversation.pk)
+            if locked is not None:
+                last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, None)
         if locked is None:
             raise NotFound("conversation not found", field="conv_id")
         if key:
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)
-        last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, None)
         waiting = waiting or 0
         if replaced is not None:
             _check_replaceable(replaced, last_seq=last)

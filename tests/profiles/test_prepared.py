@@ -8,6 +8,7 @@ import threading
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models import OuterRef, Subquery
 from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 
@@ -123,6 +124,41 @@ def test_a_param_set_to_none_stores_null(registry):
 
     assert Registry.objects.get(pk=registry.pk).default_profile_id is None
     assert Registry.objects.get(pk=other.pk).default_profile_id is not None  # other rows untouched
+
+
+def test_params_in_an_annotations_subquery_bind_like_the_outer_ones(registry):
+    """A value a subquery filters on is a `Param` too (the resolution's registry with the user's selection)."""
+    with_profile = Select(
+        lambda: (
+            Registry.objects.filter(slug=Param("slug"))
+            .annotate(
+                named=Subquery(
+                    Profile.objects.filter(registry_id=OuterRef("pk"), slug=Param("profile"))
+                    .order_by()
+                    .values("slug")[:1]
+                )
+            )
+            .order_by()[:1]
+        )
+    )
+
+    assert with_profile.first(slug="prep", profile="beta").named == "beta"
+    assert with_profile.first(slug="prep", profile="nope").named is None
+
+
+def test_an_update_returning_gives_its_subquerys_value_for_a_changed_row_and_none_when_none_changed(registry):
+    describe = Update(
+        lambda: Registry.objects.filter(slug=Param("slug")),
+        returning=lambda: Profile.objects.filter(registry__slug=Param("slug"), slug=Param("profile")).values("slug")[
+            :1
+        ],
+        description=Param("description"),
+    )
+
+    assert describe.returned(slug="prep", description="one", profile="gamma") == ("gamma",)
+    assert describe.returned(slug="prep", description="two", profile="nope") == (None,)  # changed, no such profile
+    assert describe.returned(slug="nobody", description="x", profile="gamma") is None  # no row changed
+    assert Registry.objects.get(pk=registry.pk).description == "two"
 
 
 def test_an_insert_writes_every_row_in_as_many_statements_as_the_backend_takes(monkeypatch):
