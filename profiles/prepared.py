@@ -195,22 +195,13 @@ class Select(_Statement, Generic[M]):
 
 class Update(_Statement):
     """An UPDATE of the rows of a queryset (`build()`, with `Param`s in its filters) setting `changes`
-    (constants or `Param`s). Calling it returns the number of rows it changed.
+    (constants or `Param`s). Calling it returns the number of rows it changed."""
 
-    `returning`: a one-column `values()` queryset (with its own `Param`s) each changed row returns, as a
-    scalar subquery in a RETURNING clause (SQLite 3.35+ and PostgreSQL): `returned()` gives its value for
-    the first changed row. It is evaluated with the UPDATE's snapshot; see the callers for when that is
-    the latest."""
+    returning: Callable[[], QuerySet[Any, Any]] | None = None
 
-    def __init__(
-        self,
-        build: Callable[[], QuerySet[Any, Any]],
-        *,
-        returning: Callable[[], QuerySet[Any, Any]] | None = None,
-        **changes: Any,
-    ) -> None:
+    def __init__(self, build: Callable[[], QuerySet[Any, Any]], **changes: Any) -> None:
         super().__init__()
-        self.build, self.changes, self.returning = build, changes, returning
+        self.build, self.changes = build, changes
 
     def _alias_of(self) -> str:
         queryset = self.build()
@@ -244,10 +235,20 @@ class Update(_Statement):
         with cursor:
             return int(cursor.rowcount)
 
+
+class UpdateReturning(Update):
+    """An `Update` whose changed rows each return `returning()`, a one-column `values()` queryset (with
+    its own `Param`s), as a scalar subquery in a RETURNING clause (SQLite 3.35+, PostgreSQL). It is
+    evaluated with the UPDATE's snapshot: see the callers for when that is the latest."""
+
+    def __init__(
+        self, build: Callable[[], QuerySet[Any, Any]], returning: Callable[[], QuerySet[Any, Any]], **changes: Any
+    ) -> None:
+        super().__init__(build, **changes)
+        self.returning = returning
+
     def returned(self, **values: Any) -> tuple[Any] | None:
         """Run the UPDATE; `(value,)` of `returning` for the first row it changed, None when it changed none."""
-        if self.returning is None:
-            raise TypeError("returned() needs an Update with `returning`")
         cursor, _, _ = self._execute(values)
         with cursor:
             rows = cursor.fetchall()
@@ -294,4 +295,4 @@ class Insert(Generic[M]):
         return objs
 
 
-__all__ = ["Insert", "Param", "Select", "Update"]
+__all__ = ["Insert", "Param", "Select", "Update", "UpdateReturning"]

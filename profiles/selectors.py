@@ -506,14 +506,17 @@ def current_profile(*, user: Any, mount: str, default_registry: str) -> CurrentP
     """The user's stored selection for this mount; else their first group's default; else the registry
     default. A selection that no longer resolves (its profile, or the label or version it names, is gone,
     or the user may no longer use it) falls back the same way and says so (`stale_selection`)."""
-    selection = registry = None
+    selection: ProfileSelection | None = None
+    registry: Registry | None = None
     revoked = False
     if getattr(user, "is_authenticated", False):
-        registry = _REGISTRY_UNLESS_SELECTED.first(
+        unselected = _REGISTRY_UNLESS_SELECTED.first(
             slug=canonical_slug(default_registry, field="registry"), user_id=user.pk, mount=mount
         )
-        if registry is None or registry.selection_id is not None:  # type: ignore[attr-defined]
-            registry, selection = None, _SELECTION.first(user_id=user.pk, mount=mount)
+        if unselected is not None and unselected.selection_id is None:
+            registry = unselected
+        else:
+            selection = _SELECTION.first(user_id=user.pk, mount=mount)
     if selection is not None:
         profile = _SELECTED_PROFILE.first(registry=selection.registry_slug, slug=selection.profile_slug)
         if profile is not None and not can_use(user, profile):

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
-from profiles.prepared import Insert, Param, Select, Update
+from profiles.prepared import Insert, Param, Select, Update, UpdateReturning
 from profiles.timestamps import now_ms
 
 from ..models import Conversation, ConversationEvent, Turn, TurnChunk
@@ -93,7 +93,7 @@ def _queued() -> Any:
 
 _RELEASED = Update(_released, active_turn=None)
 # Where writers are serialised, the release says whether turns wait behind it (`writers_serialised`).
-_RELEASED_LOOKING = Update(_released, returning=lambda: _queued().values("pk")[:1], active_turn=None)
+_RELEASED_LOOKING = UpdateReturning(_released, lambda: _queued().values("pk")[:1], active_turn=None)
 _MORE_QUEUED = Select(lambda: _queued().values_list("pk")[:1])
 
 

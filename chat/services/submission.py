@@ -153,7 +153,7 @@ def turn_submit(
         if writers_serialised():
             locked = _LOCKED_COUNTED.first(conv_id=conversation.pk)
             if locked is not None:
-                last, waiting = locked.last_turn_seq, locked.waiting_turns  # type: ignore[attr-defined]
+                last, waiting = locked.last_turn_seq, locked.waiting_turns
         else:
             locked = _LOCKED.first(conv_id=conversation.pk)
             if locked is not None:

@@ -13,7 +13,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 
 from profiles.models import Profile, ProfileSelection, Registry
-from profiles.prepared import Insert, Param, Select, Update
+from profiles.prepared import Insert, Param, Select, Update, UpdateReturning
 
 from .factories import ProfileFactory, RegistryFactory
 
@@ -147,11 +147,10 @@ def test_params_in_an_annotations_subquery_bind_like_the_outer_ones(registry):
 
 
 def test_an_update_returning_gives_its_subquerys_value_for_a_changed_row_and_none_when_none_changed(registry):
-    describe = Update(
+    profile = lambda: Profile.objects.filter(registry__slug=Param("slug"), slug=Param("profile"))  # noqa: E731
+    describe = UpdateReturning(
         lambda: Registry.objects.filter(slug=Param("slug")),
-        returning=lambda: Profile.objects.filter(registry__slug=Param("slug"), slug=Param("profile")).values("slug")[
-            :1
-        ],
+        lambda: profile().values("slug")[:1],
         description=Param("description"),
     )
 
