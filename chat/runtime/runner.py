@@ -89,27 +89,38 @@ class DeltaCoalescer:
 
 
 async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Message], coalescer: DeltaCoalescer):
-    """Consume one engine round, flushing deltas on time even while the engine is quiet."""
+    """Consume one engine round, flushing held-back deltas on time even while the engine is quiet.
+
+    The engine is awaited directly; while deltas are held back, a timer flushes them at their time if the
+    engine has said nothing by then (a task of its own, awaited before the next event is handled, so
+    deltas go out in order). A task and an `asyncio.wait` per event cost more than the event."""
     stream = runtime.engine.stream(messages, runtime.tool_specs()).__aiter__()
     result: ToolCallsRequested | EngineDone | None = None
     text = StreamText()  # provider text is made storable here, before it is streamed or stored
-    pending: asyncio.Future | None = None
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle | None = None
+    flushing: asyncio.Future | None = None  # the flush the timer started
+
+    def on_time() -> None:
+        nonlocal timer, flushing
+        timer, flushing = None, asyncio.ensure_future(coalescer.flush())
+
     try:
         while True:
             due_in = coalescer.due_in()
+            if due_in is not None and flushing is None:
+                timer = loop.call_later(due_in, on_time)
             try:
-                if pending is None and due_in is None:  # nothing held back: no deadline to keep meanwhile
-                    event = await stream.__anext__()
-                else:  # held-back deltas are flushed on time even while the engine is quiet
-                    if pending is None:
-                        pending = asyncio.ensure_future(stream.__anext__())
-                    done, _ = await asyncio.wait({pending}, timeout=due_in)
-                    if not done:
-                        await coalescer.flush()
-                        continue
-                    event, pending = pending.result(), None
+                event = await stream.__anext__()
             except StopAsyncIteration:
                 break
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                    timer = None
+            if flushing is not None:  # what the engine was quiet about goes out first
+                done, flushing = flushing, None
+                await done
             if isinstance(event, TextDelta):
                 coalescer.add(text.feed(event.text))
                 if coalescer.due_in() == 0:
@@ -120,9 +131,10 @@ async def _stream_round(runtime: Runtime, ctx: TurnContext, messages: list[Messa
             else:
                 result = event
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
+        if timer is not None:
+            timer.cancel()
+        if flushing is not None:
+            await asyncio.gather(flushing, return_exceptions=True)
         coalescer.add(text.flush())
         await coalescer.flush()
         aclose = getattr(stream, "aclose", None)

@@ -372,6 +372,23 @@ async def test_instant_tiny_deltas_are_coalesced_into_few_frames(turn_context, t
     assert outcome.text == full.strip()
 
 
+async def test_an_engine_round_starts_no_task_per_event_while_the_engine_keeps_talking(
+    turn_context, tool_ctx, recording_emit, monkeypatch
+):
+    """Deltas held back by the coalescer are flushed by a timer only if the engine goes quiet: a round
+    whose events come faster than the interval starts no task (a task and an `asyncio.wait` per event
+    cost more than the event)."""
+    started: list[object] = []
+    real = asyncio.ensure_future
+    monkeypatch.setattr(asyncio, "ensure_future", lambda coro, **kw: started.append(coro) or real(coro, **kw))
+    runtime = make_runtime(ScriptedEngine(text_round(*[f"w{i} " for i in range(50)])))
+
+    await run(runtime, turn_context(), tool_ctx(), coalesce_seconds=0.03)
+
+    assert len(recording_emit.of_type("llm.delta")) >= 2  # deltas were held back meanwhile
+    assert started == []
+
+
 async def test_pending_text_is_flushed_on_time_while_the_engine_is_quiet(turn_context, tool_ctx, recording_emit):
     engine = ScriptedEngine([TextDelta("a"), TextDelta("b"), 0.15, TextDelta("c"), EngineDone("stop")])
     runtime = make_runtime(engine)
