@@ -97,9 +97,17 @@ async def turn_enqueue(
     return submitted
 
 
-async def await_turn(*, conv_id: Any, turn_id: Any, timeout: float, read: Callable[..., T | None]) -> T | None:
+async def await_turn(
+    *,
+    conv_id: Any,
+    turn_id: Any,
+    timeout: float,
+    read: Callable[..., T | None],
+    ended: Callable[[frames.Frame], T | None] | None = None,
+) -> T | None:
     """Wait on the event loop until the turn has finished (whichever worker runs it) and return
-    `read(turn_id=...)`, which is None while the turn runs; None after `timeout` seconds.
+    `read(turn_id=...)`, which is None while the turn runs; None after `timeout` seconds. `ended`: the
+    result from the turn's terminal frame alone when the caller knows the rest (else None): no read after it.
 
     It listens for the turn's terminal frame on the conversation's group and reads the stored turn
     before (unless this process runs it and has not sent that frame yet: it comes through the
@@ -118,6 +126,10 @@ async def await_turn(*, conv_id: Any, turn_id: Any, timeout: float, read: Callab
                 if remaining <= 0:
                     return None
                 frame = await live.next(min(SILENCE_CHECK_SECONDS, remaining))
+                if frame is not None and ended is not None and frames.is_end_of(frame, turn_id):
+                    result = ended(frame)
+                    if result is not None:
+                        return result
                 if frame is None or frames.is_end_of(frame, turn_id):
                     break
 

@@ -86,3 +86,17 @@ def turn_result(*, turn_id: Any) -> TurnResult | None:
         return None
     row = _TERMINAL.row(turn_id=turn_id)
     return TurnResult(turn, ((row[0] if row else None) or {}).get("data"))
+
+
+def turn_result_of_end(*, identity: Turn, frame: dict[str, Any]) -> TurnResult:
+    """What `turn_result` reads, from the turn's terminal frame and the identity its submission stored
+    (a turn claimed with its submission): the frame carries what its end stored (status, text, usage,
+    error), so the answer of a turn this process ran needs no read once it has ended."""
+    data = frame["data"]
+    fields = {name: getattr(identity, name) for name in IDENTITY_FIELDS}
+    status = data.get("status") or frame["type"].removeprefix("turn.")
+    turn = Turn(
+        **fields, status=status, text=data.get("text") or "", usage=data.get("usage") or {}, error=data.get("error")
+    )
+    turn._state.adding, turn._state.db = False, identity._state.db
+    return TurnResult(turn, data)

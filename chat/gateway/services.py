@@ -523,6 +523,7 @@ class Completion:
             turn_id=self.turn_id,
             timeout=self.deadline - time.monotonic(),
             read=selectors.turn_result,
+            ended=self._result_of_end,
         )
         if result is None:
             raise self._timed_out()
@@ -555,8 +556,9 @@ class Completion:
             if data.get("turn_id") != self.turn_id:
                 follow.ours = False
                 return []
-            # Stored before it was sent: the row has the final text, usage and record.
-            result = await run_db(selectors.turn_result, turn_id=self.turn_id)
+            result = self._result_of_end(frame)
+            if result is None:  # stored before it was sent: the row has the final text, usage and record
+                result = await run_db(selectors.turn_result, turn_id=self.turn_id)
             return self._finish(follow, result) if result is not None else []
         if kind == "turn.started":
             follow.ours = data.get("turn_id") == self.turn_id
@@ -574,6 +576,12 @@ class Completion:
         if kind in ("llm.snapshot", "llm.final"):
             return follow.upto(data["message_id"], data.get("text", ""))
         return []
+
+    def _result_of_end(self, frame: dict[str, Any]) -> selectors.TurnResult | None:
+        """The result from the terminal frame when the submission gave the identity (no read), else None."""
+        if self.identity is None:
+            return None
+        return selectors.turn_result_of_end(identity=self.identity, frame=frame)
 
     def _finish(self, follow: _Follow, result: selectors.TurnResult) -> list[Event]:
         events: list[Event] = [] if follow.started else [Started(result.turn)]

@@ -708,17 +708,24 @@ async def test_live_streaming_through_the_asgi_application(chat_user, fresh_laye
     assert conversation_group_is_empty(turn)  # the request's channel left the conversation's group
 
 
-async def test_a_streamed_completion_claimed_with_its_submission_reads_no_identity_when_it_starts(
+async def test_a_streamed_completion_claimed_with_its_submission_reads_its_turn_neither_at_start_nor_end(
     chat_user, fresh_layer, monkeypatch
 ):
-    """Its first chunk's id, model and fingerprint come from the turn as its submission stored it."""
+    """Its first chunk's id, model and fingerprint come from the turn as its submission stored it; its
+    last chunk's usage and finish from the terminal frame."""
     from chat.gateway import selectors as gateway_selectors
 
     def no_read(**kwargs):
-        raise AssertionError("the started turn was read again")
+        raise AssertionError("the turn was read again")
 
     monkeypatch.setattr(gateway_selectors, "turn_identity", no_read)
-    body = {"model": "agent", "stream": True, "messages": [{"role": "user", "content": "Hello there"}]}
+    monkeypatch.setattr(gateway_selectors, "turn_result", no_read)
+    body = {
+        "model": "agent",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Hello there"}],
+    }
     communicator, headers = await asgi_post(chat_user, body)
     raw = await read_body(communicator)
 
@@ -729,6 +736,8 @@ async def test_a_streamed_completion_claimed_with_its_submission_reads_no_identi
     assert {(c["id"], c["model"], c["system_fingerprint"]) for c in chunks} == {
         (f"chatcmpl-{turn.pk.hex}", "agent", turn.fingerprint)
     }
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert (text, chunks[-1]["usage"]) == (turn.text, turn.usage)
 
 
 async def test_waiting_completions_hold_no_thread_so_more_than_the_sync_threads_run_at_once(
