@@ -21,11 +21,12 @@ with Django's ModelBackend; these rules come on top of them.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import rules
 from django.contrib.auth.models import Group, Permission
-from django.db.models import Exists, Expression, OuterRef, Q, Value
+from django.db.models import Aggregate, Exists, Expression, OuterRef, Q, Subquery, TextField, Value
 
 from .errors import Forbidden
 from .prepared import Param, Select
@@ -51,6 +52,28 @@ def user_group_names(user: Any) -> frozenset[str]:
         cached = frozenset(name for (name,) in _GROUP_NAMES.rows(user_id=user.pk))
         setattr(user, _GROUPS_CACHE, cached)
     return cached
+
+
+class _GroupNamesJson(Aggregate):
+    """The names aggregated into one JSON array, as text (SQLite's JSON_GROUP_ARRAY, PostgreSQL's JSON_AGG)."""
+
+    function = "JSON_GROUP_ARRAY"
+    output_field = TextField()
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, function="JSON_AGG", template="%(function)s(%(expressions)s)::text")
+
+
+def user_group_names_of(user_id: Any) -> Subquery:
+    """The groups of the user `user_id` (an `OuterRef`) as a column of another statement (JSON text, NULL
+    for none), for `remember_group_names`: a statement that loads a user can bring its groups along."""
+    names = Group.objects.filter(user=user_id).order_by().values("user").annotate(names=_GroupNamesJson("name"))
+    return Subquery(names.values("names"))
+
+
+def remember_group_names(user: Any, names: str | None) -> None:
+    """Cache what `user_group_names_of` read for `user` (as `user_group_names` would have read it)."""
+    setattr(user, _GROUPS_CACHE, frozenset(json.loads(names)) if names else frozenset())
 
 
 def forget_groups(user: Any) -> None:

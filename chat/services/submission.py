@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery
 
+from profiles.access import remember_group_names, user_group_names_of
 from profiles.errors import Conflict, InvalidInput, NotFound
 from profiles.prepared import Insert, Param, Select
 from profiles.resolution import Resolution
@@ -56,7 +57,12 @@ def _waiting() -> Subquery:
 
 
 def _locked(*, counted: bool) -> Any:
-    rows = Conversation.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=Param("conv_id"))
+    rows = (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("owner")
+        .filter(pk=Param("conv_id"))
+        .annotate(owner_groups=user_group_names_of(OuterRef("owner_id")))  # the resolution needs them
+    )
     if counted:
         rows = rows.annotate(last_turn_seq=_last_seq(), waiting_turns=_waiting())
     return rows.order_by()[:1]
@@ -160,6 +166,7 @@ def turn_submit(
                 last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, None)
         if locked is None:
             raise NotFound("conversation not found", field="conv_id")
+        remember_group_names(locked.owner, locked.owner_groups)
         if key:
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:

@@ -246,3 +246,32 @@ def test_restricting_a_selected_profile_falls_back_for_those_outside(mount, seed
 
     assert (body["slug"], body["source"]) == (mount.default_profile, "default")
     assert body["stale_selection"] == {"registry": mount.registry, "slug": "open", "ref": "open@1"}
+
+
+@pytest.mark.backends
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_that_loads_users_brings_their_group_names_and_the_rule_reads_them_no_more():
+    """`user_group_names_of` (the turn's lock brings its owner's groups): the names it reads are what
+    `user_group_names` would read, none for a user in no group, and the rule then makes no query."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import OuterRef
+
+    from profiles.access import remember_group_names, user_group_names, user_group_names_of
+
+    member, loner = UserFactory(), UserFactory()
+    join(member, "support", 'ops, "night" shift', "ünïcode")
+    rows = (
+        get_user_model()
+        .objects.filter(pk__in=[member.pk, loner.pk])
+        .annotate(names=user_group_names_of(OuterRef("pk")))
+    )
+    loaded = {user.pk: user for user in rows}
+
+    with CaptureQueriesContext(connection) as queries:
+        for user in loaded.values():
+            remember_group_names(user, user.names)
+        names = {pk: user_group_names(user) for pk, user in loaded.items()}
+
+    assert queries.captured_queries == []
+    assert names == {member.pk: user_group_names(UserFactory.build(pk=member.pk)), loner.pk: frozenset()}
+    assert names[member.pk] == {"support", 'ops, "night" shift', "ünïcode"}
