@@ -118,6 +118,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """channels' own, without its clean-up of the sync thread's database connection (a hop to that
+        thread per socket; this consumer uses none there: see `dispatch`)."""
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message["code"])
+        raise StopConsumer
+
     async def connect(self) -> None:
         await self.accept()
         dispatcher.bind(asyncio.get_running_loop())

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.auth import AuthMiddlewareStack
-from channels.middleware import BaseMiddleware
+from channels.auth import AuthMiddleware
 from channels.security.websocket import OriginValidator
+from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 
 from profiles import keys
@@ -48,21 +48,22 @@ def _token_from_scope(scope: dict[str, Any]) -> str | None:
     return (query.get("token") or [None])[-1]
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """`?token=` or `Authorization: Token <key>` for API clients; otherwise the session decides."""
+class TokenOrSessionAuth(AuthMiddleware):
+    """`?token=` or `Authorization: Token <key>` for API clients; otherwise the session decides (channels'
+    `AuthMiddleware`). A socket whose token names a user does not look its session's user up as well
+    (a hop to the process's one sync thread per socket)."""
 
     async def __call__(self, scope, receive, send):
         key = _token_from_scope(scope)
-        if key:
-            user = await _user_for_token(key)
-            if user is not None:
-                scope = {**scope, "user": user}
+        user = await _user_for_token(key) if key else None
+        if user is not None:
+            return await self.inner({**scope, "user": user}, receive, send)
         return await super().__call__(scope, receive, send)
 
 
 class SessionOrTokenAuth:
     def __init__(self, inner) -> None:
-        self.session_stack = AuthMiddlewareStack(TokenAuthMiddleware(inner))
+        self.session_stack = CookieMiddleware(SessionMiddleware(TokenOrSessionAuth(inner)))
 
     async def __call__(self, scope, receive, send):
         return await self.session_stack(scope, receive, send)

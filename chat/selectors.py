@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import (
     BigIntegerField,
@@ -176,11 +177,26 @@ def conversation_replay_from(*, conversation: Conversation) -> int:
     return events.aggregate(m=Max("seq"))["m"] or 0
 
 
-def conversation_get(*, conv_id: Any, user: Any, mount: Mount) -> Conversation:
+_CONVERSATION = Select(lambda: Conversation.objects.filter(pk=Param("conv_id")).order_by()[:1])
+
+
+def conversation_find(*, conv_id: Any) -> Conversation | None:
+    """The conversation with this id, whoever's it is (None: no such row, or not an id)."""
     try:
-        conversation = Conversation.objects.get(pk=conv_id)
-    except (Conversation.DoesNotExist, ValueError):
-        raise NotFound("conversation not found", field="conv_id") from None
+        return _CONVERSATION.first(conv_id=conv_id)
+    except (ValueError, ValidationError):
+        return None
+
+
+def conversation_get(*, conv_id: Any, user: Any, mount: Mount) -> Conversation:
+    conversation = conversation_find(conv_id=conv_id)
+    if conversation is None:
+        raise NotFound("conversation not found", field="conv_id")
+    return conversation_check(conversation, user=user, mount=mount)
+
+
+def conversation_check(conversation: Conversation, *, user: Any, mount: Mount) -> Conversation:
+    """The conversation, if `user` may open it in `mount`: theirs (else 403), and of that mount (else 404)."""
     if conversation.owner_id != user.pk:
         raise ConversationForbidden("this conversation belongs to another user", field="conv_id")
     if conversation.mount != mount.name:

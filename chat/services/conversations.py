@@ -20,7 +20,12 @@ from profiles.validation import canonical_slug, ensure_storable, parse_profile_r
 
 from ..errors import ConversationForbidden
 from ..models import Conversation, Turn
-from ..selectors import conversation_get, conversation_resolve, mount_default_registry
+from ..selectors import (
+    conversation_check,
+    conversation_find,
+    conversation_resolve,
+    mount_default_registry,
+)
 from ..sequencer import FIRST_MARK
 
 log = logging.getLogger(__name__)
@@ -105,11 +110,10 @@ def conversation_open(
     socket's `profile` is not selected (`refused`), and a conversation whose profile cannot run opens
     without a runtime (`unavailable`); its turns fail with that error until the profile is fixed."""
     created, refused = False, None
-    try:
-        conversation = conversation_get(conv_id=conv_id, user=user, mount=mount)
-    except NotFound:
-        if Conversation.objects.filter(pk=conv_id).exists():
-            raise
+    found = conversation_find(conv_id=conv_id)
+    if found is not None:
+        conversation = conversation_check(found, user=user, mount=mount)
+    else:
         try:
             # Its first block of frame numbers reserved with the row: the socket primes the sequencer.
             conversation = conversation_create(

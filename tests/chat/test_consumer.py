@@ -91,6 +91,31 @@ async def test_authorization_header_token_authenticates(open_ws, chat_token):
     assert (await communicator.receive_json_from(timeout=5))["type"] == "ws.hello"
 
 
+async def test_a_socket_with_a_token_does_not_look_its_session_user_up_and_its_close_makes_no_sync_hop(
+    open_ws, monkeypatch
+):
+    """A valid token decides alone: channels' session lookup (a hop to the process's one sync thread) is
+    not made; nor is channels' clean-up of that thread's database connection when the socket closes (the
+    consumer uses none there)."""
+    import channels.auth
+    import channels.generic.websocket
+
+    hops: list[str] = []
+
+    async def session_user(scope):
+        hops.append("session user")
+
+    async def clean_up():
+        hops.append("close_old_connections")
+
+    monkeypatch.setattr(channels.auth, "get_user", session_user)
+    monkeypatch.setattr(channels.generic.websocket, "aclose_old_connections", clean_up)
+    communicator, _ = await connect(open_ws)
+    await communicator.disconnect()
+
+    assert hops == []
+
+
 # --------------------------------------------------------------------------- a turn
 
 

@@ -147,6 +147,15 @@ async def test_a_new_conversations_first_frames_are_numbered_without_reading_or_
     assert mark_statements(sql_log) == []
 
 
+async def test_a_socket_that_creates_its_conversation_looks_for_it_once(connected, sql_log):
+    _, hello = await connected()
+
+    by_id = 'FROM "chat_conversation" WHERE "chat_conversation"."id" ='
+    looks = [sql for sql in sql_log if sql.lstrip().upper().startswith("SELECT") and by_id in sql]
+    assert hello["type"] == "ws.hello"
+    assert len(looks) == 1, looks  # not found: created (no second look whether another user has it)
+
+
 @pytest.mark.backends
 async def test_a_socket_turn_costs_9_statements_on_sqlite_and_11_on_postgresql_in_2_transactions(
     connected, frames_until, sql_log, commits, quiet_timer
