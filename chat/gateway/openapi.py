@@ -13,8 +13,8 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from profiles.api.openapi import RETRY_AFTER
 
 from . import serializers as s
+from .inputs import CONVERSATION_HEADER, TURN_HEADER
 from .responses import ResponseObjectSerializer
-from .services import CONVERSATION_HEADER, TURN_HEADER
 
 TAGS = ["openai-compatible"]
 

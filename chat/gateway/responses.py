@@ -23,7 +23,7 @@ from profiles.validation import parse_profile_ref
 from .. import services as chat_services
 from ..aio import run_db
 from ..models import Turn
-from . import services
+from . import following, inputs, services
 from .errors import UnsupportedParameter
 from .serializers import RefusedField, StorableRequest, StrictObject, usage
 
@@ -125,7 +125,7 @@ class ResponseObjectSerializer(serializers.Serializer):
 
 @dataclass(frozen=True)
 class ResponseInput:
-    data: services.CompletionInput
+    data: inputs.CompletionInput
     previous: uuid.UUID | None  # the turn of `previous_response_id`
     metadata: dict[str, str]
 
@@ -218,7 +218,7 @@ def response_input(body: Mapping[str, Any]) -> ResponseInput:
     engine = {setting: (param, body[param]) for param, setting in ENGINE_PARAMS.items() if body.get(param) is not None}
     previous = body.get("previous_response_id")
     return ResponseInput(
-        data=services.CompletionInput(
+        data=inputs.CompletionInput(
             model=body["model"],
             prompt=prompt,
             system_prompt="\n\n".join(instructions + system) if instructions or system else None,
@@ -386,7 +386,7 @@ def _sse(kind: str, data: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
 
 
-async def response_events(completion: services.Completion, *, mount: Mount) -> AsyncIterator[bytes]:
+async def response_events(completion: following.Completion, *, mount: Mount) -> AsyncIterator[bytes]:
     """The Responses event stream of a turn: `response.created`, `response.in_progress`, the message item
     and its text part opened, `response.output_text.delta` per delta, then the text, part and item done
     and `response.completed` (the whole response); `response.failed` for a turn that failed; an `error`
@@ -404,7 +404,7 @@ async def response_events(completion: services.Completion, *, mount: Mount) -> A
     try:
         async with contextlib.aclosing(completion.events()) as events:
             async for step in events:
-                if isinstance(step, services.Started):
+                if isinstance(step, following.Started):
                     turn = step.turn
                     opened = opened_body(turn, mount=mount)
                     item = f"msg_{uuid.UUID(str(turn.pk)).hex}"
@@ -415,10 +415,10 @@ async def response_events(completion: services.Completion, *, mount: Mount) -> A
                     )
                     part = {"type": "output_text", "text": "", "annotations": []}
                     yield event("response.content_part.added", item_id=item, **at, part=part)
-                elif isinstance(step, services.Delta):
+                elif isinstance(step, following.Delta):
                     text.append(step.text)
                     yield event("response.output_text.delta", item_id=item, **at, delta=step.text)
-                elif isinstance(step, services.Finished):
+                elif isinstance(step, following.Finished):
                     turn, previous = await run_db(response_row, turn_id=step.result.turn.pk)
                     whole = response_body(turn, mount=mount, previous=previous)
                     if whole["status"] != "completed":
@@ -432,7 +432,7 @@ async def response_events(completion: services.Completion, *, mount: Mount) -> A
                         "response.output_item.done", output_index=0, item=message_item(turn, final, "completed")
                     )
                     yield event("response.completed", response=whole)
-                elif isinstance(step, services.TimedOut):
+                elif isinstance(step, following.TimedOut):
                     yield event("error", code=step.error.code, message=step.error.message, param=None)
     except Exception:
         log.exception("streaming response %s failed", completion.turn_id)

@@ -1,6 +1,6 @@
 """The gateway's request body and its OpenAI objects (model, chat completion, chunk, error).
 
-The request serializer checks shape, ranges, unknown keys and storable text; `services.completion_input`
+The request serializer checks shape, ranges, unknown keys and storable text; `inputs.completion_input`
 gives it meaning. Answers are built by the functions below (a chunk per delta must stay cheap); the
 serializers after them describe the same objects for the OpenAPI schema.
 """
@@ -19,7 +19,7 @@ from rest_framework import serializers
 from profiles.api.serializers import StrictKeysMixin
 from profiles.validation import storable_errors
 
-from . import services
+from . import following, services
 from .errors import SERVER_ERROR, error_body
 from .selectors import ModelRow, TurnResult
 
@@ -158,7 +158,7 @@ def usage(turn: Any) -> dict[str, Any]:
     }
 
 
-def _identity(completion: services.Completion, turn: Any, kind: str) -> dict[str, Any]:
+def _identity(completion: following.Completion, turn: Any, kind: str) -> dict[str, Any]:
     """What every object of one answer shares: id (the turn's), model and fingerprint (its record)."""
     model = services.model_id(turn.registry, turn.profile_slug, completion.mount) if turn.registry else completion.model
     return {
@@ -170,7 +170,7 @@ def _identity(completion: services.Completion, turn: Any, kind: str) -> dict[str
     }
 
 
-def completion_body(completion: services.Completion, result: TurnResult) -> dict[str, Any]:
+def completion_body(completion: following.Completion, result: TurnResult) -> dict[str, Any]:
     turn = result.turn
     return {
         **_identity(completion, turn, "chat.completion"),
@@ -193,7 +193,7 @@ def _event(data: dict[str, Any]) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
-async def sse(completion: services.Completion, *, include_usage: bool) -> AsyncIterator[bytes]:
+async def sse(completion: following.Completion, *, include_usage: bool) -> AsyncIterator[bytes]:
     """Server-sent events: a role chunk, a chunk per delta, the finish_reason chunk, the usage chunk
     (`stream_options.include_usage`), then `[DONE]`. A failed or timed-out turn: an error event, then
     `[DONE]` (the openai SDK raises it as `APIError`)."""
@@ -207,20 +207,20 @@ async def sse(completion: services.Completion, *, include_usage: bool) -> AsyncI
     try:
         async with contextlib.aclosing(completion.events()) as events:  # a client that leaves ends it now
             async for event in events:
-                if isinstance(event, services.Started):
+                if isinstance(event, following.Started):
                     base = _identity(completion, event.turn, "chat.completion.chunk")
                     yield chunk({"role": "assistant", "content": ""})
-                elif isinstance(event, services.Delta):
+                elif isinstance(event, following.Delta):
                     yield chunk({"content": event.text})
-                elif isinstance(event, services.Finished):
-                    error = services.outcome_error(event.result)
+                elif isinstance(event, following.Finished):
+                    error = following.outcome_error(event.result)
                     if error is not None:
                         yield _event(error_body(error.http_status, message=error.message, code=error.code))
                         continue
                     yield chunk({}, finish_reason(event.result))
                     if include_usage:
                         yield _event({**base, "choices": [], "usage": usage(event.result.turn)})
-                elif isinstance(event, services.TimedOut):
+                elif isinstance(event, following.TimedOut):
                     yield _event(error_body(504, message=event.error.message, code=event.error.code))
     except Exception:
         log.exception("streaming turn %s failed", completion.turn_id)

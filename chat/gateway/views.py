@@ -29,7 +29,7 @@ from profiles.models import ApiKey
 from .. import limits
 from ..aio import run_db
 from ..asyncviews import AsyncAPIView
-from . import errors, openapi, responses, services
+from . import errors, inputs, openapi, responses, services
 from . import serializers as s
 
 
@@ -157,7 +157,7 @@ class ChatCompletionView(GatewayView):
             user=request.user,
             mount=self.mounted,
             body=body.validated_data,
-            conversation_id=request.headers.get(services.CONVERSATION_HEADER),
+            conversation_id=request.headers.get(inputs.CONVERSATION_HEADER),
             key=self.key(request),
         )
         self.trace_headers = completion.headers()

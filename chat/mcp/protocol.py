@@ -30,6 +30,7 @@ from profiles.mounts import Mount
 
 from .. import limits
 from ..aio import run_db
+from ..gateway import inputs
 from ..gateway import services as gateway
 from ..gateway.selectors import ModelRow
 from ..services import MAX_PROMPT_CHARS
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = MAX_PROMPT_CHARS  # the message is a turn's prompt
 _OTHER = re.compile(r"[^A-Za-z0-9_.-]+")
 # Where the gateway's submission names a request part, the argument of the tool call that carried it.
-ARGUMENT_FIELDS = {gateway.CONVERSATION_HEADER: "arguments.conversation_id", "prompt": "arguments.message"}
+ARGUMENT_FIELDS = {inputs.CONVERSATION_HEADER: "arguments.conversation_id", "prompt": "arguments.message"}
 
 INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -159,7 +160,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     if row is None:  # missing, or a profile the caller may not use: the same answer
         raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}")
     message, conv_id = _arguments(params.arguments)
-    data = gateway.CompletionInput(
+    data = inputs.CompletionInput(
         model=_model(row, caller.mount),
         prompt=message,
         system_prompt=None,

@@ -614,8 +614,8 @@ def test_a_failed_turn_streams_an_error_event_then_done(api):
     ("status", "code", "http"), [("cancelled", "cancelled", 409), ("interrupted", "interrupted", 503)]
 )
 def test_cancelled_and_interrupted_turns_map_to_their_statuses(status, code, http):
+    from chat.gateway.following import outcome_error
     from chat.gateway.selectors import TurnResult
-    from chat.gateway.services import outcome_error
 
     turn = TurnFactory(status=status, error={"code": code, "message": "gone"} if status == "interrupted" else None)
     error = outcome_error(TurnResult(turn, None))

@@ -18,7 +18,7 @@ from chat.frames import LiveFilter
 from chat.views import ConversationMessagesView
 
 CHAT = Path(__file__).resolve().parents[2] / "chat"
-ENTRANCES = ("consumers.py", "views.py", "gateway/services.py", "gateway/views.py")
+ENTRANCES = ("consumers.py", "views.py", "gateway/services.py", "gateway/following.py", "gateway/views.py")
 INTERNALS = {
     "chat.dispatcher",
     "chat.live",
