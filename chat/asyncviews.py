@@ -1,6 +1,6 @@
 """DRF views whose handlers are coroutines on the server's event loop: a request that waits for a turn
 holds no thread. DRF's own request pipeline (authentication, permissions, throttles) runs on the
-database pool."""
+database pool; a JSON answer is rendered on the loop."""
 
 from __future__ import annotations
 
@@ -34,10 +34,21 @@ class AsyncAPIView(APIView):
         except Exception as exc:
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
-        return self.response
+        return rendered_here(self.response)
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
         if isinstance(response, Response):
             response.add_post_render_callback(release_after_render)
         return response
+
+
+def rendered_here(response: Any) -> Any:
+    """A DRF response in JSON rendered now, on the loop: Django renders a response that has a callable
+    `render` on the request's thread (`BaseHandler._get_response_async`), a round trip for what is only
+    `json.dumps` of data the handler already built. Other renderers (the browsable API's templates) are
+    left to Django."""
+    if isinstance(response, Response) and getattr(response.accepted_renderer, "format", None) == "json":
+        response.render()
+        response.render = None  # type: ignore[assignment,method-assign]  # rendered: nothing left for Django to do
+    return response

@@ -54,13 +54,15 @@ async def turn_enqueue(
     idempotency_key: Any = None,
     replaces: Any = None,
     resolution: Resolution | None = None,
+    resolve: Callable[[], Resolution] | None = None,
     api_key_id: int | None = None,
     metadata: dict[str, str] | None = None,
 ) -> services.Submitted:
     """Queue a turn, announce it (`chat.message`, and `chat.queued` when it waits) and make sure it
     runs. `replaces`: the id of the conversation's last turn, regenerated (prompt None: the same
     prompt) or edited. `conversation` may be new and unsaved (stored with the turn); `resolution`: its
-    profile as the caller just resolved it with these overrides, which a turn that runs at once runs on."""
+    profile as the caller just resolved it with these overrides, which a turn that runs at once runs on;
+    `resolve`: that resolution made by the submission's write instead (`services.turn_submit`)."""
     message_seq = await get_sequencer().next(conversation.pk)
     if conversation._state.adding:  # numbered before its row exists: the row carries the reservation
         conversation.last_seq = reservation_for(message_seq)
@@ -75,6 +77,7 @@ async def turn_enqueue(
         message_seq=message_seq,
         replaces=replaces,
         resolution=resolution,
+        resolve=resolve,
         api_key_id=api_key_id,
         metadata=metadata,
         start=start_at_submission,

@@ -1,6 +1,21 @@
 """Project-wide test fixtures."""
 
 import pytest
+from asgiref.sync import SyncToAsync
+
+
+@pytest.fixture
+def sent_to_threads(monkeypatch) -> list[object]:
+    """Every callable handed to a thread through `sync_to_async`."""
+    handed: list[object] = []
+    original = SyncToAsync.__call__
+
+    async def recording(self, *args, **kwargs):
+        handed.append(self.func)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", recording)
+    return handed
 
 
 @pytest.fixture(autouse=True)

@@ -17,9 +17,10 @@ Waiting for the turn and streaming it: `following`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -36,7 +37,6 @@ from profiles.validation import ProfileRef, canonical_slug, parse_profile_ref
 
 from .. import selectors as chat_selectors
 from .. import services as chat_services
-from ..aio import run_db
 from ..models import Conversation
 from ..sequencer import FIRST_MARK, get_sequencer
 from ..turns import turn_enqueue
@@ -143,12 +143,25 @@ def _resolve_model(
     return resolution
 
 
-def _new_conversation(
-    *, user: Any, mount: Mount, data: CompletionInput, key: ApiKey | None
-) -> tuple[Conversation, Resolution]:
-    """The model resolved, then a new conversation selecting it, not saved: it is stored with its
-    first turn (one transaction), and that turn runs on this resolution."""
-    conv_id = uuid.uuid4()
+def _new_conversation(*, user: Any, mount: Mount, data: CompletionInput) -> Conversation:
+    """A new conversation selecting the model, not saved: it is stored with its first turn (one
+    transaction), whose write resolves the model first (`_first_turn_resolution`). No query."""
+    registry, ref = model_ref(data.model, mount)
+    return chat_services.conversation_build(
+        owner=user,
+        mount=mount,
+        registry=registry,
+        profile=str(ref),
+        title=" ".join(data.prompt.split())[:TITLE_CHARS],
+        resolved_by_submission=True,
+        last_seq=FIRST_MARK,  # its first frame numbers reserved with the row (`submit` primes the sequencer)
+    )
+
+
+def _first_turn_resolution(
+    *, user: Any, mount: Mount, data: CompletionInput, key: ApiKey | None, conv_id: uuid.UUID
+) -> Resolution:
+    """The model of a new conversation resolved by its first turn's write: a refusal stores nothing."""
     resolution = _resolve_model(user=user, mount=mount, data=data, key=key, conv_id=conv_id)
     if data.history:
         raise InvalidInput(
@@ -157,17 +170,7 @@ def _new_conversation(
             "or only the system messages and the new user message",
             field="messages",
         )
-    conversation = chat_services.conversation_build(
-        owner=user,
-        mount=mount,
-        conv_id=conv_id,
-        registry=resolution.registry,
-        profile=str(model_ref(data.model, mount)[1]),
-        title=" ".join(data.prompt.split())[:TITLE_CHARS],
-        resolution=resolution,
-        last_seq=FIRST_MARK,  # its first frame numbers reserved with the row (`submit` primes the sequencer)
-    )
-    return conversation, resolution
+    return resolution
 
 
 @transaction.atomic  # a write through the writer opens its own atomic block
@@ -231,10 +234,13 @@ async def submit(
     model the API `key` does not cover or a full queue raises before anything is stored; the turn's tokens
     count against the key's `tpm`."""
     registry, ref = model_ref(data.model, mount)
-    resolution: Resolution | None = None
+    resolve: Callable[[], Resolution] | None = None
     with as_request_params(data):
         if conv_id is None:  # stored with the turn, in the same transaction
-            conversation, resolution = await run_db(_new_conversation, user=user, mount=mount, data=data, key=key)
+            conversation = _new_conversation(user=user, mount=mount, data=data)
+            resolve = functools.partial(
+                _first_turn_resolution, user=user, mount=mount, data=data, key=key, conv_id=conversation.pk
+            )
             get_sequencer().prime(conversation.pk, mark=conversation.last_seq)  # nothing numbered yet
         else:
             conversation = await writer.write(
@@ -245,7 +251,7 @@ async def submit(
             user=user,
             prompt=data.prompt,
             request_overrides=data.overrides() or None,
-            resolution=resolution,
+            resolve=resolve,
             api_key_id=key.pk if key is not None else None,
             metadata=metadata,
         )

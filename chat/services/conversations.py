@@ -63,13 +63,19 @@ def conversation_build(
     profile: str | None = None,
     title: str = "",
     resolution: Resolution | None = None,
+    resolved_by_submission: bool = False,
     last_seq: int = 0,
 ) -> Conversation:
     """A new conversation, checked but not saved: `conversation_create` saves it alone, `turn_submit`
     with its first turn (one transaction). `resolution`: `profile` as the caller just resolved it for
-    the owner (not resolved again)."""
+    the owner (not resolved again); `resolved_by_submission`: its first turn's submission resolves it
+    (`turn_submit(resolve=...)`), so nothing is read here."""
     selected_registry = selected_profile = selected_at = ""
-    if profile:
+    if profile and resolved_by_submission:
+        ref = parse_profile_ref(profile, field="profile")
+        selected_registry = canonical_slug(registry or mount.default_registry, field="registry")
+        selected_profile, selected_at = ref.slug, ref.at
+    elif profile:
         ref = parse_profile_ref(profile, field="profile")
         if resolution is None:
             resolution = profile_resolve(

@@ -103,6 +103,7 @@ def turn_submit(
     message_seq: int = 0,
     replaces: Any = None,
     resolution: Resolution | None = None,
+    resolve: Callable[[], Resolution] | None = None,
     api_key_id: int | None = None,
     metadata: dict[str, str] | None = None,
     start: Start | None = None,
@@ -113,7 +114,9 @@ def turn_submit(
     `conversation` may be new and unsaved (`conversation_build`): it is stored with its first turn.
     `api_key_id`: the API key the request came with (the gateway's). `resolution`: the conversation's
     profile as the caller just resolved it with these overrides (the
-    policy check is then done). `start`: a turn that would run at once is claimed in the same
+    policy check is then done); `resolve`, for a new conversation: that resolution made here, in this
+    write, so that a refusal (an unknown profile, a refused override) stores nothing and the caller makes
+    one trip to the database, not two. `start`: a turn that would run at once is claimed in the same
     transaction, already running (see `Start`): its submission, claim and runtime record are one write.
     `replaces` (a turn id): regenerate, retry or edit-and-resend. The conversation's last turn, finished;
     the new turn links to it, and its prompt and request overrides default to that turn's."""
@@ -135,11 +138,15 @@ def turn_submit(
     if request_overrides is not None and not isinstance(request_overrides, dict):
         raise InvalidInput("request_overrides must be an object", field="request_overrides")
     ensure_storable({"prompt": prompt, "idempotency_key": key, "request_overrides": request_overrides}, field="")
-    if request_overrides and resolution is None:  # checked against the policy now: a refusal stores nothing
+    if resolve is not None and not new:
+        raise ValueError("`resolve` is for a new conversation's first turn")
+    if request_overrides and resolution is None and resolve is None:  # the policy now: a refusal stores nothing
         resolution = conversation_resolve(conversation=conversation, user=user, request_overrides=request_overrides)
     turn_fields = {"request_overrides": request_overrides, "key": key, "api_key_id": api_key_id, "metadata": metadata}
     with transaction.atomic():
         if new:  # stored with its first turn: nothing to lock, count or find
+            if resolve is not None:
+                resolution = resolve()
             reserved = _budget_reserve(conversation, user, resolution, api_key_id)
             turn = _turn_build(conversation, prompt, seq=1, replaced=None, reserved_usd=reserved, **turn_fields)
             started = start(conversation, turn, resolution) if start is not None else None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from chat.models import KeyRateHit, Turn
+from chat.models import Conversation, KeyRateHit, Turn
 from profiles import keys, services
 from profiles.timestamps import now_ms
 
@@ -62,6 +62,7 @@ def test_a_key_lists_and_uses_only_the_models_its_scopes_cover(chat_user, prefix
     assert "'ci'" in plain.json()["error"]["message"]
     turns = Turn.objects.filter(conversation__owner=chat_user).order_by("created_at_ms")
     assert [(t.profile_slug, t.api_key_id is not None) for t in turns] == [("analyst", True), ("default", True)]
+    assert Conversation.objects.filter(owner=chat_user).count() == 2  # the refused one stored nothing
 
 
 def test_a_star_key_covers_what_its_owner_may_use_and_invisible_models_stay_404(chat_user):

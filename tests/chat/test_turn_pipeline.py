@@ -760,13 +760,16 @@ async def test_a_queue_left_behind_is_restarted_by_the_timer(
 
 @pytest.mark.backends
 async def test_a_completion_in_a_new_conversation_resolves_its_model_once_commits_twice_and_reads_no_answer(
-    chat_user, sql_log, commits, quiet_timer
+    chat_user, sql_log, commits, quiet_timer, monkeypatch
 ):
-    """The gateway resolves the model (with its overrides) once: the new conversation is built from that
-    resolution, stored with its first turn, claimed, in one transaction (with the reservation of the
-    numbers its frames got before it existed), and the turn runs on it; a first turn reads no history,
-    and the answer is its terminal frame with the identity its submission stored: no read after its end
-    (this process runs it). 9 statements on SQLite (10 on PostgreSQL: the look for a queued turn)."""
+    """The gateway resolves the model (with its overrides) once, in the write that stores the new
+    conversation with its first turn, claimed (one transaction, with the reservation of the numbers its
+    frames got before it existed), and the turn runs on it; a first turn reads no history, and the answer
+    is its terminal frame with the identity its submission stored: no read after its end (this process
+    runs it). 9 statements on SQLite (10 on PostgreSQL: the look for a queued turn), in three trips to
+    the database threads: the request's authentication, the submission, the finish."""
+    from chat import aio
+
     from .test_gateway import asgi_post, read_body
 
     token = (await run_db(Token.objects.create, user=chat_user)).key
@@ -776,11 +779,20 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_commit
     assert headers[":status"] == 200
     sql_log.clear()
     commits.count = 0
+    trips: list[str] = []
+    cleanly = aio._cleanly
+
+    def counted(fn, args, kwargs):
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return cleanly(fn, args, kwargs)
+
+    monkeypatch.setattr(aio, "_cleanly", counted)
 
     communicator, headers = await asgi_post(chat_user, body, token)
     await read_body(communicator)
 
     assert headers[":status"] == 200
+    assert trips == ["initial", "_commit", "_commit"], trips  # authentication, the submission, the finish
     statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
     assert commits.count == 2, sql_log  # the conversation with its turn claimed, the finish
     assert len([sql for sql in sql_log if 'FROM "profiles_profile"' in sql]) == 1, sql_log

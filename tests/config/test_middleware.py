@@ -9,7 +9,6 @@ from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
 import pytest
-from asgiref.sync import SyncToAsync
 from django.utils.deprecation import MiddlewareMixin
 from rest_framework.authtoken.models import Token
 
@@ -20,20 +19,6 @@ from .asgi import fetch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FORM = (b"content-type", b"application/x-www-form-urlencoded")
-
-
-@pytest.fixture
-def sent_to_threads(monkeypatch) -> list[object]:
-    """Every callable handed to a thread through `sync_to_async`."""
-    handed: list[object] = []
-    original = SyncToAsync.__call__
-
-    async def recording(self, *args, **kwargs):
-        handed.append(self.func)
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SyncToAsync, "__call__", recording)
-    return handed
 
 
 def middleware_hooks(handed: list[object]) -> list[str]:
