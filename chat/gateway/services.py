@@ -2,9 +2,10 @@
 
 `completion_create` turns an OpenAI request into what the REST API and the websocket send (a prompt and
 request overrides: `inputs`), checked against the profile's policy before anything is written, then
-submits it through `chat.turns.turn_enqueue` (the one path of every
-turn: same queue, same runtime record). The model picks the profile: a new conversation is created
-with it as its own selection, or the conversation named by `X-Conversation-Id` is switched to it.
+submits it through `chat.turns.turn_enqueue` (the one path of every turn: same queue, same runtime
+record). The model picks the profile: a new conversation is created with it as its own selection (and
+resolved by the write that stores it with its first turn), or the conversation named by
+`X-Conversation-Id` is switched to it.
 
 Earlier messages: the server keeps a conversation's context, so every answer can be traced to the
 turns it saw. Without `X-Conversation-Id`, earlier user/assistant messages are refused (400): nothing
