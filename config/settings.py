@@ -272,6 +272,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         {
             # A server that does not answer fails a call within seconds (an outage is then a 503).
             "connect_timeout": env.int("DB_CONNECT_TIMEOUT", default=5),
+            # Parameters sent apart from the statement (psycopg's default cursor): no quoting of every
+            # value in Python, and a statement a connection runs again and again is prepared once.
+            "server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True),
             "pool": {
                 "min_size": min(2, DB_POOL_MAX_SIZE),
                 "max_size": DB_POOL_MAX_SIZE,

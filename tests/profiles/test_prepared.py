@@ -178,3 +178,18 @@ def test_a_param_that_is_neither_compared_nor_saved_is_refused(registry):
     loose = Select(lambda: Profile.objects.annotate(x=Param("x")).values_list("x"))
     with pytest.raises(TypeError, match="neither compared with a field nor saved"):
         loose.rows(x=1)
+
+
+def test_on_postgresql_parameters_are_bound_by_the_server_and_json_round_trips(registry):
+    """`DB_SERVER_SIDE_BINDING` (on by default): parameters go to PostgreSQL apart from the statement, so
+    psycopg does not quote every value (a frame, a runtime record) into the SQL text in Python."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's parameter binding (stage 2)")
+    awkward = [{"it's": 'a "quoted" \\ value', "n": 1.5, "none": None}]
+
+    assert DESCRIBE(slug="prep", description="O'Brien's", group_defaults=awkward) == 1
+
+    with connection.cursor() as cursor:
+        assert type(cursor.cursor).__name__ == "ServerBindingCursor"
+    stored = Registry.objects.get(slug="prep")
+    assert (stored.description, stored.group_defaults) == ("O'Brien's", awkward)
