@@ -12,7 +12,10 @@ a write waits for at most one batch.
 A write is a service that opens its own atomic block: alone, that block is the transaction (no
 savepoint); in a batch, it is a savepoint inside the batch's transaction, so a write that fails or rolls
 back (a claim that lost the race) takes only its own rows with it and keeps its rule (the conditional
-UPDATEs of claims, leases and finishes work the same in a batch).
+UPDATEs of claims, leases and finishes work the same in a batch). A write that succeeds keeps its
+savepoint until the batch commits (no RELEASE: a round trip fewer per write, the dearest part of a write on
+PostgreSQL under load); a later write that fails rolls back to its own savepoint, which leaves the
+earlier ones' rows alone.
 
 Every write names the conversation whose rows it locks (`key`), and a batch runs its writes in key
 order: two workers' batches then take row locks in one order, and cannot deadlock each other.
@@ -21,14 +24,15 @@ order: two workers' batches then take row locks in one order, and cannot deadloc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from .aio import run_db
 
@@ -48,7 +52,7 @@ def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
             return [(True, fn(**kwargs))]
         except Exception as exc:
             return [(False, exc)]
-    with transaction.atomic():
+    with transaction.atomic(), _savepoints_kept(connections[DEFAULT_DB_ALIAS]):
         for index in sorted(range(len(batch)), key=lambda i: batch[i][3]):
             fn, kwargs, _, _ = batch[index]
             try:  # its atomic block is a savepoint: a failed write rolls back its own rows only
@@ -56,6 +60,21 @@ def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
             except Exception as exc:
                 outcomes[index] = (False, exc)
     return outcomes
+
+
+@contextlib.contextmanager
+def _savepoints_kept(connection: Any) -> Iterator[None]:
+    """Savepoints are not released when their atomic block succeeds (the transaction's end releases
+    them); rolling back to one still works, and still drops only what came after it."""
+    connection.savepoint_commit = _kept
+    try:
+        yield
+    finally:
+        del connection.savepoint_commit
+
+
+def _kept(sid: str) -> None:
+    return None
 
 
 class GroupWriter:

@@ -7,6 +7,7 @@ import asyncio
 import threading
 
 import pytest
+from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 
@@ -14,6 +15,7 @@ from chat import services
 from chat.aio import run_db
 from chat.models import Conversation
 from chat.writer import writer
+from profiles.errors import Conflict
 
 from .factories import ConversationFactory, TurnFactory
 
@@ -88,3 +90,49 @@ async def test_a_write_rolled_back_in_a_batch_takes_only_its_own_rows(chat_user,
     assert writer.batches == batches + 1  # one transaction for both
     assert await run_db(lambda: Conversation.objects.get(pk=first.pk).active_turn_id) == queued.pk
     assert await run_db(lambda: Conversation.objects.get(pk=second.pk).active_turn_id) is None
+
+
+def _titled(*, conv_id, title: str, fail: bool = False) -> str:
+    """A write that stores a title, then fails after it when told to."""
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conv_id).update(title=title)
+        if fail:
+            raise Conflict("refused after writing", field="title")
+    return title
+
+
+async def test_a_batch_keeps_its_writes_savepoints_until_it_commits(chat_user, connected, settings):
+    """No RELEASE per write (a round trip each): a write that fails after writing still rolls back to its own
+    savepoint, between two that succeed, and each caller gets its own outcome."""
+    settings.CHAT_WRITE_BATCH_MS = 50  # the three writes join one batch
+    await connected()  # a serving loop: the writer batches
+    convs = [await run_db(ConversationFactory, owner=chat_user, mount="chat", title="before") for _ in range(3)]
+    first, failing, last = sorted(convs, key=lambda c: str(c.pk))  # the batch runs them in this order
+    statements: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    def recorded(**kwargs):
+        with connection.execute_wrapper(record):
+            return _titled(**kwargs)
+
+    batches = writer.batches
+    outcomes = await asyncio.gather(
+        writer.write(recorded, key=last.pk, conv_id=last.pk, title="last"),
+        writer.write(recorded, key=failing.pk, conv_id=failing.pk, title="lost", fail=True),
+        writer.write(recorded, key=first.pk, conv_id=first.pk, title="first"),
+        return_exceptions=True,
+    )
+
+    assert outcomes[0] == "last" and outcomes[2] == "first"
+    assert isinstance(outcomes[1], Conflict)
+    assert writer.batches == batches + 1
+    titles = await run_db(
+        lambda: dict(Conversation.objects.filter(pk__in=[c.pk for c in convs]).values_list("pk", "title"))
+    )
+    assert titles == {first.pk: "first", failing.pk: "before", last.pk: "last"}
+    kinds = [sql.split()[0].upper() for sql in statements]
+    assert kinds.count("SAVEPOINT") == 3 and kinds.count("ROLLBACK") == 1
+    assert "RELEASE" not in kinds, statements
