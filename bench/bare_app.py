@@ -25,6 +25,11 @@ if not settings.configured:
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter
 
+from config.websocket_server import format_debug_only_when_logged
+
+# The same websocket server as the project's (config/asgi.py): the baseline pays for nothing ours does not.
+format_debug_only_when_logged()
+
 # The default shape until a benchmark sets the measured one: a short streamed turn.
 _DEFAULT = [["chat.message", 250, 0], ["turn.started", 600, 0], ["llm.start", 200, 0]]
 _DEFAULT += [["llm.delta", 190, 0]] * 6 + [["llm.final", 350, 0], ["turn.completed", 400, 0]]

@@ -22,9 +22,10 @@ from inventory.mounts import INVENTORY_MOUNT  # noqa: E402
 from inventory.realtime import InventoryChangesConsumer  # noqa: E402
 
 from .threads import BoundedSyncThreads  # noqa: E402
-from .websocket_limits import close_oversized_messages_cleanly  # noqa: E402
+from .websocket_server import close_oversized_messages_cleanly, format_debug_only_when_logged  # noqa: E402
 
 close_oversized_messages_cleanly()
+format_debug_only_when_logged()
 
 websocket_app = AllowedHostsOrigin(
     SessionOrTokenAuth(

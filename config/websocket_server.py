@@ -1,0 +1,52 @@
+"""Daphne's websocket server (autobahn), adjusted where its defaults cost the chat something.
+
+- Oversized messages get a close frame, not a dropped connection. Daphne (through autobahn) refuses a
+  message over its `--websocket-max-message-size` (1 MiB by default) by dropping the TCP connection
+  (`failByDrop`), so the client never learns why. With `failByDrop` off, autobahn sends close code 1009
+  (message too big) first. Below that hard limit the chat consumer answers `frame_too_large` for anything
+  over CHAT_MAX_FRAME_BYTES and keeps the socket open.
+- A socket's opening formats nothing for a debug log that is off. Autobahn pretty-prints its ~30 options
+  and the transport's details for `log.debug` on every connection, whether that level is logged or not
+  (the arguments are built before the call): in a profile of sockets opening, `pprint` was about a sixth
+  of the server loop's time. Its `pformat` now formats only while txaio's log level is `debug` or `trace`.
+"""
+
+from __future__ import annotations
+
+import pprint
+from typing import Any
+
+NOT_FORMATTED = "(not formatted: autobahn's debug log is off)"
+
+
+def close_oversized_messages_cleanly() -> None:
+    try:
+        from daphne.ws_protocol import WebSocketFactory
+    except ImportError:  # another ASGI server
+        return
+    if getattr(WebSocketFactory, "closes_cleanly", False):
+        return
+    original = WebSocketFactory.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.setProtocolOptions(failByDrop=False)
+
+    WebSocketFactory.__init__ = __init__
+    WebSocketFactory.closes_cleanly = True
+
+
+def format_debug_only_when_logged() -> None:
+    try:
+        from autobahn.websocket import protocol
+    except ImportError:  # another ASGI server
+        return
+    protocol.pformat = pformat_when_debugging  # type: ignore[attr-defined]
+
+
+def pformat_when_debugging(obj: Any) -> str:
+    import txaio
+
+    if txaio.get_global_log_level() in ("debug", "trace"):
+        return pprint.pformat(obj)
+    return NOT_FORMATTED
