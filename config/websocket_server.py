@@ -41,12 +41,12 @@ def format_debug_only_when_logged() -> None:
         from autobahn.websocket import protocol
     except ImportError:  # another ASGI server
         return
-    protocol.pformat = pformat_when_debugging  # type: ignore[attr-defined]
+    protocol.pformat = pformat_when_debugging  # type: ignore[assignment]  # its first parameter is `obj`
 
 
-def pformat_when_debugging(obj: Any) -> str:
+def pformat_when_debugging(obj: object, *args: Any, **kwargs: Any) -> str:
     import txaio
 
-    if txaio.get_global_log_level() in ("debug", "trace"):
-        return pprint.pformat(obj)
+    if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]  # set by use_twisted()
+        return pprint.pformat(obj, *args, **kwargs)
     return NOT_FORMATTED
