@@ -11,14 +11,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from profiles.api.views import release_after_render
+from profiles.api.mounted import release_after_render
 
 from .aio import run_db
 
 
+# An APIView whose handlers are coroutines (DRF's `dispatch` is synchronous only). A comment: drf-spectacular
+# would publish a docstring here as the description of every operation without one of its own.
 class AsyncAPIView(APIView):
-    """An APIView whose handlers are coroutines (DRF's `dispatch` is synchronous only)."""
-
     async def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         self.args, self.kwargs = args, kwargs
         request = self.initialize_request(request, *args, **kwargs)

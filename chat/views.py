@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
+from profiles.api.mounted import Mounted, MountedViewSet
 from profiles.api.openapi import AUTH, BODY, RETRY_AFTER, responses
-from profiles.api.views import Mounted, MountedViewSet
 
 from . import selectors, services
 from . import serializers as s

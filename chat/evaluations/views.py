@@ -15,9 +15,9 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from profiles.api.mounted import MountedViewSet
 from profiles.api.openapi import AUTH, BODY, responses
 from profiles.api.serializers import StrictKeysMixin
-from profiles.api.views import MountedViewSet
 from profiles.mounts import Mount
 
 from ..models import Dataset, EvaluationRun, LabelGate

@@ -22,8 +22,8 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 
 from profiles.api.authentication import ApiKeyAuthentication, TokenAuthentication
+from profiles.api.mounted import Mounted
 from profiles.api.parsers import SafeJSONParser
-from profiles.api.views import Mounted
 from profiles.models import ApiKey
 
 from .. import limits

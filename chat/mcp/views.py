@@ -11,9 +11,9 @@ from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from profiles.api.mounted import Mounted
 from profiles.api.openapi import AUTH, BODY, responses
 from profiles.api.serializers import StrictKeysMixin
-from profiles.api.views import Mounted
 from profiles.mounts import Mount
 
 from ..models import McpServer

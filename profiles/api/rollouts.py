@@ -11,8 +11,8 @@ from profiles import selectors, services
 from profiles.validation import canonical_label
 
 from . import serializers as s
+from .mounted import MountedViewSet
 from .openapi import AUTH, BODY, LABEL_PATH, SLUG_PATH, responses
-from .views import MountedViewSet
 
 
 class RolloutViewSet(MountedViewSet):

@@ -1,13 +1,11 @@
-"""The shared profile API. Written once; each app mounts it with its own `Mount` (options only)."""
+"""The shared profile API. Written once; each app mounts it with its own `Mount` (options only). What its
+views share is in `mounted`; a profile's versions, labels and stats in `history`."""
 
 from __future__ import annotations
 
-import builtins
 from typing import Any
 
-from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
-from rest_framework import permissions, viewsets
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.request import Request
@@ -17,16 +15,15 @@ from rest_framework.throttling import ScopedRateThrottle
 from profiles import selectors, services
 from profiles.access import can_write, sees_every_profile
 from profiles.definitions import definitions
-from profiles.mounts import Mount
-from profiles.validation import canonical_slug, parse_version
 
 from . import serializers as s
+from .history import ProfileHistoryActions
+from .mounted import MountedViewSet, document_response, etag, if_match_version
 from .openapi import (
     AUTH,
     BODY,
     ETAG,
     IF_MATCH,
-    LABEL_PATH,
     LOCATION,
     REF_PATH,
     REGISTRY_PARAM,
@@ -36,102 +33,10 @@ from .openapi import (
     merge_patch_body,
     responses,
 )
-from .parsers import MergePatchParser, SafeJSONParser
+from .parsers import SafeJSONParser
 
 SESSION_KEY = "chat_profile:{mount}"
 COOKIE_NAME = "chat_profile"
-
-
-class ProfileWritePermission(permissions.BasePermission):
-    """Reads are open to any authenticated user; writes need the Django model permission (per action:
-    `required`, or the view's own `write_permissions`)."""
-
-    required = {
-        "create": "profiles.add_profile",
-        "partial_update": "profiles.change_profile",
-        "make_default": "profiles.change_profile",
-        "restore": "profiles.change_profile",
-        "destroy": "profiles.delete_profile",
-        # A protected label also needs `profiles.promote_profile` (the label service checks it).
-        "label_set": "profiles.change_profile",
-        "label_delete": "profiles.change_profile",
-    }
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        required = getattr(view, "write_permissions", None) or self.required
-        perm = required.get(getattr(view, "action", None) or "")
-        return perm is None or request.user.has_perm(perm)
-
-
-def release_after_render(response: Response) -> None:
-    """Drop DRF's links that put a rendered response in reference cycles (response -> renderer
-    context -> response, and -> view -> response). Nothing reads them once the body is rendered;
-    without them the response data is freed by reference counting when the request ends instead of
-    waiting, with every row it holds, for a full garbage collection."""
-    context = response.renderer_context or {}  # type: ignore[attr-defined]  # set by finalize_response; not in the stubs
-    context.pop("response", None)
-    view = context.pop("view", None)
-    if getattr(view, "response", None) is response:
-        view.response = None
-
-
-class Mounted:
-    """A view routed per mount (`as_view(mount=...)`): `mounted` is the mount it serves."""
-
-    mount: Mount | None = None  # set per mount by the URLs
-
-    @property
-    def mounted(self) -> Mount:
-        assert self.mount is not None, "a mounted view is routed with as_view(mount=...)"
-        return self.mount
-
-
-class MountedViewSet(Mounted, viewsets.ViewSet):
-    permission_classes = [permissions.IsAuthenticated, ProfileWritePermission]
-    merge_patch_actions: frozenset[str] = frozenset()  # actions whose body may be `application/merge-patch+json`
-
-    def get_parsers(self) -> builtins.list[Any]:
-        """JSON everywhere; also the JSON Merge Patch media type for the actions that take one. Asked
-        before DRF sets `action`, so the action comes from the request's method."""
-        parsers = super().get_parsers()
-        method = (getattr(getattr(self, "request", None), "method", None) or "").lower()
-        action = getattr(self, "action", None) or (getattr(self, "action_map", None) or {}).get(method)
-        if action in self.merge_patch_actions:
-            parsers.append(MergePatchParser())
-        return parsers
-
-    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if isinstance(response, Response):
-            response.add_post_render_callback(release_after_render)
-        return response
-
-    def registry_slug(self, request: Request, body: dict[str, Any] | None = None) -> str:
-        raw = (body or {}).get("registry") or request.query_params.get("registry") or self.mounted.default_registry
-        return canonical_slug(raw, field="registry")
-
-    def profile_url(self, request: Request, registry: str, slug: str) -> str:
-        url = reverse(f"{self.mounted.name}:profile-detail", kwargs={"slug": slug})
-        return request.build_absolute_uri(
-            url + ("" if registry == self.mounted.default_registry else f"?registry={registry}")
-        )
-
-
-def if_match_version(request: Request) -> int | None:
-    """The version in the request's `If-Match` header (`"3"`, `W/"3"` or `3`), if it has one."""
-    header = request.headers.get("If-Match")
-    return None if header is None else parse_version(header, field="If-Match")
-
-
-def etag(versioned: Any) -> dict[str, str]:
-    """The version of a profile (or a registry) as an ETag: what `If-Match` sends back."""
-    return {"ETag": f'"{versioned.version}"'}
-
-
-def document_response(profile: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        s.ProfileDocumentSerializer(profile).data, status=status, headers={**etag(profile), **(headers or {})}
-    )
 
 
 class TokenView(ObtainAuthToken):
@@ -194,15 +99,8 @@ class RegistryViewSet(MountedViewSet):
 
 
 @extend_schema(parameters=[REGISTRY_PARAM])
-class ProfileViewSet(MountedViewSet):
-    lookup_field = "slug"
+class ProfileViewSet(ProfileHistoryActions):
     merge_patch_actions = frozenset({"partial_update"})
-
-    def _profile(self, request: Request, slug: str) -> Any:
-        """The profile in the URL; 404 when it does not exist or the caller may not use it (403 for the
-        registry's writers, who see its slug: `selectors.not_usable`)."""
-        registry = selectors.registry_get(self.registry_slug(request))
-        return selectors.profile_get(registry=registry, slug=slug, user=request.user)
 
     @extend_schema(
         responses=responses(
@@ -315,62 +213,6 @@ class ProfileViewSet(MountedViewSet):
         return document_response(profile)
 
     @extend_schema(
-        responses=responses({200: s.RevisionSummarySerializer(many=True)}, AUTH, 400, 403, 404), parameters=[SLUG_PATH]
-    )
-    def versions(self, request: Request, slug: str) -> Response:
-        profile = self._profile(request, slug)
-        return Response(s.RevisionSummarySerializer(selectors.profile_revisions(profile=profile), many=True).data)
-
-    @extend_schema(
-        responses=responses({200: s.ProfileDocumentSerializer}, AUTH, 400, 403, 404), parameters=[SLUG_PATH, ETAG]
-    )
-    def version_detail(self, request: Request, slug: str, version: int) -> Response:
-        profile = self._profile(request, slug)
-        revision = selectors.profile_revision_get(profile=profile, version=version)
-        document = {**revision.document, "is_default": profile.registry.is_default(profile.pk)}
-        return Response(document, headers={"ETag": f'"{revision.version}"'})
-
-    @extend_schema(
-        request=s.ExpectedVersionSerializer,
-        responses=responses(
-            {
-                200: PolymorphicProxySerializer(
-                    component_name="RestoreResult",
-                    serializers=[s.ProfileDocumentSerializer, s.DiffEntrySerializer(many=True)],
-                    resource_type_field_name=None,
-                    many=False,
-                )
-            },
-            AUTH,
-            BODY,
-            403,
-            404,
-            409,
-            412,
-        ),
-        parameters=[SLUG_PATH, IF_MATCH, ETAG, s.RestoreParamsSerializer],
-        description="Write version n's content as a new version; with `?dry_run=1`, answer the diff it "
-        "would apply (`[]`: identical content) and write nothing.",
-    )
-    def restore(self, request: Request, slug: str, version: int) -> Response:
-        body = s.ExpectedVersionSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        params = s.RestoreParamsSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        if params.validated_data["dry_run"]:
-            profile = self._profile(request, slug)
-            return Response(selectors.profile_restore_plan(profile=profile, version=version), headers=etag(profile))
-        profile = services.profile_restore(
-            registry_slug=self.registry_slug(request),
-            slug=slug,
-            version=version,
-            expected_version=body.validated_data.get("expected_version"),
-            if_match=if_match_version(request),
-            actor=request.user,
-        )
-        return document_response(profile)
-
-    @extend_schema(
         request=s.ResolveSerializer,
         responses=responses({200: s.ResolutionSerializer}, AUTH, BODY, 403, 404, 409),
         parameters=[REF_PATH],
@@ -385,102 +227,6 @@ class ProfileViewSet(MountedViewSet):
             user=request.user,
         )
         return Response(resolution.as_dict())
-
-    # ---- labels: named pointers at versions; protected ones (promotion) need profiles.promote_profile
-
-    def _label_row(self, label: Any, registry: Any) -> dict[str, Any]:
-        return {
-            "name": label.name,
-            "version": label.version,
-            "protected": label.name in (registry.protected_labels or []),
-            "updated_at_ms": label.updated_at_ms,
-            "updated_by": label.updated_by,
-        }
-
-    @extend_schema(
-        responses=responses({200: s.LabelSerializer(many=True)}, AUTH, 400, 403, 404), parameters=[SLUG_PATH]
-    )
-    def labels(self, request: Request, slug: str) -> Response:
-        profile = self._profile(request, slug)
-        return Response([self._label_row(label, profile.registry) for label in selectors.label_list(profile=profile)])
-
-    @extend_schema(
-        request=s.LabelSetSerializer,
-        responses=responses({200: s.LabelSerializer}, AUTH, BODY, 403, 404, 409),
-        parameters=[SLUG_PATH, LABEL_PATH],
-    )
-    def label_set(self, request: Request, slug: str, name: str) -> Response:
-        body = s.LabelSetSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        registry = self.registry_slug(request)
-        label = services.label_set(
-            registry_slug=registry, slug=slug, name=name, actor=request.user, source="api", **body.validated_data
-        )
-        return Response(self._label_row(label, selectors.registry_get(registry)))
-
-    @extend_schema(
-        responses=responses({204: None}, AUTH, 400, 403, 404, 409),
-        parameters=[
-            SLUG_PATH,
-            LABEL_PATH,
-            OpenApiParameter(
-                "expected_version", {"type": "integer", "minimum": 1}, description="The label's current version"
-            ),
-        ],
-    )
-    def label_delete(self, request: Request, slug: str, name: str) -> Response:
-        services.label_delete(
-            registry_slug=self.registry_slug(request),
-            slug=slug,
-            name=name,
-            expected_version=request.query_params.get("expected_version"),
-            actor=request.user,
-        )
-        return Response(status=204)
-
-    @extend_schema(
-        responses=responses({200: s.LabelMoveSerializer(many=True)}, AUTH, 400, 403, 404),
-        parameters=[SLUG_PATH, LABEL_PATH],
-    )
-    def label_history(self, request: Request, slug: str, name: str) -> Response:
-        profile = self._profile(request, slug)
-        moves = selectors.label_history(profile=profile, name=name.strip().lower())
-        return Response(s.LabelMoveSerializer(moves, many=True).data)
-
-    # ---- comparing versions and how they behaved
-
-    @extend_schema(
-        responses=responses({200: s.DiffEntrySerializer(many=True)}, AUTH, 400, 403, 404),
-        parameters=[SLUG_PATH, s.DiffParamsSerializer],
-        description="What changes from version `from` to version `to` (`[]`: the same content).",
-    )
-    def versions_diff(self, request: Request, slug: str) -> Response:
-        params = s.DiffParamsSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        profile = self._profile(request, slug)
-        data = params.validated_data
-        return Response(selectors.profile_versions_diff(profile=profile, old=data["from"], new=data["to"]))
-
-    @extend_schema(
-        responses=responses({200: s.VersionStatsSerializer(many=True)}, AUTH, 400, 403, 404),
-        parameters=[SLUG_PATH, s.StatsParamsSerializer],
-        description="One row per version of the profile, computed from the turns that ran on it.",
-    )
-    def stats(self, request: Request, slug: str) -> Response:
-        return Response(self._stats(request, slug))
-
-    @extend_schema(
-        responses=responses({200: s.VersionStatsSerializer}, AUTH, 400, 403, 404),
-        parameters=[SLUG_PATH, s.StatsParamsSerializer],
-    )
-    def version_stats(self, request: Request, slug: str, version: int) -> Response:
-        return Response(self._stats(request, slug, version)[0])
-
-    def _stats(self, request: Request, slug: str, version: int | None = None) -> builtins.list[dict[str, Any]]:
-        params = s.StatsParamsSerializer(data=request.query_params)
-        params.is_valid(raise_exception=True)
-        profile = self._profile(request, slug)
-        return selectors.profile_version_stats(profile=profile, version=version, **params.validated_data)
 
 
 class CurrentProfileViewSet(MountedViewSet):

@@ -12,9 +12,9 @@ from rest_framework.response import Response
 from profiles import webhooks
 from profiles.validation import canonical_slug
 
+from .mounted import MountedViewSet
 from .openapi import AUTH, BODY, REGISTRY_PATH, responses
 from .serializers import StrictKeysMixin
-from .views import MountedViewSet
 
 WEBHOOK_PATH = OpenApiParameter("webhook_id", int, location=OpenApiParameter.PATH, description="Webhook id")
 
