@@ -11,13 +11,13 @@ from profiles import approvals, selectors
 from profiles.validation import canonical_label
 
 from . import serializers as s
-from .mounted import MountedViewSet
+from .mounted import ProfileScoped
 from .openapi import AUTH, BODY, LABEL_PATH, SLUG_PATH, responses
 
 REQUEST_PATH = OpenApiParameter("request_id", int, location=OpenApiParameter.PATH, description="Request id")
 
 
-class LabelRequestViewSet(MountedViewSet):
+class LabelRequestViewSet(ProfileScoped):
     # Asking is a write (an editor's); approving and rejecting are checked by the service (approvers).
     write_permissions = {"create": "profiles.change_profile"}
 
@@ -26,8 +26,7 @@ class LabelRequestViewSet(MountedViewSet):
         parameters=[SLUG_PATH, LABEL_PATH],
     )
     def list(self, request: Request, slug: str, name: str) -> Response:
-        registry = selectors.registry_get(self.registry_slug(request))
-        profile = selectors.profile_get(registry=registry, slug=slug, user=request.user)
+        profile = self._profile(request, slug)
         rows = selectors.label_request_list(profile=profile, name=canonical_label(name))
         return Response(s.LabelRequestSerializer(rows, many=True).data)
 

@@ -11,17 +11,16 @@ from profiles import selectors, services
 from profiles.validation import canonical_label
 
 from . import serializers as s
-from .mounted import MountedViewSet
+from .mounted import ProfileScoped
 from .openapi import AUTH, BODY, LABEL_PATH, SLUG_PATH, responses
 
 
-class RolloutViewSet(MountedViewSet):
+class RolloutViewSet(ProfileScoped):
     # The same permission as moving the label (a protected one also needs promotion; the service checks).
     write_permissions = {"update": "profiles.change_profile", "destroy": "profiles.change_profile"}
 
     def _detail(self, request: Request, slug: str, name: str) -> Response:
-        registry = selectors.registry_get(self.registry_slug(request))
-        profile = selectors.profile_get(registry=registry, slug=slug, user=request.user)
+        profile = self._profile(request, slug)
         return Response(selectors.rollout_detail(profile=profile, name=canonical_label(name)))
 
     @extend_schema(
