@@ -265,12 +265,12 @@ else:
     _StrictKeysBase = object
 
 
+# The one rule for request bodies: an unknown key is a 400 naming it (a typo must not look like success),
+# at any depth (a nested serializer checks its own object). `ignored`: keys a client may echo back from a
+# document it read; `fixed`: keys naming the target (`registry`, `slug` on a PATCH), which must match it,
+# since a slug is never renamed. A comment, not a docstring: drf-spectacular would publish it as the
+# description of every request body without one of its own.
 class StrictKeysMixin(_StrictKeysBase):
-    """The one rule for request bodies: an unknown key is a 400 naming it (a typo must not look like
-    success), at any depth (a nested serializer checks its own object). `ignored`: keys a client may
-    echo back from a document it read; `fixed`: keys naming the target (`registry`, `slug` on a PATCH),
-    which must match it, since a slug is never renamed."""
-
     ignored: frozenset[str] = frozenset()
     fixed: tuple[str, ...] = ()
     unknown_message = "unknown field"
