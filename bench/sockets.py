@@ -46,44 +46,31 @@ def figure5(cfg, dbs) -> list[Row]:
         convs = dbs.prepare(backend, url, conversations=n)["conversations"]
         token = backend.info["token"]
         full, bare = Daphne(f"f5-full-{name}", backend.server_env(url)), bare_server(f"f5-bare-{name}")
-        rates, bare_rates, errors = [], [], 0
-        new_rates, new_bare_rates, new_errors = [], [], 0
+        # Per kind of socket: (rates, bare rates, errors) over the runs.
+        kinds: dict[str, tuple[list[float], list[float], list[int]]] = {"existing": ([], [], []), "new": ([], [], [])}
         try:
             with running(full, bare):
                 _open(full, convs[:20], token), _open(bare, convs[:20], token)  # warm-up
                 for run in range(cfg.runs):
-                    b = _open(bare, convs, token)
-                    time.sleep(0.5)
-                    f = _open(full, convs, token)
-                    time.sleep(0.5)
-                    rates.append(f["rate"])
-                    bare_rates.append(b["rate"])
-                    errors += f["errors"]
-                    say(
-                        f"  {backend.label} run {run + 1}: full {f['rate']:.0f}/s ({f['opened']} opened, "
-                        f"{f['errors']} errors), bare {b['rate']:.0f}/s"
-                    )
-                    if f["errors"]:
-                        say(f"    errors: {f['error_samples']}")
                     fresh = [str(uuid.uuid4()) for _ in convs]  # conversations no socket opened yet
-                    b = _open(bare, fresh, token)
-                    time.sleep(0.5)
-                    f = _open(full, fresh, token)
-                    time.sleep(0.5)
-                    new_rates.append(f["rate"])
-                    new_bare_rates.append(b["rate"])
-                    new_errors += f["errors"]
-                    say(
-                        f"  {backend.label} run {run + 1}, creating their conversations: full {f['rate']:.0f}/s "
-                        f"({f['opened']} opened, {f['errors']} errors), bare {b['rate']:.0f}/s"
-                    )
-                    if f["errors"]:
-                        say(f"    errors: {f['error_samples']}")
+                    for kind, ids, said in (("existing", convs, ""), ("new", fresh, ", creating their conversations")):
+                        b = _open(bare, ids, token)
+                        time.sleep(0.5)
+                        f = _open(full, ids, token)
+                        time.sleep(0.5)
+                        for results, value in zip(kinds[kind], (f["rate"], b["rate"], f["errors"]), strict=True):
+                            results.append(value)
+                        say(
+                            f"  {backend.label} run {run + 1}{said}: full {f['rate']:.0f}/s ({f['opened']} opened, "
+                            f"{f['errors']} errors), bare {b['rate']:.0f}/s"
+                        )
+                        if f["errors"]:
+                            say(f"    errors: {f['error_samples']}")
         finally:
             dbs.drop(url)
-        for label, values, baselines, errs in (
-            (f"sockets/s opening {n:,}", rates, bare_rates, errors),
-            (f"sockets/s opening {n:,} that create their conversation", new_rates, new_bare_rates, new_errors),
+        for label, (values, baselines, errs) in (
+            (f"sockets/s opening {n:,}", kinds["existing"]),
+            (f"sockets/s opening {n:,} that create their conversation", kinds["new"]),
         ):
             rows.append(
                 Row(
@@ -97,7 +84,7 @@ def figure5(cfg, dbs) -> list[Row]:
                     ratio="base/value",
                     goal=">= 1,000/s",
                     checks=[("value", ">=", 1000)],
-                    errors=errs,
+                    errors=sum(errs),
                 )
             )
     return rows
