@@ -186,15 +186,17 @@ class ConversationViewSet(MountedViewSet):
         return Response(s.EventsPageSerializer(page).data)
 
 
+# `POST …/conversations/{id}/messages`: a coroutine on the event loop, so `?wait=1` waits for the turn
+# (`chat.turns.await_turn`) without holding a thread. (A comment: the schema would publish a docstring.)
 class ConversationMessagesView(Mounted, AsyncAPIView):
-    """`POST …/conversations/{id}/messages`: a coroutine on the event loop, so `?wait=1` waits for the
-    turn (`chat.turns.await_turn`) without holding a thread."""
-
     permission_classes = [permissions.IsAuthenticated]
     throttle_classes = [ScopedRateThrottle]  # sending a message starts a turn: throttled per user
     throttle_scope = "turns"
 
     @extend_schema(
+        description="Send a message: a new turn of the conversation, run at once or queued behind the one "
+        "running. With `?wait=1` the answer is the finished turn, or the unfinished one after twice the "
+        "engine's timeout.",
         request=s.MessageCreateSerializer,
         parameters=[
             OpenApiParameter("wait", int, description="1: answer when the turn has finished"),

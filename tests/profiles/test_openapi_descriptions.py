@@ -7,7 +7,7 @@ from drf_spectacular.generators import SchemaGenerator
 
 # Words of the internal docstrings that drf-spectacular used to publish for every operation without a
 # description of its own (it falls back to the nearest docstring of the view's classes).
-INTERNAL = ("as_view(", "APIView", "`mounted`", "dispatch", "`ignored`: keys", "nested serializer")
+INTERNAL = ("as_view(", "APIView", "`mounted`", "dispatch", "`ignored`: keys", "nested serializer", "coroutine")
 
 
 @pytest.fixture(scope="module")
