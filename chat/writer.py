@@ -9,13 +9,16 @@ CHAT_WRITE_BATCH_SIZE); a writer whose last batch (in the last BUSY_SECONDS) hel
 waits CHAT_WRITE_BATCH_MS for more. One turn at a time commits each write at once (no added latency);
 a write waits for at most one batch.
 
-A write is a service that opens its own atomic block: alone, that block is the transaction (no
-savepoint); in a batch, it is a savepoint inside the batch's transaction, so a write that fails or rolls
-back (a claim that lost the race) takes only its own rows with it and keeps its rule (the conditional
-UPDATEs of claims, leases and finishes work the same in a batch). A write that succeeds keeps its
-savepoint until the batch commits (no RELEASE: a round trip fewer per write, the dearest part of a write on
-PostgreSQL under load); a later write that fails rolls back to its own savepoint, which leaves the
-earlier ones' rows alone.
+A write is a service that opens its own atomic block: alone, that block is the transaction. In a batch,
+the writes first run without savepoints (their blocks join the batch's transaction: no SAVEPOINT round
+trip per write, the dearest part of a write on PostgreSQL under load). If one of them fails or rolls back
+(a claim that lost the race), the whole batch rolls back, the model instances the writes were given are
+put back as they were, and the batch runs again with a savepoint per write, so that the failing write
+takes only its own rows with it and keeps its rule (the conditional UPDATEs of claims, leases and
+finishes work the same in a batch). There a write that succeeds keeps its savepoint until the batch
+commits (no RELEASE); a later write that fails rolls back to its own savepoint, which leaves the earlier
+ones' rows alone. A write therefore changes nothing outside the database and its own arguments before
+its batch commits: it may run twice.
 
 Every write names the conversation whose rows it locks (`key`), and a batch runs its writes in key
 order: two workers' batches then take row locks in one order, and cannot deadlock each other.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +37,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Model
 
 from .aio import run_db
 
@@ -42,18 +47,34 @@ BUSY_SECONDS = 0.02
 Write = tuple[Callable[..., Any], dict[str, Any], asyncio.Future, str]
 
 
+class _WriteFailed(Exception):
+    """A write failed or rolled back in a batch without savepoints: the batch runs again with them."""
+
+
 def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
     """One transaction for the batch, its writes in key order; each write's outcome, in batch order:
     (True, result) or (False, exception)."""
-    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
     if len(batch) == 1:  # its own atomic block is the transaction: no savepoint statements
         fn, kwargs, _, _ = batch[0]
         try:
             return [(True, fn(**kwargs))]
         except Exception as exc:
             return [(False, exc)]
-    with transaction.atomic(), _savepoints_kept(connections[DEFAULT_DB_ALIAS]):
-        for index in sorted(range(len(batch)), key=lambda i: batch[i][3]):
+    order = sorted(range(len(batch)), key=lambda i: batch[i][3])
+    connection = connections[DEFAULT_DB_ALIAS]
+    saved = [
+        _instance_saved(value) for _, kwargs, _, _ in batch for value in kwargs.values() if isinstance(value, Model)
+    ]
+    try:
+        return _commit_without_savepoints(batch, order, connection)
+    except _WriteFailed:  # rolled back whole: what the first try changed in the writes' instances goes too
+        for instance, attributes, state in saved:
+            instance.__dict__.clear()
+            instance.__dict__.update(attributes)
+            instance._state = state
+    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+    with transaction.atomic(), _savepoints_kept(connection):
+        for index in order:
             fn, kwargs, _, _ = batch[index]
             try:  # its atomic block is a savepoint: a failed write rolls back its own rows only
                 outcomes[index] = (True, fn(**kwargs))
@@ -62,19 +83,51 @@ def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
     return outcomes
 
 
+def _commit_without_savepoints(batch: list[Write], order: list[int], connection: Any) -> list[tuple[bool, Any]]:
+    """Every write's atomic block joins the batch's transaction; `_WriteFailed` (the transaction rolled
+    back) as soon as one fails or marks it for rollback."""
+    outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
+    with transaction.atomic(), _savepoints_skipped(connection):
+        for index in order:
+            fn, kwargs, _, _ = batch[index]
+            try:
+                outcomes[index] = (True, fn(**kwargs))
+            except Exception as exc:
+                raise _WriteFailed from exc
+            if connection.needs_rollback:  # it rolled back (`set_rollback`): so would the batch
+                raise _WriteFailed
+    return outcomes
+
+
+@contextlib.contextmanager
+def _savepoints_skipped(connection: Any) -> Iterator[None]:
+    """Atomic blocks make no savepoint, as where savepoints are not allowed: a block that fails marks the
+    whole transaction for rollback."""
+    connection.savepoint = _nothing
+    try:
+        yield
+    finally:
+        del connection.savepoint
+
+
 @contextlib.contextmanager
 def _savepoints_kept(connection: Any) -> Iterator[None]:
     """Savepoints are not released when their atomic block succeeds (the transaction's end releases
     them); rolling back to one still works, and still drops only what came after it."""
-    connection.savepoint_commit = _kept
+    connection.savepoint_commit = _nothing
     try:
         yield
     finally:
         del connection.savepoint_commit
 
 
-def _kept(sid: str) -> None:
+def _nothing(*args: Any) -> None:
     return None
+
+
+def _instance_saved(instance: Model) -> tuple[Model, dict[str, Any], Any]:
+    """What puts `instance` back as it is now: its attributes and its state (saved or not)."""
+    return instance, dict(instance.__dict__), copy.copy(instance._state)
 
 
 class GroupWriter:

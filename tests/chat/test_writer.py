@@ -4,6 +4,7 @@ transactions, each write keeping its own rule (savepoints)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 import pytest
@@ -13,9 +14,12 @@ from django.db.backends.utils import CursorWrapper
 
 from chat import services
 from chat.aio import run_db
-from chat.models import Conversation
+from chat.models import Conversation, Turn
+from chat.mounts import CHAT_MOUNT
+from chat.services import conversation_build
 from chat.writer import writer
 from profiles.errors import Conflict
+from profiles.selectors import profile_resolve
 
 from .factories import ConversationFactory, TurnFactory
 
@@ -101,24 +105,66 @@ def _titled(*, conv_id, title: str, fail: bool = False) -> str:
     return title
 
 
-async def test_a_batch_keeps_its_writes_savepoints_until_it_commits(chat_user, connected, settings):
-    """No RELEASE per write (a round trip each): a write that fails after writing still rolls back to its own
-    savepoint, between two that succeed, and each caller gets its own outcome."""
-    settings.CHAT_WRITE_BATCH_MS = 50  # the three writes join one batch
-    await connected()  # a serving loop: the writer batches
-    convs = [await run_db(ConversationFactory, owner=chat_user, mount="chat", title="before") for _ in range(3)]
-    first, failing, last = sorted(convs, key=lambda c: str(c.pk))  # the batch runs them in this order
-    statements: list[str] = []
+@pytest.fixture
+def write_statements() -> list[str]:
+    """The statements run inside the writes (and their atomic blocks) given to `recorded`."""
+    return []
 
+
+def recording(statements: list[str]):
     def record(execute, sql, params, many, context):
-        statements.append(sql)
+        statements.append(sql.split()[0].upper())
         return execute(sql, params, many, context)
 
     def recorded(**kwargs):
         with connection.execute_wrapper(record):
             return _titled(**kwargs)
 
+    return recorded
+
+
+async def titled_conversations(owner, count: int) -> list[Conversation]:
+    """`count` conversations titled "before", in the order a batch runs their writes."""
+    convs = [await run_db(ConversationFactory, owner=owner, mount="chat", title="before") for _ in range(count)]
+    return sorted(convs, key=lambda c: str(c.pk))
+
+
+def titles_of(convs: list[Conversation]) -> dict:
+    return dict(Conversation.objects.filter(pk__in=[c.pk for c in convs]).values_list("pk", "title"))
+
+
+async def test_a_batch_whose_writes_succeed_sends_no_savepoint(chat_user, connected, settings, write_statements):
+    """Each write's atomic block joins the batch's transaction: no SAVEPOINT (a round trip each) when
+    nothing fails."""
+    settings.CHAT_WRITE_BATCH_MS = 50  # the writes join one batch
+    await connected()  # a serving loop: the writer batches
+    convs = await titled_conversations(chat_user, 3)
+    recorded = recording(write_statements)
     batches = writer.batches
+
+    outcomes = await asyncio.gather(
+        *(writer.write(recorded, key=c.pk, conv_id=c.pk, title=f"t{i}") for i, c in enumerate(convs))
+    )
+
+    assert outcomes == ["t0", "t1", "t2"]
+    assert writer.batches == batches + 1
+    assert await run_db(titles_of, convs) == {c.pk: f"t{i}" for i, c in enumerate(convs)}
+    assert write_statements == ["UPDATE"] * 3  # no SAVEPOINT, no RELEASE
+
+
+async def test_a_write_that_fails_in_a_batch_has_it_run_again_with_savepoints_kept_until_the_commit(
+    chat_user, connected, settings, write_statements
+):
+    """The batch rolls back and runs again, each write in a savepoint that is not released (no RELEASE
+    per write): the failing write, between two that succeed, rolls back to its own savepoint, and each
+    caller gets its own outcome."""
+    settings.CHAT_WRITE_BATCH_MS = 50  # the three writes join one batch
+    await connected()  # a serving loop: the writer batches
+    convs = await titled_conversations(chat_user, 3)
+    first, failing, last = convs
+    recorded = recording(write_statements)
+    batches = writer.batches
+
     outcomes = await asyncio.gather(
         writer.write(recorded, key=last.pk, conv_id=last.pk, title="last"),
         writer.write(recorded, key=failing.pk, conv_id=failing.pk, title="lost", fail=True),
@@ -129,10 +175,30 @@ async def test_a_batch_keeps_its_writes_savepoints_until_it_commits(chat_user, c
     assert outcomes[0] == "last" and outcomes[2] == "first"
     assert isinstance(outcomes[1], Conflict)
     assert writer.batches == batches + 1
-    titles = await run_db(
-        lambda: dict(Conversation.objects.filter(pk__in=[c.pk for c in convs]).values_list("pk", "title"))
+    assert await run_db(titles_of, convs) == {first.pk: "first", failing.pk: "before", last.pk: "last"}
+    first_try, second_try = write_statements[:2], write_statements[2:]
+    assert first_try == ["UPDATE", "UPDATE"]  # the first write, then the one that failed: the batch stops
+    assert second_try.count("SAVEPOINT") == 3 and second_try.count("ROLLBACK") == 1
+    assert "RELEASE" not in second_try, write_statements
+
+
+async def test_a_new_conversation_whose_batch_ran_again_is_stored_once_with_its_turn(chat_user, connected, settings):
+    """The first try stored the new conversation (its instance marked saved) before the batch rolled back:
+    the instance is put back unsaved, so the second try inserts it again with its turn."""
+    settings.CHAT_WRITE_BATCH_MS = 50  # both writes join one batch
+    await connected()  # a serving loop: the writer batches
+    (failing,) = await titled_conversations(chat_user, 1)
+    new = conversation_build(owner=chat_user, mount=CHAT_MOUNT, profile="agent", resolved_by_submission=True)
+    resolve = functools.partial(profile_resolve, registry_slug="default", profile_slug="agent", user=chat_user)
+
+    submitted, refused = await asyncio.gather(
+        writer.write(services.turn_submit, key=new.pk, conversation=new, user=chat_user, prompt="hi", resolve=resolve),
+        writer.write(_titled, key=failing.pk, conv_id=failing.pk, title="lost", fail=True),
+        return_exceptions=True,
     )
-    assert titles == {first.pk: "first", failing.pk: "before", last.pk: "last"}
-    kinds = [sql.split()[0].upper() for sql in statements]
-    assert kinds.count("SAVEPOINT") == 3 and kinds.count("ROLLBACK") == 1
-    assert "RELEASE" not in kinds, statements
+
+    assert isinstance(refused, Conflict)
+    assert submitted.created, submitted
+    stored = await run_db(lambda: list(Turn.objects.filter(conversation_id=new.pk).values_list("prompt", flat=True)))
+    assert stored == ["hi"]
+    assert not new._state.adding
