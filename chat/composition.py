@@ -12,7 +12,8 @@ from django.conf import settings
 from profiles.definitions import definitions
 from profiles.errors import ProfileUnavailable
 from profiles.mounts import get_mount
-from profiles.resolution import Resolution, lineage_changes
+from profiles.resolution import Resolution
+from profiles.stacking import lineage_changes
 from profiles.validation import LATEST
 
 from .runtime.composer import Runtime, RuntimeCache, compose

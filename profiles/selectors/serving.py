@@ -15,7 +15,8 @@ from ..definitions import definitions
 from ..errors import InvalidInput, NotFound, ProfileUnavailable, StackError
 from ..models import Profile, ProfileLabel, ProfileRevision, ProfileSelection, Registry
 from ..prepared import Param, Select
-from ..resolution import Layer, Resolution, resolve_runtime
+from ..resolution import Resolution, resolve_runtime
+from ..stacking import Layer
 from ..validation import LATEST, MAX_STACK_LAYERS, ProfileRef, canonical_slug, parse_profile_ref
 from .catalog import profile_get, registry_get
 

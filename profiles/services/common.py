@@ -23,8 +23,9 @@ from ..models import (
     ProfileRevision,
     Registry,
 )
-from ..resolution import Layer, merge_validated, stack_merge
+from ..resolution import merge_validated
 from ..selectors import profile_get, registry_get
+from ..stacking import Layer, stack_merge
 from ..validation import (
     canonical_slug,
     parse_version,

@@ -28,7 +28,7 @@ from chat.runtime.base import (
 from chat.runtime.engines import AnthropicEngine, build_engine
 from chat.runtime.engines.anthropic import DEFAULT_MAX_TOKENS, base_url_host, to_anthropic_request
 from profiles.errors import InvalidInput, PolicyViolation
-from profiles.resolution import apply_overrides
+from profiles.overrides import apply_overrides
 from profiles.resolution import fingerprint as real_fingerprint
 
 from .fake_anthropic import FakeAnthropicServer, anthropic_profile, free_port

@@ -7,7 +7,7 @@ from django.core.checks import run_checks
 
 from chat.engines import ENGINE_CHOICE
 from profiles.definitions import definitions
-from profiles.resolution import OverrideBounds
+from profiles.overrides import OverrideBounds
 
 
 def test_chat_registered_its_engine_choice_with_the_platform():

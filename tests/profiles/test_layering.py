@@ -57,7 +57,14 @@ ROOT = PROFILES.parent
 # Web-framework packages: the runtime is plain Python, driven by chat.turns / chat.consumers.
 FRAMEWORKS = ("django", "channels", "rest_framework", "asgiref", "daphne", "drf_spectacular")
 # The framework-free part of the platform that the runtime may use (no models, no settings).
-PLATFORM_MODULES = {"profiles.definitions", "profiles.resolution", "profiles.validation", "profiles.errors"}
+PLATFORM_MODULES = {
+    "profiles.definitions",
+    "profiles.resolution",
+    "profiles.overrides",
+    "profiles.stacking",
+    "profiles.validation",
+    "profiles.errors",
+}
 
 
 def runtime_files() -> list[Path]:

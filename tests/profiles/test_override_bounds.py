@@ -1,6 +1,6 @@
 """Value bounds of request overrides: a policy allows keys, the server bounds the values they carry.
 
-Unit tests on `profiles.resolution` first, then the real resolve endpoint on both mounts with the
+Unit tests on `profiles.overrides` and `profiles.resolution` first, then the real resolve endpoint on both mounts with the
 seeded `default/analyst` profile (policy: overrides of `system_prompt` and `step_settings_patch`).
 """
 
@@ -11,7 +11,8 @@ import os
 import pytest
 
 from profiles.errors import PolicyViolation
-from profiles.resolution import OverrideBounds, resolve_runtime
+from profiles.overrides import OverrideBounds
+from profiles.resolution import resolve_runtime
 from profiles.validation import validate_runtime
 
 from .support import error_of

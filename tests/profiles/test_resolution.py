@@ -1,4 +1,4 @@
-"""profiles.resolution: overrides, policy, merge rules, engine settings and the fingerprint.
+"""profiles.resolution (with profiles.overrides): overrides, policy, merge rules, engine settings and the fingerprint.
 
 Plain functions first (no database); the last tests resolve stored profiles through the selector.
 """
@@ -15,13 +15,9 @@ from profiles import selectors, services
 from profiles.api.errors import http_status
 from profiles.errors import InvalidInput, NotFound, PolicyViolation
 from profiles.models import Registry
-from profiles.resolution import (
-    apply_overrides,
-    canonical_overrides,
-    engine_settings,
-    resolve_runtime,
-)
+from profiles.overrides import apply_overrides, canonical_overrides, engine_settings
 from profiles.resolution import fingerprint as real_fingerprint
+from profiles.resolution import resolve_runtime
 from profiles.validation import canonical_override_key, validate_runtime
 
 from .factories import ProfileFactory, RegistryFactory

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from profiles import selectors, services
 from profiles.errors import Conflict, Forbidden, InvalidInput, NotFound
 from profiles.models import Profile
-from profiles.resolution import REQUEST_LAYER
+from profiles.stacking import REQUEST_LAYER
 from tests.helpers import expected_fingerprint
 
 from .support import MountCase, error_of
