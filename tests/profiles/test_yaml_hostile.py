@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from profiles.models import Profile, ProfileRevision, Registry
-from profiles.yamlio import MAX_ALIAS_NODES, MAX_ALIASES, MAX_DEPTH, MAX_INPUT_CHARS, _StrictLoader
+from profiles.yamlload import MAX_ALIAS_NODES, MAX_ALIASES, MAX_DEPTH, MAX_INPUT_CHARS, StrictLoader
 
 from .support import SEED_FILE
 from .test_seed_fixture import SHARED
@@ -234,7 +234,7 @@ def test_an_input_larger_than_the_bound_is_refused_without_being_parsed(seeded, 
 )
 def test_normal_files_load_exactly_as_with_safe_load(source):
     text = source.read_text(encoding="utf-8")
-    assert _StrictLoader(text).get_single_data() == yaml.safe_load(text)
+    assert StrictLoader(text).get_single_data() == yaml.safe_load(text)
 
 
 def test_a_normal_file_with_a_few_aliases_still_imports(tmp_path):
