@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# (field path, message) pairs, as validators collect them.
+Errors = list[tuple[str, str]]
+
 
 class ProfileError(Exception):
     code = "invalid"

@@ -63,6 +63,7 @@ PLATFORM_MODULES = {
     "profiles.overrides",
     "profiles.stacking",
     "profiles.validation",
+    *(f"profiles.validation.{name}" for name in ("names", "text", "runtime", "content", "access")),
     "profiles.errors",
 }
 
