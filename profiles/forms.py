@@ -4,21 +4,21 @@
 form's `_write()` calls ONE service during validation (`_post_clean`), the last point where a service
 error can still become a form error on the right field. The admin runs the whole request in one
 transaction and each service call is atomic, so an error leaves nothing behind; `save()` only hands
-back the service's instance and `ServiceFormAdmin.save_model` saves nothing.
+back the service's instance and `ServiceFormAdmin.save_model` saves nothing. The fields (JSON in a textarea, group
+names) are in `profiles.form_fields`; what label inputs accept, as an HTML pattern, in `profiles.html_patterns`.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, cast
 
 from django import forms
-from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError
 
 from .errors import ProfileError, ReadOnly, VersionConflict
+from .form_fields import GroupNamesField, JSONEditorWidget, JSONListField, JSONObjectField
+from .html_patterns import LABEL_PATTERN
 from .models import Profile, Registry
 from .services import (
     EDITABLE_FIELDS,
@@ -27,190 +27,10 @@ from .services import (
     registry_create,
     registry_update,
 )
-from .validation import LABEL_RE, LATEST, POLICY_KEYS
+from .validation import POLICY_KEYS
 
 ADMIN_SOURCE = "admin"
 _PATH_HEAD = re.compile(r"[.\[]")
-
-
-# --------------------------------------------------------------------------- JSON editing
-
-
-class JSONEditorWidget(forms.Textarea):
-    """A textarea showing JSON indented by 2; `json_editor.js` validates it as you type and formats it."""
-
-    class Media:
-        css = {"all": ("profiles/json_editor.css",)}
-        js = ("profiles/json_editor.js",)
-
-    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
-        defaults = {"rows": 14, "class": "vLargeTextField json-editor", "spellcheck": "false", "data-json-editor": ""}
-        super().__init__({**defaults, **(attrs or {})})
-
-    def format_value(self, value: Any) -> str | None:
-        if value is None or value == "":
-            return None
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                return value  # what the user typed, so they can fix it
-        return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-class JSONObjectField(forms.JSONField):
-    """JSON text -> Python value. Empty means `{}` (`[]` for a list field); invalid JSON says where it broke.
-
-    The shape (object, keys, schemas) is the service's business, so it is not checked here.
-    """
-
-    widget = JSONEditorWidget
-    empty: Any = {}
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("required", False)
-        super().__init__(**kwargs)
-
-    def to_python(self, value: Any) -> Any:
-        if value in self.empty_values:
-            return type(self.empty)()
-        if isinstance(value, str):
-            try:
-                json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(
-                    "Invalid JSON: %(reason)s (line %(line)s, column %(column)s)",
-                    code="invalid",
-                    params={"reason": exc.msg, "line": exc.lineno, "column": exc.colno},
-                ) from None
-        return super().to_python(value)
-
-
-class JSONListField(JSONObjectField):
-    """JSON text of a list; empty means `[]`."""
-
-    empty: Any = []
-
-
-class GroupNamesField(forms.CharField):
-    """Django group names, comma-separated (names may hold spaces) -> a list. A name no group has matches
-    nobody; `offer` lists the existing groups in the help text, so a typo is visible."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("required", False)
-        super().__init__(**kwargs)
-        self.base_help = self.help_text
-
-    def prepare_value(self, value: Any) -> Any:
-        return ", ".join(value) if isinstance(value, (list, tuple)) else value
-
-    # A CharField that cleans to a list of names: the stubs type CharField.to_python as str | None.
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
-        if isinstance(value, (list, tuple)):
-            return [str(v).strip() for v in value if str(v).strip()]
-        text = super().to_python(value) or ""
-        return [name.strip() for name in text.split(",") if name.strip()]
-
-    def has_changed(self, initial: Any, data: Any) -> bool:
-        return sorted(self.to_python(initial or [])) != sorted(self.to_python(data))
-
-    def offer(self) -> None:
-        names = ", ".join(Group.objects.order_by("name").values_list("name", flat=True)) or "none yet"
-        self.help_text = f"{self.base_help} Comma-separated. Existing groups: {names}."
-
-
-# --------------------------------------------------------------------------- the API's rules in the browser
-
-# Browsers compile a `pattern` attribute with the `v` flag: outside a class only these may be escaped,
-# inside one these punctuation characters must be (a bare `-` after a range is a syntax error).
-_SYNTAX = frozenset("^$\\.*+?()[]{}|/")
-_CLASS_PUNCTUATION = _SYNTAX | frozenset("-&!#%,:;<=>@`~")
-_QUANTIFIER = re.compile(r"\{\d+(?:,\d*)?\}")
-
-
-def _literal(char: str, ignore_case: bool) -> str:
-    if ignore_case and char.isascii() and char.isalpha():
-        return f"[{char.lower()}{char.upper()}]"
-    return "\\" + char if char in _SYNTAX else char
-
-
-def _in_class(char: str) -> str:
-    return "\\" + char if char in _CLASS_PUNCTUATION else char
-
-
-def _escaped(source: str, i: int) -> tuple[str, int]:
-    """The character at `source[i]` (an escape is one character) and the index after it."""
-    if source[i] != "\\":
-        return source[i], i + 1
-    char = source[i + 1 : i + 2]
-    if not char or char.isalnum():  # \d, \w, \n...: Python and JavaScript differ, and no rule needs them
-        raise ValueError(f"unsupported escape in {source!r}")
-    return char, i + 2
-
-
-def _class(source: str, start: int, ignore_case: bool) -> tuple[str, int]:
-    """The class opening at `source[start]` written for the `v` flag, and the index after its `]`."""
-    i = start + 1
-    negated = source.startswith("^", i)
-    i += negated
-    if source.startswith("]", i):  # Python reads a leading `]` as a literal, JavaScript as the end
-        raise ValueError(f"a class starting with ']' in {source!r}")
-    items: list[str] = []
-    while i < len(source) and source[i] != "]":
-        low, i = _escaped(source, i)
-        high = low
-        if source.startswith("-", i) and source[i + 1 : i + 2] not in ("", "]"):
-            high, i = _escaped(source, i + 1)
-        pairs = [(low, high)]
-        if ignore_case and (low + high).isascii() and (low + high).isalpha() and low.islower() == high.islower():
-            pairs.append((low.swapcase(), high.swapcase()))
-        items += [_in_class(a) if a == b else f"{_in_class(a)}-{_in_class(b)}" for a, b in pairs]
-    if i >= len(source):
-        raise ValueError(f"unclosed class in {source!r}")
-    return "[" + "^" * negated + "".join(items) + "]", i + 1
-
-
-def html_pattern(
-    rule: re.Pattern[str], *, ignore_case: bool = False, strip: bool = False, reserved: Iterable[str] = ()
-) -> str:
-    """The `pattern` attribute that accepts what a canonicalisation followed by `rule` accepts, derived
-    from the rule itself so the browser's check and the API's cannot drift.
-
-    `rule` must be anchored (`^...$`) and use literals, classes, `(?:...)` groups, alternation and
-    quantifiers; anything else raises rather than emit a pattern that means something else.
-    `ignore_case` (ASCII), `strip` (surrounding whitespace) and `reserved` (names refused after
-    canonicalising) mirror what the canonicalisation does before matching.
-    """
-    source = rule.pattern
-    if not (source.startswith("^") and source.endswith("$")) or source.endswith("\\$") or rule.flags & ~re.UNICODE:
-        raise ValueError(f"{source!r}: only an anchored rule without flags is supported")
-    out: list[str] = []
-    i, body = 0, source[1:-1]
-    while i < len(body):
-        quantifier = _QUANTIFIER.match(body, i)
-        if body[i] == "[":
-            text, i = _class(body, i, ignore_case)
-        elif body[i] == "\\":
-            char, i = _escaped(body, i)
-            text = _literal(char, ignore_case)
-        elif body[i] in "^$" or (body.startswith(("(?", "{,"), i) and not body.startswith("(?:", i)):
-            raise ValueError(f"{source!r}: inner anchors, special groups and {{,n}} are not supported")
-        elif quantifier or body[i] in "()|.*+?":  # structure, the same in both engines
-            text = quantifier.group() if quantifier else body[i]
-            i += len(text)
-            if text[-1] in "*+?}" and body.startswith("+", i):
-                raise ValueError(f"{source!r}: possessive quantifiers are not supported")
-        else:  # a literal (`{`, `}` and `]` alone are literals in Python, errors under `v`)
-            text, i = _literal(body[i], ignore_case), i + 1
-        out.append(text)
-    space = r"\s*" if strip else ""
-    refused = "|".join("".join(_literal(c, ignore_case) for c in name) for name in reserved)
-    guard = f"(?!(?:{refused}){space}$)" if refused else ""
-    return f"{space}{guard}(?:{''.join(out)}){space}"
-
-
-# What `canonical_label` accepts (stripped, lower-cased, `LABEL_RE`, not `latest`): every label input's `pattern`.
-LABEL_PATTERN = html_pattern(LABEL_RE, ignore_case=True, strip=True, reserved=[LATEST])
 
 
 # --------------------------------------------------------------------------- service errors on forms

@@ -20,7 +20,8 @@ from django.views.decorators.http import require_POST
 
 from ..access import can_edit, visible_filter
 from ..errors import NotFound, ProfileError
-from ..forms import ADMIN_SOURCE, LABEL_PATTERN, ProfileAdminForm
+from ..forms import ADMIN_SOURCE, ProfileAdminForm
+from ..html_patterns import LABEL_PATTERN
 from ..models import Profile, Registry
 from ..selectors import (
     label_list,

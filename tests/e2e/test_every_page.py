@@ -25,7 +25,7 @@ from django.test import override_settings
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, Request, Response, expect
 
 from inventory.models import Item
-from profiles.forms import html_pattern
+from profiles.html_patterns import html_pattern
 from profiles.models import AuditEvent, Profile, ProfileRevision, Registry
 from profiles.validation import SLUG_RE
 from tests.profiles.test_admin_label_pattern import LABEL_SAMPLES, api_accepts

@@ -12,7 +12,7 @@ from django.utils.html import escape
 
 from profiles import services
 from profiles.errors import InvalidInput
-from profiles.forms import LABEL_PATTERN, html_pattern
+from profiles.html_patterns import LABEL_PATTERN, html_pattern
 from profiles.models import Profile, Registry
 from profiles.validation import SLUG_RE, canonical_label
 
