@@ -14,7 +14,7 @@ from profiles.api.openapi import RETRY_AFTER
 
 from . import serializers as s
 from .inputs import CONVERSATION_HEADER, TURN_HEADER
-from .responses import ResponseObjectSerializer
+from .response_objects import ResponseObjectSerializer
 
 TAGS = ["openai-compatible"]
 

@@ -29,7 +29,7 @@ from profiles.models import ApiKey
 from .. import limits
 from ..aio import run_db
 from ..asyncviews import AsyncAPIView
-from . import errors, inputs, openapi, responses, services
+from . import errors, inputs, openapi, response_objects, responses, services
 from . import serializers as s
 
 
@@ -207,14 +207,14 @@ class ResponseCreateView(GatewayView):
             return event_stream(responses.response_events(completion, mount=self.mounted))
         result = await completion.result()
         turn, previous = await run_db(responses.response_row, turn_id=result.turn.pk)
-        return Response(responses.response_body(turn, mount=self.mounted, previous=previous))
+        return Response(response_objects.response_body(turn, mount=self.mounted, previous=previous))
 
 
 class ResponseDetailView(GatewayView):
     @extend_schema(
         tags=openapi.TAGS,
         parameters=[RESPONSE_PATH],
-        responses={200: responses.ResponseObjectSerializer, **openapi.errors(401, 403, 404)},
+        responses={200: response_objects.ResponseObjectSerializer, **openapi.errors(401, 403, 404)},
         description="A stored response (a turn of one of your conversations), finished or in progress.",
     )
     async def get(self, request: Request, response_id: str) -> Response:
