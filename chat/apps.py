@@ -33,7 +33,7 @@ class ChatConfig(AppConfig):
 
         definitions.register_label_move_check(gate_check)  # a gated label needs a good enough evaluation
 
-        from .selectors import profile_version_stats
+        from .stats import profile_version_stats
 
         definitions.register_version_stats(profile_version_stats)  # turns are this app's records
 
