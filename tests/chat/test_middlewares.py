@@ -14,8 +14,8 @@ from chat.runtime.middlewares import (
     Guardrail,
     Redact,
     Suggestions,
-    redact_text,
 )
+from chat.runtime.redaction import redact_text
 from profiles.definitions import definitions
 
 DEFINITIONS = {definition.name: definition for definition in MIDDLEWARE_DEFINITIONS}
