@@ -12,7 +12,10 @@ from profiles.timestamps import TimestampedMs
 
 class Conversation(TimestampedMs):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    # indexed by chat_conv_owner_mount_created (its leading column)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations", db_index=False
+    )
     mount = models.CharField(max_length=32)
     title = models.CharField(max_length=200, blank=True)
     # The conversation's own profile selection; blank = follow the user's current profile.
@@ -57,7 +60,8 @@ class Turn(models.Model):
     WAITING = (Status.QUEUED, Status.RUNNING)  # queued, or ahead of the queue
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    # indexed by turn_unique_seq (its leading column)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns", db_index=False)
     seq = models.PositiveIntegerField()
     idempotency_key = models.CharField(max_length=128, blank=True)
     prompt = models.TextField()
@@ -141,7 +145,8 @@ class TurnChunk(models.Model):
     A chunk also renews its turn's lease (`lease_until_ms`): a checkpoint that stores text makes one write
     per turn, not two. A running turn's lease is the later of its row's and its newest chunk's."""
 
-    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="chunks")
+    # indexed by turn_chunk_unique_start (its leading column)
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="chunks", db_index=False)
     start = models.PositiveIntegerField()  # where the piece begins in the text (characters)
     text = models.TextField()
     lease_until_ms = models.BigIntegerField(default=0)
@@ -159,7 +164,8 @@ class ConversationEvent(models.Model):
     are not stored (each message's `llm.final` holds its text; a one-message answer's, and a turn's
     terminal frame, leave it to the turn's row: `chat.frames.for_storage`), so storage grows linearly."""
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    # indexed by event_unique_seq (its leading column)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.BigIntegerField()
     type = models.CharField(max_length=40)
     turn = models.ForeignKey(Turn, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
@@ -181,7 +187,8 @@ class TurnFeedback(TimestampedMs):
         UP = "up"
         DOWN = "down"
 
-    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="feedback")
+    # indexed by turn_feedback_unique_user (its leading column)
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="feedback", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turn_feedback")
     rating = models.CharField(max_length=8, choices=Rating.choices)
     comment = models.TextField(blank=True)

@@ -53,7 +53,8 @@ class Registry(TimestampedMs):
 
 
 class Profile(models.Model):
-    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="profiles")
+    # indexed by profile_unique_slug_per_registry (its leading column)
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="profiles", db_index=False)
     slug = models.CharField(max_length=128)
     display_name = models.CharField(max_length=200, blank=True)
     description = models.TextField(blank=True)
@@ -92,7 +93,8 @@ class ProfileGroupAccess(models.Model):
     """One row per group named in a profile's `visible_to_groups`, written with it by the services: what
     lets a list filter by the user's groups in the database (`profiles.access.visible_filter`)."""
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="group_access")
+    # indexed by profile_group_access_unique (its leading column)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="group_access", db_index=False)
     group_name = models.CharField(max_length=150)
 
     class Meta:
@@ -146,7 +148,8 @@ class LabelRollout(models.Model):
         USER = "user"
         CONVERSATION = "conversation"
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="rollouts")
+    # indexed by label_rollout_open (its leading column)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="rollouts", db_index=False)
     name = models.CharField(max_length=64)  # the label
     arms = models.JSONField()  # [{"version": int, "weight": int}], weights summing to 100
     sticky = models.CharField(max_length=16, choices=Sticky.choices, default=Sticky.USER)
@@ -171,7 +174,8 @@ class LabelRollout(models.Model):
 class ProfileLabel(models.Model):
     """A named pointer at one of a profile's versions (`production`, `staging`, ...)."""
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="labels")
+    # indexed by profile_label_unique_name (its leading column)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="labels", db_index=False)
     name = models.CharField(max_length=64)
     version = models.PositiveIntegerField()
     updated_at_ms = models.BigIntegerField()
@@ -190,7 +194,8 @@ class ProfileLabel(models.Model):
 class ProfileLabelMove(models.Model):
     """Every set, move and removal of a label: `from_version` None = created, `to_version` None = removed."""
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_moves")
+    # indexed by profile_label_move_history (its leading column)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_moves", db_index=False)
     name = models.CharField(max_length=64)
     from_version = models.PositiveIntegerField(null=True, blank=True)
     to_version = models.PositiveIntegerField(null=True, blank=True)
@@ -220,7 +225,8 @@ class LabelRequest(models.Model):
         REJECTED = "rejected"
         STALE = "stale"
 
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_requests")
+    # indexed by label_request_open (its leading column)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="label_requests", db_index=False)
     name = models.CharField(max_length=64)
     version = models.PositiveIntegerField(null=True, blank=True)  # where the label is to point
     rollout = models.JSONField(null=True, blank=True)  # or the rollout to start on it (arms, sticky, guard)
@@ -244,7 +250,10 @@ class LabelRequest(models.Model):
 class ProfileSelection(TimestampedMs):
     """A user's current profile for one mount: stored so it survives logout and follows the user."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_selections")
+    # indexed by profile_selection_one_per_mount (its leading column)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_selections", db_index=False
+    )
     mount = models.CharField(max_length=32)
     registry_slug = models.CharField(max_length=128)
     profile_slug = models.CharField(max_length=128)
