@@ -151,8 +151,6 @@ class Dispatcher:
                     self._claimed.discard(str(handed[0].pk))
                     log.warning("a turn handed to the stopped queue of conversation %s is left to its lease", key)
 
-    # ------------------------------------------------------------------ the timer
-
     # ------------------------------------------------------------------ outages
 
     def storage_down(self) -> bool:
