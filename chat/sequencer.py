@@ -17,13 +17,17 @@ conversation meanwhile: a submission needs Redis (it is refused as unavailable).
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from profiles.prepared import Param, Select, Update
@@ -156,6 +160,7 @@ class RedisSequencer:
         self._reserved: dict[str, int] = {}  # numbered alone: reserved in the database up to
         self._ahead: dict[str, int] = {}  # numbered alone up to: Redis' counter is raised first
         self._primed: OrderedDict[str, int] = OrderedDict()  # created here, numbered nothing: their mark
+        self._numbers = _Pipelined(self._client, _NEXT, REDIS_TTL_SECONDS, BLOCK)
 
     def _client(self) -> Any:
         import redis.asyncio as redis
@@ -217,7 +222,7 @@ class RedisSequencer:
             del self._ahead[key]
             self._reserved.pop(key, None)
         for _ in range(3):
-            value, reserve = await self._client().eval(_NEXT, 2, *keys, REDIS_TTL_SECONDS, BLOCK)
+            value, reserve = await self._numbers.call(keys)
             value = int(value)
             if value >= 0:
                 self._primed.pop(key, None)
@@ -240,6 +245,66 @@ class RedisSequencer:
             self._reserved[key] = reservation_for(value)
         self._ahead[key] = value
         return value
+
+
+class _Pipelined:
+    """Calls of one Lua script asked for in the same turn of the event loop go to Redis together: one
+    connection taken from the pool, one write and one read for all of them (a pipeline, not a
+    transaction: each call is its own atomic script). Many streams number their frames at once; one by
+    one, each call paid the client's per-command work and a round trip of its own. A caller gets its own
+    reply, or the error of the pipeline (Redis away) as it would have alone."""
+
+    def __init__(self, client: Callable[[], Any], script: str, *args: Any) -> None:
+        self.client, self.script, self.args = client, script, args
+        self.sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names a script by it
+        self._waiting: list[tuple[list[str], asyncio.Future]] = []
+        self._sending: set[asyncio.Task] = set()
+
+    async def call(self, keys: list[str]) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((keys, future))
+        if len(self._waiting) == 1:  # the first of this turn of the loop: the others join it
+            loop.call_soon(self._send_waiting)
+        return await future
+
+    def _send_waiting(self) -> None:
+        calls, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._send(calls))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, calls: list[tuple[list[str], asyncio.Future]]) -> None:
+        try:
+            client = self.client()
+            pipe = client.pipeline(transaction=False)
+            for keys, _ in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *self.args)
+            replies = await pipe.execute(raise_on_error=False)
+            if any(isinstance(reply, NoScriptError) for reply in replies):  # Redis restarted or was flushed
+                await client.script_load(self.script)
+                replies = [
+                    await client.evalsha(self.sha, len(keys), *keys, *self.args)
+                    if isinstance(reply, NoScriptError)
+                    else reply
+                    for (keys, _), reply in zip(calls, replies, strict=True)
+                ]
+        except asyncio.CancelledError:  # the loop is going away: so are its callers
+            for _, future in calls:
+                future.cancel()
+            raise
+        except Exception as exc:  # the pipeline failed whole (Redis away): every caller gets the error
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(copy.copy(exc))
+            return
+        for (_, future), reply in zip(calls, replies, strict=True):
+            if future.done():  # its caller went away
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
 
 
 _sequencer: LocalSequencer | RedisSequencer | None = None
