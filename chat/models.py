@@ -34,6 +34,11 @@ class Conversation(TimestampedMs):
     last_seq = models.BigIntegerField(default=0)
     # The turn running now: claimed with a conditional UPDATE so only one runs, on any worker.
     active_turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Kept by the services that add a turn, claim one or release the conversation, in the same statement:
+    # a submission reads them with its row lock and a finish with its release, where the row is current on
+    # every backend (a PostgreSQL statement that waited for the lock reads other tables as of its start).
+    last_turn_seq = models.PositiveIntegerField(default=0)  # its newest turn's seq (0: none yet)
+    queued_turns = models.PositiveIntegerField(default=0)  # its turns waiting for a claim
     # Archived: kept, out of the default list (`?archived=true` lists them). Null = not archived.
     archived_at_ms = models.BigIntegerField(null=True, blank=True)
     # Why it exists when no person started it: "evaluation" (a case of an evaluation run, in no list).

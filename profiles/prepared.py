@@ -197,7 +197,7 @@ class Update(_Statement):
     """An UPDATE of the rows of a queryset (`build()`, with `Param`s in its filters) setting `changes`
     (constants or `Param`s). Calling it returns the number of rows it changed."""
 
-    returning: Callable[[], QuerySet[Any, Any]] | None = None
+    returning: str | None = None
 
     def __init__(self, build: Callable[[], QuerySet[Any, Any]], **changes: Any) -> None:
         super().__init__()
@@ -222,12 +222,9 @@ class Update(_Statement):
                 value.prepare = prepare
         sql, params = query.get_compiler(connection=connection).as_sql()
         params = list(params)
-        if self.returning is not None:
-            returned = self.returning()
-            _lookup_params(returned.query.where)
-            returned_sql, returned_params = returned.query.get_compiler(connection=connection).as_sql()
-            sql += f" RETURNING ({returned_sql})"
-            params += list(returned_params)
+        if self.returning is not None:  # the changed row's own column, as the UPDATE left it
+            column = query.model._meta.get_field(self.returning).column
+            sql += f" RETURNING {connection.ops.quote_name(column)}"
         return _Compiled(sql, params, lambda row, connection: row)
 
     def __call__(self, **values: Any) -> int:
@@ -237,18 +234,16 @@ class Update(_Statement):
 
 
 class UpdateReturning(Update):
-    """An `Update` whose changed rows each return `returning()`, a one-column `values()` queryset (with
-    its own `Param`s), as a scalar subquery in a RETURNING clause (SQLite 3.35+, PostgreSQL). It is
-    evaluated with the UPDATE's snapshot: see the callers for when that is the latest."""
+    """An `Update` whose changed rows each return the value of their field `returning` after the change
+    (SQLite 3.35+, PostgreSQL). On PostgreSQL that is the newest row even when the UPDATE waited for its
+    lock (a subquery would read other rows as of the statement's start)."""
 
-    def __init__(
-        self, build: Callable[[], QuerySet[Any, Any]], returning: Callable[[], QuerySet[Any, Any]], **changes: Any
-    ) -> None:
+    def __init__(self, build: Callable[[], QuerySet[Any, Any]], returning: str, **changes: Any) -> None:
         super().__init__(build, **changes)
         self.returning = returning
 
     def returned(self, **values: Any) -> tuple[Any] | None:
-        """Run the UPDATE; `(value,)` of `returning` for the first row it changed, None when it changed none."""
+        """Run the UPDATE; `(value,)` of `returning` in the first row it changed, None when it changed none."""
         cursor, _, _ = self._execute(values)
         with cursor:
             rows = cursor.fetchall()

@@ -10,13 +10,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 
 from profiles.prepared import Insert, Param, Select, Update, UpdateReturning
 from profiles.timestamps import now_ms
 
 from ..models import Conversation, ConversationEvent, Turn, TurnChunk
-from .common import WORKER_ID, writers_serialised
+from .common import WORKER_ID
 from .events import event_rows, events_insert
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,27 @@ _CONVERSATION_RECORD = (
     "rollout_version",
 )
 _LEASE = {"status": Turn.Status.RUNNING, **_params("worker", "started_at_ms", "lease_until_ms")}
-_CLAIM = Update(_free_conversation, active_turn=Param("turn_id"))
-_CLAIM_WITH_RECORD = Update(_free_conversation, active_turn=Param("turn_id"), **_params(*_CONVERSATION_RECORD))
+
+
+def _queue_served() -> Any:
+    return _free_conversation().filter(queued_turns__gt=0)  # none counted: the turn is not queued any more
+
+
+def _counted(submitted: bool) -> dict[str, Any]:
+    """A claim counts the turn submitted with it (its `seq`, the newest), or takes a queued one off the count."""
+    return {"last_turn_seq": Param("seq")} if submitted else {"queued_turns": F("queued_turns") - 1}
+
+
+_CLAIMS = {
+    (submitted, recorded): Update(
+        _free_conversation if submitted else _queue_served,
+        active_turn=Param("turn_id"),
+        **_counted(submitted),
+        **(_params(*_CONVERSATION_RECORD) if recorded else {}),
+    )
+    for submitted in (False, True)
+    for recorded in (False, True)
+}
 _STARTED = Update(_queued_turn, **_LEASE)
 _STARTED_WITH_RECORD = Update(_queued_turn, **_LEASE, **_params(*RECORD_FIELDS, "rollout_id"))
 _FINISHED = Update(
@@ -87,14 +106,9 @@ def _released() -> Any:
     return Conversation.objects.filter(pk=Param("conv_id"), active_turn_id=Param("turn_id"))
 
 
-def _queued() -> Any:
-    return Turn.objects.filter(conversation_id=Param("conv_id"), status=Turn.Status.QUEUED).order_by()
-
-
-_RELEASED = Update(_released, active_turn=None)
-# Where writers are serialised, the release says whether turns wait behind it (`writers_serialised`).
-_RELEASED_LOOKING = UpdateReturning(_released, lambda: _queued().values("pk")[:1], active_turn=None)
-_MORE_QUEUED = Select(lambda: _queued().values_list("pk")[:1])
+# The release says whether turns wait behind it: its row's count, current even after a lock wait.
+_RELEASED = UpdateReturning(_released, "queued_turns", active_turn=None)
+_QUEUED = Select(lambda: Conversation.objects.filter(pk=Param("conv_id")).order_by().values_list("queued_turns"))
 
 
 def turn_claimed(turn: Turn, record: dict[str, Any] | None, *, worker: str = WORKER_ID) -> dict[str, Any]:
@@ -118,11 +132,12 @@ def turn_claimed(turn: Turn, record: dict[str, Any] | None, *, worker: str = WOR
     }
 
 
-def conversation_claim(*, conv_id: Any, turn_id: Any, record: dict[str, Any]) -> bool:
+def conversation_claim(*, conv_id: Any, turn_id: Any, record: dict[str, Any], seq: int | None = None) -> bool:
     """The cross-worker lock: the conversation's `active_turn` becomes this turn if it has none (a
-    conditional UPDATE, the same on SQLite and PostgreSQL), with what it stores of the turn's record."""
-    ids = {"conv_id": conv_id, "turn_id": turn_id}
-    return bool(_CLAIM_WITH_RECORD(**ids, **record) if record else _CLAIM(**ids))
+    conditional UPDATE, the same on SQLite and PostgreSQL), with what it stores of the turn's record.
+    `seq`: the turn is being submitted (its conversation's newest); else it was queued (one fewer waits)."""
+    values = {"conv_id": conv_id, "turn_id": turn_id, **record, **({"seq": seq} if seq is not None else {})}
+    return bool(_CLAIMS[seq is not None, bool(record)](**values))
 
 
 @transaction.atomic
@@ -261,13 +276,8 @@ def turn_finish(
         TurnChunk.objects.filter(turn_id=turn_id).delete()
     conv_id = frames[0]["conv_id"] if frames else Turn.objects.values_list("conversation_id", flat=True).get(pk=turn_id)
     events_insert(event_rows(conv_id, turn_id, list(frames), turn_text=text))
-    if writers_serialised():
-        released = _RELEASED_LOOKING.returned(conv_id=conv_id, turn_id=turn_id)
-        if released is not None:
-            return Finished(True, released[0] is not None)
-    else:
-        _RELEASED(conv_id=conv_id, turn_id=turn_id)
-    return Finished(True, _MORE_QUEUED.row(conv_id=conv_id) is not None)
+    queued = _RELEASED.returned(conv_id=conv_id, turn_id=turn_id) or _QUEUED.row(conv_id=conv_id)  # not its own
+    return Finished(True, bool(queued and queued[0]))
 
 
 INTERRUPTED_ERROR = {"code": "interrupted", "message": "the server stopped while this turn was running"}

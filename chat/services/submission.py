@@ -11,11 +11,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import F, OuterRef
 
 from profiles.access import remember_group_names, user_group_names_of
 from profiles.errors import Conflict, InvalidInput, NotFound
-from profiles.prepared import Insert, Param, Select
+from profiles.prepared import Insert, Param, Select, Update
 from profiles.resolution import Resolution
 from profiles.timestamps import now_ms
 from profiles.validation import ensure_storable
@@ -26,7 +26,7 @@ from ..frames import chat_message
 from ..frames import make as make_frame
 from ..models import Conversation, ConversationEvent, Turn
 from ..selectors import conversation_resolve, mount_default_registry
-from .common import MAX_IDEMPOTENCY_KEY, MAX_PROMPT_CHARS, writers_serialised
+from .common import MAX_IDEMPOTENCY_KEY, MAX_PROMPT_CHARS
 from .events import events_insert
 from .running import conversation_claim, turn_claimed
 
@@ -39,39 +39,21 @@ _conversation_insert = Insert(Conversation)
 
 
 # The statements of every submission, compiled once (profiles.prepared): the lock, with the conversation
-# as it is now and its owner (the turn's runner needs both), and the conversation's last seq and the turns
-# waiting in it (no row: it has no turn yet), each through its index whatever the number of turns:
-# (conversation, seq) and (conversation, status). Where writers are serialised the lock carries the counts.
-def _last_seq() -> Subquery:
-    return Subquery(Turn.objects.filter(conversation_id=OuterRef("pk")).order_by("-seq").values("seq")[:1])
-
-
-def _waiting() -> Subquery:
-    return Subquery(
-        Turn.objects.filter(conversation_id=OuterRef("pk"), status__in=Turn.WAITING)
-        .order_by()
-        .values("conversation_id")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-
-
-def _locked(*, counted: bool) -> Any:
-    rows = (
+# as it is now (its turn counts included: `Conversation.queued_turns`) and its owner (the turn's runner
+# needs both); and a turn queued behind others, counted.
+_LOCKED = Select(
+    lambda: (
         Conversation.objects.select_for_update(of=("self",))
         .select_related("owner")
         .filter(pk=Param("conv_id"))
         .annotate(owner_groups=user_group_names_of(OuterRef("owner_id")))  # the resolution needs them
+        .order_by()[:1]
     )
-    if counted:
-        rows = rows.annotate(last_turn_seq=_last_seq(), waiting_turns=_waiting())
-    return rows.order_by()[:1]
-
-
-_LOCKED = Select(lambda: _locked(counted=False))
-_LOCKED_COUNTED = Select(lambda: _locked(counted=True))
-_COUNTS = Select(
-    lambda: Conversation.objects.filter(pk=Param("conv_id")).order_by().values_list(_last_seq(), _waiting())
+)
+_QUEUED = Update(
+    lambda: Conversation.objects.filter(pk=Param("conv_id")),
+    last_turn_seq=Param("seq"),
+    queued_turns=F("queued_turns") + 1,
 )
 
 
@@ -154,6 +136,7 @@ def turn_submit(
                 for name, value in turn_claimed(turn, started.record).items():
                     setattr(conversation, name, value)
                 conversation.active_turn_id = turn.pk
+            conversation.last_turn_seq, conversation.queued_turns = turn.seq, int(started is None)
             conversation.updated_at_ms = now_ms()  # as its save() would stamp it
             _conversation_insert([conversation])
             _turn_insert([turn])
@@ -161,16 +144,7 @@ def turn_submit(
             return Submitted(turn, True, 0, frame=frame, resolution=resolution, started=started)
         # One submitter at a time per conversation (the row lock on PostgreSQL; IMMEDIATE on SQLite):
         # the turn's seq, the queue bound and the idempotency check are read-then-write.
-        # On PostgreSQL the counts are read after the lock (`writers_serialised`).
-        last, waiting = None, None
-        if writers_serialised():
-            locked = _LOCKED_COUNTED.first(conv_id=conversation.pk)
-            if locked is not None:
-                last, waiting = locked.last_turn_seq, locked.waiting_turns
-        else:
-            locked = _LOCKED.first(conv_id=conversation.pk)
-            if locked is not None:
-                last, waiting = _COUNTS.row(conv_id=locked.pk) or (None, None)
+        locked = _LOCKED.first(conv_id=conversation.pk)
         if locked is None:
             raise NotFound("conversation not found", field="conv_id")
         remember_group_names(locked.owner, locked.owner_groups)
@@ -178,19 +152,20 @@ def turn_submit(
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)
-        waiting = waiting or 0
+        waiting = locked.queued_turns + (locked.active_turn_id is not None)  # the running turn and the queue
         if replaced is not None:
-            _check_replaceable(replaced, last_seq=last)
+            _check_replaceable(replaced, last_seq=locked.last_turn_seq)
         if waiting > settings.CHAT_MAX_QUEUED_TURNS:  # the running turn plus at most N waiting
             raise QueueFull(f"{waiting} turns are already waiting in this conversation", field="prompt")
         reserved = _budget_reserve(locked, user, resolution, api_key_id)
-        turn = _turn_build(locked, prompt, seq=(last or 0) + 1, replaced=replaced, reserved_usd=reserved, **turn_fields)
-        started = None
-        if start is not None and not waiting and locked.active_turn_id is None:
-            started = start(locked, turn, resolution)
-        record = turn_claimed(turn, started.record) if started is not None else None
+        seq = locked.last_turn_seq + 1
+        turn = _turn_build(locked, prompt, seq=seq, replaced=replaced, reserved_usd=reserved, **turn_fields)
+        started = start(locked, turn, resolution) if start is not None and not waiting else None
+        record = turn_claimed(turn, started.record) if started is not None else None  # stored running
         _turn_insert([turn])
-        if record is not None and not conversation_claim(conv_id=locked.pk, turn_id=turn.pk, record=record):
+        if record is None:
+            _QUEUED(conv_id=locked.pk, seq=seq)
+        elif not conversation_claim(conv_id=locked.pk, turn_id=turn.pk, record=record, seq=seq):
             raise RuntimeError(f"conversation {locked.pk} could not be claimed under its lock")
         frame = _message_frame(conversation, turn, message_seq, replaced=replaced)
     return Submitted(turn, True, waiting, frame=frame, resolution=resolution, started=started)

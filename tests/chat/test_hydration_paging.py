@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat.models import Turn
 
-from .factories import ConversationFactory, TurnFactory
+from .factories import ConversationFactory, TurnFactory, turns_counted
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +44,7 @@ def conversation_with(chat_user):
         Turn.objects.bulk_create(
             [TurnFactory.build(conversation=conversation, seq=seq, prompt=f"p{seq}") for seq in seqs]
         )
+        turns_counted(conversation)
         conversation.last_seq = max(seqs, default=0)
         conversation.save(update_fields=["last_seq"])
         return conversation

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from chat.models import Turn
 from profiles import services
 
-from .factories import ConversationFactory, TurnFactory
+from .factories import ConversationFactory, TurnFactory, turns_counted
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +46,7 @@ def add_turns(conversation, version: int, rows: list[tuple[str, int | None, int,
             )
         )
     Turn.objects.bulk_create(turns)
+    turns_counted(conversation)
 
 
 def test_stats_per_version_match_the_hand_counted_turns(agent_v2, chat_api, chat_user):

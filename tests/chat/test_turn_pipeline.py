@@ -27,7 +27,7 @@ from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
 from chat.runtime import tools as chat_tools
 from chat.turns import dispatcher
 
-from .factories import ConversationFactory, TurnFactory
+from .factories import ConversationFactory, TurnFactory, turns_counted
 from .fake_openai import FakeOpenAIServer, remote_profile
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded_registries")]
@@ -157,7 +157,7 @@ async def test_a_socket_that_creates_its_conversation_looks_for_it_once(connecte
 
 
 @pytest.mark.backends
-async def test_a_socket_turn_costs_9_statements_on_sqlite_and_11_on_postgresql_in_2_transactions(
+async def test_a_socket_turn_costs_9_statements_on_either_backend_in_2_transactions(
     connected, frames_until, sql_log, commits, quiet_timer
 ):
     communicator, _ = await connected()
@@ -172,14 +172,12 @@ async def test_a_socket_turn_costs_9_statements_on_sqlite_and_11_on_postgresql_i
     statements = [sql.lstrip().split()[0].upper() for sql in sql_log]
     # The writer's write alone is its own transaction (no savepoint); the submission claims the turn of
     # an idle conversation under its row lock, with the runtime record (profile and history read there):
-    # the lock (with the turn counts where writers are serialised), the registry with the user's
-    # selection, the history, the turn, the claim, the message; the finish: the turn, its frames, the
-    # release (saying whether turns wait, where writers are serialised). PostgreSQL reads the counts and
-    # the waiting turns after the lock and the release (`writers_serialised`).
+    # the lock (the turn counts are on the row), the registry with the user's selection, the history, the
+    # turn, the claim, the message; the finish: the turn, its frames, the release (returning the row's
+    # count of queued turns).
     assert "SAVEPOINT" not in statements, sql_log
     assert commits.count == 2, sql_log  # submission with its claim, finish
-    expected = 9 if connection.vendor == "sqlite" else 11
-    assert len(statements) - statements.count("BEGIN") == expected, sql_log  # SQLite's BEGIN IMMEDIATE aside
+    assert len(statements) - statements.count("BEGIN") == 9, sql_log  # SQLite's BEGIN IMMEDIATE aside
 
 
 @pytest.fixture
@@ -766,8 +764,8 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_commit
     conversation with its first turn, claimed (one transaction, with the reservation of the numbers its
     frames got before it existed), and the turn runs on it; a first turn reads no history, and the answer
     is its terminal frame with the identity its submission stored: no read after its end (this process
-    runs it). 9 statements on SQLite (10 on PostgreSQL: the look for a queued turn), in three trips to
-    the database threads: the request's authentication, the submission, the finish."""
+    runs it). 9 statements on either backend, in three trips to the database threads: the request's
+    authentication, the submission, the finish."""
     from chat import aio
 
     from .test_gateway import asgi_post, read_body
@@ -800,8 +798,7 @@ async def test_a_completion_in_a_new_conversation_resolves_its_model_once_commit
     assert mark_statements(sql_log) == []
     assert not [sql for sql in sql_log if sql.startswith('SELECT "chat_turn"."id", "chat_turn"."text"')]  # answer
     assert not [sql for sql in sql_log if 'FROM "chat_conversationevent"' in sql]  # its stored terminal frame
-    expected = 9 if connection.vendor == "sqlite" else 10
-    assert len(statements) - statements.count("BEGIN") == expected, "\n".join(sql[:120] for sql in sql_log)
+    assert len(statements) - statements.count("BEGIN") == 9, "\n".join(sql[:120] for sql in sql_log)
     conv_id = headers["x-conversation-id"]
     conversation = await run_db(Conversation.objects.get, pk=conv_id)
     seqs = await run_db(
@@ -829,8 +826,8 @@ def _vm_steps(action) -> int:
 
 @pytest.mark.django_db(transaction=True)
 def test_submitting_and_finishing_a_turn_reads_no_other_turn_of_a_long_conversation(chat_user):
-    """The submission's counts (last seq, turns waiting) and the finish's look for a queued turn search
-    their indexes: the work SQLite does is the same in a conversation of 10 turns or of 3,000."""
+    """The submission's counts (last seq, turns waiting) and the finish's look for a queued turn read the
+    conversation's row: the work SQLite does is the same in a conversation of 10 turns or of 3,000."""
     if connection.vendor != "sqlite":
         pytest.skip("counts SQLite's virtual-machine steps")
 
@@ -840,6 +837,7 @@ def test_submitting_and_finishing_a_turn_reads_no_other_turn_of_a_long_conversat
             Turn(conversation=conversation, seq=seq, prompt="q", text="a", status="completed", created_at_ms=seq)
             for seq in range(1, earlier + 1)
         )
+        turns_counted(conversation)
 
         def submit_and_finish() -> None:
             turn = services.turn_submit(conversation=conversation, user=chat_user, prompt="now?").turn

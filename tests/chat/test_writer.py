@@ -76,13 +76,14 @@ async def test_concurrent_turns_share_their_write_transactions(connected, frames
 
 
 async def test_a_write_rolled_back_in_a_batch_takes_only_its_own_rows(chat_user, connected, settings):
-    """Two claims in one batch: one wins; the other's turn is not queued any more, so it rolls back after
-    it had claimed its conversation, and that conversation stays free."""
+    """Two claims in one batch: one wins; the other's turn is not queued any more (another is), so it
+    rolls back after it had claimed its conversation, and that conversation stays free, its queue counted."""
     settings.CHAT_WRITE_BATCH_MS = 50  # both writes join one batch
     await connected()  # a serving loop: the writer batches
     first, second = [await run_db(ConversationFactory, owner=chat_user, mount="chat") for _ in range(2)]
     queued = await run_db(TurnFactory, conversation=first, seq=1, prompt="a")
     gone = await run_db(TurnFactory, conversation=second, seq=1, prompt="b", status="cancelled")
+    await run_db(TurnFactory, conversation=second, seq=2, prompt="c")
     batches = writer.batches
 
     claimed = await asyncio.gather(
@@ -94,6 +95,7 @@ async def test_a_write_rolled_back_in_a_batch_takes_only_its_own_rows(chat_user,
     assert writer.batches == batches + 1  # one transaction for both
     assert await run_db(lambda: Conversation.objects.get(pk=first.pk).active_turn_id) == queued.pk
     assert await run_db(lambda: Conversation.objects.get(pk=second.pk).active_turn_id) is None
+    assert await run_db(lambda: Conversation.objects.get(pk=second.pk).queued_turns) == 1
 
 
 def _titled(*, conv_id, title: str, fail: bool = False) -> str:

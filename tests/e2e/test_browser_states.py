@@ -25,6 +25,7 @@ from playwright.sync_api import Page, expect
 from chat.models import Conversation, Turn
 from chat.services import turns_mark_interrupted
 from profiles import services as profile_services
+from tests.chat.factories import turns_counted
 
 from .browser import (
     DESKTOP,
@@ -464,6 +465,7 @@ def test_titles_are_plain_text_and_conversations_are_grouped_by_day(open_ui, ali
         Turn.objects.create(
             conversation=conv, seq=1, prompt="hi", text="hello", status="completed", created_at_ms=stamp
         )
+        turns_counted(conv)
     ui = open_ui()
     page = ui.page
     open_app(page)  # the newest one opens: "Planned yesterday"; "New" makes another

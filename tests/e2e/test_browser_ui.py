@@ -24,6 +24,7 @@ from chat.models import Conversation, Turn
 from chat.services import conversation_create, now_ms
 from profiles import services
 from profiles.mounts import get_mount
+from tests.chat.factories import turns_counted
 from tests.chat.fake_openai import FakeOpenAIServer, remote_profile
 
 from .browser import (
@@ -148,6 +149,7 @@ def make_conversation(user, *, title: str = "", prompts: tuple[str, ...] = (), m
             started_at_ms=stamp + seq,
             finished_at_ms=stamp + seq + 120,
         )
+    turns_counted(conversation)
     return conversation
 
 
@@ -293,6 +295,7 @@ def test_sixty_conversations_are_all_reachable_and_search_finds_a_later_message(
         status="completed",
         created_at_ms=now_ms(),
     )
+    turns_counted(target)
     make_conversation(bob, title="Topic zebra of bob")
 
     ui = open_ui(alice)

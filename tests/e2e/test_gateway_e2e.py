@@ -18,6 +18,7 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from chat.models import Conversation, Turn
+from tests.chat.factories import turns_counted
 
 from .helpers import LOW_STOCK_SKUS, ApiUser, get_conversation, http, make_user
 from .server import LiveServer
@@ -397,6 +398,7 @@ def test_a_full_queue_is_a_rate_limit_error(server, alice, client):
     Conversation.objects.filter(pk=conv_id).update(active_turn=running)
     for seq in range(3, 8):
         Turn.objects.create(conversation=conversation, seq=seq, prompt="waiting", created_at_ms=1)
+    turns_counted(conversation)
 
     with pytest.raises(openai.RateLimitError) as raised:
         client.chat.completions.create(
