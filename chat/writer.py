@@ -11,7 +11,9 @@ a write waits for at most one batch.
 
 A write is a service that opens its own atomic block: alone, that block is the transaction. In a batch,
 the writes first run without savepoints (their blocks join the batch's transaction: no SAVEPOINT round
-trip per write, the dearest part of a write on PostgreSQL under load). If one of them fails or rolls back
+trip per write, the dearest part of a write on PostgreSQL under load), and their new turns and frames
+are inserted together at the end (`profiles.prepared.inserts_held`: a statement per table, not per
+write). If one of them fails or rolls back
 (a claim that lost the race), the whole batch rolls back, the model instances the writes were given are
 put back as they were, and the batch runs again with a savepoint per write, so that the failing write
 takes only its own rows with it and keeps its rule (the conditional UPDATEs of claims, leases and
@@ -38,6 +40,8 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model
+
+from profiles.prepared import inserts_held
 
 from .aio import run_db
 
@@ -84,10 +88,12 @@ def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
 
 
 def _commit_without_savepoints(batch: list[Write], order: list[int], connection: Any) -> list[tuple[bool, Any]]:
-    """Every write's atomic block joins the batch's transaction; `_WriteFailed` (the transaction rolled
-    back) as soon as one fails or marks it for rollback."""
+    """Every write's atomic block joins the batch's transaction, and the rows of its turns and frames wait
+    to be inserted with everyone's (no write reads another's new turn or frame); `_WriteFailed` (the
+    transaction rolled back) as soon as one fails or marks it for rollback, or those rows do not insert
+    (an idempotency key sent twice in one batch: the run with savepoints tells the second it exists)."""
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
-    with transaction.atomic(), _savepoints_skipped(connection):
+    with transaction.atomic(), _savepoints_skipped(connection), inserts_held() as held:
         for index in order:
             fn, kwargs, _, _ = batch[index]
             try:
@@ -96,6 +102,10 @@ def _commit_without_savepoints(batch: list[Write], order: list[int], connection:
                 raise _WriteFailed from exc
             if connection.needs_rollback:  # it rolled back (`set_rollback`): so would the batch
                 raise _WriteFailed
+        try:
+            held.flush()
+        except Exception as exc:
+            raise _WriteFailed from exc
     return outcomes
 
 

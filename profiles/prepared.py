@@ -14,9 +14,10 @@ constant). Rows come in SELECT order: the values' fields, then the annotations.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -254,10 +255,14 @@ class Insert(Generic[M]):
     """INSERTs of new `model` instances, as many rows per statement as the backend takes: every concrete
     column but an auto-increment key (which the instances do not get back: no RETURNING), values prepared
     by their fields as `save()` would. The statement is what `bulk_create` writes, without its compiling;
-    no signals are sent (like `bulk_create`). The instances are marked saved."""
+    no signals are sent (like `bulk_create`). The instances are marked saved.
 
-    def __init__(self, model: type[M]) -> None:
+    `holdable`: inside `inserts_held()` its rows wait for the block's `flush` (the caller's promise: no
+    statement of the block reads, changes or deletes them before)."""
+
+    def __init__(self, model: type[M], *, holdable: bool = False) -> None:
         self.model = model
+        self.holdable = holdable
         self.fields = [
             f
             for f in model._meta.concrete_fields
@@ -268,6 +273,16 @@ class Insert(Generic[M]):
     def __call__(self, objs: list[M]) -> list[M]:
         if not objs:
             return objs
+        held = _held.rows if self.holdable else None
+        if held is not None:
+            held.setdefault(self, []).extend(objs)
+            alias = router.db_for_write(self.model)
+            for obj in objs:
+                obj._state.adding, obj._state.db = False, alias
+            return objs
+        return self._insert(objs)
+
+    def _insert(self, objs: list[M]) -> list[M]:
         alias = router.db_for_write(self.model)
         connection = connections[alias]
         head = self._heads.get(alias)
@@ -290,4 +305,40 @@ class Insert(Generic[M]):
         return objs
 
 
-__all__ = ["Insert", "Param", "Select", "Update", "UpdateReturning"]
+class _Held(threading.local):
+    rows: dict[Insert[Any], list[Any]] | None = None
+
+
+_held = _Held()
+
+
+class HeldInserts:
+    """The rows of holdable `Insert`s made in an `inserts_held()` block, until `flush`."""
+
+    def __init__(self, rows: dict[Insert[Any], list[Any]]) -> None:
+        self.rows = rows
+
+    def flush(self) -> None:
+        """Each Insert's held rows in as few statements as the backend takes, Inserts in the order of their
+        first rows (foreign keys are checked at the commit)."""
+        while self.rows:
+            insert = next(iter(self.rows))
+            insert._insert(self.rows.pop(insert))
+
+
+@contextlib.contextmanager
+def inserts_held() -> Iterator[HeldInserts]:
+    """On this thread, holdable `Insert`s hold their rows until the block calls `flush()` (rows not
+    flushed when it ends are dropped: the block failed). For a group of small writes that each insert a
+    row or two: one multi-row statement per table for all of them."""
+    if _held.rows is not None:
+        raise RuntimeError("inserts are held already")
+    held = HeldInserts({})
+    _held.rows = held.rows
+    try:
+        yield held
+    finally:
+        _held.rows = None
+
+
+__all__ = ["HeldInserts", "Insert", "Param", "Select", "Update", "UpdateReturning", "inserts_held"]

@@ -24,7 +24,7 @@ def event_rows(
     ]
 
 
-events_insert = Insert(ConversationEvent)  # profiles.prepared: compiled once
+events_insert = Insert(ConversationEvent, holdable=True)  # profiles.prepared: compiled once
 
 
 @transaction.atomic

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 # Every turn's rows, inserted without compiling (profiles.prepared).
-_turn_insert = Insert(Turn)
+_turn_insert = Insert(Turn, holdable=True)
 _conversation_insert = Insert(Conversation)
 
 

@@ -204,3 +204,63 @@ async def test_a_new_conversation_whose_batch_ran_again_is_stored_once_with_its_
     stored = await run_db(lambda: list(Turn.objects.filter(conversation_id=new.pk).values_list("prompt", flat=True)))
     assert stored == ["hi"]
     assert not new._state.adding
+
+
+@pytest.fixture
+def inserts(monkeypatch) -> list[str]:
+    """The tables of every INSERT, on any thread."""
+    log: list[str] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def recording_inserts(self, sql, params, many, executor):
+        if sql.lstrip().upper().startswith("INSERT"):
+            log.append(sql.split()[2].strip('"'))
+        return original(self, sql, params, many, executor)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", recording_inserts)
+    return log
+
+
+async def test_the_turns_and_frames_of_a_batchs_submissions_are_inserted_in_one_statement_each(
+    chat_user, connected, settings, inserts
+):
+    settings.CHAT_WRITE_BATCH_MS = 50  # the submissions join one batch
+    await connected()  # a serving loop: the writer batches
+    convs = await titled_conversations(chat_user, 4)
+    batches = writer.batches
+    inserts.clear()
+
+    submitted = await asyncio.gather(
+        *(
+            writer.write(services.turn_submit, key=c.pk, conversation=c, user=chat_user, prompt=f"q{i}", message_seq=1)
+            for i, c in enumerate(convs)
+        )
+    )
+
+    assert writer.batches == batches + 1
+    assert inserts == ["chat_turn", "chat_conversationevent"], inserts
+    stored = await run_db(
+        lambda: sorted(Turn.objects.filter(conversation__in=convs).values_list("prompt", "events__type"))
+    )
+    assert stored == [(f"q{i}", "chat.message") for i in range(4)]
+    assert [s.turn.seq for s in submitted] == [1, 1, 1, 1]
+
+
+async def test_an_idempotency_key_sent_twice_in_one_batch_makes_one_turn(chat_user, connected, settings):
+    """The second submission cannot see the first's held turn: the rows do not insert (the key is
+    unique), the batch runs again with savepoints and the second is told the turn exists."""
+    settings.CHAT_WRITE_BATCH_MS = 50  # both submissions join one batch
+    await connected()  # a serving loop: the writer batches
+    (conversation,) = await titled_conversations(chat_user, 1)
+
+    def send():
+        return writer.write(
+            services.turn_submit, key=conversation.pk, conversation=conversation, user=chat_user, prompt="once",
+            idempotency_key="k",
+        )  # fmt: skip
+
+    first, second = await asyncio.gather(send(), send())
+
+    assert (first.created, second.created) == (True, False)
+    assert first.turn.pk == second.turn.pk
+    assert await run_db(Turn.objects.filter(conversation=conversation).count) == 1

@@ -13,7 +13,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.test.utils import CaptureQueriesContext
 
 from profiles.models import Profile, ProfileSelection, Registry
-from profiles.prepared import Insert, Param, Select, Update, UpdateReturning
+from profiles.prepared import Insert, Param, Select, Update, UpdateReturning, inserts_held
 
 from .factories import ProfileFactory, RegistryFactory
 
@@ -168,6 +168,37 @@ def test_an_insert_writes_every_row_in_as_many_statements_as_the_backend_takes(m
     assert len(inserts) == 3  # 2 + 2 + 1
     assert sorted(ProfileSelection.objects.values_list("profile_slug", flat=True)) == [u.username for u in users]
     assert all(row._state.adding is False for row in rows)
+
+
+def test_held_inserts_wait_for_the_flush_and_go_out_in_one_statement_per_table_in_first_use_order():
+    users = [get_user_model().objects.create(username=f"h{i}") for i in range(3)]
+    selections, registries = Insert(ProfileSelection, holdable=True), Insert(Registry, holdable=True)
+    at_once = Insert(ProfileSelection)
+
+    with CaptureQueriesContext(connection) as queries, inserts_held() as held:
+        for user in users:
+            registries([Registry(slug=f"held-{user.username}")])
+            selections([ProfileSelection(user=user, mount="chat", registry_slug="default", profile_slug="a")])
+        at_once([ProfileSelection(user=users[0], mount="inventory", registry_slug="default", profile_slug="b")])
+        before_flush = [q["sql"].split()[2] for q in queries.captured_queries]
+        held.flush()
+
+    tables = [q["sql"].split()[2] for q in queries.captured_queries]
+    assert before_flush == ['"profiles_profileselection"']  # the insert that is not holdable, at once
+    assert tables == [*before_flush, '"profiles_registry"', '"profiles_profileselection"']
+    assert Registry.objects.filter(slug__startswith="held-").count() == 3
+    assert ProfileSelection.objects.filter(mount="chat").count() == 3
+
+
+def test_held_inserts_not_flushed_are_dropped_and_holding_ends_with_the_block():
+    registries = Insert(Registry, holdable=True)
+
+    with pytest.raises(RuntimeError, match="stop"), inserts_held():
+        registries([Registry(slug="dropped")])
+        raise RuntimeError("stop")
+    registries([Registry(slug="after")])
+
+    assert list(Registry.objects.filter(slug__in=["dropped", "after"]).values_list("slug", flat=True)) == ["after"]
 
 
 def test_a_param_that_is_neither_compared_nor_saved_is_refused(registry):
