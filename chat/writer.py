@@ -13,7 +13,7 @@ A write is a service that opens its own atomic block: alone, that block is the t
 the writes first run without savepoints (their blocks join the batch's transaction: no SAVEPOINT round
 trip per write, the dearest part of a write on PostgreSQL under load), and their new turns and frames
 are inserted together at the end (`profiles.prepared.inserts_held`: a statement per table, not per
-write). If one of them fails or rolls back
+write; a read that must see them inserts them first). If one of them fails or rolls back
 (a claim that lost the race), the whole batch rolls back, the model instances the writes were given are
 put back as they were, and the batch runs again with a savepoint per write, so that the failing write
 takes only its own rows with it and keeps its rule (the conditional UPDATEs of claims, leases and
@@ -89,9 +89,9 @@ def _commit(batch: list[Write]) -> list[tuple[bool, Any]]:
 
 def _commit_without_savepoints(batch: list[Write], order: list[int], connection: Any) -> list[tuple[bool, Any]]:
     """Every write's atomic block joins the batch's transaction, and the rows of its turns and frames wait
-    to be inserted with everyone's (no write reads another's new turn or frame); `_WriteFailed` (the
-    transaction rolled back) as soon as one fails or marks it for rollback, or those rows do not insert
-    (an idempotency key sent twice in one batch: the run with savepoints tells the second it exists)."""
+    to be inserted with everyone's (a read that must see them, a budget's sum or an idempotency key's
+    lookup, inserts them first: `profiles.prepared.flush_held`); `_WriteFailed` (the transaction rolled
+    back) as soon as one fails or marks it for rollback, or those rows do not insert."""
     outcomes: list[tuple[bool, Any]] = [(False, None)] * len(batch)
     with transaction.atomic(), _savepoints_skipped(connection), inserts_held() as held:
         for index in order:

@@ -258,7 +258,7 @@ class Insert(Generic[M]):
     no signals are sent (like `bulk_create`). The instances are marked saved.
 
     `holdable`: inside `inserts_held()` its rows wait for the block's `flush` (the caller's promise: no
-    statement of the block reads, changes or deletes them before)."""
+    statement of the block reads, changes or deletes them before, unless `flush_held()` runs first)."""
 
     def __init__(self, model: type[M], *, holdable: bool = False) -> None:
         self.model = model
@@ -326,6 +326,13 @@ class HeldInserts:
             insert._insert(self.rows.pop(insert))
 
 
+def flush_held() -> None:
+    """Insert now the rows held so far on this thread, for a read in an `inserts_held()` block that must
+    see them (a sum over the rows a rule spans). Outside a block, or with nothing held: nothing to do."""
+    if _held.rows:
+        HeldInserts(_held.rows).flush()
+
+
 @contextlib.contextmanager
 def inserts_held() -> Iterator[HeldInserts]:
     """On this thread, holdable `Insert`s hold their rows until the block calls `flush()` (rows not
@@ -341,4 +348,4 @@ def inserts_held() -> Iterator[HeldInserts]:
         _held.rows = None
 
 
-__all__ = ["HeldInserts", "Insert", "Param", "Select", "Update", "UpdateReturning", "inserts_held"]
+__all__ = ["HeldInserts", "Insert", "Param", "Select", "Update", "UpdateReturning", "flush_held", "inserts_held"]

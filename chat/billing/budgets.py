@@ -31,6 +31,7 @@ from profiles.audit import audit_record
 from profiles.errors import Busy, Conflict, Forbidden, InvalidInput, NotFound
 from profiles.keys import key_create
 from profiles.models import ApiKey, Profile
+from profiles.prepared import flush_held
 from profiles.timestamps import now_ms
 
 from ..models import Budget, Turn
@@ -324,6 +325,7 @@ def budget_admit(subject: Subject) -> float | None:
     if not ids:
         return None
     budgets = list(Budget.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    flush_held()  # the turns a group commit's earlier writes reserved with count (chat.writer)
     for budget in budgets:
         used = budget_used(budget)
         if used >= float(budget.amount_usd):

@@ -15,7 +15,7 @@ from django.db.models import F, OuterRef
 
 from profiles.access import remember_group_names, user_group_names_of
 from profiles.errors import Conflict, InvalidInput, NotFound
-from profiles.prepared import Insert, Param, Select, Update
+from profiles.prepared import Insert, Param, Select, Update, flush_held
 from profiles.resolution import Resolution
 from profiles.timestamps import now_ms
 from profiles.validation import ensure_storable
@@ -149,6 +149,7 @@ def turn_submit(
             raise NotFound("conversation not found", field="conv_id")
         remember_group_names(locked.owner, locked.owner_groups)
         if key:
+            flush_held()  # a turn an earlier write of the same group commit stored with this key
             existing = Turn.objects.filter(conversation=conversation, idempotency_key=key).first()
             if existing is not None:
                 return Submitted(existing, created=False, position=0)

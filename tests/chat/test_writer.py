@@ -247,8 +247,8 @@ async def test_the_turns_and_frames_of_a_batchs_submissions_are_inserted_in_one_
 
 
 async def test_an_idempotency_key_sent_twice_in_one_batch_makes_one_turn(chat_user, connected, settings):
-    """The second submission cannot see the first's held turn: the rows do not insert (the key is
-    unique), the batch runs again with savepoints and the second is told the turn exists."""
+    """The second submission's lookup inserts the first's held turn before it reads: it is told the turn
+    exists (held, it would not see it; the unique key would then make the batch run again)."""
     settings.CHAT_WRITE_BATCH_MS = 50  # both submissions join one batch
     await connected()  # a serving loop: the writer batches
     (conversation,) = await titled_conversations(chat_user, 1)
@@ -264,3 +264,30 @@ async def test_an_idempotency_key_sent_twice_in_one_batch_makes_one_turn(chat_us
     assert (first.created, second.created) == (True, False)
     assert first.turn.pk == second.turn.pk
     assert await run_db(Turn.objects.filter(conversation=conversation).count) == 1
+
+
+async def test_a_budget_counts_the_reservations_of_the_earlier_writes_of_its_batch(chat_user, connected, settings):
+    """The admission's sum reads the turns the batch holds (inserted first): a budget that two
+    reservations use up (a turn is admitted while less than its amount is used) refuses the third
+    submission of one batch, as one by one."""
+    from chat.billing.budgets import BudgetExceeded, budget_create, table
+
+    from .factories import UserFactory
+
+    settings.CHAT_WRITE_BATCH_MS = 50  # the submissions join one batch
+    settings.CHAT_BUDGET_RESERVE_USD = 1.0  # what a turn reserves with no priced turn to estimate from
+    staff = await run_db(UserFactory, username="finance", is_staff=True)
+    scope = {"type": "user", "id": chat_user.pk}
+    await run_db(budget_create, scope=scope, amount_usd=1.5, period="day", actor=staff)
+    await run_db(table.clear)
+    await connected()  # a serving loop: the writer batches
+    convs = await titled_conversations(chat_user, 3)
+    batches = writer.batches
+
+    outcomes = await asyncio.gather(
+        *(writer.write(services.turn_submit, key=c.pk, conversation=c, user=chat_user, prompt="q") for c in convs),
+        return_exceptions=True,
+    )
+
+    assert writer.batches == batches + 1
+    assert [type(o).__name__ for o in outcomes] == ["Submitted", "Submitted", BudgetExceeded.__name__], outcomes
