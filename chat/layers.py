@@ -1,9 +1,11 @@
-"""An embedded in-memory channel layer whose hot path does not walk every idle socket."""
+"""The channel layers: the embedded in-memory one, whose hot path does not walk every idle socket, and
+channels-redis' pub/sub layer with its publishes pipelined."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from copy import deepcopy
 from time import monotonic
@@ -11,6 +13,8 @@ from typing import Any
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as _ChannelsInMemoryChannelLayer
+from channels_redis import pubsub
+from channels_redis.utils import decode_hosts
 
 
 class InMemoryChannelLayer(_ChannelsInMemoryChannelLayer):
@@ -113,3 +117,72 @@ class InMemoryChannelLayer(_ChannelsInMemoryChannelLayer):
         for channel in list(members):
             with contextlib.suppress(ChannelFull):  # as channels: a full member misses the frame
                 await self.send(channel, message)
+
+
+class _PipelinedShard(pubsub.RedisSingleShardConnection):
+    """channels-redis publishes one message per round trip to Redis, one at a time (under the shard's
+    lock, so in order). Here the messages published while a round trip is under way go together in the
+    next one: one pipeline of PUBLISHes, still in the order they were published (a conversation's frames
+    reach its sockets in order), each caller getting the pipeline's error when Redis is away. Many
+    streams fan out frames at once; one by one, each paid a round trip and the client's per-command
+    work."""
+
+    def __init__(self, host: Any, channel_layer: Any) -> None:
+        super().__init__(host, channel_layer)
+        self._outbox: list[tuple[str, bytes, asyncio.Future]] = []
+        self._sender: asyncio.Task | None = None
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._outbox.append((channel, message, future))
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send_outbox())
+        await future
+
+    async def _send_outbox(self) -> None:
+        batch: list[tuple[str, bytes, asyncio.Future]] = []
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                try:
+                    async with self._lock:
+                        self._ensure_redis()
+                        pipe = self._redis.pipeline(transaction=False)
+                        for channel, message, _ in batch:
+                            pipe.publish(channel, message)
+                        await pipe.execute()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # Redis away: every message of the round trip is lost, as alone
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(copy.copy(exc))
+                else:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+                batch = []
+        finally:  # cancelled (the loop is closing): so are the publishes still waiting
+            for _, _, future in batch + self._outbox:
+                future.cancel()
+            self._outbox = []
+
+
+class _PipelinedLoopLayer(pubsub.RedisPubSubLoopLayer):
+    def __init__(self, hosts: Any = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(hosts, *args, **kwargs)
+        self._shards = [_PipelinedShard(host, self) for host in decode_hosts(hosts)]
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
+    """channels-redis' pub/sub layer (`CHANNEL_LAYERS` with `REDIS_URL`) whose publishes are pipelined
+    (`_PipelinedShard`); everything else is channels-redis' own."""
+
+    def _get_layer(self) -> Any:
+        loop = asyncio.get_running_loop()
+        layer = self._layers.get(loop)
+        if layer is None:
+            layer = self._layers[loop] = _PipelinedLoopLayer(*self._args, **self._kwargs, channel_layer=self)
+            pubsub._wrap_close(self, loop)
+        return layer

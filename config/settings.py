@@ -127,8 +127,9 @@ if REDIS_URL:
             # reads an in-process queue. channels-redis' list-based layer pays four round trips per
             # received message and silently drops messages past a per-process capacity: under 100
             # concurrent turns it lost the end of most turns (see docs/architecture.md). Missed frames
-            # are recovered by the replay (stored frames and the running turn's snapshot).
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # are recovered by the replay (stored frames and the running turn's snapshot). chat.layers'
+            # subclass sends the PUBLISHes made while one is under way together, in order.
+            "BACKEND": "chat.layers.RedisPubSubChannelLayer",
             # No client read timeout: redis-py's own 5 s socket timeout would close idle subscriptions.
             # redis-py refuses a command past its pool's size (100 by default) instead of waiting.
             # A Redis that is away fails a send within REDIS_CONNECT_TIMEOUT (one immediate retry, no

@@ -259,3 +259,28 @@ def acme_registered(acme, mcp_admin, settings):
 
     settings.CHAT_TOOL_TIMEOUT_SECONDS = 5.0
     return mcp_server_create(actor=mcp_admin, slug="acme", url=acme.url, timeout_seconds=2)
+
+
+@pytest.fixture
+def redis_server():
+    """A redis-server of the test's own (stopped and started by the test as it needs)."""
+    from tests.e2e.own_servers import OwnRedis
+
+    with OwnRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def pipelines(monkeypatch) -> list[int]:
+    """The size of every pipeline sent to Redis."""
+    from redis.asyncio.client import Pipeline
+
+    sizes: list[int] = []
+    original = Pipeline.execute
+
+    async def execute(self, *args, **kwargs):
+        sizes.append(len(self.command_stack))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    return sizes

@@ -7,33 +7,11 @@ import asyncio
 import uuid
 
 import pytest
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chat.sequencer import RedisSequencer
-from tests.e2e.own_servers import OwnRedis
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
-
-
-@pytest.fixture
-def redis_server():
-    with OwnRedis() as server:
-        yield server
-
-
-@pytest.fixture
-def pipelines(monkeypatch) -> list[int]:
-    """The size of every pipeline sent to Redis."""
-    sizes: list[int] = []
-    original = Pipeline.execute
-
-    async def execute(self, *args, **kwargs):
-        sizes.append(len(self.command_stack))
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "execute", execute)
-    return sizes
 
 
 def new_conversations(sequencer: RedisSequencer, count: int) -> list[str]:
