@@ -11,8 +11,10 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 from django.db import connection
+from django.utils.module_loading import import_string
 
 from chat.dispatcher import RECOVER_SECONDS
 
@@ -54,8 +56,8 @@ SLOW_PROMPT = (
 def scaleout_backends(django_db_setup) -> None:
     backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     problems = []
-    if not backend.startswith("channels_redis."):
-        problems.append(f"the channel layer is {backend}, not a channels_redis layer: set REDIS_URL")
+    if not issubclass(import_string(backend), RedisPubSubChannelLayer):
+        problems.append(f"the channel layer is {backend}, not a Redis one: set REDIS_URL")
     if connection.vendor != "postgresql":
         problems.append(f"the database is {connection.vendor}, not PostgreSQL: set DATABASE_URL=postgres://...")
     if problems:
