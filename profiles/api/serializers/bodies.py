@@ -3,6 +3,7 @@ and the importer get the same ones), every one strict about unknown keys."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,13 @@ class StrictKeysMixin(_StrictKeysBase):
     ignored: frozenset[str] = frozenset()
     fixed: tuple[str, ...] = ()
     unknown_message = "unknown field"
+
+    def get_fields(self) -> dict[str, Any]:
+        # DRF deep-copies every declared field for each instance: each field's __init__ runs again with
+        # deep-copied arguments, most of the time a small body's validation takes. A body's fields keep
+        # no state while they validate, so a shallow copy bound to this serializer is enough; a list's
+        # item serializer is shared (bound to the declared list field, it sees no context).
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
