@@ -23,6 +23,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-cased names
     body: Any
+    client_port: int = 0  # the client's end of the connection: one per connection
 
 
 @dataclass
@@ -66,7 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         fake = self.server.fake
-        fake._record(RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        fake._record(RecordedRequest(self.path, headers, body, client_port=int(self.client_address[1])))
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self.send_json(404, {"error": {"message": f"unknown path {self.path}", "type": "invalid_request_error"}})
             return
@@ -251,6 +253,20 @@ class FakeOpenAIServer(ScriptedServer):
 
         def behave(handler: _Handler, body: dict[str, Any]) -> None:
             handler.send_json(status, {"error": {"message": message, "type": type, "param": None, "code": code}})
+
+        return self.add(behave)
+
+    def raw_stream(self, pieces: list[bytes], *, pause: float = 0.02) -> FakeOpenAIServer:
+        """Send the body as `pieces` of raw bytes, each in its own write after a pause (so the client
+        reads them apart, a line or a character cut between two), then, after a pause too, end the body."""
+
+        def behave(handler: _Handler, body: dict[str, Any]) -> None:
+            handler.start_sse()
+            for piece in pieces:
+                handler.pause(pause)
+                handler.write_chunk(piece)
+            handler.pause(pause)
+            handler.write_chunk(b"")
 
         return self.add(behave)
 

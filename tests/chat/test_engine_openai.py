@@ -3,6 +3,7 @@ plus the engine factory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -100,26 +101,71 @@ async def test_streams_text_in_several_deltas_with_usage(server: FakeOpenAIServe
     assert "temperature" not in body
 
 
-async def test_chunks_are_read_as_decoded_json_without_building_sdk_models(
-    server: FakeOpenAIServer, monkeypatch
-) -> None:
-    """Building the SDK's typed models cost more CPU per delta than the rest of the stream."""
-    import openai._base_client
+def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}, ensure_ascii=False)
 
-    built: list[object] = []
-    original = openai._base_client.construct_type
 
-    def counting(**kwargs: Any) -> object:
-        built.append(kwargs.get("type_"))
-        return original(**kwargs)
-
-    monkeypatch.setattr(openai._base_client, "construct_type", counting)
-    server.stream_text(["a", "b", "c"], usage={"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4})
-
+async def test_events_cut_anywhere_between_reads_are_read_whole(server: FakeOpenAIServer) -> None:
+    """A line, a CRLF and a UTF-8 character cut between two reads; comments, `event:` and `id:` lines,
+    and an event whose data spans two lines, as the SSE standard allows."""
+    first = f"data: {chunk({'content': 'Grüße, '})}\r\n\r\n".encode()
+    split_at = first.index("ü".encode()) + 1  # inside the two bytes of ü
+    multi_line = chunk({"content": "wörld"}).replace(", ", ",\ndata: ", 1)
+    server.raw_stream(
+        [
+            b": a comment\n",
+            first[:split_at],
+            first[split_at:-3],
+            first[-3:],
+            f"event: message\nid: 7\ndata: {multi_line}\n\n".encode(),
+            f"data: {chunk({}, 'stop')}\n\ndata: [DONE]\n\n".encode(),
+        ]
+    )
     events, error = await collect(engine_for(server), conversation())
+    assert error is None
+    assert text_of(events) == "Grüße, wörld"
+    assert isinstance(events[-1], EngineDone) and events[-1].stop_reason == "stop"
 
-    assert error is None and text_of(events) == "abc"
-    assert built == []
+
+async def test_an_error_object_mid_stream_is_a_provider_error_after_the_text(server: FakeOpenAIServer) -> None:
+    server.raw_stream(
+        [
+            f"data: {chunk({'content': 'so far '})}\n\n".encode(),
+            b'data: {"error": {"message": "the upstream overloaded", "type": "server_error"}}\n\n',
+        ]
+    )
+    events, error = await collect(engine_for(server), conversation())
+    assert text_of(events) == "so far "
+    assert error is not None and error.code == "provider_error"
+    assert error.message == f"the provider at 127.0.0.1:{server.port} reported an error: the upstream overloaded"
+
+
+async def test_rounds_reuse_one_connection(server: FakeOpenAIServer) -> None:
+    """After `[DONE]` the body's end is read, so the connection goes back to the pool for the next round."""
+    for text in ("one", "two", "three"):
+        server.raw_stream([f"data: {chunk({'content': text}, 'stop')}\n\ndata: [DONE]\n\n".encode()])
+    engine = engine_for(server)
+    for _ in range(3):
+        _, error = await collect(engine, conversation())
+        assert error is None
+    assert len({request.client_port for request in server.requests}) == 1
+
+
+def test_a_loops_connections_close_when_its_runner_ends(server: FakeOpenAIServer) -> None:
+    """The session of a loop that ends (`asyncio.run`, a test's loop) is closed by the task its runner
+    cancels at the end: no unclosed session or connector is left behind."""
+    server.stream_text(["a"])
+    sessions = []
+
+    async def one_round() -> None:
+        from chat.runtime.engines.http import loop_session
+
+        _, error = await collect(engine_for(server), conversation())
+        assert error is None
+        sessions.append(loop_session())
+
+    asyncio.run(one_round())
+    assert sessions[0].closed
 
 
 async def test_sampling_settings_are_sent(server: FakeOpenAIServer) -> None:

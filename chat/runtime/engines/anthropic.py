@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import anthropic
+import httpx2
 
 from chat.runtime.base import (
     EngineDone,
@@ -236,8 +237,11 @@ class AnthropicEngine(SDKEngine):
     """
 
     provider = "anthropic"
-    sdk: ClassVar[Any] = anthropic
-    sdk_error = anthropic.AnthropicError
+    timeout_errors = (anthropic.APITimeoutError, httpx2.TimeoutException)
+    connection_errors = (anthropic.APIConnectionError, httpx2.TransportError)
+    status_errors = (anthropic.APIStatusError,)
+    api_errors = (anthropic.APIError,)
+    wrapping_errors = (anthropic.APIConnectionError,)
     default_host = ANTHROPIC_HOST
     key_setting = "ANTHROPIC_API_KEY"
     base_url_setting = "anthropic-chat.anthropic-base-url"

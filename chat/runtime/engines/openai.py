@@ -1,16 +1,17 @@
 """Engine for any OpenAI-compatible chat-completions server (OpenAI, Ollama, vLLM, llama.cpp, LM Studio).
 
-Uses the official SDK with streaming and tool calling. Every provider failure becomes an `EngineError`
-whose message never carries the API key, so the runner can show it to the user as is.
+Streams with tool calling over aiohttp (`engines.http`: a fraction of the `openai` SDK's CPU per round
+and per chunk). Every provider failure becomes an `EngineError` whose message never carries the API key,
+so the runner can show it to the user as is.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
-import openai
+import aiohttp
 
 from chat.runtime.base import (
     EngineDone,
@@ -22,9 +23,11 @@ from chat.runtime.base import (
     ToolSpec,
 )
 
+from .http import ProviderHTTPError, ProviderStreamError, loop_session, post_events
 from .sdk import PLACEHOLDER_API_KEY, SDKEngine, url_host
 
 OPENAI_HOST = "api.openai.com"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 def base_url_host(base_url: str | None) -> str:
@@ -172,11 +175,14 @@ class _StreamState:
 
 
 class OpenAIEngine(SDKEngine):
-    """Streams one model round from an OpenAI-compatible server through the official SDK."""
+    """Streams one model round from an OpenAI-compatible server (`POST {base_url}/chat/completions`)."""
 
     provider = "openai"
-    sdk: ClassVar[Any] = openai
-    sdk_error = openai.OpenAIError
+    # aiohttp's read and connect timeouts are ServerTimeoutError, a ClientError too: checked first.
+    timeout_errors = (aiohttp.ServerTimeoutError,)
+    connection_errors = (aiohttp.ClientError,)
+    status_errors = (ProviderHTTPError,)
+    api_errors = (ProviderStreamError,)
     default_host = OPENAI_HOST
     key_setting = "OPENAI_API_KEY"
     base_url_setting = "openai-chat.openai-base-url"
@@ -204,21 +210,17 @@ class OpenAIEngine(SDKEngine):
         self.temperature = temperature
         self.top_p = top_p
 
-    def _new_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=self._api_key or PLACEHOLDER_API_KEY, base_url=self.base_url, timeout=self.timeout, max_retries=0
-        )
+    def _new_client(self) -> aiohttp.ClientSession:
+        return loop_session()
 
-    async def _open(self, client: openai.AsyncOpenAI, messages: list[Message], tools: list[ToolSpec]) -> Any:
-        # The SDK's documented raw request: the body is already plain JSON (no transform of the
-        # params) and each chunk comes back as its decoded object (`cast_to=object`); the SDK still
-        # sends, retries nothing (max_retries=0), decodes the SSE stream and raises its errors.
-        return await client.post(
-            "/chat/completions",
-            cast_to=object,
+    async def _open(self, client: aiohttp.ClientSession, messages: list[Message], tools: list[ToolSpec]) -> Any:
+        # No retries (a retry is the runner's decision); a placeholder key for a server that needs none.
+        return await post_events(
+            client,
+            f"{(self.base_url or DEFAULT_BASE_URL).rstrip('/')}/chat/completions",
             body=self._request_kwargs(messages, tools),
-            stream=True,
-            stream_cls=openai.AsyncStream[object],
+            headers={"Authorization": f"Bearer {self._api_key or PLACEHOLDER_API_KEY}"},
+            timeout=self.timeout,
         )
 
     def _new_state(self) -> _StreamState:

@@ -1,9 +1,12 @@
-"""What the engines built on a provider's official SDK share (the `openai` and `anthropic` engines).
+"""What the engines that stream from a provider's HTTP API share: the `anthropic` engine (through the
+official SDK) and the `openai` engine (through aiohttp, `engines.http`).
 
-One SDK client per event loop, a round under an overall deadline, and one mapping of every failure to an
+One client per event loop, a round under an overall deadline, and one mapping of every failure to an
 `EngineError` whose message never carries the API key, so the runner can show it as is. A subclass says
 how to build its client, open a round's stream and read its events (a stream state with `feed(event)`
-returning the event's text and `finish()` returning the round's last event).
+returning the event's text and `finish()` returning the round's last event), and which exceptions its
+transport raises for a timeout, a connection failure, a refusal (`status_code`, `body`) and an error
+reported in the stream (`message`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
-
-import httpx2
 
 from chat.runtime.base import EngineError, EngineEvent, Message, TextDelta, ToolCallsRequested, ToolSpec
 from chat.runtime.toolnames import ProviderNames
@@ -46,8 +47,12 @@ class SDKEngine(abc.ABC):
     """Streams one model round through a provider SDK (see the module docstring)."""
 
     provider: ClassVar[str]
-    sdk: ClassVar[Any]  # the SDK module: its APITimeoutError, APIConnectionError, APIStatusError, APIError
-    sdk_error: ClassVar[type[Exception]]  # the SDK's base exception
+    # The transport's exceptions. `wrapping_errors`: those whose `__cause__` is the network's own error.
+    timeout_errors: ClassVar[tuple[type[BaseException], ...]]
+    connection_errors: ClassVar[tuple[type[BaseException], ...]]
+    status_errors: ClassVar[tuple[type[BaseException], ...]]
+    api_errors: ClassVar[tuple[type[BaseException], ...]]
+    wrapping_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     default_host: ClassVar[str]
     key_setting: ClassVar[str]  # where the server's key comes from, for the "no API key" message
     base_url_setting: ClassVar[str]  # the profile setting that points at a server needing no key
@@ -81,7 +86,7 @@ class SDKEngine(abc.ABC):
 
     @abc.abstractmethod
     def _new_client(self) -> Any:
-        """The SDK's async client for this engine's key, base URL and timeout (retries off)."""
+        """The async client for this engine's key, base URL and timeout (retries off)."""
 
     @abc.abstractmethod
     async def _open(self, client: Any, messages: list[Message], tools: list[ToolSpec]) -> Any:
@@ -94,8 +99,8 @@ class SDKEngine(abc.ABC):
     # ---- shared
 
     def _client(self) -> Any:
-        """One SDK client (and its connection pool) per event loop, reused by every round and turn of
-        this runtime: no new TLS handshake per round. An httpx client belongs to the loop it runs on."""
+        """One client (and its connection pool) per event loop, reused by every round and turn of this
+        runtime: no new TLS handshake per round. An HTTP client belongs to the loop it runs on."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
@@ -121,26 +126,35 @@ class SDKEngine(abc.ABC):
         return self._redact(detail) if detail else "no detail"
 
     def _debug_cause(self, exc: Exception) -> Exception | None:
-        """Chain unexpected exceptions for debugging; drop SDK errors, whose text may echo provider bodies."""
-        known = (self.sdk_error, httpx2.HTTPError, TimeoutError, ValueError)
+        """Chain unexpected exceptions for debugging; drop the transport's, whose text may echo provider
+        bodies."""
+        known = (
+            *self.timeout_errors,
+            *self.connection_errors,
+            *self.status_errors,
+            *self.api_errors,
+            TimeoutError,
+            ValueError,
+        )
         return None if isinstance(exc, known) else exc
 
     def _map_error(self, exc: BaseException, *, midstream: bool = False) -> EngineError:
-        host, sdk = self.host, self.sdk
-        if isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException):
+        host = self.host
+        if isinstance(exc, self.timeout_errors):
             return EngineError("timeout", f"the provider at {host} did not answer within {self.timeout:g}s")
         if isinstance(exc, TimeoutError):  # the overall deadline of the round
             return EngineError("timeout", f"the provider at {host} did not finish within {self.total_timeout:g}s")
-        if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError):
-            cause = exc.__cause__ if isinstance(exc, sdk.APIConnectionError) else exc
+        if isinstance(exc, self.connection_errors):
+            cause = exc.__cause__ if isinstance(exc, self.wrapping_errors) else exc
             detail = f": {type(cause).__name__}" if cause is not None else ""
             if cause is not None and str(cause):
                 detail += f" ({self._redact(str(cause))})"
             if midstream:
                 return EngineError("connection_error", f"the connection to the provider at {host} broke{detail}")
             return EngineError("connection_error", f"could not reach the provider at {host}{detail}")
-        if isinstance(exc, sdk.APIStatusError):
-            if midstream and exc.status_code < 400:  # an `error` event in a stream that had started well
+        if isinstance(exc, self.status_errors):
+            status_code = getattr(exc, "status_code", 0)
+            if midstream and status_code < 400:  # an `error` event in a stream that had started well
                 kind = getattr(exc, "type", None)
                 kind = f" ({self._redact(kind)})" if isinstance(kind, str) and kind else ""
                 return EngineError(
@@ -148,12 +162,11 @@ class SDKEngine(abc.ABC):
                     f"the provider at {host} reported an error mid-stream{kind}: {self._status_detail(exc)}",
                 )
             return EngineError(
-                "provider_error", f"the provider at {host} answered HTTP {exc.status_code}: {self._status_detail(exc)}"
+                "provider_error", f"the provider at {host} answered HTTP {status_code}: {self._status_detail(exc)}"
             )
-        if isinstance(exc, sdk.APIError):
-            return EngineError(
-                "provider_error", f"the provider at {host} reported an error: {self._redact(exc.message)}"
-            )
+        if isinstance(exc, self.api_errors):
+            message = str(getattr(exc, "message", "") or "")
+            return EngineError("provider_error", f"the provider at {host} reported an error: {self._redact(message)}")
         if isinstance(exc, ValueError):  # a data line that is not JSON
             return EngineError("malformed_stream", f"the provider at {host} sent an invalid stream")
         return EngineError("provider_error", f"the provider at {host} failed: {type(exc).__name__}")
