@@ -20,6 +20,7 @@ from chat.views import ConversationMessagesView
 CHAT = Path(__file__).resolve().parents[2] / "chat"
 ENTRANCES = ("consumers.py", "views.py", "gateway/services.py", "gateway/following.py", "gateway/views.py")
 INTERNALS = {
+    "chat.control",
     "chat.dispatcher",
     "chat.live",
     "chat.preparation",

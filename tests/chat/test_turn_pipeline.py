@@ -19,8 +19,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from rest_framework.authtoken.models import Token
 
+from chat import control, frames, replay, selectors, services
 from chat import dispatcher as dispatcher_module
-from chat import frames, replay, selectors, services
 from chat.aio import run_db
 from chat.live import LiveTurn
 from chat.models import Conversation, ConversationEvent, Turn, TurnChunk
@@ -723,7 +723,7 @@ async def test_a_replay_while_the_turn_here_has_published_nothing_yet_keeps_ever
 async def test_asking_a_replay_stops_when_the_turn_has_ended_and_nobody_answers(chat_user, settings, monkeypatch):
     """A turn that ended between the look at the conversation and the request: nobody answers, and the
     ask does not wait out its whole timeout for it (it did: completions waited 2 s for their first chunk)."""
-    monkeypatch.setattr(dispatcher_module, "REPLAY_TIMEOUT_SECONDS", 60.0)
+    monkeypatch.setattr(control, "REPLAY_TIMEOUT_SECONDS", 60.0)
     conversation = await run_db(ConversationFactory, owner=chat_user, mount="chat")  # no running turn
 
     live = await asyncio.wait_for(dispatcher.ask_replay(conversation.pk), timeout=10)
@@ -744,8 +744,6 @@ async def test_the_detail_says_from_which_seq_to_replay(chat_api, chat_user, con
 async def test_a_queue_left_behind_is_restarted_by_the_timer(
     connected, chat_user, settings, fast_turns, monkeypatch, wait_turn
 ):
-    from chat import dispatcher as dispatcher_module
-
     monkeypatch.setattr(dispatcher_module, "RECOVER_SECONDS", 0.2)
     settings.CHAT_TURN_LEASE_SECONDS = 0.6  # a tick every 0.2 s
     await connected()  # a serving process: its timer runs (and has done its start-up recovery)
