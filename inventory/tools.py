@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-import re
 from typing import Any
 
 from chat.runtime.base import Rendered, Tool, ToolContext, ToolError
 from profiles.definitions import ToolDefinition
 
+from . import phrasing as say
 from .selectors import LOW_STOCK_THRESHOLD, SEARCH_LIMIT_MAX, inventory_report, item_get, item_search, items_low_stock
 from .serializers import item_data, report_data, sale_data
 from .services import InventoryError, item_update_qty, sale_record
@@ -34,39 +34,6 @@ THRESHOLD_SCHEMA = {
     "default": LOW_STOCK_THRESHOLD,
     "description": "Low stock means qty <= threshold.",
 }
-TIMES = "\u00d7"  # the multiplication sign, as in "a sale of 2 (times) A-1002"
-
-# What the offline engine recognises as a request for each tool (see Tool.recognise).
-_SKU = r"[A-Za-z]-\d{3,}"
-_SALE = (
-    re.compile(
-        rf"\b(?:record(?:ed)?\s+(?:a\s+)?sales?\s+of|sell|sold)\s+(?P<qty>\d+)\s*"
-        rf"(?:x\s+|\u00d7\s*|units?\s+of\s+|pcs\s+of\s+|of\s+)?(?P<sku>{_SKU})\b",
-        re.I,
-    ),
-    re.compile(
-        rf"\b(?:record(?:ed)?\s+(?:a\s+)?sales?\s+of|sell|sold)\s+(?P<sku>{_SKU})\s*(?:x|\u00d7)\s*(?P<qty>\d+)\b", re.I
-    ),
-)
-_UPDATE = re.compile(
-    rf"\b(?P<verb>add|remove|restock)\s+(?P<qty>\d+)\s*(?:units?\s+|pcs\s+)?(?:of\s+|to\s+|from\s+|for\s+)?"
-    rf"(?P<sku>{_SKU})\b",
-    re.I,
-)
-_LOW_STOCK = re.compile(
-    r"\blow(?:\s+on)?[\s-]+stock\b|\brunning\s+low\b|\bstock\s+is\s+low\b|\bneeds?\s+(?:a\s+)?restock", re.I
-)
-_OUT_OF_STOCK = re.compile(r"\bout\s+of\s+stock\b|\bsold\s+out\b", re.I)
-_THRESHOLD = re.compile(r"(?:\bthreshold(?:\s+of)?|\bbelow|\bunder|\bat\s+most|\bless\s+than|<=?)\s*(\d+)", re.I)
-_REPORT = re.compile(r"\b(?:report|summary)\b", re.I)
-_SINCE = re.compile(r"\bsince\s+(\d{4}-\d{2}-\d{2})\b", re.I)
-_SKU_ANYWHERE = re.compile(rf"\b({_SKU})\b")
-_SEARCH = re.compile(
-    r"\b(?:search(?:\s+for)?|find|look\s+for|looking\s+for|do\s+you\s+have(?:\s+any)?)\s+"
-    r"(?:the\s+|all\s+|any\s+|some\s+|items?\s+(?:named|called|matching)\s+)?[\"'\u201c]?(?P<word>[A-Za-z][\w-]*)",
-    re.I,
-)
-_SEARCH_STOPWORDS = {"a", "an", "the", "me", "it", "item", "items", "something", "anything", "stock", "out"}
 
 
 def _date(value: str | None, field: str) -> dt.date | None:
@@ -76,30 +43,6 @@ def _date(value: str | None, field: str) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
         raise ToolError(f"{field} must be a valid date as YYYY-MM-DD, got {value!r}") from exc
-
-
-def _singular(word: str) -> str:
-    word = word.lower()
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def _plural(count: Any, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _item_line(item: dict[str, Any]) -> str:
-    return f"- {item.get('sku', '?')} {item.get('name', '')}: {item.get('qty', '?')}".replace("  ", " ")
-
-
-def _items(data: dict[str, Any]) -> list[dict[str, Any]]:
-    return [i for i in data.get("items") or [] if isinstance(i, dict)]
-
-
-def _skus(items: Any) -> str:
-    skus = [str(i.get("sku")) for i in items or [] if isinstance(i, dict) and i.get("sku")]
-    return f" ({', '.join(skus)})" if skus else ""
 
 
 class InventoryTool(Tool, abc.ABC):
@@ -160,13 +103,13 @@ class SearchItemsTool(InventoryTool):
         return {"query": args["query"], "count": len(items), "items": [item_data(i) for i in items]}
 
     def recognise(self, text: str) -> dict[str, Any] | None:
-        match = _SEARCH.search(text)
-        if match is None or match["word"].lower() in _SEARCH_STOPWORDS:
+        match = say.SEARCH.search(text)
+        if match is None or match["word"].lower() in say.SEARCH_STOPWORDS:
             return None
-        return {"query": _singular(match["word"])}
+        return {"query": say.singular(match["word"])}
 
     def render(self, result: dict[str, Any]) -> Rendered:
-        items = _items(result)
+        items = say.items_of(result)
         count = result.get("count", len(items))
         query = result.get("query", "")
         if not items and not count:
@@ -175,7 +118,7 @@ class SearchItemsTool(InventoryTool):
             f"- {i.get('sku', '?')} {i.get('name', '')}: {i.get('qty', '?')} in stock, {i.get('price', '?')}"
             for i in items
         ]
-        return f"{_plural(count, 'item')} match \u201c{query}\u201d:", lines
+        return f"{say.plural(count, 'item')} match \u201c{query}\u201d:", lines
 
 
 class GetItemTool(InventoryTool):
@@ -197,7 +140,7 @@ class GetItemTool(InventoryTool):
         return {"item": item_data(item_get(sku=args["sku"]))}
 
     def recognise(self, text: str) -> dict[str, Any] | None:
-        match = _SKU_ANYWHERE.search(text)
+        match = say.SKU_ANYWHERE.search(text)
         return {"sku": match.group(1).upper()} if match else None
 
     def render(self, result: dict[str, Any]) -> Rendered:
@@ -231,21 +174,21 @@ class LowStockTool(InventoryTool):
         return {"threshold": threshold, "count": len(items), "items": [item_data(i) for i in items]}
 
     def recognise(self, text: str) -> dict[str, Any] | None:
-        low, out = _LOW_STOCK.search(text), _OUT_OF_STOCK.search(text)
+        low, out = say.LOW_STOCK.search(text), say.OUT_OF_STOCK.search(text)
         if not (low or out):
             return None
-        if threshold := _THRESHOLD.search(text):
+        if threshold := say.THRESHOLD.search(text):
             return {"threshold": int(threshold.group(1))}
         return {} if low else {"threshold": 0}
 
     def render(self, result: dict[str, Any]) -> Rendered:
-        items = _items(result)
+        items = say.items_of(result)
         count = result.get("count", len(items))
         threshold = result.get("threshold", "?")
         if not items and not count:
             return f"No items are at or below {threshold} units.", []
         verb = "is" if count == 1 else "are"
-        return f"{_plural(count, 'item')} {verb} at or below {threshold} units:", [_item_line(i) for i in items]
+        return f"{say.plural(count, 'item')} {verb} at or below {threshold} units:", [say.item_line(i) for i in items]
 
 
 class ReportTool(InventoryTool):
@@ -273,17 +216,17 @@ class ReportTool(InventoryTool):
         return report_data(inventory_report(threshold=threshold, since=_date(args.get("since"), "since")))
 
     def recognise(self, text: str) -> dict[str, Any] | None:
-        if not _REPORT.search(text):
+        if not say.REPORT.search(text):
             return None
-        since = _SINCE.search(text)
+        since = say.SINCE.search(text)
         return {"since": since.group(1)} if since else {}
 
     def render(self, result: dict[str, Any]) -> Rendered:
         since = result.get("since")
         threshold = result.get("threshold", "?")
         sales_scope = f"since {since}" if since else "all time"
-        low = f"{result.get('low_stock_count', '?')}{_skus(result.get('low_stock'))}"
-        out = f"{result.get('out_of_stock_count', '?')}{_skus(result.get('out_of_stock'))}"
+        low = f"{result.get('low_stock_count', '?')}{say.skus(result.get('low_stock'))}"
+        out = f"{result.get('out_of_stock_count', '?')}{say.skus(result.get('out_of_stock'))}"
         details = [
             f"- SKUs: {result.get('sku_count', '?')}",
             f"- Units: {result.get('total_units', '?')}",
@@ -327,7 +270,7 @@ class UpdateQtyTool(InventoryTool):
     recognise_order = 20
 
     def recognise(self, text: str) -> dict[str, Any] | None:
-        match = _UPDATE.search(text)
+        match = say.UPDATE.search(text)
         if match is None:
             return None
         qty = int(match["qty"])
@@ -377,7 +320,7 @@ class RecordSaleTool(InventoryTool):
     recognise_order = 10
 
     def recognise(self, text: str) -> dict[str, Any] | None:
-        for pattern in _SALE:
+        for pattern in say.SALE:
             if match := pattern.search(text):
                 return {"sku": match["sku"].upper(), "qty": int(match["qty"])}
         return None
@@ -385,7 +328,7 @@ class RecordSaleTool(InventoryTool):
     def render(self, result: dict[str, Any]) -> Rendered:
         sale, item = result["sale"], result.get("item") or {}
         sku = sale.get("sku") or item.get("sku", "?")
-        text = f"Recorded a sale of {sale.get('qty', '?')} {TIMES} {sku} (total {sale.get('total', '?')})."
+        text = f"Recorded a sale of {sale.get('qty', '?')} {say.TIMES} {sku} (total {sale.get('total', '?')})."
         if "qty" in item:
             text += f" {item.get('sku', sku)} now has {item['qty']} left."
         return text, []
