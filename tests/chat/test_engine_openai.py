@@ -20,7 +20,7 @@ from chat.runtime.base import (
     ToolCallsRequested,
     ToolSpec,
 )
-from chat.runtime.engines import OfflineEngine, OpenAIEngine, build_engine
+from chat.runtime.engines import OfflineEngine, OpenAIEngine, build_engine, http
 from chat.runtime.engines.openai import base_url_host
 
 from .fake_openai import FakeOpenAIServer, free_port
@@ -155,17 +155,17 @@ def test_a_loops_connections_close_when_its_runner_ends(server: FakeOpenAIServer
     """The session of a loop that ends (`asyncio.run`, a test's loop) is closed by the task its runner
     cancels at the end: no unclosed session or connector is left behind."""
     server.stream_text(["a"])
-    sessions = []
+    sessions, loops = [], []
 
     async def one_round() -> None:
-        from chat.runtime.engines.http import loop_session
-
         _, error = await collect(engine_for(server), conversation())
         assert error is None
-        sessions.append(loop_session())
+        sessions.append(http.loop_session())
+        loops.append(asyncio.get_running_loop())
 
     asyncio.run(one_round())
     assert sessions[0].closed
+    assert loops[0] not in http._sessions  # its entry (which holds the loop) is gone with it
 
 
 async def test_sampling_settings_are_sent(server: FakeOpenAIServer) -> None:

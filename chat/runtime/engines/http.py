@@ -70,9 +70,13 @@ def loop_session() -> aiohttp.ClientSession:
 
 
 async def _closed_at_the_end(session: aiohttp.ClientSession) -> None:
+    loop = asyncio.get_running_loop()
     try:
-        await asyncio.get_running_loop().create_future()  # until cancelled
+        await loop.create_future()  # until cancelled
     finally:
+        held = _sessions.get(loop)
+        if held is not None and held[0] is session:
+            del _sessions[loop]  # the entry holds the loop (through its task): the loop may go now
         await session.close()
 
 

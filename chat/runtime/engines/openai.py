@@ -210,6 +210,10 @@ class OpenAIEngine(SDKEngine):
         self.temperature = temperature
         self.top_p = top_p
 
+    def _client(self) -> aiohttp.ClientSession:
+        """The loop's shared session (`engines.http`): one pool for every engine, none kept per engine."""
+        return loop_session()
+
     def _new_client(self) -> aiohttp.ClientSession:
         return loop_session()
 
