@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -166,6 +167,97 @@ def test_a_loops_connections_close_when_its_runner_ends(server: FakeOpenAIServer
     asyncio.run(one_round())
     assert sessions[0].closed
     assert loops[0] not in http._sessions  # its entry (which holds the loop) is gone with it
+
+
+# --------------------------------------------------------------------------- proxies and the environment
+
+
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+async def test_a_proxy_from_the_environment_carries_the_round(
+    server: FakeOpenAIServer, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY applies as it did through the SDK's httpx, its credentials as basic auth: the fake
+    server is the proxy here, and the provider's host does not even resolve."""
+    no_proxy_env.setenv("HTTP_PROXY", f"http://someone:pa55@127.0.0.1:{server.port}")
+    server.stream_text(["via the proxy"])
+    engine = OpenAIEngine("test-model", api_key=KEY, base_url="http://provider.invalid/v1", timeout=5.0)
+    events, error = await collect(engine, conversation())
+    assert error is None and text_of(events) == "via the proxy"
+    (request,) = server.requests
+    assert request.path == "http://provider.invalid/v1/chat/completions"  # the absolute form a proxy gets
+    assert request.headers["proxy-authorization"] == "Basic c29tZW9uZTpwYTU1"  # someone:pa55
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_no_proxy_sends_the_round_direct(server: FakeOpenAIServer, no_proxy_env: pytest.MonkeyPatch) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    no_proxy_env.setenv("NO_PROXY", "localhost,127.0.0.1")
+    server.stream_text(["direct"])
+    events, error = await collect(engine_for(server), conversation())
+    assert error is None and text_of(events) == "direct"
+    assert server.requests[0].path == "/v1/chat/completions"
+
+
+async def test_a_netrc_entry_for_the_providers_host_changes_nothing(
+    server: FakeOpenAIServer, no_proxy_env: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The engine sends its own key: credentials in ~/.netrc for the same host are not read (aiohttp's
+    `trust_env` read them and then refused the request for carrying two authorizations)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password elsewhere\n")
+    netrc.chmod(0o600)
+    no_proxy_env.setenv("NETRC", str(netrc))
+    server.stream_text(["ok"])
+    events, error = await collect(engine_for(server), conversation())
+    assert error is None and text_of(events) == "ok"
+    assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting what is handed to it."""
+
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_a_round_hands_nothing_to_a_thread(server: FakeOpenAIServer, no_proxy_env: pytest.MonkeyPatch) -> None:
+    """The proxy is looked up on the loop: aiohttp's `trust_env` sent the proxy lookup and the netrc read
+    to the default executor on every request, two thread hops per round."""
+    server.stream_text(["warm"]).stream_text(["one"]).stream_text(["two"])
+    executor = CountingExecutor(max_workers=1)
+
+    async def rounds() -> None:
+        asyncio.get_running_loop().set_default_executor(executor)
+        engine = engine_for(server)
+        await collect(engine, conversation())  # the session and its connection exist
+        executor.submitted = 0
+        for _ in range(2):
+            _, error = await collect(engine, conversation())
+            assert error is None
+
+    asyncio.run(rounds())  # a loop of its own: its default executor goes with it
+    assert executor.submitted == 0
 
 
 async def test_sampling_settings_are_sent(server: FakeOpenAIServer) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 # Connections per loop, all providers together (the `openai` SDK allowed 1,000 per client): a stream
 # holds one for its whole answer, so hundreds of concurrent turns need hundreds.
@@ -63,8 +65,10 @@ def loop_session() -> aiohttp.ClientSession:
     held = _sessions.get(loop)
     if held is not None and not held[0].closed:
         return held[0]
-    # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they did through the SDK's httpx.
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT), trust_env=True)
+    # No trust_env: aiohttp would then look up the proxy and read ~/.netrc on a thread for every request
+    # (two thread hops per round), and a netrc entry for the provider's host would refuse our own
+    # Authorization header. The proxy comes from `proxy_for` instead.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=POOL_LIMIT))
     _sessions[loop] = (session, loop.create_task(_closed_at_the_end(session), name="engines.http session"))
     return session
 
@@ -80,15 +84,42 @@ async def _closed_at_the_end(session: aiohttp.ClientSession) -> None:
         await session.close()
 
 
+def proxy_for(target: URL) -> tuple[URL | None, dict[str, str]]:
+    """The proxy for `target` from HTTP_PROXY / HTTPS_PROXY / ALL_PROXY and NO_PROXY (their lower-case forms
+    too), as the `openai` SDK's httpx applied them, and the proxy's credentials as a `Proxy-Authorization`
+    header. An HTTPS proxy is not one aiohttp can use: the request goes direct, as with aiohttp's own
+    `trust_env`."""
+    if target.host is not None and urllib.request.proxy_bypass(target.host):
+        return None, {}
+    proxies = urllib.request.getproxies_environment()
+    configured = proxies.get(target.scheme) or proxies.get("all")
+    proxy = URL(configured) if configured else None
+    if proxy is None or proxy.scheme != "http":
+        return None, {}
+    if not proxy.user:
+        return proxy, {}
+    return proxy.with_user(None), {"Proxy-Authorization": aiohttp.encode_basic_auth(proxy.user, proxy.password or "")}
+
+
 async def post_events(
     session: aiohttp.ClientSession, url: str, *, body: dict[str, Any], headers: dict[str, str], timeout: float
 ) -> EventStream:
     """POST `body` as JSON; the answer's event stream, or `ProviderHTTPError` for a non-2xx answer.
     `timeout` bounds the connection and every read (the answer's start included), as the SDK's did."""
+    target = URL(url)
+    proxy, proxy_credentials = proxy_for(target)
+    tunnelled = target.scheme == "https"  # the credentials go with the CONNECT, not to the provider
     response = await session.post(
-        url,
+        target,
+        proxy=proxy,
+        proxy_headers=proxy_credentials if tunnelled else None,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **({} if tunnelled else proxy_credentials),
+            **headers,
+        },
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
         allow_redirects=False,
     )
