@@ -25,7 +25,7 @@ if not settings.configured:
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter
 
-from config.websocket_server import format_debug_only_when_logged
+from config.daphne_server import format_debug_only_when_logged
 
 # The same websocket server as the project's (config/asgi.py): the baseline pays for nothing ours does not.
 format_debug_only_when_logged()

@@ -21,11 +21,16 @@ from chat.turns import bind_server_loop  # noqa: E402
 from inventory.mounts import INVENTORY_MOUNT  # noqa: E402
 from inventory.realtime import InventoryChangesConsumer  # noqa: E402
 
+from .daphne_server import (  # noqa: E402
+    close_oversized_messages_cleanly,
+    format_debug_only_when_logged,
+    leave_request_bodies_to_the_application,
+)
 from .threads import BoundedSyncThreads  # noqa: E402
-from .websocket_server import close_oversized_messages_cleanly, format_debug_only_when_logged  # noqa: E402
 
 close_oversized_messages_cleanly()
 format_debug_only_when_logged()
+leave_request_bodies_to_the_application()
 
 websocket_app = AllowedHostsOrigin(
     SessionOrTokenAuth(

@@ -1,4 +1,4 @@
-"""Daphne's websocket server as `config.asgi` adjusts it (`config.websocket_server`)."""
+"""Daphne's HTTP and websocket servers as `config.asgi` adjusts them (`config.daphne_server`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import pprint
 import pytest
 import txaio
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketFactory
+from twisted.internet.testing import StringTransport
+from twisted.web import http as twisted_http
 
 import config.asgi  # noqa: F401 - the adjustments are made when the application is loaded
-from config.websocket_server import NOT_FORMATTED
+from config.daphne_server import NOT_FORMATTED
 
 
 @pytest.fixture
@@ -70,3 +73,38 @@ def test_the_debug_log_still_gets_the_options_when_it_is_on(formatted, log_level
     assert protocol.pformat({"a": 1}) == "{'a': 1}"
     log_level("info")
     assert protocol.pformat({"a": 1}) == NOT_FORMATTED
+
+
+class _Server:
+    """What daphne's HTTP protocol asks of its server before a request is processed."""
+
+    def protocol_connected(self, protocol: object) -> None:
+        pass
+
+
+@pytest.fixture
+def processed(monkeypatch) -> list[tuple[dict, bytes]]:
+    """Each request daphne would hand to the application: twisted's parsed `args`, and the body."""
+    seen: list[tuple[dict, bytes]] = []
+
+    def process(self) -> None:
+        seen.append((dict(self.args), self.content.read()))
+
+    monkeypatch.setattr(WebRequest, "process", process)
+    return seen
+
+
+def test_a_posted_form_is_left_to_the_application(processed, monkeypatch):
+    parsed: list[bytes] = []
+    original = twisted_http._parseContentType
+    monkeypatch.setattr(twisted_http, "_parseContentType", lambda line: parsed.append(line) or original(line))
+    channel = HTTPFactory(_Server()).buildProtocol(("127.0.0.1", 0))
+    channel.makeConnection(StringTransport())
+
+    channel.dataReceived(
+        b"POST /admin/login/?next=/ HTTP/1.1\r\nHost: testserver\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 21\r\n\r\nusername=a&password=b"
+    )
+
+    assert processed == [({b"next": [b"/"]}, b"username=a&password=b")]  # the query string only; the body whole
+    assert parsed == []
