@@ -29,6 +29,12 @@ def group_name(conv_id: Any) -> str:
     return f"conv.{conv_id}"
 
 
+def ends_group_name(conv_id: Any) -> str:
+    """The group of the requests waiting for a turn of the conversation to end (`chat.turns.await_turn`):
+    it gets the conversation's terminal frames only, so a waiter is not woken by every delta."""
+    return f"conv-ends.{conv_id}"
+
+
 def control_group_name(conv_id: Any) -> str:
     """The group of the worker running the conversation's turn: cancel and replay requests."""
     return f"conv-control.{conv_id}"

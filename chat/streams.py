@@ -35,13 +35,16 @@ _layer_down = False
 
 
 async def fan_out(frame: Frame) -> bool:
-    """Send a frame to the conversation's group. False: the channel layer is away (Redis); the frame
-    reaches clients through the replay, which never depended on the layer."""
+    """Send a frame to the conversation's group, and a terminal frame to its waiters' group too. False:
+    the channel layer is away (Redis); the frame reaches clients through the replay, which never
+    depended on the layer."""
     global _layer_down
+    message = {"type": "chat.frame", "frame": frame}
     try:
-        await get_channel_layer().group_send(
-            frames.group_name(frame["conv_id"]), {"type": "chat.frame", "frame": frame}
-        )
+        layer = get_channel_layer()
+        await layer.group_send(frames.group_name(frame["conv_id"]), message)
+        if frame["type"] in frames.TERMINAL:
+            await layer.group_send(frames.ends_group_name(frame["conv_id"]), message)
     except Exception as exc:
         if not is_outage(exc):
             raise
@@ -64,12 +67,13 @@ async def publish(conv_id: Any, type: str, data: dict[str, Any], turn_id: Any = 
 
 
 class Subscription:
-    """The conversation's frames as they are sent, on a channel of this request's own in the
-    conversation's group. A receive is never cancelled while the subscription is used (channels-redis
-    unsubscribes a channel whose receive is cancelled): `next()` waits for it with a timeout instead."""
+    """The conversation's frames as they are sent (`ends_only`: its terminal frames only), on a channel of
+    this request's own in the conversation's group. A receive is never cancelled while the subscription
+    is used (channels-redis unsubscribes a channel whose receive is cancelled): `next()` waits for it
+    with a timeout instead."""
 
-    def __init__(self, conv_id: Any) -> None:
-        self.group = frames.group_name(conv_id)
+    def __init__(self, conv_id: Any, *, ends_only: bool = False) -> None:
+        self.group = frames.ends_group_name(conv_id) if ends_only else frames.group_name(conv_id)
         self.layer: Any = None
         self.channel = ""
         self.pending: asyncio.Future | None = None

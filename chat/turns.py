@@ -112,12 +112,12 @@ async def await_turn(
     `read(turn_id=...)`, which is None while the turn runs; None after `timeout` seconds. `ended`: the
     result from the turn's terminal frame alone when the caller knows the rest (else None): no read after it.
 
-    It listens for the turn's terminal frame on the conversation's group and reads the stored turn
-    before (unless this process runs it and has not sent that frame yet: it comes through the
-    subscription), after that frame and after each second of silence, so a frame a layer lost cannot
-    hang it."""
+    It listens for the conversation's terminal frames only (`Subscription(ends_only=True)`: no wake-up
+    per delta) and reads the stored turn before (unless this process runs it and has not sent that frame
+    yet: it comes through the subscription), after that frame, and after each second without one unless
+    the turn still runs here (a frame a layer lost cannot hang it: a turn that ran here no longer does)."""
     deadline = time.monotonic() + timeout
-    async with Subscription(conv_id) as live:
+    async with Subscription(conv_id, ends_only=True) as live:
         look = not dispatcher.runs_here(turn_id)
         while True:
             result = await run_db(read, turn_id=turn_id) if look else None
@@ -133,6 +133,8 @@ async def await_turn(
                     result = ended(frame)
                     if result is not None:
                         return result
+                if frame is None and dispatcher.runs_here(turn_id):
+                    continue  # it runs on this loop: its end comes through the subscription
                 if frame is None or frames.is_end_of(frame, turn_id):
                     break
 

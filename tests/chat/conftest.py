@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from channels.layers import channel_layers
 
 from chat.runtime.base import Message, TurnContext
 from tests.helpers import RecordingEmit, import_seed
@@ -284,3 +285,11 @@ def pipelines(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(Pipeline, "execute", execute)
     return sizes
+
+
+@pytest.fixture
+def fresh_layer():
+    """An in-memory channel layer of this test's loop (the turn runs as a task on it)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()

@@ -21,6 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from chat import frames
 from chat.gateway import selectors as gateway_selectors
 from chat.models import Conversation, ConversationEvent, Turn
 from chat.mounts import CHAT_MOUNT
@@ -625,14 +626,6 @@ def test_cancelled_and_interrupted_turns_map_to_their_statuses(status, code, htt
 # --------------------------------------------------------------------------- live streaming on the ASGI app
 
 
-@pytest.fixture
-def fresh_layer():
-    """An in-memory channel layer of this test's loop (the turn runs as a task on it)."""
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
-
-
 async def asgi_post(
     user, body: dict[str, Any], token: str | None = None
 ) -> tuple[ApplicationCommunicator, dict[str, str]]:
@@ -674,7 +667,11 @@ async def turn_row(turn_id: str) -> Turn:
 
 
 def conversation_group_is_empty(turn: Turn) -> bool:
-    return not channel_layers["default"].groups.get(f"conv.{turn.conversation_id}")
+    """No channel is left in the conversation's groups (its sockets' and followers', its waiters')."""
+    groups = channel_layers["default"].groups
+    return not groups.get(frames.group_name(turn.conversation_id)) and not groups.get(
+        frames.ends_group_name(turn.conversation_id)
+    )
 
 
 async def test_live_streaming_through_the_asgi_application(chat_user, fresh_layer, settings):
