@@ -11,7 +11,9 @@ the status, and the events' data: that is all this module does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator
@@ -84,15 +86,30 @@ async def _closed_at_the_end(session: aiohttp.ClientSession) -> None:
         await session.close()
 
 
+# The proxy variables an engine's round honours: `<name>_proxy`, else `<NAME>_PROXY` (urllib's precedence).
+_PROXY_VARIABLES = ("http", "https", "all", "no")
+
+
 def proxy_for(target: URL) -> tuple[URL | None, dict[str, str]]:
     """The proxy for `target` from HTTP_PROXY / HTTPS_PROXY / ALL_PROXY and NO_PROXY (their lower-case forms
     too), as the `openai` SDK's httpx applied them, and the proxy's credentials as a `Proxy-Authorization`
     header. An HTTPS proxy is not one aiohttp can use: the request goes direct, as with aiohttp's own
-    `trust_env`."""
-    if target.host is not None and urllib.request.proxy_bypass(target.host):
+    `trust_env`. The four variables are read by name on every round (urllib's own lookup decodes the whole
+    environment, twice per round); the answer for their values and the target's origin is kept."""
+    values = []
+    for name in _PROXY_VARIABLES:
+        value = os.environ.get(f"{name}_proxy")
+        values.append(os.environ.get(f"{name.upper()}_PROXY") if value is None else value)
+    return _proxy_for(target.scheme, target.host, tuple(values))
+
+
+@functools.lru_cache(maxsize=256)
+def _proxy_for(scheme: str, host: str | None, values: tuple[str | None, ...]) -> tuple[URL | None, dict[str, str]]:
+    proxies = {name: value for name, value in zip(_PROXY_VARIABLES, values, strict=True) if value}
+    # typeshed omits it; urllib's NO_PROXY rules (suffixes, ports, `*`) for the proxies given.
+    if host is not None and urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
         return None, {}
-    proxies = urllib.request.getproxies_environment()
-    configured = proxies.get(target.scheme) or proxies.get("all")
+    configured = proxies.get(scheme) or proxies.get("all")
     proxy = URL(configured) if configured else None
     if proxy is None or proxy.scheme != "http":
         return None, {}
