@@ -115,12 +115,21 @@ async def await_turn(
     It listens for the conversation's terminal frames only (`Subscription(ends_only=True)`: no wake-up
     per delta) and reads the stored turn before (unless this process runs it and has not sent that frame
     yet: it comes through the subscription), after that frame, and after each second without one unless
-    the turn still runs here (a frame a layer lost cannot hang it: a turn that ran here no longer does)."""
+    the turn still runs here (a frame a layer lost cannot hang it: a turn that ran here no longer does).
+    A read after a silence that finds the database away is not an error: the wait goes on."""
     deadline = time.monotonic() + timeout
     async with Subscription(conv_id, ends_only=True) as live:
-        look = not dispatcher.runs_here(turn_id)
+        look, after_silence = not dispatcher.runs_here(turn_id), False
         while True:
-            result = await run_db(read, turn_id=turn_id) if look else None
+            result = None
+            if look:
+                try:
+                    result = await run_db(read, turn_id=turn_id)
+                except Exception as exc:
+                    # A look after a silence only checks for a lost end frame: with the database away
+                    # the wait goes on (the end may still come), as the turn does.
+                    if not (after_silence and is_outage(exc)):
+                        raise
             look = True
             if result is not None:
                 return result
@@ -129,13 +138,16 @@ async def await_turn(
                 if remaining <= 0:
                     return None
                 frame = await live.next(min(SILENCE_CHECK_SECONDS, remaining))
-                if frame is not None and ended is not None and frames.is_end_of(frame, turn_id):
-                    result = ended(frame)
+                if frame is None:
+                    if dispatcher.runs_here(turn_id):
+                        continue  # it runs on this loop: its end comes through the subscription
+                    after_silence = True
+                    break
+                if frames.is_end_of(frame, turn_id):
+                    result = ended(frame) if ended is not None else None
                     if result is not None:
                         return result
-                if frame is None and dispatcher.runs_here(turn_id):
-                    continue  # it runs on this loop: its end comes through the subscription
-                if frame is None or frames.is_end_of(frame, turn_id):
+                    after_silence = False
                     break
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from channels.layers import channel_layers
+from django.db import OperationalError
 
 from chat import frames, streams, turns
 
@@ -87,14 +88,18 @@ async def test_waiting_for_a_turn_wakes_once_at_its_end_not_at_each_delta(fresh_
 
 
 class Reads:
-    """A turn read, counted: it finds the turn running until `stored` is set."""
+    """A turn read, counted: it finds the turn running until `stored` is set; after `away_after` reads the
+    database is away."""
 
-    def __init__(self) -> None:
+    def __init__(self, away_after: int | None = None) -> None:
         self.count = 0
         self.stored: str | None = None
+        self.away_after = away_after
 
     def __call__(self, **kwargs: Any) -> str | None:
         self.count += 1
+        if self.away_after is not None and self.count > self.away_after:
+            raise OperationalError("could not connect to server")
         return self.stored
 
 
@@ -124,3 +129,23 @@ async def test_a_silent_turn_running_here_is_not_read_while_it_runs(fresh_layer,
     read.stored = "completed"
     turns.dispatcher._claimed.discard(TURN)  # it ran to its end here, and its end frame was lost
     assert await asyncio.wait_for(waiting, 2) == "completed"
+
+
+async def test_the_database_away_at_a_silence_keeps_the_wait_for_the_end(fresh_layer, short_silence):
+    """A read after a silence only looks for a lost end frame: with the database away the wait goes on
+    (its turn does too) and the end frame answers it, as a completion's does."""
+    read = Reads(away_after=1)  # the first look finds it running; then the database goes away
+    waiting = asyncio.create_task(turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=5, read=read, ended=end_status))
+    await subscribed(frames.ends_group_name(CONV))
+    for _ in range(500):  # silences go by, each read failing
+        if read.count >= 4 or waiting.done():
+            break
+        await asyncio.sleep(0.01)
+    await streams.fan_out(a_turn(deltas=1)[-1])
+
+    assert await asyncio.wait_for(waiting, 5) == "completed"
+
+
+async def test_the_database_away_at_the_first_look_is_the_callers_error(fresh_layer):
+    with pytest.raises(OperationalError):
+        await turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=1, read=Reads(away_after=0))
