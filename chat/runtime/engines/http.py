@@ -86,8 +86,7 @@ async def _closed_at_the_end(session: aiohttp.ClientSession) -> None:
         await session.close()
 
 
-# The proxy variables an engine's round honours: `<name>_proxy`, else `<NAME>_PROXY` (urllib's precedence).
-_PROXY_VARIABLES = ("http", "https", "all", "no")
+_PROXY_SCHEMES = ("http", "https", "all", "no")
 
 
 def proxy_for(target: URL) -> tuple[URL | None, dict[str, str]]:
@@ -96,16 +95,21 @@ def proxy_for(target: URL) -> tuple[URL | None, dict[str, str]]:
     header. An HTTPS proxy is not one aiohttp can use: the request goes direct, as with aiohttp's own
     `trust_env`. The four variables are read by name on every round (urllib's own lookup decodes the whole
     environment, twice per round); the answer for their values and the target's origin is kept."""
-    values = []
-    for name in _PROXY_VARIABLES:
-        value = os.environ.get(f"{name}_proxy")
-        values.append(os.environ.get(f"{name.upper()}_PROXY") if value is None else value)
-    return _proxy_for(target.scheme, target.host, tuple(values))
+    values = tuple(
+        os.environ.get(lower, os.environ.get(upper))  # the lower-case form first, as urllib reads them
+        for lower, upper in (
+            ("http_proxy", "HTTP_PROXY"),
+            ("https_proxy", "HTTPS_PROXY"),
+            ("all_proxy", "ALL_PROXY"),
+            ("no_proxy", "NO_PROXY"),
+        )
+    )
+    return _proxy_for(target.scheme, target.host, values)
 
 
 @functools.lru_cache(maxsize=256)
 def _proxy_for(scheme: str, host: str | None, values: tuple[str | None, ...]) -> tuple[URL | None, dict[str, str]]:
-    proxies = {name: value for name, value in zip(_PROXY_VARIABLES, values, strict=True) if value}
+    proxies = {name: value for name, value in zip(_PROXY_SCHEMES, values, strict=True) if value}
     # typeshed omits it; urllib's NO_PROXY rules (suffixes, ports, `*`) for the proxies given.
     if host is not None and urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
         return None, {}
