@@ -19,9 +19,24 @@ chat something.
 from __future__ import annotations
 
 import pprint
+from collections.abc import Callable
 from typing import Any
 
 NOT_FORMATTED = "(not formatted: autobahn's debug log is off)"
+
+
+def after_init(cls: Any, adjust: Callable[[Any], None], *, marker: str) -> None:
+    """`adjust(instance)` after each `cls.__init__`; once per class (`marker`), however often it is asked."""
+    if getattr(cls, marker, False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        adjust(self)
+
+    cls.__init__ = __init__
+    setattr(cls, marker, True)
 
 
 def close_oversized_messages_cleanly() -> None:
@@ -29,16 +44,7 @@ def close_oversized_messages_cleanly() -> None:
         from daphne.ws_protocol import WebSocketFactory
     except ImportError:  # another ASGI server
         return
-    if getattr(WebSocketFactory, "closes_cleanly", False):
-        return
-    original = WebSocketFactory.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.setProtocolOptions(failByDrop=False)
-
-    WebSocketFactory.__init__ = __init__
-    WebSocketFactory.closes_cleanly = True
+    after_init(WebSocketFactory, lambda factory: factory.setProtocolOptions(failByDrop=False), marker="closes_cleanly")
 
 
 def leave_request_bodies_to_the_application() -> None:
@@ -46,16 +52,10 @@ def leave_request_bodies_to_the_application() -> None:
         from daphne.http_protocol import WebRequest
     except ImportError:  # another ASGI server
         return
-    if getattr(WebRequest, "parses_no_forms", False):
-        return
-    original = WebRequest.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self._parsePOSTFormSubmission = False  # twisted's own switch (`Request(parsePOSTFormSubmission=)`)
-
-    WebRequest.__init__ = __init__
-    WebRequest.parses_no_forms = True
+    # Twisted's own switch (`Request(parsePOSTFormSubmission=)`), which daphne's requests leave on.
+    after_init(
+        WebRequest, lambda request: setattr(request, "_parsePOSTFormSubmission", False), marker="parses_no_forms"
+    )
 
 
 def format_debug_only_when_logged() -> None:
