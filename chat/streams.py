@@ -67,8 +67,8 @@ async def publish(conv_id: Any, type: str, data: dict[str, Any], turn_id: Any = 
 
 
 class Subscription:
-    """The conversation's frames as they are sent (`ends_only`: its terminal frames only), on a channel of
-    this request's own in the conversation's group. A receive is never cancelled while the subscription
+    """The conversation's frames as they are sent, on a channel of this request's own in the
+    conversation's group (`ends_only`: its terminal frames only, from its ends group). A receive is never cancelled while the subscription
     is used (channels-redis unsubscribes a channel whose receive is cancelled): `next()` waits for it
     with a timeout instead."""
 
