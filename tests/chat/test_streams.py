@@ -61,6 +61,22 @@ def receives(monkeypatch) -> list[str]:
     return delivered
 
 
+@pytest.fixture
+async def background():
+    """Start a coroutine as a task of the test; whatever is left of it is cancelled and awaited at the end,
+    so a failing test leaves no wait behind."""
+    started: list[asyncio.Task] = []
+
+    def start(coroutine: Any) -> asyncio.Task:
+        started.append(asyncio.create_task(coroutine))
+        return started[-1]
+
+    yield start
+    for task in started:
+        task.cancel()
+    await asyncio.gather(*started, return_exceptions=True)
+
+
 def end_status(end: frames.Frame) -> str:
     return end["data"]["status"]
 
@@ -73,10 +89,10 @@ async def subscribed(group: str) -> None:
     raise AssertionError(f"nobody joined {group}")
 
 
-async def test_waiting_for_a_turn_wakes_once_at_its_end_not_at_each_delta(fresh_layer, receives):
+async def test_waiting_for_a_turn_wakes_once_at_its_end_not_at_each_delta(fresh_layer, receives, background):
     """`?wait=1`, a non-streamed completion and an evaluation case wait for the end alone: a long answer
     streamed to them frame by frame cost a wake-up (a task, a deep copy) per delta."""
-    waiting = asyncio.create_task(
+    waiting = background(
         turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=5, read=lambda **kwargs: None, ended=end_status)
     )
     await subscribed(frames.ends_group_name(CONV))  # its first read found the turn running
@@ -115,7 +131,9 @@ async def test_a_silent_turn_running_elsewhere_is_read_after_each_silence(fresh_
     assert read.count >= 5
 
 
-async def test_a_silent_turn_running_here_is_not_read_while_it_runs(fresh_layer, short_silence, monkeypatch):
+async def test_a_silent_turn_running_here_is_not_read_while_it_runs(
+    fresh_layer, short_silence, monkeypatch, background
+):
     """Its end comes through the subscription from this loop, and once it has run here `runs_here` is
     false again: a lost frame is still found by the next silence's read."""
     monkeypatch.setattr(turns.dispatcher, "loop", asyncio.get_running_loop())
@@ -124,18 +142,18 @@ async def test_a_silent_turn_running_here_is_not_read_while_it_runs(fresh_layer,
     assert await turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=0.3, read=read) is None
     assert read.count == 0
 
-    waiting = asyncio.create_task(turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=5, read=read))
+    waiting = background(turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=5, read=read))
     await subscribed(frames.ends_group_name(CONV))
     read.stored = "completed"
     turns.dispatcher._claimed.discard(TURN)  # it ran to its end here, and its end frame was lost
     assert await asyncio.wait_for(waiting, 2) == "completed"
 
 
-async def test_the_database_away_at_a_silence_keeps_the_wait_for_the_end(fresh_layer, short_silence):
+async def test_the_database_away_at_a_silence_keeps_the_wait_for_the_end(fresh_layer, short_silence, background):
     """A read after a silence only looks for a lost end frame: with the database away the wait goes on
     (its turn does too) and the end frame answers it, as a completion's does."""
     read = Reads(away_after=1)  # the first look finds it running; then the database goes away
-    waiting = asyncio.create_task(turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=5, read=read, ended=end_status))
+    waiting = background(turns.await_turn(conv_id=CONV, turn_id=TURN, timeout=5, read=read, ended=end_status))
     await subscribed(frames.ends_group_name(CONV))
     for _ in range(500):  # silences go by, each read failing
         if read.count >= 4 or waiting.done():
