@@ -254,8 +254,9 @@ class UpdateReturning(Update):
 class Insert(Generic[M]):
     """INSERTs of new `model` instances, as many rows per statement as the backend takes: every concrete
     column but an auto-increment key (which the instances do not get back: no RETURNING), values prepared
-    by their fields as `save()` would. The statement is what `bulk_create` writes, without its compiling;
-    no signals are sent (like `bulk_create`). The instances are marked saved.
+    by their fields as `save()` would. The statement is what `bulk_create` writes, without its compiling
+    (on PostgreSQL, many rows go as one array per column: `_unnest`); no signals are sent (like
+    `bulk_create`). The instances are marked saved.
 
     `holdable`: inside `inserts_held()` its rows wait for the block's `flush` (the caller's promise: no
     statement of the block reads, changes or deletes them before, unless `flush_held()` runs first)."""
@@ -269,6 +270,7 @@ class Insert(Generic[M]):
             if not (f.primary_key and isinstance(f, AutoField | BigAutoField | SmallAutoField))
         ]
         self._heads: dict[str, tuple[str, str]] = {}
+        self._unnests: dict[str, str] = {}
 
     def __call__(self, objs: list[M]) -> list[M]:
         if not objs:
@@ -287,22 +289,41 @@ class Insert(Generic[M]):
         connection = connections[alias]
         head = self._heads.get(alias)
         if head is None:
-            quote = connection.ops.quote_name
-            columns = ", ".join(quote(f.column) for f in self.fields)
             head = self._heads[alias] = (
-                f"INSERT INTO {quote(self.model._meta.db_table)} ({columns}) VALUES ",  # noqa: S608 - names from the model
+                f"INSERT INTO {self._table(connection)} VALUES ",  # noqa: S608 - names from the model
                 "(" + ", ".join(["%s"] * len(self.fields)) + ")",
             )
         start, row = head
-        size = max(1, connection.ops.bulk_batch_size(self.fields, objs))
         with connection.cursor() as cursor:
-            for at in range(0, len(objs), size):
-                batch = objs[at : at + size]
-                params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in batch for f in self.fields]
-                cursor.execute(start + ", ".join([row] * len(batch)), params)
+            if len(objs) > 1 and connection.vendor == "postgresql":
+                columns = [[f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs] for f in self.fields]
+                cursor.execute(self._unnest(alias, connection), columns)
+            else:
+                size = max(1, connection.ops.bulk_batch_size(self.fields, objs))
+                for at in range(0, len(objs), size):
+                    batch = objs[at : at + size]
+                    params = [
+                        f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in batch for f in self.fields
+                    ]
+                    cursor.execute(start + ", ".join([row] * len(batch)), params)
         for obj in objs:
             obj._state.adding, obj._state.db = False, alias
         return objs
+
+    def _table(self, connection: Any) -> str:
+        quote = connection.ops.quote_name
+        return f"{quote(self.model._meta.db_table)} ({', '.join(quote(f.column) for f in self.fields)})"
+
+    def _unnest(self, alias: str, connection: Any) -> str:
+        """Many rows on PostgreSQL: one array per column, the same statement whatever their number. A
+        VALUES list of N rows is a new statement for each N, with N x columns parameters: psycopg then
+        parses its text again on every call (its cache keeps statements of at most 50 parameters), which
+        took a third of a busy writer's batches, and PostgreSQL plans it again."""
+        sql = self._unnests.get(alias)
+        if sql is None:
+            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in self.fields)
+            sql = self._unnests[alias] = f"INSERT INTO {self._table(connection)} SELECT * FROM unnest({arrays})"  # noqa: S608
+        return sql
 
 
 class _Held(threading.local):

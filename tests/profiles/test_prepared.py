@@ -165,9 +165,54 @@ def test_an_insert_writes_every_row_in_as_many_statements_as_the_backend_takes(m
         Insert(ProfileSelection)(rows)
 
     inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
-    assert len(inserts) == 3  # 2 + 2 + 1
+    # PostgreSQL takes any number of rows as one array per column; elsewhere 2 + 2 + 1.
+    assert len(inserts) == (1 if connection.vendor == "postgresql" else 3)
     assert sorted(ProfileSelection.objects.values_list("profile_slug", flat=True)) == [u.username for u in users]
     assert all(row._state.adding is False for row in rows)
+
+
+def test_on_postgresql_many_rows_are_one_statement_whatever_their_number_and_every_value_round_trips():
+    """One array per column: the statement's text (what psycopg parses, and caches only up to 50
+    parameters) is the same for 2 rows and for 70, and awkward values come back as they went in."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's arrays (stage 2)")
+    insert = Insert(Registry)
+    awkward = ['{a,"b"}', 'it\'s \\ a "quote"', "NULL", "", "é ✓ \n tab\t"]
+
+    def registries(prefix: str, count: int) -> list[Registry]:
+        return [
+            Registry(
+                slug=f"{prefix}-{i}",
+                description=awkward[i % len(awkward)],
+                version=i + 1,
+                tags=[{"k": awkward[i % len(awkward)], "n": i / 2, "none": None}] if i % 2 else [],
+                required_approvals=i % 3,
+            )
+            for i in range(count)
+        ]
+
+    statements: list[tuple[str, int]] = []  # as psycopg gets them: the text and the number of parameters
+
+    def seen(execute, sql, params, many, context):
+        statements.append((sql, len(params)))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(seen):
+        insert(registries("two", 2))
+        insert(registries("many", 70))
+
+    assert len(statements) == 2 and statements[0] == statements[1]
+    assert statements[0][1] == len(insert.fields)
+    for expected in registries("many", 70):
+        stored = Registry.objects.get(slug=expected.slug)
+        assert (stored.description, stored.version, stored.tags, stored.required_approvals) == (
+            expected.description,
+            expected.version,
+            expected.tags,
+            expected.required_approvals,
+        )
+        assert stored.default_profile_id is None  # a column with no value in any row
+    assert Registry.objects.filter(slug__startswith="two-").count() == 2
 
 
 def test_held_inserts_wait_for_the_flush_and_go_out_in_one_statement_per_table_in_first_use_order():
