@@ -28,7 +28,8 @@ def _streams(server: Daphne, convs: list[str], token: str, *, shape=None, timeou
     return client(spec, timeout=timeout + 60 + len(convs) / 20)
 
 
-def _figure(fig: int, cfg, dbs, n: int, first_goal_ms: float, ceiling: bool) -> list[Row]:
+def _figure(fig: int, cfg, dbs, n: int, first_goal: dict[str, float], ceiling: bool) -> list[Row]:
+    """`first_goal`: the first delta p99 goal in ms, by backend name."""
     rows: list[Row] = []
     bare = bare_server(f"f{fig}-bare")
     with running(bare):
@@ -80,7 +81,7 @@ def _figure(fig: int, cfg, dbs, n: int, first_goal_ms: float, ceiling: bool) -> 
             def pick(results: list[dict], key: str) -> list:
                 return [r[key] for r in results]
 
-            label = backend.label
+            label, first_goal_ms = backend.label, first_goal[name]
             rows += [
                 Row(
                     fig,
@@ -149,8 +150,9 @@ def _figure(fig: int, cfg, dbs, n: int, first_goal_ms: float, ceiling: bool) -> 
 
 
 def figure2(cfg, dbs) -> list[Row]:
-    return _figure(2, cfg, dbs, cfg.pick(50, 10), 500, ceiling=False)
+    return _figure(2, cfg, dbs, cfg.pick(50, 10), {"sqlite": 500, "postgres": 500}, ceiling=False)
 
 
 def figure3(cfg, dbs) -> list[Row]:
-    return _figure(3, cfg, dbs, cfg.pick(500, 20), 1000, ceiling=True)
+    # The pipeline issue's goal: < 1 s on SQLite, < 1.5 s on PostgreSQL + Redis (their round trips).
+    return _figure(3, cfg, dbs, cfg.pick(500, 20), {"sqlite": 1000, "postgres": 1500}, ceiling=True)
