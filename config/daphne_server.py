@@ -63,12 +63,21 @@ def format_debug_only_when_logged() -> None:
         from autobahn.websocket import protocol
     except ImportError:  # another ASGI server
         return
-    protocol.pformat = pformat_when_debugging  # type: ignore[assignment]  # its first parameter is `obj`
+    if getattr(protocol, "formats_when_debugging", False):
+        return
+    protocol.pformat = when_debugging(pprint.pformat)
+    protocol.hltype = when_debugging(protocol.hltype)
+    protocol.hlval = when_debugging(protocol.hlval)
+    protocol.formats_when_debugging = True  # type: ignore[attr-defined]
 
 
-def pformat_when_debugging(obj: object, *args: Any, **kwargs: Any) -> str:
+def when_debugging(format: Callable[..., str]) -> Callable[..., str]:
+    """`format`, called only while txaio's log level is `debug` or `trace` (else NOT_FORMATTED)."""
     import txaio
 
-    if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]  # set by use_twisted()
-        return pprint.pformat(obj, *args, **kwargs)
-    return NOT_FORMATTED
+    def formatted(*args: Any, **kwargs: Any) -> str:
+        if txaio.get_global_log_level() in ("debug", "trace"):  # type: ignore[attr-defined]  # set by use_twisted()
+            return format(*args, **kwargs)
+        return NOT_FORMATTED
+
+    return formatted

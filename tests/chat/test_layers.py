@@ -107,6 +107,19 @@ async def test_group_send_puts_a_copy_on_each_member_queue_without_a_task_per_me
     assert received[1]["frame"]["data"]["text"] == "hi" and message["frame"]["data"]["text"] == "hi"
 
 
+def test_a_copied_message_shares_no_container_with_the_original():
+    inner = {"items": [1, {"deep": ["x"]}], "tags": {"a"}, "n": None, "f": 1.5, "b": b"raw"}
+    message = {"type": "chat.frame", "frame": inner}
+
+    copy = chat.layers.copied(message)
+
+    assert copy == message
+    assert copy["frame"] is not inner
+    assert copy["frame"]["items"][1]["deep"] is not inner["items"][1]["deep"]
+    assert copy["frame"]["tags"] is not inner["tags"]  # not JSON-like: deep-copied all the same
+    assert copy["frame"]["b"] is inner["b"]  # immutable values are shared
+
+
 async def test_an_expired_message_is_never_delivered_even_between_sweeps(clocks, sweeps):
     layer = InMemoryChannelLayer(expiry=10, sweep_interval=3600)
     await layer.group_add("room", "ch")

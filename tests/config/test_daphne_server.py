@@ -75,6 +75,49 @@ def test_the_debug_log_still_gets_the_options_when_it_is_on(formatted, log_level
     assert protocol.pformat({"a": 1}) == NOT_FORMATTED
 
 
+@pytest.fixture
+def highlighted(monkeypatch) -> list[str]:
+    """What autobahn colours (click styles) meanwhile."""
+    import click
+
+    calls: list[str] = []
+    original = click.style
+
+    def style(text, *args, **kwargs):
+        calls.append(text)
+        return original(text, *args, **kwargs)
+
+    monkeypatch.setattr(click, "style", style)
+    return calls
+
+
+def _sent_frame() -> StringTransport:
+    """An open server protocol of daphne's factory that has sent one text message."""
+    protocol = _opened()
+    transport = StringTransport()
+    protocol.transport = transport
+    protocol.state, protocol.websocket_version = WebSocketServerProtocol.STATE_OPEN, 13  # as after a handshake
+    protocol.sendMessage(b'{"type": "llm.delta"}')
+    return transport
+
+
+def test_a_frame_sent_formats_nothing_for_a_debug_log_that_is_off(highlighted, log_level):
+    log_level("info")
+
+    transport = _sent_frame()
+
+    assert transport.value().endswith(b'{"type": "llm.delta"}')  # the frame went out
+    assert highlighted == []
+
+
+def test_the_debug_log_still_gets_a_frame_sent_when_it_is_on(highlighted, log_level):
+    log_level("debug")
+
+    _sent_frame()
+
+    assert "sendData" in "".join(highlighted)
+
+
 class _Server:
     """What daphne's HTTP protocol asks of its server before a request is processed."""
 
