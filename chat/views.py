@@ -10,10 +10,10 @@ from rest_framework import permissions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
 from profiles.api.mounted import Mounted, MountedViewSet
 from profiles.api.openapi import AUTH, BODY, RETRY_AFTER, responses
+from profiles.api.throttling import ScopedRateThrottle
 
 from . import selectors, services
 from . import serializers as s

@@ -19,11 +19,12 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from profiles.api.authentication import ApiKeyAuthentication, TokenAuthentication
 from profiles.api.mounted import Mounted
 from profiles.api.parsers import SafeJSONParser
+from profiles.api.throttling import ScopedRateThrottle
 from profiles.models import ApiKey
 
 from .. import limits

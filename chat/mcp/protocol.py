@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import uuid
 import weakref
@@ -23,8 +24,8 @@ from mcp.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from rest_framework.throttling import UserRateThrottle
 
+from profiles.api.throttling import UserRateThrottle
 from profiles.errors import Busy, ProfileError, is_outage, outage_error
 from profiles.mounts import Mount
 
@@ -200,9 +201,10 @@ class _TurnThrottle(UserRateThrottle):
 def _admit(caller: Caller) -> None:
     """A call starts a turn: the caller's turn rate, and an API key's per-minute limits."""
     throttle = _TurnThrottle()
-    if not throttle.allow_request(SimpleNamespace(user=caller.user, META={}), None):  # type: ignore[arg-type]
-        busy = Busy(f"too many turns (CHAT_REST_TURN_RATE): try again in {max(1, int(throttle.wait() or 1))}s")
-        busy.retry_after = max(1, int(throttle.wait() or 1))
+    if not throttle.allow_request(SimpleNamespace(user=caller.user, META={}), None):
+        seconds = max(1, math.ceil(throttle.wait()))
+        busy = Busy(f"too many turns (CHAT_REST_TURN_RATE): try again in {seconds}s")
+        busy.retry_after = seconds
         raise busy
     if caller.key is not None:
         limits.admit(caller.key)

@@ -10,7 +10,6 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 
 from profiles import selectors, services
 from profiles.access import can_write, sees_every_profile
@@ -34,6 +33,7 @@ from .openapi import (
     responses,
 )
 from .parsers import SafeJSONParser
+from .throttling import ScopedRateThrottle
 
 SESSION_KEY = "chat_profile:{mount}"
 COOKIE_NAME = "chat_profile"

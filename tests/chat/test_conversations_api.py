@@ -429,7 +429,8 @@ def test_a_turn_whose_lease_expired_is_released_by_the_sweep(chat_api, chat_user
     assert turn.status == "interrupted"
 
 
-def test_rest_messages_are_throttled_per_user(chat_api, seeded_registries, fast_turns, monkeypatch):
+def test_rest_messages_are_throttled_per_user(chat_api, chat_user, seeded_registries, fast_turns, monkeypatch):
+    from django.core.cache import cache
     from rest_framework.throttling import ScopedRateThrottle
 
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"turns": "2/min"})
@@ -440,6 +441,7 @@ def test_rest_messages_are_throttled_per_user(chat_api, seeded_registries, fast_
     ]
     assert statuses == [202, 202, 429]
     assert Turn.objects.count() == 2
+    assert sum(cache.get(f"throttle_turns_{chat_user.pk}").values()) == 2  # counts per slice (profiles.api.throttling)
 
 
 def test_wait_that_ends_before_the_turn_answers_202_with_the_turn_and_retry_after(chat_api, chat_user, settings):

@@ -517,8 +517,9 @@ def test_another_users_or_another_apps_conversation_is_refused(api):
 # --------------------------------------------------------------------------- limits and outcomes
 
 
-def test_the_turn_throttle_is_a_429_with_retry_after(api, monkeypatch):
+def test_the_turn_throttle_is_a_429_with_retry_after(api, chat_user, monkeypatch):
     """Each completion is a turn: the REST turn throttle (per user) applies."""
+    from django.core.cache import cache
     from rest_framework.throttling import ScopedRateThrottle
 
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"turns": "2/min"})
@@ -530,6 +531,7 @@ def test_the_turn_throttle_is_a_429_with_retry_after(api, monkeypatch):
     assert (error["type"], error["code"]) == ("rate_limit_error", "throttled")
     assert int(response["Retry-After"]) >= 1
     assert Turn.objects.count() == 2
+    assert sum(cache.get(f"throttle_turns_{chat_user.pk}").values()) == 2  # counts per slice (profiles.api.throttling)
     assert api.get("/v1/models").status_code == 200  # listing models is not a turn
 
 

@@ -82,6 +82,7 @@ def test_mcp_calls_share_the_callers_turn_rate_with_rest(chat_user, chat_api, mo
     with pytest.raises(Busy) as refused:
         _admit(Caller(user=chat_user, key=None, mount=CHAT_MOUNT))
     assert refused.value.retry_after >= 1 and "CHAT_REST_TURN_RATE" in refused.value.message
+    assert sum(cache.get(f"throttle_turns_{chat_user.pk}").values()) == 1  # REST's record: counts per slice
 
 
 @pytest.mark.usefixtures("seeded_registries", "acme_registered")

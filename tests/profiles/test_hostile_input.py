@@ -1,6 +1,7 @@
 """Hostile request bodies get JSON errors, never a 500 or an HTML page."""
 
 import pytest
+from django.core.cache import cache
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
@@ -34,6 +35,7 @@ def test_token_requests_are_throttled(monkeypatch):
         for i in range(4)
     ]
     assert statuses == [400, 400, 400, 429]
+    assert sum(cache.get("throttle_auth_127.0.0.1").values()) == 3  # counts per slice (profiles.api.throttling)
     blocked = client.post("/api/auth/token", {"username": "guessme", "password": PASSWORD}, format="json")
     assert blocked.status_code == 429
     assert blocked.json()["error"]["code"] == "throttled"
