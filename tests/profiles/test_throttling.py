@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -97,3 +99,16 @@ def test_a_clients_record_stays_small_whatever_the_rate(clock, monkeypatch):
 
 def test_a_view_without_a_scope_is_not_throttled(clock):
     assert ScopedRateThrottle().allow_request(request(), SimpleNamespace())
+
+
+def test_no_view_uses_drfs_own_rate_throttles():
+    """Their record grows with the rate: the project's views take the sliced ones from this module."""
+    root = Path(__file__).resolve().parents[2]
+    users = [
+        str(path.relative_to(root))
+        for app in ("config", "profiles", "chat", "inventory")
+        for path in (root / app).rglob("*.py")
+        if path.name != "throttling.py"
+        and re.search(r"rest_framework\.throttling import [^\n]*(Scoped|User|Anon|Simple)RateThrottle", path.read_text())
+    ]
+    assert users == []
