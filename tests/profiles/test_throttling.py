@@ -109,6 +109,8 @@ def test_no_view_uses_drfs_own_rate_throttles():
         for app in ("config", "profiles", "chat", "inventory")
         for path in (root / app).rglob("*.py")
         if path.name != "throttling.py"
-        and re.search(r"rest_framework\.throttling import [^\n]*(Scoped|User|Anon|Simple)RateThrottle", path.read_text())
+        and re.search(
+            r"rest_framework\.throttling import [^\n]*(Scoped|User|Anon|Simple)RateThrottle", path.read_text()
+        )
     ]
     assert users == []
