@@ -37,10 +37,8 @@ class SlicedRateThrottle(throttling.SimpleRateThrottle):
         self.now = self.timer()
         width = self.duration / SLICES
         current = int(self.now // width)
-        counts: dict[int, int] = {
-            at: n for at, n in (self.cache.get(key) or {}).items() if at >= current - SLICES
-        }  # the slices any part of which is in the window
-        self.counts = counts
+        counts = {at: n for at, n in _slices(self.cache.get(key), width).items() if at >= current - SLICES}
+        self.counts = counts  # the slices any part of which is in the window
         if sum(counts.values()) >= self.num_requests:
             return False
         counts[current] = counts.get(current, 0) + 1
@@ -56,6 +54,18 @@ class SlicedRateThrottle(throttling.SimpleRateThrottle):
             if excess <= 0:
                 return max(0.0, (at + SLICES + 1) * width - self.now)
         return 0.0
+
+
+def _slices(stored: Any, width: float) -> dict[int, int]:
+    """The stored counts; DRF's own record (a list of timestamps, in a shared cache from before) counted
+    by slice, so that an upgrade neither fails nor forgets a client's window."""
+    if isinstance(stored, dict):
+        return stored
+    counts: dict[int, int] = {}
+    for at in stored if isinstance(stored, list) else ():
+        if isinstance(at, int | float):
+            counts[int(at // width)] = counts.get(int(at // width), 0) + 1
+    return counts
 
 
 class ScopedRateThrottle(throttling.ScopedRateThrottle, SlicedRateThrottle):

@@ -97,6 +97,15 @@ def test_a_clients_record_stays_small_whatever_the_rate(clock, monkeypatch):
     assert sum(record.values()) == 5000
 
 
+def test_a_record_drf_stored_before_the_upgrade_is_counted(clock, monkeypatch):
+    throttle = user_throttle(monkeypatch, "3/min")
+    cache.set("throttle_user_7", [clock.now - 1, clock.now - 20, clock.now - 30])  # DRF's: newest first
+
+    assert not throttle().allow_request(request(), None)
+    clock.now += 31  # the oldest has left the window (and its second too)
+    assert throttle().allow_request(request(), None)
+
+
 def test_a_view_without_a_scope_is_not_throttled(clock):
     assert ScopedRateThrottle().allow_request(request(), SimpleNamespace())
 
