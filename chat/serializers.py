@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from profiles.api.openapi import NON_BLANK_PATTERN
-from profiles.api.serializers import JSONObjectField, ProfileRefField, SlugTextField, StrictKeysMixin
+from profiles.api.serializers import FieldsBoundOnce, JSONObjectField, ProfileRefField, SlugTextField, StrictKeysMixin
 from profiles.validation import parse_profile_ref
 
 from . import selectors
@@ -215,7 +215,7 @@ class PromptField(serializers.CharField):
     """The prompt as sent (not trimmed); the service refuses blank and overlong prompts and NUL."""
 
 
-class MessageCreateSerializer(StrictKeysMixin, serializers.Serializer):
+class MessageCreateSerializer(FieldsBoundOnce, StrictKeysMixin, serializers.Serializer):
     prompt = PromptField(trim_whitespace=False)
     request_overrides = JSONObjectField(required=False, allow_null=True)
     idempotency_key = serializers.CharField(required=False, max_length=128)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from profiles.api.serializers import FieldsBoundOnce
 from profiles.errors import Conflict, InvalidInput, NotFound
 from profiles.mounts import Mount
 from profiles.validation import parse_profile_ref
@@ -53,7 +54,7 @@ ROW_FIELDS = (
 )
 
 
-class ResponseRequestSerializer(StorableRequest, StrictObject, serializers.Serializer):
+class ResponseRequestSerializer(FieldsBoundOnce, StorableRequest, StrictObject, serializers.Serializer):
     """An OpenAI Responses request. `instructions`, `temperature`, `top_p` and `max_output_tokens` are
     request overrides the profile's policy must allow (else 403)."""
 

@@ -16,7 +16,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from profiles.api.serializers import StrictKeysMixin
+from profiles.api.serializers import FieldsBoundOnce, StrictKeysMixin
 from profiles.validation import storable_errors
 
 from . import following, services
@@ -101,7 +101,7 @@ class StorableRequest:
         return super().to_internal_value(data)  # type: ignore[misc]  # a mixin of a Serializer
 
 
-class ChatCompletionRequestSerializer(StorableRequest, StrictObject, serializers.Serializer):
+class ChatCompletionRequestSerializer(FieldsBoundOnce, StorableRequest, StrictObject, serializers.Serializer):
     """An OpenAI chat completion request. Unknown or unsupported parameters are a 400 naming them;
     `temperature`, `top_p`, `max_tokens`/`max_completion_tokens` and a system message are request
     overrides the profile's policy must allow (else 403)."""
